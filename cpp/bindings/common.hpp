@@ -1,0 +1,44 @@
+// Validation helpers shared by the binding files. Bindings hold no math:
+// they check arrays, convert them to raw views, release the GIL and call the
+// active kernel table.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "bnfast/view3.hpp"
+
+namespace bnfast::bindings {
+
+namespace py = pybind11;
+
+template <class T>
+bool has_dtype(const py::array& a) {
+    return a.dtype().is(py::dtype::of<T>());
+}
+
+// The (A, C, B) view of a 3-D array, strides converted to elements.
+inline View3 view3_of(const py::array& a, const char* name) {
+    if (a.ndim() != 3) throw py::value_error(std::string(name) + " must be a 3-D (A, C, B) view");
+    const auto itemsize = static_cast<py::ssize_t>(a.itemsize());
+    std::int64_t strides[3];
+    for (int i = 0; i < 3; ++i) {
+        if (a.strides(i) % itemsize != 0)
+            throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+        strides[i] = a.strides(i) / itemsize;
+    }
+    return View3{a.shape(0), a.shape(1), a.shape(2), strides[0], strides[1], strides[2]};
+}
+
+// A per-channel parameter: 1-D, C-contiguous, dtype T, length c.
+template <class T>
+const T* channel_param(const py::array& a, std::int64_t c, const char* name) {
+    if (!has_dtype<T>(a) || a.ndim() != 1 || a.shape(0) != c ||
+        !(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be a contiguous 1-D array of length C and x's dtype");
+    return static_cast<const T*>(a.data());
+}
+
+}  // namespace bnfast::bindings

@@ -1,0 +1,47 @@
+// The table of kernel entry points, one table per compiled instruction set.
+// Pure C++: nothing here knows about Python.
+#pragma once
+#include <cstdint>
+
+#include "bnfast/view3.hpp"
+
+namespace bnfast {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+constexpr int kIsaCount = 3;
+
+const char* isa_name(Isa isa);
+
+// Per-C moments over A x B: writes mean[c] and m2[c] (sum of squared
+// deviations) in double precision; the count is A*B for every c.
+// Results are bit-identical for every nthreads >= 1.
+template <class T>
+using moments_fn = void (*)(const T* x, const View3& xv, double* mean,
+                            double* m2, int nthreads);
+
+// Per-C affine map y = ((x - center_hi[c]) - center_lo[c]) * scale[c] + shift[c],
+// or y = x * scale[c] + shift[c] when center_hi is null (the folded eval form).
+// x and y have the same A, C, B but their own strides; y may equal x.
+template <class T>
+using affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
+                           const T* center_hi, const T* center_lo,
+                           const T* scale, const T* shift, int nthreads);
+
+struct KernelTable {
+    Isa isa;
+    moments_fn<float> moments_f32;
+    moments_fn<double> moments_f64;
+    affine_fn<float> affine_f32;
+    affine_fn<double> affine_f64;
+};
+
+// One getter per compiled instruction set (defined in kernels/kernel_table.cpp,
+// compiled once per ISA into bnfast::kernels::<isa>). Only call the ones
+// compiled into this build.
+namespace kernels {
+namespace scalar { const KernelTable& kernel_table(); }
+namespace avx2 { const KernelTable& kernel_table(); }
+namespace avx512 { const KernelTable& kernel_table(); }
+}  // namespace kernels
+
+}  // namespace bnfast

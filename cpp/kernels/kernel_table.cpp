@@ -1,0 +1,17 @@
+// The kernel table of one ISA (this file is compiled once per ISA).
+#include "kernels.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+
+const KernelTable& kernel_table() {
+    static const KernelTable table{
+        Isa::BNFAST_ISA,
+        &moments_f32_kernel,
+        &moments_f64_kernel,
+        &affine_f32_kernel,
+        &affine_f64_kernel,
+    };
+    return table;
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA

@@ -1,0 +1,28 @@
+// Entry points of one ISA's kernels (internal to cpp/kernels/).
+#pragma once
+#include "bnfast/kernel_table.hpp"
+
+#if !defined(BNFAST_ISA)
+#error "kernels.hpp is only for kernel sources compiled once per ISA"
+#endif
+
+namespace bnfast::kernels::BNFAST_ISA {
+
+void moments_f32_kernel(const float* x, const View3& xv, double* mean,
+                        double* m2, int nthreads);
+void moments_f64_kernel(const double* x, const View3& xv, double* mean,
+                        double* m2, int nthreads);
+void affine_f32_kernel(const float* x, const View3& xv, float* y,
+                       const View3& yv, const float* center_hi,
+                       const float* center_lo, const float* scale,
+                       const float* shift, int nthreads);
+void affine_f64_kernel(const double* x, const View3& xv, double* y,
+                       const View3& yv, const double* center_hi,
+                       const double* center_lo, const double* scale,
+                       const double* shift, int nthreads);
+
+// Work at or below this many elements runs on one thread: a parallel region
+// costs more than it saves there. Results do not depend on it.
+constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;
+
+}  // namespace bnfast::kernels::BNFAST_ISA

@@ -1,0 +1,400 @@
+// moments_kernel: per-C count/mean/M2 over the A x B slab of an (A, C, B) view.
+//
+// Accuracy: each slab is cut into chunks of at most kChunk elements (L1
+// resident). A chunk is summed in double (pass 1, also min/max), then its
+// squared deviations from that chunk mean are summed in double with the
+// usual correction term (pass 2, re-reading the chunk from L1). Chunks are
+// merged with Chan's formula. This is a blocked two-pass algorithm: it never
+// forms E[x^2] - E[x]^2, so offset data keeps its variance. A chunk whose
+// min equals its max is constant: mean = that value, M2 = 0 exactly.
+//
+// Determinism: the work is cut into chunks and groups by the shape alone;
+// each group is reduced sequentially by whichever thread takes it, and
+// groups are merged in index order. The thread count only changes who does
+// the work, never the arithmetic.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <new>
+
+#include "bnfast/welford.hpp"
+#include "kernels.hpp"
+#include "simd.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+namespace {
+
+constexpr std::int64_t kChunk = 4096;                   // elements per two-pass chunk
+constexpr std::int64_t kGroupTarget = std::int64_t(1) << 18;  // elements per work item
+constexpr std::int64_t kMaxGroups = 64;                 // work items per channel, at most
+constexpr std::int64_t kTileChannels = 512;             // channels per item, C-contiguous path
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+inline std::int64_t min_i64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+inline std::int64_t max_i64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+
+// Number of groups a reduction of n elements is cut into (shape-only).
+inline std::int64_t group_count(std::int64_t n) {
+    const std::int64_t g = (n + kGroupTarget - 1) / kGroupTarget;
+    return max_i64(1, min_i64(g, kMaxGroups));
+}
+
+// Moments of one chunk from its pass-1 results; returns false if pass 2 is
+// needed (finite, non-constant data).
+inline bool chunk_from_pass1(std::int64_t n, double sum, double lo, double hi,
+                             Moments1& out) {
+    out.n = n;
+    if (std::isnan(sum)) {  // NaN in the data
+        out.mean = sum;
+        out.m2 = sum;
+        return true;
+    }
+    if (std::isinf(sum)) {  // +-inf in the data (or overflow): mean is that inf
+        out.mean = sum;
+        out.m2 = std::numeric_limits<double>::quiet_NaN();
+        return true;
+    }
+    if (lo == hi) {  // constant chunk: exact
+        out.mean = lo;
+        out.m2 = 0.0;
+        return true;
+    }
+    return false;
+}
+
+inline void chunk_from_pass2(std::int64_t n, double shift, double sum_d,
+                             double sum_dd, Moments1& out) {
+    const double dn = static_cast<double>(n);
+    out.mean = shift + sum_d / dn;
+    double m2 = sum_dd - sum_d * sum_d / dn;
+    if (m2 < 0.0) m2 = 0.0;  // rounding; keeps NaN
+    out.m2 = m2;
+}
+
+// ---------------------------------------------------------------------------
+// Row path: per channel, the slab is A rows of B elements (stride sB).
+
+struct Pass1Acc {
+    f64v sum0, sum1, lo, hi;
+    double sum_tail, lo_tail, hi_tail;
+    void reset() {
+        sum0 = f64v{};
+        sum1 = f64v{};
+        lo = splat<f64v>(kInf);
+        hi = splat<f64v>(-kInf);
+        sum_tail = 0.0;
+        lo_tail = kInf;
+        hi_tail = -kInf;
+    }
+    void add_scalar(double v) {
+        sum_tail += v;
+        lo_tail = v < lo_tail ? v : lo_tail;
+        hi_tail = v > hi_tail ? v : hi_tail;
+    }
+    double sum() const { return sum_lanes(sum0 + sum1) + sum_tail; }
+    double min() const {
+        const double m = min_lanes(lo);
+        return m < lo_tail ? m : lo_tail;
+    }
+    double max() const {
+        const double m = max_lanes(hi);
+        return m > hi_tail ? m : hi_tail;
+    }
+};
+
+struct Pass2Acc {
+    f64v d0, d1, dd0, dd1;
+    double d_tail, dd_tail;
+    void reset() {
+        d0 = d1 = dd0 = dd1 = f64v{};
+        d_tail = dd_tail = 0.0;
+    }
+    void add_scalar(double d) {
+        d_tail += d;
+        dd_tail += d * d;
+    }
+    double sum_d() const { return sum_lanes(d0 + d1) + d_tail; }
+    double sum_dd() const { return sum_lanes(dd0 + dd1) + dd_tail; }
+};
+
+template <class T>
+inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride,
+                          Pass1Acc& acc) {
+    std::int64_t i = 0;
+    if (stride == 1) {
+        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+            const f64v v0 = load_as_f64(p + i);
+            const f64v v1 = load_as_f64(p + i + kLanesF64);
+            acc.sum0 += v0;
+            acc.sum1 += v1;
+            acc.lo = vmin(v0, acc.lo);
+            acc.hi = vmax(v0, acc.hi);
+            acc.lo = vmin(v1, acc.lo);
+            acc.hi = vmax(v1, acc.hi);
+        }
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
+    } else {
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i * stride]));
+    }
+}
+
+template <class T>
+inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
+                          double shift, Pass2Acc& acc) {
+    std::int64_t i = 0;
+    if (stride == 1) {
+        const f64v shift_v = splat<f64v>(shift);
+        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+            const f64v d0 = load_as_f64(p + i) - shift_v;
+            const f64v d1 = load_as_f64(p + i + kLanesF64) - shift_v;
+            acc.d0 += d0;
+            acc.d1 += d1;
+            acc.dd0 += d0 * d0;
+            acc.dd1 += d1 * d1;
+        }
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]) - shift);
+    } else {
+        for (; i < n; ++i)
+            acc.add_scalar(static_cast<double>(p[i * stride]) - shift);
+    }
+}
+
+// Calls f(pointer, length) for the row pieces covering the flat index range
+// [begin, end) of one channel's A x B slab (flat index = a*B + b).
+template <class T, class F>
+inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
+                               std::int64_t end, F&& f) {
+    std::int64_t a = begin / v.B;
+    std::int64_t b = begin % v.B;
+    std::int64_t left = end - begin;
+    while (left > 0) {
+        const std::int64_t len = min_i64(v.B - b, left);
+        f(xc + a * v.sA + b * v.sB, len);
+        left -= len;
+        ++a;
+        b = 0;
+    }
+}
+
+// Moments of the flat range [begin, end) of channel slab xc.
+template <class T>
+Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
+                           std::int64_t end) {
+    Moments1 acc;
+    Pass1Acc p1;
+    Pass2Acc p2;
+    for (std::int64_t lo = begin; lo < end; lo += kChunk) {
+        const std::int64_t hi = min_i64(lo + kChunk, end);
+        p1.reset();
+        for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
+            pass1_segment(p, len, v.sB, p1);
+        });
+        Moments1 chunk;
+        const double sum = p1.sum();
+        if (!chunk_from_pass1(hi - lo, sum, p1.min(), p1.max(), chunk)) {
+            const double shift = sum / static_cast<double>(hi - lo);
+            p2.reset();
+            for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
+                pass2_segment(p, len, v.sB, shift, p2);
+            });
+            chunk_from_pass2(hi - lo, shift, p2.sum_d(), p2.sum_dd(), chunk);
+        }
+        chan_merge(acc, chunk);
+    }
+    return acc;
+}
+
+template <class T>
+void moments_rows(const T* x, const View3& v, double* mean, double* m2,
+                  int nthreads) {
+    const std::int64_t n = v.A * v.B;
+    const std::int64_t groups = group_count(n);
+    const std::int64_t items = v.C * groups;
+    const int nt = (v.A * v.B * v.C <= kParallelMinElements) ? 1 : nthreads;
+
+    if (groups == 1) {
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            const Moments1 m = row_range_moments(x + c * v.sC, v, 0, n);
+            mean[c] = m.mean;
+            m2[c] = m.m2;
+        }
+        return;
+    }
+
+    Moments1* partial = new Moments1[static_cast<std::size_t>(items)];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t item = 0; item < items; ++item) {
+        const std::int64_t c = item / groups;
+        const std::int64_t g = item % groups;
+        const std::int64_t begin = g * n / groups;
+        const std::int64_t end = (g + 1) * n / groups;
+        partial[item] = row_range_moments(x + c * v.sC, v, begin, end);
+    }
+    for (std::int64_t c = 0; c < v.C; ++c) {
+        Moments1 m = partial[c * groups];
+        for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[c * groups + g]);
+        mean[c] = m.mean;
+        m2[c] = m.m2;
+    }
+    delete[] partial;
+}
+
+// ---------------------------------------------------------------------------
+// Channel-contiguous path (sC == 1): NHWC and 2-D (N, C). Rows r = (a, b)
+// each hold C consecutive channels; a work item is a tile of channels times a
+// range of rows, and the inner loops run along channels (vectorized by the
+// compiler; each channel's arithmetic is independent of the vector width).
+
+struct TileScratch {
+    double* sum;
+    double* lo;
+    double* hi;
+    double* shift;
+    double* sum_d;
+    double* sum_dd;
+    Moments1* acc;
+};
+
+template <class T>
+inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
+    return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
+}
+
+template <class T>
+void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
+                  std::int64_t r_begin, std::int64_t r_end, std::int64_t chunk_rows,
+                  TileScratch& s) {
+    for (std::int64_t c = 0; c < tw; ++c) s.acc[c] = Moments1{};
+    for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
+        const std::int64_t r1 = min_i64(r0 + chunk_rows, r_end);
+        const std::int64_t n = r1 - r0;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            s.sum[c] = 0.0;
+            s.lo[c] = kInf;
+            s.hi[c] = -kInf;
+        }
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const T* row = row_ptr(x, v, r) + c0;
+            double* __restrict sum = s.sum;
+            double* __restrict lo = s.lo;
+            double* __restrict hi = s.hi;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                const double val = static_cast<double>(row[c]);
+                sum[c] += val;
+                lo[c] = val < lo[c] ? val : lo[c];
+                hi[c] = val > hi[c] ? val : hi[c];
+            }
+        }
+        bool need_pass2 = false;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            s.shift[c] = s.sum[c] / static_cast<double>(n);
+            s.sum_d[c] = 0.0;
+            s.sum_dd[c] = 0.0;
+            Moments1 probe;
+            if (!chunk_from_pass1(n, s.sum[c], s.lo[c], s.hi[c], probe)) need_pass2 = true;
+        }
+        if (need_pass2) {
+            for (std::int64_t r = r0; r < r1; ++r) {
+                const T* row = row_ptr(x, v, r) + c0;
+                const double* __restrict shift = s.shift;
+                double* __restrict sd = s.sum_d;
+                double* __restrict sdd = s.sum_dd;
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d = static_cast<double>(row[c]) - shift[c];
+                    sd[c] += d;
+                    sdd[c] += d * d;
+                }
+            }
+        }
+        for (std::int64_t c = 0; c < tw; ++c) {
+            Moments1 chunk;
+            if (!chunk_from_pass1(n, s.sum[c], s.lo[c], s.hi[c], chunk))
+                chunk_from_pass2(n, s.shift[c], s.sum_d[c], s.sum_dd[c], chunk);
+            chan_merge(s.acc[c], chunk);
+        }
+    }
+}
+
+template <class T>
+void moments_channels(const T* x, const View3& v, double* mean, double* m2,
+                      int nthreads) {
+    const std::int64_t rows = v.A * v.B;
+    const std::int64_t tile = min_i64(v.C, kTileChannels);
+    const std::int64_t tiles = (v.C + tile - 1) / tile;
+    // Rows per chunk: about kChunk * 2 elements of the tile, at least one row.
+    const std::int64_t chunk_rows = max_i64(1, (2 * kChunk) / tile);
+    const std::int64_t groups = max_i64(1, min_i64(group_count(rows * v.C), rows));
+    const std::int64_t items = tiles * groups;
+    const int nt = (rows * v.C <= kParallelMinElements) ? 1 : nthreads;
+
+    Moments1* partial = new Moments1[static_cast<std::size_t>(groups * v.C)];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const std::size_t t = static_cast<std::size_t>(tile);
+        double* buf = new double[6 * t];
+        Moments1* acc = new Moments1[t];
+        TileScratch s{buf, buf + t, buf + 2 * t, buf + 3 * t, buf + 4 * t, buf + 5 * t, acc};
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t item = 0; item < items; ++item) {
+            const std::int64_t g = item / tiles;
+            const std::int64_t c0 = (item % tiles) * tile;
+            const std::int64_t tw = min_i64(tile, v.C - c0);
+            const std::int64_t r_begin = g * rows / groups;
+            const std::int64_t r_end = (g + 1) * rows / groups;
+            tile_moments(x, v, c0, tw, r_begin, r_end, chunk_rows, s);
+            for (std::int64_t c = 0; c < tw; ++c) partial[g * v.C + c0 + c] = acc[c];
+        }
+        delete[] acc;
+        delete[] buf;
+    }
+    for (std::int64_t c = 0; c < v.C; ++c) {
+        Moments1 m = partial[c];
+        for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[g * v.C + c]);
+        mean[c] = m.mean;
+        m2[c] = m.m2;
+    }
+    delete[] partial;
+}
+
+template <class T>
+void moments_impl(const T* x, const View3& view, double* mean, double* m2,
+                  int nthreads) {
+    View3 v = view;
+    if (v.C == 0) return;
+    if (v.A == 0 || v.B == 0) {  // empty slab: undefined (callers reject it)
+        for (std::int64_t c = 0; c < v.C; ++c)
+            mean[c] = m2[c] = std::numeric_limits<double>::quiet_NaN();
+        return;
+    }
+    if (nthreads < 1) nthreads = 1;
+    if (v.sB == 1 && v.B > 1) {
+        moments_rows(x, v, mean, m2, nthreads);
+    } else if (v.sC == 1 && v.C > 1) {
+        moments_channels(x, v, mean, m2, nthreads);
+    } else {
+        if (v.B == 1) {  // (A, C, 1): treat A as the row so a unit sA is contiguous
+            v.B = v.A;
+            v.sB = v.sA;
+            v.A = 1;
+            v.sA = 0;
+        }
+        moments_rows(x, v, mean, m2, nthreads);
+    }
+}
+
+}  // namespace
+
+void moments_f32_kernel(const float* x, const View3& xv, double* mean,
+                        double* m2, int nthreads) {
+    moments_impl(x, xv, mean, m2, nthreads);
+}
+
+void moments_f64_kernel(const double* x, const View3& xv, double* mean,
+                        double* m2, int nthreads) {
+    moments_impl(x, xv, mean, m2, nthreads);
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA

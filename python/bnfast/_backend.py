@@ -1,0 +1,176 @@
+"""Backend selection: the native C++ kernels (at a CPU capability) or the
+pure-NumPy twin, plus the thread count. All environment variables are read
+here, once, at import:
+
+- ``BNFAST_BACKEND=native|numpy``
+- ``BNFAST_CPU_CAPABILITY=scalar|avx2|avx512``
+- ``BNFAST_NUM_THREADS=n``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+from . import _numpy
+
+try:
+    from . import _core
+except ImportError as exc:  # not compiled (e.g. a source checkout): NumPy only
+    _core = None
+    _core_import_error: ImportError | None = exc
+else:
+    _core_import_error = None
+
+CAPABILITIES = ("scalar", "avx2", "avx512")
+
+_lock = threading.RLock()
+
+
+class _State:
+    __slots__ = ("impl", "name", "num_threads")
+
+    def __init__(self) -> None:
+        self.impl = _numpy
+        self.name = "numpy"
+        self.num_threads = 1
+
+
+_state = _State()
+
+
+def impl():
+    """The active backend module (``bnfast._core`` or ``bnfast._numpy``)."""
+    return _state.impl
+
+
+def backend_name() -> str:
+    return _state.name
+
+
+def _require_core(what: str):
+    if _core is None:
+        raise ImportError(
+            f"{what} needs the compiled module bnfast._core, which could not be "
+            f"imported: {_core_import_error}"
+        )
+    return _core
+
+
+def set_backend(name: str, capability: str | None = None) -> None:
+    """Switch to ``"numpy"`` or ``"native"`` (optionally at a CPU capability)."""
+    with _lock:
+        if name == "numpy":
+            _state.impl, _state.name = _numpy, "numpy"
+        elif name == "native":
+            core = _require_core("the native backend")
+            if capability is not None:
+                _set_capability(core, capability)
+            _state.impl, _state.name = core, "native"
+        else:
+            raise ValueError(f"backend must be 'native' or 'numpy', got {name!r}")
+
+
+def _set_capability(core, capability: str) -> None:
+    if capability not in CAPABILITIES:
+        raise ValueError(
+            f"unknown CPU capability {capability!r}; expected one of: {', '.join(CAPABILITIES)}"
+        )
+    supported = core.supported_capabilities()
+    if capability not in supported:
+        raise RuntimeError(
+            f"CPU capability {capability!r} is not available: this build and CPU "
+            f"support only: {', '.join(supported)}"
+        )
+    core.set_capability(capability)
+
+
+def capability() -> str | None:
+    """The native capability in use, or None under the NumPy backend."""
+    return _core.capability() if _state.name == "native" else None
+
+
+def compiled_capabilities() -> list:
+    return list(_core.compiled_capabilities()) if _core is not None else []
+
+
+def supported_capabilities() -> list:
+    return list(_core.supported_capabilities()) if _core is not None else []
+
+
+def choices() -> list:
+    """Every backend/capability this build and CPU can run (for tests)."""
+    return ["numpy"] + supported_capabilities()
+
+
+@contextlib.contextmanager
+def using(choice: str) -> Iterator[None]:
+    """Run a block under ``"numpy"`` or a native capability name."""
+    with _lock:
+        saved_name = _state.name
+        saved_cap = _core.capability() if _core is not None else None
+        if choice == "numpy":
+            set_backend("numpy")
+        else:
+            set_backend("native", choice)
+    try:
+        yield
+    finally:
+        with _lock:
+            if saved_cap is not None:
+                _core.set_capability(saved_cap)
+            set_backend(saved_name)
+
+
+def set_num_threads(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
+    n = int(n.__index__())
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    with _lock:
+        _state.num_threads = n
+        if _core is not None:
+            _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _state.num_threads
+
+
+def _init_from_environment() -> None:
+    backend = os.environ.get("BNFAST_BACKEND", "").strip().lower()
+    cap = os.environ.get("BNFAST_CPU_CAPABILITY", "").strip().lower()
+    threads = os.environ.get("BNFAST_NUM_THREADS", "").strip()
+
+    if backend not in ("", "native", "numpy"):
+        raise ValueError(f"BNFAST_BACKEND must be 'native' or 'numpy', got {backend!r}")
+    if cap:
+        core = _require_core(f"BNFAST_CPU_CAPABILITY={cap}")
+        try:
+            _set_capability(core, cap)
+        except (ValueError, RuntimeError) as exc:
+            raise type(exc)(f"BNFAST_CPU_CAPABILITY: {exc}") from None
+    if backend == "numpy" or (backend == "" and _core is None):
+        set_backend("numpy")
+    else:
+        set_backend("native")
+
+    if threads:
+        try:
+            n = int(threads)
+        except ValueError:
+            raise ValueError(
+                f"BNFAST_NUM_THREADS must be a positive integer, got {threads!r}"
+            ) from None
+        if n < 1:
+            raise ValueError(f"BNFAST_NUM_THREADS must be a positive integer, got {threads!r}")
+        set_num_threads(n)
+    else:
+        default = _core.default_num_threads() if _core is not None else (os.cpu_count() or 1)
+        set_num_threads(default)
+
+
+_init_from_environment()

@@ -1,0 +1,152 @@
+"""Batch normalization forward with torch.nn.functional.batch_norm semantics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _backend, _layout
+from ._validate import (
+    as_array,
+    channel_vector,
+    check_axis,
+    check_eps,
+    check_float_dtype,
+    check_momentum,
+    check_out,
+)
+
+
+def _check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> np.ndarray:
+    if updating and not isinstance(stat, np.ndarray):
+        raise TypeError(
+            f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
+        )
+    arr = channel_vector(stat, name, c)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
+    if updating and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only, but training updates it in place")
+    return arr
+
+
+def _split_center(mean64: np.ndarray, dtype: np.dtype) -> tuple:
+    """mean = hi + lo in dtype: x - hi is exact for x near the mean, so float32
+    data is centred on the float64 mean to float32 precision."""
+    hi = mean64.astype(dtype)
+    lo = (mean64 - hi).astype(dtype)
+    return hi, lo
+
+
+def batch_norm(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    *,
+    training=False,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+    out=None,
+    return_stats=False,
+):
+    """Batch normalization, as ``torch.nn.functional.batch_norm``.
+
+    ``x`` has its channels on ``axis`` (1 for (N, C, ...), -1 for channels
+    last). With ``training=True`` the batch statistics (biased variance)
+    normalize ``x`` and, when given, ``running_mean``/``running_var`` are
+    updated in place with ``momentum`` (unbiased variance). With
+    ``training=False`` the running statistics are used, folded into one scale
+    and shift per channel. ``weight``/``bias`` are the optional affine
+    parameters.
+
+    Returns ``y`` (``out`` if given; ``out`` may be ``x``), or
+    ``(y, mean, invstd)`` with ``return_stats=True``.
+    """
+    x = as_array(x)
+    check_float_dtype(x, "x", "batch_norm")
+    if x.ndim < 2:
+        raise ValueError(
+            f"batch_norm expects x with at least 2 dimensions (N, C, ...), got {x.ndim}-D "
+            f"input of shape {x.shape}"
+        )
+    axis = check_axis(axis, x.ndim)
+    eps = check_eps(eps)
+    training = bool(training)
+    momentum = check_momentum(momentum)
+    dtype = x.dtype
+    c = x.shape[axis]
+
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    has_running = running_mean is not None
+    if not training and not has_running:
+        raise ValueError(
+            "running_mean and running_var are required when training=False "
+            "(eval mode normalizes with the running statistics)"
+        )
+    if has_running:
+        running_mean = _check_running(running_mean, "running_mean", c, dtype, training)
+        running_var = _check_running(running_var, "running_var", c, dtype, training)
+    w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
+    b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
+    if out is not None:
+        check_out(out, x.shape, dtype, "batch_norm")
+
+    count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
+    if training and count <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+
+    impl = _backend.impl()
+    kept = (axis,)
+    x3 = groups = None
+    if training:
+        x3, groups = _layout.canonical(x, kept)
+        mean, m2 = impl.moments(x3)
+        var = m2 / count
+        with np.errstate(divide="ignore"):
+            invstd = 1.0 / np.sqrt(var + eps)
+    else:
+        mean = running_mean.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+
+    scale = invstd if w is None else invstd * w
+    if training:
+        center_hi, center_lo = _split_center(mean, dtype)
+        shift = np.zeros(c) if b is None else b
+    else:
+        center_hi = center_lo = None
+        with np.errstate(invalid="ignore"):
+            shift = (0.0 if b is None else b) - mean * scale
+    scale_t = np.ascontiguousarray(scale, dtype=dtype)
+    shift_t = np.ascontiguousarray(shift, dtype=dtype)
+
+    y = out if out is not None else np.empty_like(x, order="K")
+    if x.size:
+        if x3 is None:
+            x3, groups = _layout.canonical(x, kept)
+        if out is not None and out is not x and np.may_share_memory(out, x):
+            # Partial overlap: read from a private copy.
+            x3 = x3.copy()
+        y3 = _layout.fold(y, groups)
+        if y3 is not None:
+            impl.affine(x3, y3, center_hi, center_lo, scale_t, shift_t)
+        else:
+            y3 = np.empty(x3.shape, dtype=dtype)
+            impl.affine(x3, y3, center_hi, center_lo, scale_t, shift_t)
+            _layout.copy_from_groups(y3, y, groups)
+
+    if training and has_running:
+        unbiased = m2 / (count - 1)
+        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased
+
+    if return_stats:
+        return y, mean.astype(dtype), invstd.astype(dtype)
+    return y

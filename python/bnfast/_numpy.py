@@ -1,0 +1,52 @@
+"""The pure-NumPy backend: the executable specification of every native
+kernel, and the fallback when the extension is not built.
+
+Each function here has the same signature and meaning as its twin in
+``bnfast._core`` and works on the same canonical (A, C, B) views.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def moments(x3: np.ndarray):
+    """Per-C ``(mean, m2)`` in float64 over axes 0 and 2 of an (A, C, B) view.
+
+    Two-pass in float64: mean first, then the sum of squared deviations from
+    it. A channel whose values are all equal (and finite) gets that value as
+    its mean and M2 exactly 0.
+    """
+    if x3.ndim != 3:
+        raise ValueError("x must be a 3-D (A, C, B) view")
+    if x3.dtype not in (np.float32, np.float64):
+        raise TypeError("moments: x must be float32 or float64")
+    if x3.shape[0] * x3.shape[2] == 0:
+        nan = np.full(x3.shape[1], np.nan)
+        return nan, nan.copy()
+    xd = x3.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = xd.mean(axis=(0, 2))
+        dev = xd - mean[None, :, None]
+        m2 = np.einsum("acb,acb->c", dev, dev)
+        lo = xd.min(axis=(0, 2))
+        hi = xd.max(axis=(0, 2))
+    constant = (lo == hi) & np.isfinite(lo)
+    mean[constant] = lo[constant]
+    m2[constant] = 0.0
+    return mean, m2
+
+
+def affine(x3, y3, center_hi, center_lo, scale, shift) -> None:
+    """``y = ((x - center_hi) - center_lo) * scale + shift`` per C, or
+    ``y = x * scale + shift`` when ``center_hi`` is None; written into y3."""
+    if y3.shape != x3.shape:
+        raise ValueError("affine: x and y must have the same shape")
+    if not y3.flags.writeable:
+        raise ValueError("affine: y is read-only")
+    col = (None, slice(None), None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if center_hi is None:
+            y3[...] = x3 * scale[col] + shift[col]
+        else:
+            y3[...] = ((x3 - center_hi[col]) - center_lo[col]) * scale[col] + shift[col]

@@ -1,0 +1,56 @@
+"""Shared fixtures and reference helpers for the bnfast test suite.
+
+Every test that takes the ``backend`` fixture runs once per backend/CPU
+capability reported by ``bnfast._backend.choices()`` ("numpy", "scalar",
+"avx2", "avx512", ...).  Reference values are always computed here with plain
+NumPy in float64 (never with bnfast itself).
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import bnfast
+from bnfast import _backend
+
+# Hypothesis: a small number of examples per test (each test is multiplied by
+# the number of backends) and no deadline (first calls may JIT/thread-spawn).
+settings.register_profile(
+    "bnfast",
+    max_examples=40,
+    deadline=None,
+    # The ``backend`` fixture is function scoped on purpose: it only selects
+    # the backend, which is the same for every example of one test item.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("bnfast")
+
+CHOICES = list(_backend.choices())
+NATIVE_CHOICES = [c for c in CHOICES if c != "numpy"]
+
+@pytest.fixture(params=CHOICES, ids=CHOICES)
+def backend(request):
+    """Run the test under one backend/capability (whole library switched)."""
+    with _backend.using(request.param):
+        yield request.param
+
+
+@pytest.fixture(
+    params=NATIVE_CHOICES
+    or [pytest.param(None, marks=pytest.mark.skip(reason="no native backend in this build"))],
+    ids=NATIVE_CHOICES or ["no-native"],
+)
+def native_backend(request):
+    """Run the test under every native (C++) capability only."""
+    with _backend.using(request.param):
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Tests may change the thread count; always restore it."""
+    before = bnfast.get_num_threads()
+    yield
+    bnfast.set_num_threads(before)
+
+

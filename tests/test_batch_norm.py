@@ -1,0 +1,303 @@
+"""bnfast.batch_norm against a float64 NumPy reference (no torch needed)."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import bnfast
+from _util import EDGE_SIZES, LAYOUTS, make_values, ref_batch_norm, with_layout
+
+SHAPES = [(16, 3), (7, 5, 17), (4, 3, 5, 6), (2, 3, 4, 5, 3), (33, 17), (2, 16, 1, 1), (5, 7, 1)]
+
+
+def _bshape(x, axis):
+    s = [1] * x.ndim
+    s[axis % x.ndim] = x.shape[axis % x.ndim]
+    return s
+
+
+def assert_bn_close(y, x, axis, ref, w=None, b=None, dtype=None):
+    """Compare a batch_norm output with the float64 reference.
+
+    The output is computed in x's dtype from (x - mean) * invstd * w + b, so
+    its error is a few roundings of the terms of that expression:
+    16 * eps(dtype) * ((|x| + |mean|) * invstd * |w| + |b|), plus a relative
+    term for the error of the statistics (1e-5 for float32 as for torch
+    parity, 1e-12 for float64).
+    """
+    dtype = np.dtype(dtype or x.dtype)
+    ref_y, mean, invstd = ref[0], ref[1], ref[2]
+    bs = _bshape(x, axis)
+    x64 = np.asarray(x, np.float64)
+    w64 = np.ones(bs) if w is None else np.abs(np.asarray(w, np.float64)).reshape(bs)
+    b64 = np.zeros(bs) if b is None else np.abs(np.asarray(b, np.float64)).reshape(bs)
+    terms = (np.abs(x64) + np.abs(mean).reshape(bs)) * invstd.reshape(bs) * w64 + b64
+    eps = np.finfo(dtype).eps
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert y.dtype == dtype
+    assert y.shape == x.shape
+    err = np.abs(y.astype(np.float64) - ref_y)
+    tol = 16 * eps * terms + rtol * np.abs(ref_y) + (1e-5 if dtype == np.float32 else 1e-12) * w64
+    bad = ~(err <= tol)
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} elements off; worst err {err.max():.3g}, "
+        f"first bad index {np.argwhere(bad)[0]}"
+    )
+
+
+def _params(rng, C, dtype, weight=True, bias=True, running=True):
+    w = (rng.standard_normal(C) + 1).astype(dtype) if weight else None
+    b = rng.standard_normal(C).astype(dtype) if bias else None
+    rm = rng.standard_normal(C).astype(dtype) if running else None
+    rv = rng.uniform(0.5, 2.0, C).astype(dtype) if running else None
+    return w, b, rm, rv
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_against_reference(backend, dtype, shape, axis, training):
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    C = shape[axis]
+    w, b, rm, rv = _params(rng, C, dtype)
+    ref = ref_batch_norm(x, axis, training, rm, rv, w, b, eps=1e-5, momentum=0.1)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y = bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis)
+    assert_bn_close(y, x, axis, ref, w, b)
+    if training:
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(rm, ref[3], rtol=tol, atol=tol)
+        np.testing.assert_allclose(rv, ref[4], rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(rm, rm0)
+        np.testing.assert_array_equal(rv, rv0)
+
+
+@pytest.mark.parametrize("weight", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_optional_affine(backend, weight, bias, training):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((17, 7, 16)).astype(np.float32)
+    w, b, rm, rv = _params(rng, 7, np.float32, weight, bias)
+    ref = ref_batch_norm(x, 1, training, rm, rv, w, b)
+    y = bnfast.batch_norm(x, rm, rv, weight=w, bias=b, training=training)
+    assert_bn_close(y, x, 1, ref, w, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_without_running_stats(backend, dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((15, 33)).astype(dtype) * 3 - 1
+    ref = ref_batch_norm(x, 1, True)
+    y = bnfast.batch_norm(x, training=True)
+    assert_bn_close(y, x, 1, ref)
+    # normalized columns: mean ~0, biased var ~ var/(var+eps) ~ 1
+    np.testing.assert_allclose(y.astype(np.float64).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.astype(np.float64).var(0), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_return_stats(backend, dtype, training, axis):
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((9, 5, 17)) * 0.5 + 2).astype(dtype)
+    C = x.shape[axis]
+    w, b, rm, rv = _params(rng, C, dtype)
+    rm_in, rv_in = rm.copy(), rv.copy()
+    ref = ref_batch_norm(x, axis, training, rm_in, rv_in, w, b, eps=1e-3)
+    res = bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis, eps=1e-3, return_stats=True)
+    assert isinstance(res, tuple) and len(res) == 3
+    y, mean, invstd = res
+    assert_bn_close(y, x, axis, ref, w, b)
+    for s in (mean, invstd):
+        assert isinstance(s, np.ndarray)
+        assert s.shape == (C,) and s.dtype == dtype
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    if training:
+        np.testing.assert_allclose(mean, ref[1], rtol=tol)
+    else:
+        np.testing.assert_array_equal(mean, rm_in)  # running mean itself
+    np.testing.assert_allclose(invstd, ref[2], rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_running_stats_updated_in_place(backend, dtype):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((16, 4, 7)).astype(dtype) + 3
+    rm = np.zeros(4, dtype)
+    rv = np.ones(4, dtype)
+    rm_id, rv_id = id(rm), id(rv)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 2))
+    uvar = x64.var(axis=(0, 2), ddof=1)
+    bnfast.batch_norm(x, rm, rv, training=True, momentum=0.25)
+    assert id(rm) == rm_id and id(rv) == rv_id
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(rm, 0.25 * mean, rtol=tol)
+    np.testing.assert_allclose(rv, 0.75 + 0.25 * uvar, rtol=tol)
+    # a second step compounds
+    bnfast.batch_norm(x, rm, rv, training=True, momentum=0.25)
+    np.testing.assert_allclose(rm, 0.75 * 0.25 * mean + 0.25 * mean, rtol=tol)
+    np.testing.assert_allclose(rv, 0.75 * (0.75 + 0.25 * uvar) + 0.25 * uvar, rtol=tol)
+
+
+def test_momentum_zero_and_one(backend):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((33, 3)) * 2 + 1
+    rm, rv = np.full(3, 5.0), np.full(3, 9.0)
+    bnfast.batch_norm(x, rm, rv, training=True, momentum=0.0)
+    np.testing.assert_array_equal(rm, 5.0)
+    np.testing.assert_array_equal(rv, 9.0)
+    bnfast.batch_norm(x, rm, rv, training=True, momentum=1.0)
+    np.testing.assert_allclose(rm, x.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(rv, x.var(0, ddof=1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_inputs_not_modified(backend, training):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    w, b, rm, rv = _params(rng, 3, np.float32)
+    saved = [a.copy() for a in (x, w, b)]
+    run = (rm.copy(), rv.copy())
+    bnfast.batch_norm(x, rm, rv, w, b, training=training)
+    for a, s in zip((x, w, b), saved):
+        np.testing.assert_array_equal(a, s)
+    if not training:
+        np.testing.assert_array_equal(rm, run[0])
+        np.testing.assert_array_equal(rv, run[1])
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_argument(backend, training, axis, dtype):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 5, 7, 3)).astype(dtype)
+    C = x.shape[axis]
+    w, b, rm, rv = _params(rng, C, dtype)
+    expected = bnfast.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training, axis=axis)
+    out = np.full_like(x, np.nan)
+    rm1, rv1 = rm.copy(), rv.copy()
+    res = bnfast.batch_norm(x, rm1, rv1, w, b, training=training, axis=axis, out=out)
+    assert res is out
+    np.testing.assert_allclose(out, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+    # return_stats with out: first element is out
+    y, mean, invstd = bnfast.batch_norm(
+        x, rm.copy(), rv.copy(), w, b, training=training, axis=axis, out=out, return_stats=True
+    )
+    assert y is out
+    # in place: out=x
+    xin = x.copy()
+    res = bnfast.batch_norm(xin, rm.copy(), rv.copy(), w, b, training=training, axis=axis, out=xin)
+    assert res is xin
+    np.testing.assert_allclose(xin, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [1e4, 0.1, -3.0])
+def test_constant_channel_gives_bias_exactly(backend, dtype, value):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((257, 3, 9)).astype(dtype)
+    x[:, 1, :] = dtype(value)
+    w = np.array([1.5, 2.0, -0.5], dtype)
+    b = np.array([0.25, -1.75, 3.0], dtype)
+    y, mean, invstd = bnfast.batch_norm(x, weight=w, bias=b, training=True, return_stats=True)
+    np.testing.assert_array_equal(y[:, 1, :], np.full((257, 9), b[1], dtype))
+    assert mean[1] == dtype(value)
+    np.testing.assert_allclose(invstd[1], 1 / np.sqrt(1e-5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_inf_propagate(backend, dtype):
+    x = np.tile(np.arange(16, dtype=dtype)[:, None], (1, 4))
+    x[3, 1] = np.nan
+    x[5, 2] = np.inf
+    rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+    with np.errstate(all="ignore"):
+        y = bnfast.batch_norm(x, rm, rv, training=True)
+    assert np.isnan(y[:, 1]).all()  # mean/var of the channel are NaN
+    assert np.isnan(y[:, 2]).all()  # inf - inf
+    assert np.isfinite(y[:, [0, 3]]).all()
+    assert np.isnan(rm[1]) and np.isnan(rv[1])
+    assert np.isfinite(rm[[0, 3]]).all() and np.isfinite(rv[[0, 3]]).all()
+    # eval: only the bad elements are affected
+    rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+    with np.errstate(all="ignore"):
+        y = bnfast.batch_norm(x, rm, rv, training=False)
+    assert np.isnan(y[3, 1]) and y[5, 2] == np.inf
+    mask = np.ones_like(y, dtype=bool)
+    mask[3, 1] = mask[5, 2] = False
+    assert np.isfinite(y[mask]).all()
+
+
+@pytest.mark.parametrize("C", EDGE_SIZES + [1023])
+@pytest.mark.parametrize("N", [2, 7, 16, 17, 33])
+def test_channel_and_batch_edge_sizes(backend, C, N):
+    rng = np.random.default_rng(C * 1000 + N)
+    x = rng.standard_normal((N, C)).astype(np.float32) * 4 + 1
+    w, b, rm, rv = _params(rng, C, np.float32)
+    for axis, xx in ((1, x), (-1, x)):
+        ref = ref_batch_norm(xx, axis, True, rm.copy(), rv.copy(), w, b)
+        y = bnfast.batch_norm(xx, rm.copy(), rv.copy(), w, b, training=True, axis=axis)
+        assert_bn_close(y, xx, axis, ref, w, b)
+
+
+def test_eps_is_used(backend):
+    x = np.array([[0.0], [2.0]])
+    y = bnfast.batch_norm(x, training=True, eps=3.0)
+    # mean 1, biased var 1 -> (x - 1) / sqrt(1 + 3) = -0.5, 0.5
+    np.testing.assert_allclose(y[:, 0], [-0.5, 0.5], rtol=1e-15)
+    y = bnfast.batch_norm(x, np.array([0.0]), np.array([1.0]), training=False, eps=3.0)
+    np.testing.assert_allclose(y[:, 0], [0.0, 1.0], rtol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# property test
+# --------------------------------------------------------------------------
+@given(data=st.data())
+def test_property_batch_norm(backend, data):
+    nd = data.draw(st.integers(2, 5))
+    sizes = [1, 2, 3, 7, 15, 16, 17, 33]
+    shape, prod = [], 1
+    for _ in range(nd):
+        d = data.draw(st.sampled_from([s for s in sizes if prod * s <= 20_000]))
+        shape.append(d)
+        prod *= d
+    dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.float64])))
+    axis = data.draw(st.sampled_from([1, -1]))
+    training = data.draw(st.booleans())
+    layout = data.draw(st.sampled_from(LAYOUTS))
+    kind = data.draw(st.sampled_from(["normal", "normal", "ints", "const"]))
+    has_w, has_b, has_run = (data.draw(st.booleans()) for _ in range(3))
+    eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.1]))
+    momentum = data.draw(st.sampled_from([0.1, 0.0, 0.5, 1.0]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = with_layout(make_values(rng, tuple(shape), dtype, kind), layout, rng)
+    C = x.shape[axis]
+    if not training:
+        has_run = True
+    w, b, rm, rv = _params(rng, C, dtype, has_w, has_b, has_run)
+    x_before = np.array(x)
+    per_channel = x.size // C
+    if training and per_channel <= 1:
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis, eps=eps, momentum=momentum)
+        return
+    ref = ref_batch_norm(x, axis, training, rm, rv, w, b, eps=eps, momentum=momentum)
+    y, mean, invstd = bnfast.batch_norm(
+        x, rm, rv, w, b, training=training, axis=axis, eps=eps, momentum=momentum, return_stats=True
+    )
+    assert_bn_close(y, x, axis, ref, w, b)
+    np.testing.assert_array_equal(x, x_before)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    scale = float(np.abs(x_before.astype(np.float64)).max())
+    np.testing.assert_allclose(mean, ref[1], rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(invstd, ref[2], rtol=max(tol, 1e-5 if dtype == np.float32 else 0))
+    if training and has_run:
+        np.testing.assert_allclose(rm, ref[3], rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(rv, ref[4], rtol=max(tol, 1e-5 if dtype == np.float32 else 0),
+                                   atol=tol * scale**2)
