@@ -5,6 +5,8 @@ here, once, at import:
 - ``BNFAST_BACKEND=native|numpy``
 - ``BNFAST_CPU_CAPABILITY=scalar|avx2|avx512``
 - ``BNFAST_NUM_THREADS=n``
+- ``BNFAST_DEBUG_HIDE_CAPABILITIES=avx512[,avx2]`` (testing aid: behave as on
+  a CPU without those levels)
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ else:
     _core_import_error = None
 
 CAPABILITIES = ("scalar", "avx2", "avx512")
+
+_hidden_capabilities = frozenset(
+    c.strip().lower()
+    for c in os.environ.get("BNFAST_DEBUG_HIDE_CAPABILITIES", "").split(",")
+    if c.strip() and c.strip().lower() != "scalar"
+)
 
 _lock = threading.RLock()
 
@@ -78,7 +86,7 @@ def _set_capability(core, capability: str) -> None:
         raise ValueError(
             f"unknown CPU capability {capability!r}; expected one of: {', '.join(CAPABILITIES)}"
         )
-    supported = core.supported_capabilities()
+    supported = supported_capabilities()
     if capability not in supported:
         raise RuntimeError(
             f"CPU capability {capability!r} is not available: this build and CPU "
@@ -97,7 +105,9 @@ def compiled_capabilities() -> list:
 
 
 def supported_capabilities() -> list:
-    return list(_core.supported_capabilities()) if _core is not None else []
+    if _core is None:
+        return []
+    return [c for c in _core.supported_capabilities() if c not in _hidden_capabilities]
 
 
 def choices() -> list:
@@ -153,6 +163,8 @@ def _init_from_environment() -> None:
             _set_capability(core, cap)
         except (ValueError, RuntimeError) as exc:
             raise type(exc)(f"BNFAST_CPU_CAPABILITY: {exc}") from None
+    elif _core is not None and _core.capability() not in supported_capabilities():
+        _core.set_capability(supported_capabilities()[-1])  # best one not hidden
     if backend == "numpy" or (backend == "" and _core is None):
         set_backend("numpy")
     else:
