@@ -28,7 +28,10 @@ namespace {
 constexpr std::int64_t kChunk = 4096;                   // elements per two-pass chunk
 constexpr std::int64_t kGroupTarget = std::int64_t(1) << 18;  // elements per work item
 constexpr std::int64_t kMaxGroups = 64;                 // work items per channel, at most
-constexpr std::int64_t kTileChannels = 512;             // channels per item, C-contiguous path
+constexpr std::int64_t kTileChannels = 512;             // channels per item, channel path
+// Rows along B shorter than this go to the channel path: per-channel
+// overhead would dominate a row path over many tiny rows.
+constexpr std::int64_t kMinRowLength = 16;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -178,10 +181,25 @@ inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
     }
 }
 
-// Moments of the flat range [begin, end) of channel slab xc.
+// Reference value of a channel: its first element if finite, else 0.
+//
+// All means are kept relative to it until the very end: merging small
+// chunks or groups of offset data (mean 1e8, std 1) with absolute means
+// would round each mean to ulp(1e8) and the Chan merge would turn that into
+// variance error (1e-9 relative here). Relative to a value of the data the
+// means are O(std) and keep full precision. A constant channel stays exact:
+// every chunk mean is ref - ref = 0.
+template <class T>
+inline double reference_value(const T* p) {
+    const double v = static_cast<double>(*p);
+    return v - v == 0.0 ? v : 0.0;
+}
+
+// Moments of the flat range [begin, end) of channel slab xc, mean relative
+// to ref.
 template <class T>
 Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
-                           std::int64_t end) {
+                           std::int64_t end, double ref) {
     Moments1 acc;
     Pass1Acc p1;
     Pass2Acc p2;
@@ -193,13 +211,15 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
         });
         Moments1 chunk;
         const double sum = p1.sum();
-        if (!chunk_from_pass1(hi - lo, sum, p1.min(), p1.max(), chunk)) {
+        if (chunk_from_pass1(hi - lo, sum, p1.min(), p1.max(), chunk)) {
+            chunk.mean -= ref;  // constant (exact), or non-finite (stays so)
+        } else {
             const double shift = sum / static_cast<double>(hi - lo);
             p2.reset();
             for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
                 pass2_segment(p, len, v.sB, shift, p2);
             });
-            chunk_from_pass2(hi - lo, shift, p2.sum_d(), p2.sum_dd(), chunk);
+            chunk_from_pass2(hi - lo, shift - ref, p2.sum_d(), p2.sum_dd(), chunk);
         }
         chan_merge(acc, chunk);
     }
@@ -217,8 +237,10 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     if (groups == 1) {
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
         for (std::int64_t c = 0; c < v.C; ++c) {
-            const Moments1 m = row_range_moments(x + c * v.sC, v, 0, n);
-            mean[c] = m.mean;
+            const T* xc = x + c * v.sC;
+            const double ref = reference_value(xc);
+            const Moments1 m = row_range_moments(xc, v, 0, n, ref);
+            mean[c] = ref + m.mean;
             m2[c] = m.m2;
         }
         return;
@@ -231,22 +253,25 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
         const std::int64_t g = item % groups;
         const std::int64_t begin = g * n / groups;
         const std::int64_t end = (g + 1) * n / groups;
-        partial[item] = row_range_moments(x + c * v.sC, v, begin, end);
+        const T* xc = x + c * v.sC;
+        partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
     }
     for (std::int64_t c = 0; c < v.C; ++c) {
         Moments1 m = partial[c * groups];
         for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[c * groups + g]);
-        mean[c] = m.mean;
+        mean[c] = reference_value(x + c * v.sC) + m.mean;
         m2[c] = m.m2;
     }
     delete[] partial;
 }
 
 // ---------------------------------------------------------------------------
-// Channel-contiguous path (sC == 1): NHWC and 2-D (N, C). Rows r = (a, b)
-// each hold C consecutive channels; a work item is a tile of channels times a
-// range of rows, and the inner loops run along channels (vectorized by the
-// compiler; each channel's arithmetic is independent of the vector width).
+// Channel path: rows r = (a, b) each hold C channels at stride sC (unit for
+// NHWC and 2-D (N, C); small B with many channels otherwise). A work item is
+// a tile of channels times a range of rows; the inner loops run along the
+// channels, so they vectorize when sC == 1, and each channel's arithmetic is
+// independent of the vector width. All channels of a tile share one count,
+// so the per-chunk epilogue and the Chan merge are vector loops too.
 
 struct TileScratch {
     double* sum;
@@ -255,7 +280,8 @@ struct TileScratch {
     double* shift;
     double* sum_d;
     double* sum_dd;
-    Moments1* acc;
+    double* mean;  // running moments of the tile (mean relative to ref)
+    double* m2;
 };
 
 template <class T>
@@ -263,58 +289,71 @@ inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
     return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
 }
 
-template <class T>
+template <bool kUnitC, class T>
 void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                   std::int64_t r_begin, std::int64_t r_end, std::int64_t chunk_rows,
-                  TileScratch& s) {
-    for (std::int64_t c = 0; c < tw; ++c) s.acc[c] = Moments1{};
+                  const double* __restrict ref, TileScratch& s) {
+    const std::int64_t sc = kUnitC ? 1 : v.sC;
+    std::int64_t acc_n = 0;
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
         const std::int64_t r1 = min_i64(r0 + chunk_rows, r_end);
         const std::int64_t n = r1 - r0;
+        const double dn = static_cast<double>(n);
+        double* __restrict sum = s.sum;
+        double* __restrict lo = s.lo;
+        double* __restrict hi = s.hi;
+        double* __restrict shift = s.shift;
+        double* __restrict sd = s.sum_d;
+        double* __restrict sdd = s.sum_dd;
         for (std::int64_t c = 0; c < tw; ++c) {
-            s.sum[c] = 0.0;
-            s.lo[c] = kInf;
-            s.hi[c] = -kInf;
+            sum[c] = 0.0;
+            lo[c] = kInf;
+            hi[c] = -kInf;
+            sd[c] = 0.0;
+            sdd[c] = 0.0;
         }
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const T* row = row_ptr(x, v, r) + c0;
-            double* __restrict sum = s.sum;
-            double* __restrict lo = s.lo;
-            double* __restrict hi = s.hi;
+        for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
+            const T* row = row_ptr(x, v, r) + c0 * sc;
             for (std::int64_t c = 0; c < tw; ++c) {
-                const double val = static_cast<double>(row[c]);
+                const double val = static_cast<double>(row[c * sc]);
                 sum[c] += val;
                 lo[c] = val < lo[c] ? val : lo[c];
                 hi[c] = val > hi[c] ? val : hi[c];
             }
         }
-        bool need_pass2 = false;
-        for (std::int64_t c = 0; c < tw; ++c) {
-            s.shift[c] = s.sum[c] / static_cast<double>(n);
-            s.sum_d[c] = 0.0;
-            s.sum_dd[c] = 0.0;
-            Moments1 probe;
-            if (!chunk_from_pass1(n, s.sum[c], s.lo[c], s.hi[c], probe)) need_pass2 = true;
-        }
-        if (need_pass2) {
-            for (std::int64_t r = r0; r < r1; ++r) {
-                const T* row = row_ptr(x, v, r) + c0;
-                const double* __restrict shift = s.shift;
-                double* __restrict sd = s.sum_d;
-                double* __restrict sdd = s.sum_dd;
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = static_cast<double>(row[c]) - shift[c];
-                    sd[c] += d;
-                    sdd[c] += d * d;
-                }
+        for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
+        for (std::int64_t r = r0; r < r1; ++r) {  // pass 2: deviations (chunk is cached)
+            const T* row = row_ptr(x, v, r) + c0 * sc;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                const double d = static_cast<double>(row[c * sc]) - shift[c];
+                sd[c] += d;
+                sdd[c] += d * d;
             }
         }
+        // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
+        // merged into the tile's running moments.
+        double* __restrict mean = s.mean;
+        double* __restrict m2 = s.m2;
+        const double na = static_cast<double>(acc_n);
+        const double b_frac = dn / static_cast<double>(acc_n + n);
+        const bool first = acc_n == 0;
         for (std::int64_t c = 0; c < tw; ++c) {
-            Moments1 chunk;
-            if (!chunk_from_pass1(n, s.sum[c], s.lo[c], s.hi[c], chunk))
-                chunk_from_pass2(n, s.shift[c], s.sum_d[c], s.sum_dd[c], chunk);
-            chan_merge(s.acc[c], chunk);
+            const double total = sum[c];
+            const bool finite = total - total == 0.0;  // false for NaN and inf
+            double m2_chunk = sdd[c] - sd[c] * sd[c] / dn;
+            m2_chunk = m2_chunk < 0.0 ? 0.0 : m2_chunk;
+            const bool constant = finite && lo[c] == hi[c];
+            // Means relative to ref (see reference_value for why).
+            const double mean_b =
+                !finite ? total : (constant ? lo[c] - ref[c] : (shift[c] - ref[c]) + sd[c] / dn);
+            const double m2_b = !finite ? total - total : (constant ? 0.0 : m2_chunk);
+            const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
+            const double merged_mean = mean[c] + delta * b_frac;
+            const double merged_m2 = m2[c] + (m2_b + delta * delta * na * b_frac);
+            mean[c] = first ? mean_b : merged_mean;
+            m2[c] = first ? m2_b : merged_m2;
         }
+        acc_n += n;
     }
 }
 
@@ -324,19 +363,27 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const std::int64_t rows = v.A * v.B;
     const std::int64_t tile = min_i64(v.C, kTileChannels);
     const std::int64_t tiles = (v.C + tile - 1) / tile;
-    // Rows per chunk: about kChunk * 2 elements of the tile, at least one row.
+    // Rows per chunk: about 2 * kChunk elements of the tile, at least one row.
     const std::int64_t chunk_rows = max_i64(1, (2 * kChunk) / tile);
-    const std::int64_t groups = max_i64(1, min_i64(group_count(rows * v.C), rows));
+    // Split rows into groups only where each group still holds whole chunks.
+    const std::int64_t groups =
+        max_i64(1, min_i64(group_count(rows * v.C), rows / chunk_rows));
     const std::int64_t items = tiles * groups;
     const int nt = (rows * v.C <= kParallelMinElements) ? 1 : nthreads;
 
-    Moments1* partial = new Moments1[static_cast<std::size_t>(groups * v.C)];
+    // Per-channel references: the channel's value in row 0.
+    double* ref = new double[static_cast<std::size_t>(v.C)];
+    {
+        const T* row0 = row_ptr(x, v, 0);
+        for (std::int64_t c = 0; c < v.C; ++c) ref[c] = reference_value(row0 + c * v.sC);
+    }
+    Moments1* partial = groups > 1 ? new Moments1[static_cast<std::size_t>(groups * v.C)] : nullptr;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const std::size_t t = static_cast<std::size_t>(tile);
-        double* buf = new double[6 * t];
-        Moments1* acc = new Moments1[t];
-        TileScratch s{buf, buf + t, buf + 2 * t, buf + 3 * t, buf + 4 * t, buf + 5 * t, acc};
+        double* buf = new double[8 * t];
+        TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
+                      buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t};
 #pragma omp for schedule(dynamic, 1)
         for (std::int64_t item = 0; item < items; ++item) {
             const std::int64_t g = item / tiles;
@@ -344,19 +391,33 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
             const std::int64_t tw = min_i64(tile, v.C - c0);
             const std::int64_t r_begin = g * rows / groups;
             const std::int64_t r_end = (g + 1) * rows / groups;
-            tile_moments(x, v, c0, tw, r_begin, r_end, chunk_rows, s);
-            for (std::int64_t c = 0; c < tw; ++c) partial[g * v.C + c0 + c] = acc[c];
+            if (v.sC == 1) {
+                tile_moments<true>(x, v, c0, tw, r_begin, r_end, chunk_rows, ref + c0, s);
+            } else {
+                tile_moments<false>(x, v, c0, tw, r_begin, r_end, chunk_rows, ref + c0, s);
+            }
+            if (groups == 1) {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    mean[c0 + c] = ref[c0 + c] + s.mean[c];
+                    m2[c0 + c] = s.m2[c];
+                }
+            } else {
+                for (std::int64_t c = 0; c < tw; ++c)
+                    partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c]};
+            }
         }
-        delete[] acc;
         delete[] buf;
     }
-    for (std::int64_t c = 0; c < v.C; ++c) {
-        Moments1 m = partial[c];
-        for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[g * v.C + c]);
-        mean[c] = m.mean;
-        m2[c] = m.m2;
+    if (groups > 1) {
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            Moments1 m = partial[c];
+            for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[g * v.C + c]);
+            mean[c] = ref[c] + m.mean;
+            m2[c] = m.m2;
+        }
+        delete[] partial;
     }
-    delete[] partial;
+    delete[] ref;
 }
 
 template <class T>
@@ -370,9 +431,9 @@ void moments_impl(const T* x, const View3& view, double* mean, double* m2,
         return;
     }
     if (nthreads < 1) nthreads = 1;
-    if (v.sB == 1 && v.B > 1) {
+    if (v.sB == 1 && v.B >= kMinRowLength) {
         moments_rows(x, v, mean, m2, nthreads);
-    } else if (v.sC == 1 && v.C > 1) {
+    } else if (v.C > 1 && (v.sC == 1 || v.B > 1)) {
         moments_channels(x, v, mean, m2, nthreads);
     } else {
         if (v.B == 1) {  // (A, C, 1): treat A as the row so a unit sA is contiguous

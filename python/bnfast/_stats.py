@@ -84,7 +84,7 @@ def mean_var(x, axis=None, *, ddof=0, keepdims=False):
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
         dof = 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = m2 / dof
+        var = np.divide(m2, dof, out=m2)  # m2 is ours: no new temporary
     mean_out = mean.reshape(shape).astype(result_dtype, copy=False)
     var_out = var.reshape(shape).astype(result_dtype, copy=False)
     if mean_out.ndim == 0:
