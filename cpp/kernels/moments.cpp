@@ -347,9 +347,12 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             const double mean_b =
                 !finite ? total : (constant ? lo[c] - ref[c] : (shift[c] - ref[c]) + sd[c] / dn);
             const double m2_b = !finite ? total - total : (constant ? 0.0 : m2_chunk);
+            // Chan merge as in chan_merge(), written as selects.
+            const bool both_finite = mean[c] - mean[c] == 0.0 && mean_b - mean_b == 0.0;
             const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
-            const double merged_mean = mean[c] + delta * b_frac;
-            const double merged_m2 = m2[c] + (m2_b + delta * delta * na * b_frac);
+            const double merged_mean = both_finite ? mean[c] + delta * b_frac : mean[c] + mean_b;
+            const double merged_m2 = both_finite ? m2[c] + (m2_b + delta * delta * na * b_frac)
+                                                 : m2[c] + m2_b + (merged_mean - merged_mean);
             mean[c] = first ? mean_b : merged_mean;
             m2[c] = first ? m2_b : merged_m2;
         }

@@ -25,10 +25,17 @@ def moments(x3: np.ndarray):
         nan = np.full(x3.shape[1], np.nan)
         return nan, nan.copy()
     xd = x3.astype(np.float64)
+    n = x3.shape[0] * x3.shape[2]
     with np.errstate(invalid="ignore", over="ignore"):
+        # Corrected two-pass: the mean of the deviations from a first mean
+        # removes that mean's rounding (NumPy's sum along a strided axis is
+        # not pairwise and can be off by many ulps on offset data).
         mean = xd.mean(axis=(0, 2))
         dev = xd - mean[None, :, None]
-        m2 = np.einsum("acb,acb->c", dev, dev)
+        correction = dev.mean(axis=(0, 2))
+        m2 = np.einsum("acb,acb->c", dev, dev) - n * correction * correction
+        np.maximum(m2, 0.0, out=m2, where=~np.isnan(m2))
+        mean += np.where(np.isfinite(mean), correction, 0.0)
         lo = xd.min(axis=(0, 2))
         hi = xd.max(axis=(0, 2))
     constant = (lo == hi) & np.isfinite(lo)

@@ -168,12 +168,15 @@ class Moments:
         na, nb = self.count, other.count
         n = na + nb
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            # Equal means (including equal infinities) merge with delta = 0:
-            # exact for constant data.
+            # Equal means merge with delta = 0: exact for constant data.
             delta = np.where(other.mean == self.mean, 0.0, other.mean - self.mean)
             b_frac = nb / np.where(n > 0, n, 1)
             mean = self.mean + delta * b_frac
             m2 = self.m2 + (other.m2 + delta * delta * na * b_frac)
+            # inf/NaN data: the mean propagates as NumPy's would, M2 is NaN.
+            finite = np.isfinite(self.mean) & np.isfinite(other.mean)
+            mean = np.where(finite, mean, self.mean + other.mean)
+            m2 = np.where(finite, m2, np.nan)
         mean = np.where(na == 0, other.mean, np.where(nb == 0, self.mean, mean))
         m2 = np.where(na == 0, other.m2, np.where(nb == 0, self.m2, m2))
         return Moments(n, mean, m2)

@@ -14,9 +14,10 @@ struct Moments1 {
     double m2 = 0.0;
 };
 
-// Chan et al.'s parallel merge: a <- a U b. Counts stay integers; the merge
-// of two blocks with equal means leaves the mean untouched (exact for
-// constant data).
+// Chan et al.'s parallel merge: a <- a U b. Counts stay integers; blocks
+// with equal means merge with delta = 0 (exact for constant data); a
+// non-finite mean (inf or NaN data) propagates as NumPy's mean would
+// (inf + finite = inf, inf - inf = NaN) and makes M2 NaN.
 inline void chan_merge(Moments1& a, const Moments1& b) {
     if (b.n == 0) return;
     if (a.n == 0) {
@@ -24,7 +25,13 @@ inline void chan_merge(Moments1& a, const Moments1& b) {
         return;
     }
     const std::int64_t n = a.n + b.n;
-    const double delta = b.mean - a.mean;
+    if (!(a.mean - a.mean == 0.0 && b.mean - b.mean == 0.0)) {
+        a.mean = a.mean + b.mean;
+        a.m2 = a.m2 + b.m2 + (a.mean - a.mean);  // NaN
+        a.n = n;
+        return;
+    }
+    const double delta = b.mean == a.mean ? 0.0 : b.mean - a.mean;
     const double b_frac = static_cast<double>(b.n) / static_cast<double>(n);
     a.mean += delta * b_frac;
     a.m2 += b.m2 + delta * delta * static_cast<double>(a.n) * b_frac;
