@@ -10,13 +10,24 @@ EDGE_SIZES = [1, 7, 15, 16, 17, 33]
 # --------------------------------------------------------------------------
 # float64 references
 # --------------------------------------------------------------------------
+def _accurate_mean(x64, axis):
+    """float64 mean with one correction step (keepdims=True): NumPy's own
+    mean of a strided/broadcast array is a plain running sum whose error
+    (~n ulps) would exceed the tolerances for constant data."""
+    m0 = np.mean(x64, axis=axis, keepdims=True)
+    return m0 + np.mean(x64 - m0, axis=axis, keepdims=True)
+
+
 def ref_mean_var(x, axis=None, ddof=0, keepdims=False):
-    """float64 two-pass reference with NumPy's n-ddof<=0 behaviour."""
+    """float64 reference with NumPy's n-ddof<=0 behaviour."""
     x64 = np.asarray(x).astype(np.float64)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = np.mean(x64, axis=axis, keepdims=keepdims)
-        v = np.var(x64, axis=axis, ddof=ddof, keepdims=keepdims)
+        m = _accurate_mean(x64, axis)
+        v = np.var(x64 - m, axis=axis, ddof=ddof, keepdims=True)
+        if not keepdims:
+            m = np.squeeze(m, axis=axis) if axis is not None else m.reshape(())
+            v = np.squeeze(v, axis=axis) if axis is not None else v.reshape(())
     return np.asarray(m), np.asarray(v)
 
 
@@ -35,8 +46,9 @@ def ref_batch_norm(x, axis, training, rm=None, rv=None, w=None, b=None, eps=1e-5
     new_rm = new_rv = None
     if training:
         n = x64.size // C if C else 0
-        mean = x64.mean(axis=red)
-        var = x64.var(axis=red)
+        mean = _accurate_mean(x64, red)
+        var = np.mean((x64 - mean) ** 2, axis=red)
+        mean = mean.reshape(-1)
         if rm is not None:
             new_rm = (1 - momentum) * np.asarray(rm, np.float64) + momentum * mean
             new_rv = (1 - momentum) * np.asarray(rv, np.float64) + momentum * var * n / (n - 1)

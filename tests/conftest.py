@@ -2,10 +2,9 @@
 
 Every test that takes the ``backend`` fixture runs once per backend/CPU
 capability reported by ``bnfast._backend.choices()`` ("numpy", "scalar",
-"avx2", "avx512", ...).  Reference values are always computed here with plain
-NumPy in float64 (never with bnfast itself).
+"avx2", "avx512", ...).  Reference values (see _util.py) are computed with
+plain NumPy in float64, never with bnfast itself.
 """
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -16,7 +15,7 @@ from bnfast import _backend
 # the number of backends) and no deadline (first calls may JIT/thread-spawn).
 settings.register_profile(
     "bnfast",
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     # The ``backend`` fixture is function scoped on purpose: it only selects
     # the backend, which is the same for every example of one test item.

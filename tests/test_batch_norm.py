@@ -144,6 +144,26 @@ def test_running_stats_updated_in_place(backend, dtype):
     np.testing.assert_allclose(rv, 0.75 * (0.75 + 0.25 * uvar) + 0.25 * uvar, rtol=tol)
 
 
+def test_running_stats_strided_views_updated(backend):
+    # running stats that are non-contiguous views must be updated through
+    # the view (not in a temporary copy), leaving the gaps untouched.
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((17, 3, 5)).astype(np.float32) + 2
+    rm_base = np.full(6, -9.0, np.float32)
+    rv_base = np.full(9, -9.0, np.float32)
+    rm, rv = rm_base[::2], rv_base[::-3]
+    rm[...] = 0.0
+    rv[...] = 1.0
+    ref = ref_batch_norm(x, 1, True, rm.copy(), rv.copy())
+    bnfast.batch_norm(x, rm, rv, training=True)
+    np.testing.assert_allclose(rm_base[::2], ref[3], rtol=1e-6)
+    np.testing.assert_allclose(rv_base[::-3], ref[4], rtol=1e-6)
+    np.testing.assert_array_equal(rm_base[1::2], -9.0)
+    mask = np.ones(9, bool)
+    mask[::-3] = False
+    np.testing.assert_array_equal(rv_base[mask], -9.0)
+
+
 def test_momentum_zero_and_one(backend):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((33, 3)) * 2 + 1

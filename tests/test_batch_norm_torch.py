@@ -22,7 +22,7 @@ SHAPES = [
 def torch_bn(x, rm, rv, w, b, training, momentum, eps, axis):
     """Run torch with the channel axis moved to position 1; returns numpy."""
     t = lambda a: None if a is None else torch.from_numpy(np.array(a))  # noqa: E731
-    xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(x), axis, 1)))
+    xt = torch.from_numpy(np.moveaxis(np.asarray(x), axis, 1).copy(order="C"))
     rmt, rvt = t(rm), t(rv)
     y = F.batch_norm(xt, rmt, rvt, t(w), t(b), training=training, momentum=momentum, eps=eps)
     y = np.moveaxis(y.numpy(), 1, axis)
@@ -30,28 +30,34 @@ def torch_bn(x, rm, rv, w, b, training, momentum, eps, axis):
 
 
 def assert_matches_torch(y, yt, x, axis, w, eps=1e-5):
-    """float32: rtol = atol = 1e-5 (outputs are O(1)), widened by the
-    rounding of (x - mean) amplified by invstd*|w| (~16 ulp of |x|+|mean|),
-    which matters only for channels whose variance is << eps.
-    float64: both libraries compute in double; rounding-order only (1e-10).
+    """Compare with torch's output element-wise.
+
+    Base tolerance: rtol = atol = 1e-5 for float32 (outputs are O(1)); 1e-10
+    for float64 (both libraries compute in double: rounding order only).
+    Widened by the rounding of (x - mean) amplified by invstd*|w|
+    (16 ulp of |x| + |mean|), which only matters for channels whose variance
+    is << eps (e.g. constant channels, where torch's own mean is inexact).
     """
     assert y.dtype == x.dtype and y.shape == x.shape
-    if x.dtype == np.float32:
-        x64 = x.astype(np.float64)
-        ax = axis % x.ndim
-        red = tuple(i for i in range(x.ndim) if i != ax)
-        bs = [1] * x.ndim
-        bs[ax] = x.shape[ax]
-        mean = x64.mean(axis=red, keepdims=True)
-        invstd = 1 / np.sqrt(x64.var(axis=red, keepdims=True) + eps)
-        aw = 1.0 if w is None else np.abs(w.astype(np.float64)).reshape(bs)
-        amp = 16 * np.finfo(np.float32).eps * (np.abs(x64) + np.abs(mean)) * np.maximum(invstd, 1) * aw
-        err = np.abs(y.astype(np.float64) - yt.astype(np.float64))
-        tol = 1e-5 + 1e-5 * np.abs(yt) + amp
-        bad = ~(err <= tol)
-        assert not bad.any(), f"{bad.sum()} elements differ; max err {np.nanmax(err):.3g}"
-    else:
-        np.testing.assert_allclose(y, yt, rtol=1e-10, atol=1e-10)
+    x64 = x.astype(np.float64)
+    ax = axis % x.ndim
+    red = tuple(i for i in range(x.ndim) if i != ax)
+    bs = [1] * x.ndim
+    bs[ax] = x.shape[ax]
+    mean = x64.mean(axis=red, keepdims=True)
+    invstd = 1 / np.sqrt(x64.var(axis=red, keepdims=True) + eps)
+    aw = 1.0 if w is None else np.abs(w.astype(np.float64)).reshape(bs)
+    amp = 16 * np.finfo(x.dtype).eps * (np.abs(x64) + np.abs(mean)) * np.maximum(invstd, 1) * aw
+    base = 1e-5 if x.dtype == np.float32 else 1e-10
+    err = np.abs(y.astype(np.float64) - yt.astype(np.float64))
+    tol = base + base * np.abs(yt) + amp
+    bad = ~(err <= tol)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{bad.sum()} of {bad.size} elements differ from torch; max err {np.nanmax(err):.3g}; "
+            f"first at {i}: bnfast {y[i]!r} torch {yt[i]!r}"
+        )
 
 
 def _params(rng, C, dtype, affine=True, running=True):
@@ -107,7 +113,7 @@ def test_saved_stats_match_torch(backend, dtype, axis):
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((16, 7, 33)) * 3 + 2).astype(dtype)
     C = x.shape[axis]
-    xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, axis, 1)))
+    xt = torch.from_numpy(np.moveaxis(x, axis, 1).copy(order="C"))
     _, smean, sinv = torch.native_batch_norm(xt, None, None, None, None, True, 0.1, 1e-5)
     y, mean, invstd = bnfast.batch_norm(x, training=True, axis=axis, return_stats=True)
     assert mean.shape == invstd.shape == (C,)
@@ -137,7 +143,7 @@ def test_nan_inf_propagate_like_torch(backend, dtype, training):
     np.testing.assert_array_equal(np.isnan(rv), np.isnan(rvt))
 
 
-@settings(max_examples=40)
+@settings(max_examples=50)
 @given(data=st.data())
 def test_property_matches_torch(backend, data):
     nd = data.draw(st.integers(2, 5))

@@ -77,6 +77,7 @@ def test_ddof(backend, ddof, dtype):
         (np.array([4.0, 4.0]), 2),  # 0/0 -> nan
     ],
 )
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_ddof_at_least_n_follows_numpy(backend, x, ddof):
     with np.errstate(all="ignore"):
         _, v = bnfast.mean_var(x, ddof=ddof)
@@ -212,7 +213,20 @@ def test_axis_out_of_range(backend, axis):
         bnfast.mean_var(np.ones((2, 3)), axis=axis)
 
 
-@pytest.mark.parametrize("axis", [(0, 0), (1, -2), (0, 1, 0)])
+def test_numpy_integer_axis(backend):
+    x = np.arange(12.0).reshape(3, 4)
+    for axis in (np.int64(1), np.int32(-1), (np.intp(0),)):
+        m, v = bnfast.mean_var(x, axis=axis)
+        assert_stats_close(m, v, x, axis=int(axis[0]) if isinstance(axis, tuple) else int(axis))
+
+
+@pytest.mark.parametrize("axis", [1.0, "0"])
+def test_non_integer_axis_is_type_error(backend, axis):
+    with pytest.raises(TypeError):
+        bnfast.mean_var(np.ones((2, 3)), axis=axis)
+
+
+@pytest.mark.parametrize("axis", [(0, 0), (1, -1), (0, 1, 0), (-2, 0)])
 def test_duplicate_axes(backend, axis):
     with pytest.raises(ValueError):
         bnfast.mean_var(np.ones((2, 3)), axis=axis)
@@ -305,6 +319,7 @@ def test_input_not_modified(backend):
 # --------------------------------------------------------------------------
 # property tests
 # --------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Degrees of freedom:RuntimeWarning")
 @given(data=st.data())
 def test_property_mean_var(backend, data):
     x = data.draw(array_cases(dtypes=[np.float32, np.float64, np.int32, np.bool_]))
