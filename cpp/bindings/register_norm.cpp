@@ -6,16 +6,50 @@ namespace bnfast::bindings {
 
 namespace {
 
+struct Pair3 {
+    View3 xv, yv;
+};
+
+template <class T>
+Pair3 check_xy(const py::array& x, const py::array& y, const char* func) {
+    const View3 xv = view3_of(x, "x");
+    const View3 yv = view3_of(y, "y");
+    if (!has_dtype<T>(y)) throw py::type_error(std::string(func) + ": y must have x's dtype");
+    if (xv.A != yv.A || xv.C != yv.C || xv.B != yv.B)
+        throw py::value_error(std::string(func) + ": x and y must have the same shape");
+    if (!y.writeable()) throw py::value_error(std::string(func) + ": y is read-only");
+    return {xv, yv};
+}
+
 template <class T>
 void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
                   const py::object& center_lo, const py::array& scale,
-                  const py::array& shift, affine_fn<T> kernel) {
-    const View3 xv = view3_of(x, "x");
-    const View3 yv = view3_of(y, "y");
-    if (!has_dtype<T>(y)) throw py::type_error("affine: y must have x's dtype");
-    if (xv.A != yv.A || xv.C != yv.C || xv.B != yv.B)
-        throw py::value_error("affine: x and y must have the same shape");
-    if (!y.writeable()) throw py::value_error("affine: y is read-only");
+                  const py::array& shift, std::int64_t ps, affine_fn<T> kernel) {
+    const auto [xv, yv] = check_xy<T>(x, y, "affine");
+    if (ps < 0) throw py::value_error("affine: param_stride_a must be >= 0");
+    // Parameters are indexed a * ps + c.
+    const std::int64_t n_params = (ps == 0 || xv.A == 0) ? xv.C : (xv.A - 1) * ps + xv.C;
+    const T* hi = nullptr;
+    const T* lo = nullptr;
+    if (!center_hi.is_none()) {
+        hi = channel_param<T>(py::cast<py::array>(center_hi), n_params, "center_hi");
+        lo = channel_param<T>(py::cast<py::array>(center_lo), n_params, "center_lo");
+    }
+    const T* sc = channel_param<T>(scale, n_params, "scale");
+    const T* sh = channel_param<T>(shift, n_params, "shift");
+    const T* xd = static_cast<const T*>(x.data());
+    T* yd = static_cast<T*>(y.mutable_data());
+    const int nthreads = num_threads();
+    py::gil_scoped_release release;
+    kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads);
+}
+
+template <class T>
+void row_affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
+                      const py::object& center_lo, const py::array& scale,
+                      const py::array& weight, const py::array& bias,
+                      row_affine_fn<T> kernel) {
+    const auto [xv, yv] = check_xy<T>(x, y, "row_affine");
     const T* hi = nullptr;
     const T* lo = nullptr;
     if (!center_hi.is_none()) {
@@ -23,12 +57,13 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
         lo = channel_param<T>(py::cast<py::array>(center_lo), xv.C, "center_lo");
     }
     const T* sc = channel_param<T>(scale, xv.C, "scale");
-    const T* sh = channel_param<T>(shift, xv.C, "shift");
+    const T* w = channel_param<T>(weight, xv.B, "weight");
+    const T* b = channel_param<T>(bias, xv.B, "bias");
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const int nthreads = num_threads();
     py::gil_scoped_release release;
-    kernel(xd, xv, yd, yv, hi, lo, sc, sh, nthreads);
+    kernel(xd, xv, yd, yv, hi, lo, sc, w, b, nthreads);
 }
 
 }  // namespace
@@ -37,19 +72,41 @@ void register_norm(py::module_& m) {
     m.def(
         "affine",
         [](const py::array& x, py::array& y, const py::object& center_hi,
-           const py::object& center_lo, const py::array& scale, const py::array& shift) {
+           const py::object& center_lo, const py::array& scale, const py::array& shift,
+           std::int64_t param_stride_a) {
             const KernelTable& t = active_table();
             if (has_dtype<float>(x))
-                affine_typed<float>(x, y, center_hi, center_lo, scale, shift, t.affine_f32);
+                affine_typed<float>(x, y, center_hi, center_lo, scale, shift, param_stride_a,
+                                    t.affine_f32);
             else if (has_dtype<double>(x))
-                affine_typed<double>(x, y, center_hi, center_lo, scale, shift, t.affine_f64);
+                affine_typed<double>(x, y, center_hi, center_lo, scale, shift, param_stride_a,
+                                     t.affine_f64);
             else
                 throw py::type_error("affine: x must be float32 or float64");
         },
         py::arg("x"), py::arg("y"), py::arg("center_hi"), py::arg("center_lo"),
-        py::arg("scale"), py::arg("shift"),
-        "y[a,c,b] = ((x - center_hi[c]) - center_lo[c]) * scale[c] + shift[c]; "
-        "y = x * scale[c] + shift[c] when center_hi is None.");
+        py::arg("scale"), py::arg("shift"), py::arg("param_stride_a") = 0,
+        "y[a,c,b] = ((x - center_hi[p]) - center_lo[p]) * scale[p] + shift[p] with "
+        "p = a * param_stride_a + c; y = x * scale[p] + shift[p] when center_hi is None.");
+    m.def(
+        "row_affine",
+        [](const py::array& x, py::array& y, const py::object& center_hi,
+           const py::object& center_lo, const py::array& scale, const py::array& weight,
+           const py::array& bias) {
+            const KernelTable& t = active_table();
+            if (has_dtype<float>(x))
+                row_affine_typed<float>(x, y, center_hi, center_lo, scale, weight, bias,
+                                        t.row_affine_f32);
+            else if (has_dtype<double>(x))
+                row_affine_typed<double>(x, y, center_hi, center_lo, scale, weight, bias,
+                                         t.row_affine_f64);
+            else
+                throw py::type_error("row_affine: x must be float32 or float64");
+        },
+        py::arg("x"), py::arg("y"), py::arg("center_hi"), py::arg("center_lo"),
+        py::arg("scale"), py::arg("weight"), py::arg("bias"),
+        "y[a,c,b] = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]; "
+        "no centring when center_hi is None.");
 }
 
 }  // namespace bnfast::bindings

@@ -10,6 +10,8 @@ const KernelTable& kernel_table() {
         &moments_f64_kernel,
         &affine_f32_kernel,
         &affine_f64_kernel,
+        &row_affine_f32_kernel,
+        &row_affine_f64_kernel,
     };
     return table;
 }

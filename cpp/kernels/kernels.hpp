@@ -15,11 +15,21 @@ void moments_f64_kernel(const double* x, const View3& xv, double* mean,
 void affine_f32_kernel(const float* x, const View3& xv, float* y,
                        const View3& yv, const float* center_hi,
                        const float* center_lo, const float* scale,
-                       const float* shift, int nthreads);
+                       const float* shift, std::int64_t param_stride_a,
+                       int nthreads);
 void affine_f64_kernel(const double* x, const View3& xv, double* y,
                        const View3& yv, const double* center_hi,
                        const double* center_lo, const double* scale,
-                       const double* shift, int nthreads);
+                       const double* shift, std::int64_t param_stride_a,
+                       int nthreads);
+void row_affine_f32_kernel(const float* x, const View3& xv, float* y,
+                           const View3& yv, const float* center_hi,
+                           const float* center_lo, const float* scale,
+                           const float* weight, const float* bias, int nthreads);
+void row_affine_f64_kernel(const double* x, const View3& xv, double* y,
+                           const View3& yv, const double* center_hi,
+                           const double* center_lo, const double* scale,
+                           const double* weight, const double* bias, int nthreads);
 
 // Work at or below this many elements runs on one thread: a parallel region
 // costs more than it saves there. Results do not depend on it.

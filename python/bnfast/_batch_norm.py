@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from . import _backend, _layout
+from ._common import as_param, output_for, split_center
 from ._validate import (
     as_array,
     channel_vector,
@@ -14,7 +15,6 @@ from ._validate import (
     check_eps,
     check_float_dtype,
     check_momentum,
-    check_out,
 )
 
 
@@ -29,14 +29,6 @@ def _check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> 
     if updating and not arr.flags.writeable:
         raise ValueError(f"{name} is read-only, but training updates it in place")
     return arr
-
-
-def _split_center(mean64: np.ndarray, dtype: np.dtype) -> tuple:
-    """mean = hi + lo in dtype: x - hi is exact for x near the mean, so float32
-    data is centred on the float64 mean to float32 precision."""
-    hi = mean64.astype(dtype)
-    lo = (mean64 - hi).astype(dtype)
-    return hi, lo
 
 
 def batch_norm(
@@ -93,8 +85,7 @@ def batch_norm(
         running_var = _check_running(running_var, "running_var", c, dtype, training)
     w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
     b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
-    if out is not None:
-        check_out(out, x.shape, dtype, "batch_norm")
+    y = output_for(x, out, "batch_norm")
 
     count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
     if training and count <= 1:
@@ -104,7 +95,7 @@ def batch_norm(
 
     impl = _backend.impl()
     kept = (axis,)
-    x3 = groups = None
+    groups = None
     if training:
         x3, groups = _layout.canonical(x, kept)
         mean, m2 = impl.moments(x3)
@@ -118,29 +109,18 @@ def batch_norm(
 
     scale = invstd if w is None else invstd * w
     if training:
-        center_hi, center_lo = _split_center(mean, dtype)
+        center_hi, center_lo = split_center(mean, dtype)
         shift = np.zeros(c) if b is None else b
     else:
         center_hi = center_lo = None
         with np.errstate(invalid="ignore"):
             shift = (0.0 if b is None else b) - mean * scale
-    scale_t = np.ascontiguousarray(scale, dtype=dtype)
-    shift_t = np.ascontiguousarray(shift, dtype=dtype)
-
-    y = out if out is not None else np.empty_like(x, order="K")
     if x.size:
-        if x3 is None:
-            x3, groups = _layout.canonical(x, kept)
-        if out is not None and out is not x and np.may_share_memory(out, x):
-            # Partial overlap: read from a private copy.
-            x3 = x3.copy()
-        y3 = _layout.fold(y, groups)
-        if y3 is not None:
-            impl.affine(x3, y3, center_hi, center_lo, scale_t, shift_t)
-        else:
-            y3 = np.empty(x3.shape, dtype=dtype)
-            impl.affine(x3, y3, center_hi, center_lo, scale_t, shift_t)
-            _layout.copy_from_groups(y3, y, groups)
+        groups = groups if groups is not None else _layout.canonical_groups(x, kept)
+        _layout.apply_elementwise(
+            impl.affine, x, y, groups, center_hi, center_lo,
+            as_param(scale, dtype), as_param(shift, dtype),
+        )
 
     if training and has_running:
         unbiased = m2 / (count - 1)

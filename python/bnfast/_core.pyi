@@ -22,4 +22,14 @@ def affine(
     center_lo: Optional[np.ndarray],
     scale: np.ndarray,
     shift: np.ndarray,
+    param_stride_a: int = 0,
+) -> None: ...
+def row_affine(
+    x: np.ndarray,
+    y: np.ndarray,
+    center_hi: Optional[np.ndarray],
+    center_lo: Optional[np.ndarray],
+    scale: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
 ) -> None: ...

@@ -107,6 +107,37 @@ def canonical(x: np.ndarray, kept: tuple) -> tuple:
         x3 = fold(x, groups)
         if x3 is not None:
             return x3, groups
-    reduced = tuple(i for i in range(x.ndim) if i not in kept and x.shape[i] != 1)
-    groups = (reduced, tuple(i for i in kept if x.shape[i] != 1), ())
+    groups = _copy_groups(x, kept)
     return copy_to_groups(x, groups), groups
+
+
+def canonical_groups(x: np.ndarray, kept: tuple) -> Groups:
+    """The groups :func:`canonical` would use for ``x``."""
+    groups = plan_groups(x, kept)
+    if groups is not None and fold(x, groups) is not None:
+        return groups
+    return _copy_groups(x, kept)
+
+
+def _copy_groups(x: np.ndarray, kept: tuple) -> Groups:
+    reduced = tuple(i for i in range(x.ndim) if i not in kept and x.shape[i] != 1)
+    return reduced, tuple(i for i in kept if x.shape[i] != 1), ()
+
+
+def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *args) -> None:
+    """Run ``kernel(x3, y3, *args)`` on the (A, C, B) views of ``x`` and ``y``
+    for ``groups``, going through contiguous temporaries where a view is
+    impossible, and reading a private copy of ``x`` if ``y`` overlaps it
+    without being it."""
+    x3 = fold(x, groups)
+    if x3 is None:
+        x3 = copy_to_groups(x, groups)
+    elif y is not x and np.may_share_memory(x, y):
+        x3 = x3.copy()
+    y3 = fold(y, groups)
+    if y3 is not None:
+        kernel(x3, y3, *args)
+        return
+    y3 = np.empty(x3.shape, dtype=y.dtype)
+    kernel(x3, y3, *args)
+    copy_from_groups(y3, y, groups)

@@ -44,16 +44,42 @@ def moments(x3: np.ndarray):
     return mean, m2
 
 
-def affine(x3, y3, center_hi, center_lo, scale, shift) -> None:
-    """``y = ((x - center_hi) - center_lo) * scale + shift`` per C, or
-    ``y = x * scale + shift`` when ``center_hi`` is None; written into y3."""
-    if y3.shape != x3.shape:
-        raise ValueError("affine: x and y must have the same shape")
-    if not y3.flags.writeable:
-        raise ValueError("affine: y is read-only")
-    col = (None, slice(None), None)
+def affine(x3, y3, center_hi, center_lo, scale, shift, param_stride_a=0) -> None:
+    """``y = ((x - center_hi[p]) - center_lo[p]) * scale[p] + shift[p]`` with
+    ``p = a * param_stride_a + c``, or ``y = x * scale[p] + shift[p]`` when
+    ``center_hi`` is None; written into y3."""
+    _check_xy(x3, y3)
+    a, c = x3.shape[0], x3.shape[1]
+
+    def per_ac(p):
+        if param_stride_a == 0:
+            return p[None, :, None]
+        idx = np.arange(a)[:, None] * param_stride_a + np.arange(c)[None, :]
+        return p[idx][:, :, None]
+
     with np.errstate(invalid="ignore", over="ignore"):
         if center_hi is None:
-            y3[...] = x3 * scale[col] + shift[col]
+            y3[...] = x3 * per_ac(scale) + per_ac(shift)
         else:
-            y3[...] = ((x3 - center_hi[col]) - center_lo[col]) * scale[col] + shift[col]
+            y3[...] = ((x3 - per_ac(center_hi)) - per_ac(center_lo)) * per_ac(scale) + per_ac(shift)
+
+
+def row_affine(x3, y3, center_hi, center_lo, scale, weight, bias) -> None:
+    """``y = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]``,
+    without the centring when ``center_hi`` is None; written into y3."""
+    _check_xy(x3, y3)
+    col = (None, slice(None), None)
+    row = (None, None, slice(None))
+    with np.errstate(invalid="ignore", over="ignore"):
+        if center_hi is None:
+            t = x3 * scale[col]
+        else:
+            t = ((x3 - center_hi[col]) - center_lo[col]) * scale[col]
+        y3[...] = t * weight[row] + bias[row]
+
+
+def _check_xy(x3, y3) -> None:
+    if y3.shape != x3.shape:
+        raise ValueError("x and y must have the same shape")
+    if not y3.flags.writeable:
+        raise ValueError("y is read-only")

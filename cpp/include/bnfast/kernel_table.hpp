@@ -19,13 +19,25 @@ template <class T>
 using moments_fn = void (*)(const T* x, const View3& xv, double* mean,
                             double* m2, int nthreads);
 
-// Per-C affine map y = ((x - center_hi[c]) - center_lo[c]) * scale[c] + shift[c],
-// or y = x * scale[c] + shift[c] when center_hi is null (the folded eval form).
-// x and y have the same A, C, B but their own strides; y may equal x.
+// Per-C affine map y = ((x - center_hi[p]) - center_lo[p]) * scale[p] + shift[p],
+// or y = x * scale[p] + shift[p] when center_hi is null (the folded eval
+// form), with parameter index p = a * param_stride_a + c (0 for per-channel
+// parameters as in batch norm, C for per-(sample, channel) ones as in group
+// norm). x and y have the same A, C, B but their own strides; y may equal x.
 template <class T>
 using affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
                            const T* center_hi, const T* center_lo,
-                           const T* scale, const T* shift, int nthreads);
+                           const T* scale, const T* shift,
+                           std::int64_t param_stride_a, int nthreads);
+
+// Row normalization with per-column affine (layer norm, RMS norm):
+// y[a,c,b] = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b],
+// without the centring when center_hi is null. weight/bias have length B.
+template <class T>
+using row_affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
+                               const T* center_hi, const T* center_lo,
+                               const T* scale, const T* weight, const T* bias,
+                               int nthreads);
 
 struct KernelTable {
     Isa isa;
@@ -33,6 +45,8 @@ struct KernelTable {
     moments_fn<double> moments_f64;
     affine_fn<float> affine_f32;
     affine_fn<double> affine_f64;
+    row_affine_fn<float> row_affine_f32;
+    row_affine_fn<double> row_affine_f64;
 };
 
 // One getter per compiled instruction set (defined in kernels/kernel_table.cpp,
