@@ -5,19 +5,38 @@ threads, AVX2 / AVX-512 chosen at run time), with a pure-NumPy backend that
 gives the same answers.
 """
 
+from ._backward import (
+    batch_norm_backward,
+    group_norm_backward,
+    instance_norm_backward,
+    layer_norm_backward,
+    rms_norm_backward,
+)
 from ._batch_norm import batch_norm
 from ._config import config, get_num_threads, set_num_threads, show_config, threads
+from ._norms import group_norm, instance_norm, layer_norm, rms_norm
 from ._stats import Moments, mean_var, moments
 from ._version import __version__
+from . import nn  # noqa: E402  (stateful layers, built on the functions above)
 
 __all__ = [
     "Moments",
     "__version__",
     "batch_norm",
+    "batch_norm_backward",
     "config",
     "get_num_threads",
+    "group_norm",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
     "mean_var",
     "moments",
+    "nn",
+    "rms_norm",
+    "rms_norm_backward",
     "set_num_threads",
     "show_config",
     "threads",

@@ -1,0 +1,218 @@
+"""Backward passes of the normalization family (gradients of the forward
+functions with respect to x, weight and bias).
+
+These are written with NumPy for both backends: reductions accumulate in
+float64 and each gradient is rounded once to x's dtype, so they are exact to
+the last bits and do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validate import as_array, check_axis, check_float_dtype, normalize_axes
+
+F64 = np.float64
+
+
+def _check_pair(dy, x, func: str) -> tuple:
+    dy = as_array(dy, "dy")
+    x = as_array(x)
+    check_float_dtype(x, "x", func)
+    check_float_dtype(dy, "dy", func)
+    if dy.shape != x.shape:
+        raise ValueError(f"{func}: dy has shape {dy.shape} but x has shape {x.shape}")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{func}: dy has dtype {dy.dtype} but x has dtype {x.dtype}")
+    return dy, x
+
+
+def _stat(v, name: str, shape: tuple, func: str) -> np.ndarray:
+    arr = as_array(v, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: {name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(n for n in shape if n != 1):
+            arr = arr.reshape(shape)  # e.g. PyTorch's (N, 1) statistics
+        else:
+            raise ValueError(f"{func}: {name} should have shape {shape}, got {arr.shape}")
+    return arr.astype(F64)
+
+
+def _weight(weight, shape: tuple, func: str):
+    if weight is None:
+        return None
+    arr = as_array(weight, "weight")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: weight must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{func}: weight should have shape {shape}, got {arr.shape}")
+    return arr.astype(F64)
+
+
+def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+# ---------------------------------------------------------------------------
+
+
+def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=True):
+    """Gradients of :func:`bnfast.batch_norm`.
+
+    ``mean``/``invstd`` are what ``batch_norm(..., return_stats=True)``
+    returned: the batch statistics (``training=True``) or the running ones
+    (``training=False``, where ``dx = dy * invstd * weight``).
+    Returns ``(dx, dweight, dbias)``; ``dweight`` is None when ``weight`` is.
+    """
+    dy, x = _check_pair(dy, x, "batch_norm_backward")
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm_backward expects at least 2-D input, got shape {x.shape}")
+    axis = check_axis(axis, x.ndim)
+    c = x.shape[axis]
+    mu = _stat(mean, "mean", (c,), "batch_norm_backward")
+    inv = _stat(invstd, "invstd", (c,), "batch_norm_backward")
+    w = _weight(weight, (c,), "batch_norm_backward")
+    axes = tuple(i for i in range(x.ndim) if i != axis)
+    n = math.prod(x.shape[i] for i in axes)
+    dy64 = dy.astype(F64)
+    xc = x.astype(F64) - _bcast(mu, x.ndim, axis)
+    sum_dy = dy64.sum(axis=axes)
+    sum_dy_xc = np.einsum(dy64, list(range(x.ndim)), xc, list(range(x.ndim)), [axis])
+    gamma = np.ones(c) if w is None else w
+    if training:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = sum_dy_xc * inv * inv / n
+            mean_dy = sum_dy / n
+        dx = (dy64 - _bcast(mean_dy, x.ndim, axis) - xc * _bcast(k, x.ndim, axis))
+        dx *= _bcast(inv * gamma, x.ndim, axis)
+    else:
+        dx = dy64 * _bcast(inv * gamma, x.ndim, axis)
+    dweight = None if w is None else (sum_dy_xc * inv).astype(x.dtype)
+    return dx.astype(x.dtype), dweight, sum_dy.astype(x.dtype)
+
+
+def _rows_view(a: np.ndarray, norm_axes: tuple) -> np.ndarray:
+    """(R, D) float64 copy with the normalized axes last (original order)."""
+    kept = [i for i in range(a.ndim) if i not in norm_axes]
+    moved = np.transpose(a, kept + list(norm_axes))
+    d = math.prod(a.shape[i] for i in norm_axes)
+    return moved.astype(F64).reshape(-1, d)
+
+
+def _from_rows(rows: np.ndarray, like: np.ndarray, norm_axes: tuple) -> np.ndarray:
+    kept = [i for i in range(like.ndim) if i not in norm_axes]
+    perm = kept + list(norm_axes)
+    moved_shape = [like.shape[i] for i in perm]
+    return np.transpose(rows.reshape(moved_shape), np.argsort(perm)).astype(like.dtype)
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+    """Gradients of :func:`bnfast.layer_norm`: ``(dx, dweight, dbias)``.
+
+    ``mean``/``rstd`` are the statistics ``layer_norm(..., return_stats=True)``
+    returned; ``dweight``/``dbias`` have the normalized shape (``dweight``
+    is None when ``weight`` is).
+    """
+    dy, x = _check_pair(dy, x, "layer_norm_backward")
+    norm_axes = normalize_axes(axis, x.ndim)
+    norm_shape = tuple(x.shape[i] for i in norm_axes)
+    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
+    mu = _stat(mean, "mean", kept_shape, "layer_norm_backward").reshape(-1, 1)
+    rs = _stat(rstd, "rstd", kept_shape, "layer_norm_backward").reshape(-1, 1)
+    w = _weight(weight, norm_shape, "layer_norm_backward")
+    x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
+    xhat = (x2 - mu) * rs
+    g = dy2 if w is None else dy2 * w.reshape(1, -1)
+    mean_g = g.mean(axis=1, keepdims=True)
+    mean_gx = (g * xhat).mean(axis=1, keepdims=True)
+    dx2 = rs * (g - mean_g - xhat * mean_gx)
+    dweight = None if w is None else (dy2 * xhat).sum(axis=0).reshape(norm_shape).astype(x.dtype)
+    dbias = dy2.sum(axis=0).reshape(norm_shape).astype(x.dtype)
+    return _from_rows(dx2, x, norm_axes), dweight, dbias
+
+
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+    """Gradients of :func:`bnfast.rms_norm`: ``(dx, dweight)``.
+
+    ``rstd`` is what ``rms_norm(..., return_stats=True)`` returned
+    (``1 / sqrt(mean(x**2) + eps)``).
+    """
+    dy, x = _check_pair(dy, x, "rms_norm_backward")
+    norm_axes = normalize_axes(axis, x.ndim)
+    norm_shape = tuple(x.shape[i] for i in norm_axes)
+    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
+    rs = _stat(rstd, "rstd", kept_shape, "rms_norm_backward").reshape(-1, 1)
+    w = _weight(weight, norm_shape, "rms_norm_backward")
+    x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
+    g = dy2 if w is None else dy2 * w.reshape(1, -1)
+    mean_gx = (g * x2).mean(axis=1, keepdims=True)
+    dx2 = rs * g - x2 * (rs ** 3) * mean_gx
+    dweight = None if w is None else (dy2 * x2 * rs).sum(axis=0).reshape(norm_shape).astype(x.dtype)
+    return _from_rows(dx2, x, norm_axes), dweight
+
+
+def _channels_first(a: np.ndarray, axis: int) -> np.ndarray:
+    """(N, C, S) float64 copy with channels on axis 1 and spatial flattened."""
+    moved = np.moveaxis(a, axis, 1)
+    return moved.astype(F64).reshape(a.shape[0], a.shape[axis], -1)
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+    """Gradients of :func:`bnfast.group_norm`: ``(dx, dweight, dbias)``.
+
+    ``mean``/``rstd`` have shape (N, num_groups), as
+    ``group_norm(..., return_stats=True)`` returned them.
+    """
+    dy, x = _check_pair(dy, x, "group_norm_backward")
+    if x.ndim < 2:
+        raise ValueError(f"group_norm_backward expects at least 2-D input, got shape {x.shape}")
+    axis = check_axis(axis, x.ndim)
+    if axis == 0:
+        raise ValueError("group_norm_backward: axis 0 is the batch axis")
+    n, c = x.shape[0], x.shape[axis]
+    if not isinstance(num_groups, (int, np.integer)) or num_groups < 1 or c % num_groups:
+        raise ValueError(
+            f"Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {x.shape} and num_groups={num_groups}"
+        )
+    g_count = int(num_groups)
+    mu = _stat(mean, "mean", (n, g_count), "group_norm_backward")
+    rs = _stat(rstd, "rstd", (n, g_count), "group_norm_backward")
+    w = _weight(weight, (c,), "group_norm_backward")
+    x3, dy3 = _channels_first(x, axis), _channels_first(dy, axis)
+    per = c // g_count
+    s = x3.shape[2]
+    # (N, G, C/G, S)
+    x4 = x3.reshape(n, g_count, per, s)
+    dy4 = dy3.reshape(n, g_count, per, s)
+    xhat = (x4 - mu[:, :, None, None]) * rs[:, :, None, None]
+    g = dy4 if w is None else dy4 * w.reshape(1, g_count, per, 1)
+    mean_g = g.mean(axis=(2, 3), keepdims=True)
+    mean_gx = (g * xhat).mean(axis=(2, 3), keepdims=True)
+    dx4 = rs[:, :, None, None] * (g - mean_g - xhat * mean_gx)
+    dweight = None if w is None else (dy4 * xhat).sum(axis=(0, 3)).reshape(c).astype(x.dtype)
+    dbias = dy4.sum(axis=(0, 3)).reshape(c).astype(x.dtype)
+    dx = np.moveaxis(dx4.reshape(n, c, *[x.shape[i] for i in range(1, x.ndim) if i != axis]), 1, axis)
+    return dx.astype(x.dtype), dweight, dbias
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, use_input_stats=True):
+    """Gradients of :func:`bnfast.instance_norm`: ``(dx, dweight, dbias)``.
+
+    With input statistics ``mean``/``rstd`` have shape (N, C); with
+    ``use_input_stats=False`` they are the running statistics' mean and
+    ``1/sqrt(var + eps)``, shape (C,), and the gradient is batch norm's eval
+    gradient.
+    """
+    dy, x = _check_pair(dy, x, "instance_norm_backward")
+    if x.ndim < 2:
+        raise ValueError(f"instance_norm_backward expects at least 2-D input, got shape {x.shape}")
+    axis = check_axis(axis, x.ndim)
+    if not use_input_stats:
+        return batch_norm_backward(dy, x, mean, rstd, weight, axis=axis, training=False)
+    return group_norm_backward(dy, x, mean, rstd, x.shape[axis], weight, axis=axis)
