@@ -60,8 +60,32 @@ constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
 
 }  // namespace
 
-bool isa_compiled(Isa isa) { return compiled_table(isa) != nullptr; }
+bool isa_compiled(Isa isa) {
+    switch (isa) {
+        case Isa::scalar:
+#if defined(BNFAST_COMPILED_SCALAR)
+            return true;
+#else
+            return false;
+#endif
+        case Isa::avx2:
+#if defined(BNFAST_COMPILED_AVX2)
+            return true;
+#else
+            return false;
+#endif
+        case Isa::avx512:
+#if defined(BNFAST_COMPILED_AVX512)
+            return true;
+#else
+            return false;
+#endif
+    }
+    return false;
+}
 
+// A table is only touched (its getter lives in code compiled for that ISA)
+// once the CPU is known to run it.
 bool isa_supported(Isa isa) {
     if (!isa_compiled(isa)) return false;
     switch (isa) {

@@ -14,14 +14,18 @@ namespace bnfast::bindings {
 
 namespace py = pybind11;
 
+// Equivalent dtype (not the same dtype object: pickled arrays and dtypes
+// with metadata carry their own descriptor).
 template <class T>
 bool has_dtype(const py::array& a) {
-    return a.dtype().is(py::dtype::of<T>());
+    return py::isinstance<py::array_t<T>>(a);
 }
 
 // The (A, C, B) view of a 3-D array, strides converted to elements.
 inline View3 view3_of(const py::array& a, const char* name) {
     if (a.ndim() != 3) throw py::value_error(std::string(name) + " must be a 3-D (A, C, B) view");
+    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        throw py::value_error(std::string(name) + " is not aligned to its item size");
     const auto itemsize = static_cast<py::ssize_t>(a.itemsize());
     std::int64_t strides[3];
     for (int i = 0; i < 3; ++i) {

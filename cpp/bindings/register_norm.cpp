@@ -1,4 +1,6 @@
 // Bindings of the normalization kernels.
+#include <cstdint>
+
 #include "bnfast/dispatch.hpp"
 #include "common.hpp"
 
@@ -28,6 +30,8 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     const auto [xv, yv] = check_xy<T>(x, y, "affine");
     if (ps < 0) throw py::value_error("affine: param_stride_a must be >= 0");
     // Parameters are indexed a * ps + c.
+    if (xv.A > 1 && ps > (INT64_MAX - xv.C) / (xv.A - 1))
+        throw py::value_error("affine: param_stride_a is too large for x");
     const std::int64_t n_params = (ps == 0 || xv.A == 0) ? xv.C : (xv.A - 1) * ps + xv.C;
     const T* hi = nullptr;
     const T* lo = nullptr;

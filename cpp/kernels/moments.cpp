@@ -18,6 +18,10 @@
 #include <limits>
 #include <new>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "bnfast/welford.hpp"
 #include "kernels.hpp"
 #include "simd.hpp"
@@ -35,8 +39,22 @@ constexpr std::int64_t kMinRowLength = 16;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+inline int thread_index() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 inline std::int64_t min_i64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t max_i64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+
+// Start of part g of n items cut into `parts` nearly equal parts (no
+// overflow for any int64 n).
+inline std::int64_t part_begin(std::int64_t g, std::int64_t n, std::int64_t parts) {
+    return g * (n / parts) + min_i64(g, n % parts);
+}
 
 // Number of groups a reduction of n elements is cut into (shape-only).
 inline std::int64_t group_count(std::int64_t n) {
@@ -251,8 +269,8 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     for (std::int64_t item = 0; item < items; ++item) {
         const std::int64_t c = item / groups;
         const std::int64_t g = item % groups;
-        const std::int64_t begin = g * n / groups;
-        const std::int64_t end = (g + 1) * n / groups;
+        const std::int64_t begin = part_begin(g, n, groups);
+        const std::int64_t end = part_begin(g + 1, n, groups);
         const T* xc = x + c * v.sC;
         partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
     }
@@ -295,6 +313,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                   const double* __restrict ref, TileScratch& s) {
     const std::int64_t sc = kUnitC ? 1 : v.sC;
     std::int64_t acc_n = 0;
+    for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = 0.0;
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
         const std::int64_t r1 = min_i64(r0 + chunk_rows, r_end);
         const std::int64_t n = r1 - r0;
@@ -381,10 +400,13 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
         for (std::int64_t c = 0; c < v.C; ++c) ref[c] = reference_value(row0 + c * v.sC);
     }
     Moments1* partial = groups > 1 ? new Moments1[static_cast<std::size_t>(groups * v.C)] : nullptr;
+    // Scratch for every thread, allocated here: an exception must not leave
+    // a parallel region.
+    const std::size_t t = static_cast<std::size_t>(tile);
+    double* scratch = new double[8 * t * static_cast<std::size_t>(nt)];
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const std::size_t t = static_cast<std::size_t>(tile);
-        double* buf = new double[8 * t];
+        double* buf = scratch + 8 * t * static_cast<std::size_t>(thread_index());
         TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
                       buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t};
 #pragma omp for schedule(dynamic, 1)
@@ -392,8 +414,8 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
             const std::int64_t g = item / tiles;
             const std::int64_t c0 = (item % tiles) * tile;
             const std::int64_t tw = min_i64(tile, v.C - c0);
-            const std::int64_t r_begin = g * rows / groups;
-            const std::int64_t r_end = (g + 1) * rows / groups;
+            const std::int64_t r_begin = part_begin(g, rows, groups);
+            const std::int64_t r_end = part_begin(g + 1, rows, groups);
             if (v.sC == 1) {
                 tile_moments<true>(x, v, c0, tw, r_begin, r_end, chunk_rows, ref + c0, s);
             } else {
@@ -409,8 +431,8 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
                     partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c]};
             }
         }
-        delete[] buf;
     }
+    delete[] scratch;
     if (groups > 1) {
         for (std::int64_t c = 0; c < v.C; ++c) {
             Moments1 m = partial[c];

@@ -27,6 +27,7 @@ else:
     _core_import_error = None
 
 CAPABILITIES = ("scalar", "avx2", "avx512")
+MAX_THREADS = 1024  # far above any sensible count; guards OpenMP from absurd requests
 
 _hidden_capabilities = frozenset(
     c.strip().lower()
@@ -138,8 +139,8 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
     n = int(n.__index__())
-    if n < 1:
-        raise ValueError(f"number of threads must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"number of threads must be between 1 and {MAX_THREADS}, got {n}")
     with _lock:
         _state.num_threads = n
         if _core is not None:
@@ -177,8 +178,10 @@ def _init_from_environment() -> None:
             raise ValueError(
                 f"BNFAST_NUM_THREADS must be a positive integer, got {threads!r}"
             ) from None
-        if n < 1:
-            raise ValueError(f"BNFAST_NUM_THREADS must be a positive integer, got {threads!r}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(
+                f"BNFAST_NUM_THREADS must be an integer between 1 and {MAX_THREADS}, got {threads!r}"
+            )
         set_num_threads(n)
     else:
         default = _core.default_num_threads() if _core is not None else (os.cpu_count() or 1)

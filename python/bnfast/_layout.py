@@ -60,7 +60,10 @@ def plan_groups(x: np.ndarray, kept: tuple) -> Groups | None:
 
 
 def fold(arr: np.ndarray, groups: Groups) -> np.ndarray | None:
-    """The (A, C, B) view of ``arr`` for ``groups``, or None if it would copy."""
+    """The (A, C, B) view of ``arr`` for ``groups``, or None if it would copy
+    (or if ``arr`` is not aligned: the kernels need aligned elements)."""
+    if not arr.flags.aligned:
+        return None
     shape, strides = arr.shape, arr.strides
     order = groups[0] + groups[1] + groups[2]
     dims = []
@@ -90,7 +93,8 @@ def copy_to_groups(arr: np.ndarray, groups: Groups) -> np.ndarray:
     """A contiguous (A, C, B) copy of ``arr`` laid out by ``groups``."""
     perm = full_order(arr.ndim, groups)
     shape3 = tuple(math.prod(arr.shape[i] for i in g) for g in groups)
-    return np.ascontiguousarray(np.transpose(arr, perm)).reshape(shape3)
+    contiguous = np.require(np.transpose(arr, perm), requirements=("C", "A"))
+    return contiguous.reshape(shape3)
 
 
 def copy_from_groups(y3: np.ndarray, y: np.ndarray, groups: Groups) -> None:

@@ -128,6 +128,8 @@ class Moments:
         count = np.asarray(count)
         if count.dtype.kind not in "iu":
             raise TypeError(f"count must be integers, got dtype {count.dtype}")
+        if count.dtype.kind == "u" and np.any(count > np.iinfo(np.int64).max):
+            raise ValueError("count does not fit in int64")
         try:
             count = np.broadcast_to(count, mean.shape).astype(np.int64)
         except ValueError:

@@ -16,12 +16,23 @@ FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def as_array(x, name: str = "x") -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from None
+    """A plain ndarray in native byte order (no copy when ``x`` already is one).
+
+    Masked arrays are refused (their mask would be silently ignored); other
+    subclasses are viewed as ndarray; big-endian data is converted."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array; bnfast would ignore its mask. Pass "
+            f"{name}.filled(np.nan) (and handle NaN) or {name}.compressed() instead"
+        )
+    if type(x) is not np.ndarray:
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to a NumPy array: {exc}") from None
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x
 
 
 def check_real_dtype(arr: np.ndarray, name: str) -> None:
