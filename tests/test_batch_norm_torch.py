@@ -51,6 +51,12 @@ def assert_matches_torch(y, yt, x, axis, w, eps=1e-5):
     base = 1e-5 if x.dtype == np.float32 else 1e-10
     err = np.abs(y.astype(np.float64) - yt.astype(np.float64))
     tol = base + base * np.abs(yt) + amp
+    # Constant channels: torch's mean of n equal values is off by up to ~n
+    # ulps (naive summation), and invstd = 1/sqrt(eps) amplifies that; bnfast
+    # is exact there (tested against exact values elsewhere). Compare only
+    # that both are finite.
+    constant = np.broadcast_to(x64.min(axis=red, keepdims=True) == x64.max(axis=red, keepdims=True), x.shape)
+    tol = np.where(constant & np.isfinite(yt), np.inf, tol)
     bad = ~(err <= tol)
     if bad.any():
         i = tuple(np.argwhere(bad)[0])

@@ -1,5 +1,6 @@
 // Bindings of the normalization kernels.
 #include <cstdint>
+#include <utility>
 
 #include "bnfast/dispatch.hpp"
 #include "common.hpp"
@@ -70,9 +71,49 @@ void row_affine_typed(const py::array& x, py::array& y, const py::object& center
     kernel(xd, xv, yd, yv, hi, lo, sc, w, b, nthreads);
 }
 
+const double* optional_f64_param(const py::object& p, std::int64_t n, const char* name) {
+    if (p.is_none()) return nullptr;
+    return channel_param<double>(py::cast<py::array>(p), n, name);
+}
+
+template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> batch_norm_train_typed(
+    const py::array& x, py::array& y, const py::object& weight, const py::object& bias,
+    double eps, batch_norm_train_fn<T> kernel) {
+    const auto [xv, yv] = check_xy<T>(x, y, "batch_norm_train");
+    if (!(eps >= 0.0)) throw py::value_error("batch_norm_train: eps must be >= 0");
+    const double* w = optional_f64_param(weight, xv.C, "weight");
+    const double* b = optional_f64_param(bias, xv.C, "bias");
+    py::array_t<double> mean(xv.C), m2(xv.C);
+    double* mean_ptr = mean.mutable_data();
+    double* m2_ptr = m2.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    T* yd = static_cast<T*>(y.mutable_data());
+    const int nthreads = num_threads();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads);
+    }
+    return {std::move(mean), std::move(m2)};
+}
+
 }  // namespace
 
 void register_norm(py::module_& m) {
+    m.def(
+        "batch_norm_train",
+        [](const py::array& x, py::array& y, const py::object& weight, const py::object& bias,
+           double eps) {
+            const KernelTable& t = active_table();
+            if (has_dtype<float>(x))
+                return batch_norm_train_typed<float>(x, y, weight, bias, eps, t.batch_norm_train_f32);
+            if (has_dtype<double>(x))
+                return batch_norm_train_typed<double>(x, y, weight, bias, eps, t.batch_norm_train_f64);
+            throw py::type_error("batch_norm_train: x must be float32 or float64");
+        },
+        py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
+        "Per-C (mean, m2) of an (A, C, B) view (as moments) and y = (x - mean) * "
+        "invstd * weight + bias, invstd = 1/sqrt(m2/(A*B) + eps); weight/bias float64 or None.");
     m.def(
         "affine",
         [](const py::array& x, py::array& y, const py::object& center_hi,

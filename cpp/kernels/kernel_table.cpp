@@ -12,6 +12,8 @@ const KernelTable& kernel_table() {
         &affine_f64_kernel,
         &row_affine_f32_kernel,
         &row_affine_f64_kernel,
+        &batch_norm_train_f32_kernel,
+        &batch_norm_train_f64_kernel,
     };
     return table;
 }

@@ -31,6 +31,13 @@ void row_affine_f64_kernel(const double* x, const View3& xv, double* y,
                            const double* center_lo, const double* scale,
                            const double* weight, const double* bias, int nthreads);
 
+void batch_norm_train_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
+                                 const double* weight, const double* bias, double eps,
+                                 double* mean, double* m2, int nthreads);
+void batch_norm_train_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
+                                 const double* weight, const double* bias, double eps,
+                                 double* mean, double* m2, int nthreads);
+
 // Work at or below this many elements runs on one thread: a parallel region
 // costs more than it saves there. Results do not depend on it.
 constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import _backend, _layout
-from ._common import as_param, output_for, split_center
+from ._common import as_param, output_for
 from ._validate import (
     as_array,
     channel_vector,
@@ -95,32 +95,22 @@ def batch_norm(
 
     impl = _backend.impl()
     kept = (axis,)
-    groups = None
     if training:
-        x3, groups = _layout.canonical(x, kept)
-        mean, m2 = impl.moments(x3)
-        var = m2 / count
+        groups = _layout.canonical_groups(x, kept)
+        mean, m2 = _layout.apply_elementwise(impl.batch_norm_train, x, y, groups, w, b, eps)
         with np.errstate(divide="ignore"):
-            invstd = 1.0 / np.sqrt(var + eps)
+            invstd = 1.0 / np.sqrt(m2 / count + eps)
     else:
         mean = running_mean.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
-
-    scale = invstd if w is None else invstd * w
-    if training:
-        center_hi, center_lo = split_center(mean, dtype)
-        shift = np.zeros(c) if b is None else b
-    else:
-        center_hi = center_lo = None
+        scale = invstd if w is None else invstd * w
         with np.errstate(invalid="ignore"):
             shift = (0.0 if b is None else b) - mean * scale
-    if x.size:
-        groups = groups if groups is not None else _layout.canonical_groups(x, kept)
-        _layout.apply_elementwise(
-            impl.affine, x, y, groups, center_hi, center_lo,
-            as_param(scale, dtype), as_param(shift, dtype),
-        )
+        if x.size:
+            groups = _layout.canonical_groups(x, kept)
+            _layout.apply_elementwise(impl.affine, x, y, groups, None, None,
+                                      as_param(scale, dtype), as_param(shift, dtype))
 
     if training and has_running:
         unbiased = m2 / (count - 1)

@@ -24,6 +24,13 @@ def affine(
     shift: np.ndarray,
     param_stride_a: int = 0,
 ) -> None: ...
+def batch_norm_train(
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: Optional[np.ndarray],
+    bias: Optional[np.ndarray],
+    eps: float,
+) -> tuple[np.ndarray, np.ndarray]: ...
 def row_affine(
     x: np.ndarray,
     y: np.ndarray,

@@ -128,11 +128,11 @@ def _copy_groups(x: np.ndarray, kept: tuple) -> Groups:
     return reduced, tuple(i for i in kept if x.shape[i] != 1), ()
 
 
-def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *args) -> None:
+def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *args):
     """Run ``kernel(x3, y3, *args)`` on the (A, C, B) views of ``x`` and ``y``
     for ``groups``, going through contiguous temporaries where a view is
     impossible, and reading a private copy of ``x`` if ``y`` overlaps it
-    without being it."""
+    without being it. Returns what the kernel returns."""
     x3 = fold(x, groups)
     if x3 is None:
         x3 = copy_to_groups(x, groups)
@@ -140,8 +140,8 @@ def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *arg
         x3 = x3.copy()
     y3 = fold(y, groups)
     if y3 is not None:
-        kernel(x3, y3, *args)
-        return
+        return kernel(x3, y3, *args)
     y3 = np.empty(x3.shape, dtype=y.dtype)
-    kernel(x3, y3, *args)
+    result = kernel(x3, y3, *args)
     copy_from_groups(y3, y, groups)
+    return result

@@ -64,6 +64,24 @@ def affine(x3, y3, center_hi, center_lo, scale, shift, param_stride_a=0) -> None
             y3[...] = ((x3 - per_ac(center_hi)) - per_ac(center_lo)) * per_ac(scale) + per_ac(shift)
 
 
+def batch_norm_train(x3, y3, weight, bias, eps):
+    """Batch statistics ``(mean, m2)`` of an (A, C, B) view (as :func:`moments`)
+    and ``y = ((x - mean) * invstd) * weight + bias`` written into y3, with
+    ``invstd = 1 / sqrt(m2 / (A*B) + eps)``; weight/bias float64 or None."""
+    mean, m2 = moments(x3)
+    count = x3.shape[0] * x3.shape[2]
+    dtype = x3.dtype
+    with np.errstate(divide="ignore", invalid="ignore"):
+        invstd = 1.0 / np.sqrt(m2 / count + eps)
+    scale = invstd if weight is None else invstd * weight
+    shift = np.zeros_like(mean) if bias is None else bias
+    hi = mean.astype(dtype)
+    lo = (mean - hi).astype(dtype)
+    if count:
+        affine(x3, y3, hi, lo, scale.astype(dtype), shift.astype(dtype))
+    return mean, m2
+
+
 def row_affine(x3, y3, center_hi, center_lo, scale, weight, bias) -> None:
     """``y = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]``,
     without the centring when ``center_hi`` is None; written into y3."""

@@ -39,6 +39,14 @@ using row_affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& y
                                const T* scale, const T* weight, const T* bias,
                                int nthreads);
 
+// Batch-norm training forward: per-C mean and M2 (as moments_fn, bit-identical
+// to it) and y = ((x - mean) * invstd) * weight + bias with
+// invstd = 1/sqrt(M2/(A*B) + eps); weight/bias (length C, double) may be null.
+template <class T>
+using batch_norm_train_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
+                                     const double* weight, const double* bias, double eps,
+                                     double* mean, double* m2, int nthreads);
+
 struct KernelTable {
     Isa isa;
     moments_fn<float> moments_f32;
@@ -47,6 +55,8 @@ struct KernelTable {
     affine_fn<double> affine_f64;
     row_affine_fn<float> row_affine_f32;
     row_affine_fn<double> row_affine_f64;
+    batch_norm_train_fn<float> batch_norm_train_f32;
+    batch_norm_train_fn<double> batch_norm_train_f64;
 };
 
 // One getter per compiled instruction set (defined in kernels/kernel_table.cpp,

@@ -1,0 +1,110 @@
+// batch_norm_train_kernel: batch statistics and normalization in one call.
+//
+// Where the channel slabs are rows along B (NCHW), each channel is reduced
+// and then normalized by the same thread right away, while its slab is
+// still in cache: the data crosses the memory bus about once each way, as
+// in a copy. The statistics are computed by exactly the same calls, in the
+// same order, as the moments kernel's, so they are bit-identical to it (and
+// to any thread count). Other layouts run the moments kernel and then the
+// affine kernel.
+#include <cmath>
+#include <cstdint>
+
+#include "affine_runs.hpp"
+#include "kernels.hpp"
+#include "moments_impl.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+namespace {
+
+// Per-channel scale and shift in double, exactly as the Python layer forms
+// them for the unfused path: invstd = 1/sqrt(m2/n + eps), scale = invstd*w.
+inline void channel_affine(double mean, double m2, double count, const double* weight,
+                           const double* bias, std::int64_t c, double eps,
+                           double& scale, double& shift) {
+    const double invstd = 1.0 / std::sqrt(m2 / count + eps);
+    scale = weight != nullptr ? invstd * weight[c] : invstd;
+    shift = bias != nullptr ? bias[c] : 0.0;
+    (void)mean;
+}
+
+template <class T>
+void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
+                const double* bias, double eps, double* mean, double* m2, int nthreads) {
+    const std::int64_t n = v.A * v.B;
+    const std::int64_t groups = group_count(n);
+    const int nt = (n * v.C <= kParallelMinElements) ? 1 : nthreads;
+    const double count = static_cast<double>(n);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t c = 0; c < v.C; ++c) {
+        const T* xc = x + c * v.sC;
+        const double ref = reference_value(xc);
+        // Same groups, same merge order as moments_rows.
+        Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref);
+        for (std::int64_t g = 1; g < groups; ++g)
+            chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups),
+                                            part_begin(g + 1, n, groups), ref));
+        mean[c] = ref + m.mean;
+        m2[c] = m.m2;
+        double scale, shift;
+        channel_affine(mean[c], m2[c], count, weight, bias, c, eps, scale, shift);
+        const T hi = static_cast<T>(mean[c]);
+        const T lo = static_cast<T>(mean[c] - static_cast<double>(hi));
+        const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
+        T* yc = y + c * yv.sC;
+        for (std::int64_t a = 0; a < v.A; ++a)
+            affine_run_bcast<true>(xc + a * v.sA, yc + a * yv.sA, v.B, hi, lo, scale_t, shift_t);
+    }
+}
+
+template <class T>
+void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
+                           const double* weight, const double* bias, double eps,
+                           double* mean, double* m2, int nthreads) {
+    if (xv.C == 0) return;
+    if (nthreads < 1) nthreads = 1;
+    const bool rows = xv.sB == 1 && yv.sB == 1 && xv.B >= kMinRowLength && xv.A * xv.B > 0;
+    if (rows) {
+        fused_rows(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
+        return;
+    }
+    moments_impl(x, xv, mean, m2, nthreads);
+    const std::int64_t count_i = xv.A * xv.B;
+    const double count = static_cast<double>(count_i);
+    T* params = new T[4 * static_cast<std::size_t>(xv.C)];
+    T* hi = params;
+    T* lo = params + xv.C;
+    T* scale_t = params + 2 * xv.C;
+    T* shift_t = params + 3 * xv.C;
+    for (std::int64_t c = 0; c < xv.C; ++c) {
+        double scale, shift;
+        channel_affine(mean[c], m2[c], count, weight, bias, c, eps, scale, shift);
+        hi[c] = static_cast<T>(mean[c]);
+        lo[c] = static_cast<T>(mean[c] - static_cast<double>(hi[c]));
+        scale_t[c] = static_cast<T>(scale);
+        shift_t[c] = static_cast<T>(shift);
+    }
+    if (count_i > 0) {
+        if constexpr (sizeof(T) == 4)
+            affine_f32_kernel(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
+        else
+            affine_f64_kernel(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
+    }
+    delete[] params;
+}
+
+}  // namespace
+
+void batch_norm_train_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
+                                 const double* weight, const double* bias, double eps,
+                                 double* mean, double* m2, int nthreads) {
+    batch_norm_train_impl(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
+}
+
+void batch_norm_train_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
+                                 const double* weight, const double* bias, double eps,
+                                 double* mean, double* m2, int nthreads) {
+    batch_norm_train_impl(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA

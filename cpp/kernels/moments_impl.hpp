@@ -1,0 +1,478 @@
+// The moments kernel's building blocks (inline, per ISA), shared by the
+// moments kernel and the fused batch-norm training kernel so both compute
+// bit-identical statistics. Only for files under cpp/kernels/.
+//
+// moments_kernel: per-C count/mean/M2 over the A x B slab of an (A, C, B) view.
+//
+// Accuracy: each slab is cut into chunks of at most kChunk elements (L1
+// resident). A chunk is summed in double (pass 1, also min/max), then its
+// squared deviations from that chunk mean are summed in double with the
+// usual correction term (pass 2, re-reading the chunk from L1). Chunks are
+// merged with Chan's formula. This is a blocked two-pass algorithm: it never
+// forms E[x^2] - E[x]^2, so offset data keeps its variance. A chunk whose
+// min equals its max is constant: mean = that value, M2 = 0 exactly.
+//
+// Determinism: the work is cut into chunks and groups by the shape alone;
+// each group is reduced sequentially by whichever thread takes it, and
+// groups are merged in index order. The thread count only changes who does
+// the work, never the arithmetic.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <new>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "bnfast/welford.hpp"
+#include "kernels.hpp"
+#include "simd.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+
+constexpr std::int64_t kChunk = 4096;                   // elements per two-pass chunk
+constexpr std::int64_t kGroupTarget = std::int64_t(1) << 18;  // elements per work item
+constexpr std::int64_t kMaxGroups = 64;                 // work items per channel, at most
+constexpr std::int64_t kTileChannels = 512;             // channels per item, channel path
+// Rows along B shorter than this go to the channel path: per-channel
+// overhead would dominate a row path over many tiny rows.
+constexpr std::int64_t kMinRowLength = 16;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+inline int thread_index() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline std::int64_t min_i64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
+inline std::int64_t max_i64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+
+// Start of part g of n items cut into `parts` nearly equal parts (no
+// overflow for any int64 n).
+inline std::int64_t part_begin(std::int64_t g, std::int64_t n, std::int64_t parts) {
+    return g * (n / parts) + min_i64(g, n % parts);
+}
+
+// Number of groups a reduction of n elements is cut into (shape-only).
+inline std::int64_t group_count(std::int64_t n) {
+    const std::int64_t g = (n + kGroupTarget - 1) / kGroupTarget;
+    return max_i64(1, min_i64(g, kMaxGroups));
+}
+
+// Moments of one chunk from its pass-1 results; returns false if pass 2 is
+// needed (finite, non-constant data).
+inline bool chunk_from_pass1(std::int64_t n, double sum, double lo, double hi,
+                             Moments1& out) {
+    out.n = n;
+    if (std::isnan(sum)) {  // NaN in the data
+        out.mean = sum;
+        out.m2 = sum;
+        return true;
+    }
+    if (std::isinf(sum)) {  // +-inf in the data (or overflow): mean is that inf
+        out.mean = sum;
+        out.m2 = std::numeric_limits<double>::quiet_NaN();
+        return true;
+    }
+    if (lo == hi) {  // constant chunk: exact
+        out.mean = lo;
+        out.m2 = 0.0;
+        return true;
+    }
+    return false;
+}
+
+inline void chunk_from_pass2(std::int64_t n, double shift, double sum_d,
+                             double sum_dd, Moments1& out) {
+    const double dn = static_cast<double>(n);
+    out.mean = shift + sum_d / dn;
+    double m2 = sum_dd - sum_d * sum_d / dn;
+    if (m2 < 0.0) m2 = 0.0;  // rounding; keeps NaN
+    out.m2 = m2;
+}
+
+// ---------------------------------------------------------------------------
+// Row path: per channel, the slab is A rows of B elements (stride sB).
+
+struct Pass1Acc {
+    f64v sum0, sum1, lo, hi;
+    double sum_tail, lo_tail, hi_tail;
+    void reset() {
+        sum0 = f64v{};
+        sum1 = f64v{};
+        lo = splat<f64v>(kInf);
+        hi = splat<f64v>(-kInf);
+        sum_tail = 0.0;
+        lo_tail = kInf;
+        hi_tail = -kInf;
+    }
+    void add_scalar(double v) {
+        sum_tail += v;
+        lo_tail = v < lo_tail ? v : lo_tail;
+        hi_tail = v > hi_tail ? v : hi_tail;
+    }
+    double sum() const { return sum_lanes(sum0 + sum1) + sum_tail; }
+    double min() const {
+        const double m = min_lanes(lo);
+        return m < lo_tail ? m : lo_tail;
+    }
+    double max() const {
+        const double m = max_lanes(hi);
+        return m > hi_tail ? m : hi_tail;
+    }
+};
+
+struct Pass2Acc {
+    f64v d0, d1, dd0, dd1;
+    double d_tail, dd_tail;
+    void reset() {
+        d0 = d1 = dd0 = dd1 = f64v{};
+        d_tail = dd_tail = 0.0;
+    }
+    void add_scalar(double d) {
+        d_tail += d;
+        dd_tail += d * d;
+    }
+    double sum_d() const { return sum_lanes(d0 + d1) + d_tail; }
+    double sum_dd() const { return sum_lanes(dd0 + dd1) + dd_tail; }
+};
+
+template <class T>
+inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride,
+                          Pass1Acc& acc) {
+    std::int64_t i = 0;
+    if (stride == 1) {
+        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+            const f64v v0 = load_as_f64(p + i);
+            const f64v v1 = load_as_f64(p + i + kLanesF64);
+            acc.sum0 += v0;
+            acc.sum1 += v1;
+            acc.lo = vmin(v0, acc.lo);
+            acc.hi = vmax(v0, acc.hi);
+            acc.lo = vmin(v1, acc.lo);
+            acc.hi = vmax(v1, acc.hi);
+        }
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
+    } else {
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i * stride]));
+    }
+}
+
+template <class T>
+inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
+                          double shift, Pass2Acc& acc) {
+    std::int64_t i = 0;
+    if (stride == 1) {
+        const f64v shift_v = splat<f64v>(shift);
+        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+            const f64v d0 = load_as_f64(p + i) - shift_v;
+            const f64v d1 = load_as_f64(p + i + kLanesF64) - shift_v;
+            acc.d0 += d0;
+            acc.d1 += d1;
+            acc.dd0 += d0 * d0;
+            acc.dd1 += d1 * d1;
+        }
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]) - shift);
+    } else {
+        for (; i < n; ++i)
+            acc.add_scalar(static_cast<double>(p[i * stride]) - shift);
+    }
+}
+
+// Calls f(pointer, length) for the row pieces covering the flat index range
+// [begin, end) of one channel's A x B slab (flat index = a*B + b).
+template <class T, class F>
+inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
+                               std::int64_t end, F&& f) {
+    std::int64_t a = begin / v.B;
+    std::int64_t b = begin % v.B;
+    std::int64_t left = end - begin;
+    while (left > 0) {
+        const std::int64_t len = min_i64(v.B - b, left);
+        f(xc + a * v.sA + b * v.sB, len);
+        left -= len;
+        ++a;
+        b = 0;
+    }
+}
+
+// Reference value of a channel: its first element if finite, else 0.
+//
+// All means are kept relative to it until the very end: merging small
+// chunks or groups of offset data (mean 1e8, std 1) with absolute means
+// would round each mean to ulp(1e8) and the Chan merge would turn that into
+// variance error (1e-9 relative here). Relative to a value of the data the
+// means are O(std) and keep full precision. A constant channel stays exact:
+// every chunk mean is ref - ref = 0.
+template <class T>
+inline double reference_value(const T* p) {
+    const double v = static_cast<double>(*p);
+    return v - v == 0.0 ? v : 0.0;
+}
+
+// Moments of the flat range [begin, end) of channel slab xc, mean relative
+// to ref.
+template <class T>
+Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
+                           std::int64_t end, double ref) {
+    Moments1 acc;
+    Pass1Acc p1;
+    Pass2Acc p2;
+    for (std::int64_t lo = begin; lo < end; lo += kChunk) {
+        const std::int64_t hi = min_i64(lo + kChunk, end);
+        p1.reset();
+        for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
+            pass1_segment(p, len, v.sB, p1);
+        });
+        Moments1 chunk;
+        const double sum = p1.sum();
+        if (chunk_from_pass1(hi - lo, sum, p1.min(), p1.max(), chunk)) {
+            chunk.mean -= ref;  // constant (exact), or non-finite (stays so)
+        } else {
+            const double shift = sum / static_cast<double>(hi - lo);
+            p2.reset();
+            for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
+                pass2_segment(p, len, v.sB, shift, p2);
+            });
+            chunk_from_pass2(hi - lo, shift - ref, p2.sum_d(), p2.sum_dd(), chunk);
+        }
+        chan_merge(acc, chunk);
+    }
+    return acc;
+}
+
+template <class T>
+void moments_rows(const T* x, const View3& v, double* mean, double* m2,
+                  int nthreads) {
+    const std::int64_t n = v.A * v.B;
+    const std::int64_t groups = group_count(n);
+    const std::int64_t items = v.C * groups;
+    const int nt = (v.A * v.B * v.C <= kParallelMinElements) ? 1 : nthreads;
+
+    if (groups == 1) {
+#pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            const T* xc = x + c * v.sC;
+            const double ref = reference_value(xc);
+            const Moments1 m = row_range_moments(xc, v, 0, n, ref);
+            mean[c] = ref + m.mean;
+            m2[c] = m.m2;
+        }
+        return;
+    }
+
+    Moments1* partial = new Moments1[static_cast<std::size_t>(items)];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t item = 0; item < items; ++item) {
+        const std::int64_t c = item / groups;
+        const std::int64_t g = item % groups;
+        const std::int64_t begin = part_begin(g, n, groups);
+        const std::int64_t end = part_begin(g + 1, n, groups);
+        const T* xc = x + c * v.sC;
+        partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
+    }
+    for (std::int64_t c = 0; c < v.C; ++c) {
+        Moments1 m = partial[c * groups];
+        for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[c * groups + g]);
+        mean[c] = reference_value(x + c * v.sC) + m.mean;
+        m2[c] = m.m2;
+    }
+    delete[] partial;
+}
+
+// ---------------------------------------------------------------------------
+// Channel path: rows r = (a, b) each hold C channels at stride sC (unit for
+// NHWC and 2-D (N, C); small B with many channels otherwise). A work item is
+// a tile of channels times a range of rows; the inner loops run along the
+// channels, so they vectorize when sC == 1, and each channel's arithmetic is
+// independent of the vector width. All channels of a tile share one count,
+// so the per-chunk epilogue and the Chan merge are vector loops too.
+
+struct TileScratch {
+    double* sum;
+    double* lo;
+    double* hi;
+    double* shift;
+    double* sum_d;
+    double* sum_dd;
+    double* mean;  // running moments of the tile (mean relative to ref)
+    double* m2;
+};
+
+template <class T>
+inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
+    return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
+}
+
+template <bool kUnitC, class T>
+void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
+                  std::int64_t r_begin, std::int64_t r_end, std::int64_t chunk_rows,
+                  const double* __restrict ref, TileScratch& s) {
+    const std::int64_t sc = kUnitC ? 1 : v.sC;
+    std::int64_t acc_n = 0;
+    for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = 0.0;
+    for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
+        const std::int64_t r1 = min_i64(r0 + chunk_rows, r_end);
+        const std::int64_t n = r1 - r0;
+        const double dn = static_cast<double>(n);
+        double* __restrict sum = s.sum;
+        double* __restrict lo = s.lo;
+        double* __restrict hi = s.hi;
+        double* __restrict shift = s.shift;
+        double* __restrict sd = s.sum_d;
+        double* __restrict sdd = s.sum_dd;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            sum[c] = 0.0;
+            lo[c] = kInf;
+            hi[c] = -kInf;
+            sd[c] = 0.0;
+            sdd[c] = 0.0;
+        }
+        for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
+            const T* row = row_ptr(x, v, r) + c0 * sc;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                const double val = static_cast<double>(row[c * sc]);
+                sum[c] += val;
+                lo[c] = val < lo[c] ? val : lo[c];
+                hi[c] = val > hi[c] ? val : hi[c];
+            }
+        }
+        for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
+        for (std::int64_t r = r0; r < r1; ++r) {  // pass 2: deviations (chunk is cached)
+            const T* row = row_ptr(x, v, r) + c0 * sc;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                const double d = static_cast<double>(row[c * sc]) - shift[c];
+                sd[c] += d;
+                sdd[c] += d * d;
+            }
+        }
+        // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
+        // merged into the tile's running moments.
+        double* __restrict mean = s.mean;
+        double* __restrict m2 = s.m2;
+        const double na = static_cast<double>(acc_n);
+        const double b_frac = dn / static_cast<double>(acc_n + n);
+        const bool first = acc_n == 0;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            const double total = sum[c];
+            const bool finite = total - total == 0.0;  // false for NaN and inf
+            double m2_chunk = sdd[c] - sd[c] * sd[c] / dn;
+            m2_chunk = m2_chunk < 0.0 ? 0.0 : m2_chunk;
+            const bool constant = finite && lo[c] == hi[c];
+            // Means relative to ref (see reference_value for why).
+            const double mean_b =
+                !finite ? total : (constant ? lo[c] - ref[c] : (shift[c] - ref[c]) + sd[c] / dn);
+            const double m2_b = !finite ? total - total : (constant ? 0.0 : m2_chunk);
+            // Chan merge as in chan_merge(), written as selects.
+            const bool both_finite = mean[c] - mean[c] == 0.0 && mean_b - mean_b == 0.0;
+            const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
+            const double merged_mean = both_finite ? mean[c] + delta * b_frac : mean[c] + mean_b;
+            const double merged_m2 = both_finite ? m2[c] + (m2_b + delta * delta * na * b_frac)
+                                                 : m2[c] + m2_b + (merged_mean - merged_mean);
+            mean[c] = first ? mean_b : merged_mean;
+            m2[c] = first ? m2_b : merged_m2;
+        }
+        acc_n += n;
+    }
+}
+
+template <class T>
+void moments_channels(const T* x, const View3& v, double* mean, double* m2,
+                      int nthreads) {
+    const std::int64_t rows = v.A * v.B;
+    const std::int64_t tile = min_i64(v.C, kTileChannels);
+    const std::int64_t tiles = (v.C + tile - 1) / tile;
+    // Rows per chunk: about 2 * kChunk elements of the tile, at least one row.
+    const std::int64_t chunk_rows = max_i64(1, (2 * kChunk) / tile);
+    // Split rows into groups only where each group still holds whole chunks.
+    const std::int64_t groups =
+        max_i64(1, min_i64(group_count(rows * v.C), rows / chunk_rows));
+    const std::int64_t items = tiles * groups;
+    const int nt = (rows * v.C <= kParallelMinElements) ? 1 : nthreads;
+
+    // Per-channel references: the channel's value in row 0.
+    double* ref = new double[static_cast<std::size_t>(v.C)];
+    {
+        const T* row0 = row_ptr(x, v, 0);
+        for (std::int64_t c = 0; c < v.C; ++c) ref[c] = reference_value(row0 + c * v.sC);
+    }
+    Moments1* partial = groups > 1 ? new Moments1[static_cast<std::size_t>(groups * v.C)] : nullptr;
+    // Scratch for every thread, allocated here: an exception must not leave
+    // a parallel region.
+    const std::size_t t = static_cast<std::size_t>(tile);
+    double* scratch = new double[8 * t * static_cast<std::size_t>(nt)];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double* buf = scratch + 8 * t * static_cast<std::size_t>(thread_index());
+        TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
+                      buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t};
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t item = 0; item < items; ++item) {
+            const std::int64_t g = item / tiles;
+            const std::int64_t c0 = (item % tiles) * tile;
+            const std::int64_t tw = min_i64(tile, v.C - c0);
+            const std::int64_t r_begin = part_begin(g, rows, groups);
+            const std::int64_t r_end = part_begin(g + 1, rows, groups);
+            if (v.sC == 1) {
+                tile_moments<true>(x, v, c0, tw, r_begin, r_end, chunk_rows, ref + c0, s);
+            } else {
+                tile_moments<false>(x, v, c0, tw, r_begin, r_end, chunk_rows, ref + c0, s);
+            }
+            if (groups == 1) {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    mean[c0 + c] = ref[c0 + c] + s.mean[c];
+                    m2[c0 + c] = s.m2[c];
+                }
+            } else {
+                for (std::int64_t c = 0; c < tw; ++c)
+                    partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c]};
+            }
+        }
+    }
+    delete[] scratch;
+    if (groups > 1) {
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            Moments1 m = partial[c];
+            for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[g * v.C + c]);
+            mean[c] = ref[c] + m.mean;
+            m2[c] = m.m2;
+        }
+        delete[] partial;
+    }
+    delete[] ref;
+}
+
+template <class T>
+void moments_impl(const T* x, const View3& view, double* mean, double* m2,
+                  int nthreads) {
+    View3 v = view;
+    if (v.C == 0) return;
+    if (v.A == 0 || v.B == 0) {  // empty slab: undefined (callers reject it)
+        for (std::int64_t c = 0; c < v.C; ++c)
+            mean[c] = m2[c] = std::numeric_limits<double>::quiet_NaN();
+        return;
+    }
+    if (nthreads < 1) nthreads = 1;
+    if (v.sB == 1 && v.B >= kMinRowLength) {
+        moments_rows(x, v, mean, m2, nthreads);
+    } else if (v.C > 1 && (v.sC == 1 || v.B > 1)) {
+        moments_channels(x, v, mean, m2, nthreads);
+    } else {
+        if (v.B == 1) {  // (A, C, 1): treat A as the row so a unit sA is contiguous
+            v.B = v.A;
+            v.sB = v.sA;
+            v.A = 1;
+            v.sA = 0;
+        }
+        moments_rows(x, v, mean, m2, nthreads);
+    }
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA
