@@ -138,3 +138,29 @@ def test_batch_norm_affine_paths_match_numpy_twin(native_backend, name, dtype):
         eps = np.finfo(dtype).eps
         mag = np.abs(x).max() * np.abs(w).max() * 2 + np.abs(b).max() + 10
         np.testing.assert_allclose(y, y_ref, rtol=0, atol=8 * eps * mag)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4097), (2, 3, 150_001), (4, 6, 17), (5, 4, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_batch_norm_statistics_equal_moments(backend, shape, dtype):
+    # The fused training kernel must reproduce the moments kernel's
+    # statistics bit for bit (same chunks, groups and merge order), and the
+    # same output as the unfused moments + affine path.
+    from bnfast import _backend
+
+    impl = _backend.impl()
+    rng = np.random.default_rng(6)
+    x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)
+    w = rng.standard_normal(shape[1])
+    b = rng.standard_normal(shape[1])
+    y3 = np.empty_like(x3)
+    mean, m2 = impl.batch_norm_train(x3, y3, w, b, 1e-5)
+    ref_mean, ref_m2 = impl.moments(x3)
+    assert mean.tobytes() == ref_mean.tobytes() and m2.tobytes() == ref_m2.tobytes()
+    n = shape[0] * shape[2]
+    scale = (1.0 / np.sqrt(m2 / n + 1e-5) * w).astype(dtype)
+    hi = mean.astype(dtype)
+    lo = (mean - hi).astype(dtype)
+    y_ref = np.empty_like(x3)
+    impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
+    np.testing.assert_array_equal(y3, y_ref)
