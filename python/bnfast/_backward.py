@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._validate import as_array, check_axis, check_float_dtype, normalize_axes
+from ._validate import as_array, check_axis, check_float_dtype
 
 F64 = np.float64
 
@@ -52,6 +52,23 @@ def _weight(weight, shape: tuple, func: str):
     return arr.astype(F64)
 
 
+def _norm_axes(axis, ndim: int) -> tuple:
+    from ._norms import _norm_axes as forward_rule  # one rule for forward and backward
+
+    return forward_rule(axis, ndim)
+
+
+def _recenter(xc: np.ndarray, axes) -> np.ndarray:
+    """Remove the rounding of a stored mean: x - mean(x) from x - mean_stored.
+
+    The forward returns its mean rounded to x's dtype; for offset float32
+    data that rounding (ulp(mean)) is large next to the spread of x, and the
+    gradient formulas need the exact batch mean."""
+    if xc.size:
+        xc -= xc.mean(axis=axes, keepdims=True)
+    return xc
+
+
 def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     shape = [1] * ndim
     shape[axis] = -1
@@ -81,6 +98,8 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
     n = math.prod(x.shape[i] for i in axes)
     dy64 = dy.astype(F64)
     xc = x.astype(F64) - _bcast(mu, x.ndim, axis)
+    if training:  # mean is the batch mean: make it exact
+        _recenter(xc, axes)
     sum_dy = dy64.sum(axis=axes)
     sum_dy_xc = np.einsum(dy64, list(range(x.ndim)), xc, list(range(x.ndim)), [axis])
     gamma = np.ones(c) if w is None else w
@@ -94,6 +113,12 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
         dx = dy64 * _bcast(inv * gamma, x.ndim, axis)
     dweight = None if w is None else (sum_dy_xc * inv).astype(x.dtype)
     return dx.astype(x.dtype), dweight, sum_dy.astype(x.dtype)
+
+
+def _empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:
+    """Gradients of an empty input: empty dx, zero parameter gradients."""
+    zeros = np.zeros(param_shape, dtype=x.dtype)
+    return np.zeros_like(x), (None if w is None else zeros.copy()), zeros
 
 
 def _rows_view(a: np.ndarray, norm_axes: tuple) -> np.ndarray:
@@ -119,14 +144,16 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     is None when ``weight`` is).
     """
     dy, x = _check_pair(dy, x, "layer_norm_backward")
-    norm_axes = normalize_axes(axis, x.ndim)
+    norm_axes = _norm_axes(axis, x.ndim)
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
     mu = _stat(mean, "mean", kept_shape, "layer_norm_backward").reshape(-1, 1)
     rs = _stat(rstd, "rstd", kept_shape, "layer_norm_backward").reshape(-1, 1)
     w = _weight(weight, norm_shape, "layer_norm_backward")
+    if x.size == 0:
+        return _empty_grads(x, norm_shape, w)
     x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
-    xhat = (x2 - mu) * rs
+    xhat = _recenter(x2 - mu, 1) * rs
     g = dy2 if w is None else dy2 * w.reshape(1, -1)
     mean_g = g.mean(axis=1, keepdims=True)
     mean_gx = (g * xhat).mean(axis=1, keepdims=True)
@@ -143,11 +170,14 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     (``1 / sqrt(mean(x**2) + eps)``).
     """
     dy, x = _check_pair(dy, x, "rms_norm_backward")
-    norm_axes = normalize_axes(axis, x.ndim)
+    norm_axes = _norm_axes(axis, x.ndim)
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
     rs = _stat(rstd, "rstd", kept_shape, "rms_norm_backward").reshape(-1, 1)
     w = _weight(weight, norm_shape, "rms_norm_backward")
+    if x.size == 0:
+        dx, dweight, _ = _empty_grads(x, norm_shape, w)
+        return dx, dweight
     x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
     g = dy2 if w is None else dy2 * w.reshape(1, -1)
     mean_gx = (g * x2).mean(axis=1, keepdims=True)
@@ -175,7 +205,9 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     if axis == 0:
         raise ValueError("group_norm_backward: axis 0 is the batch axis")
     n, c = x.shape[0], x.shape[axis]
-    if not isinstance(num_groups, (int, np.integer)) or num_groups < 1 or c % num_groups:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"num_groups must be an integer, got {type(num_groups).__name__}")
+    if num_groups < 1 or c % num_groups:
         raise ValueError(
             f"Expected number of channels in input to be divisible by num_groups, but got "
             f"input of shape {x.shape} and num_groups={num_groups}"
@@ -184,13 +216,15 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     mu = _stat(mean, "mean", (n, g_count), "group_norm_backward")
     rs = _stat(rstd, "rstd", (n, g_count), "group_norm_backward")
     w = _weight(weight, (c,), "group_norm_backward")
+    if x.size == 0:
+        return _empty_grads(x, (c,), w)
     x3, dy3 = _channels_first(x, axis), _channels_first(dy, axis)
     per = c // g_count
     s = x3.shape[2]
     # (N, G, C/G, S)
     x4 = x3.reshape(n, g_count, per, s)
     dy4 = dy3.reshape(n, g_count, per, s)
-    xhat = (x4 - mu[:, :, None, None]) * rs[:, :, None, None]
+    xhat = _recenter(x4 - mu[:, :, None, None], (2, 3)) * rs[:, :, None, None]
     g = dy4 if w is None else dy4 * w.reshape(1, g_count, per, 1)
     mean_g = g.mean(axis=(2, 3), keepdims=True)
     mean_gx = (g * xhat).mean(axis=(2, 3), keepdims=True)

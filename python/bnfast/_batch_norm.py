@@ -87,6 +87,8 @@ def batch_norm(
     b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
     y = output_for(x, out, "batch_norm")
 
+    if training and eps == 0:
+        raise ValueError("batch_norm eps must be positive during training")
     count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
     if training and count <= 1:
         raise ValueError(

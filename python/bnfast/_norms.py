@@ -54,37 +54,41 @@ def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
     d = math.prod(norm_shape)
-    if d == 0:
-        raise ValueError(f"{func}: cannot normalize over zero elements (x of shape {x.shape})")
     w = _shaped_param(weight, "weight", norm_shape, x.dtype)
     b = _shaped_param(bias, "bias", norm_shape, x.dtype)
     y = output_for(x, out, func)
     impl = _backend.impl()
     dtype = x.dtype
-    if x.size == 0:
-        empty = np.empty(kept_shape, dtype=dtype)
-        return y, empty, empty.copy()
+    if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
+        undefined = np.full(kept_shape, np.nan, dtype=dtype)
+        return y, undefined, undefined.copy()
     groups = _row_groups(x, norm_axes)
     mean, m2 = _row_moments(impl, x, groups)
     var = m2 / d
     w_t = as_param(np.ones(d) if w is None else w, dtype)
     b_t = as_param(np.zeros(d) if b is None else b, dtype)
-    if rms:
-        with np.errstate(over="ignore", invalid="ignore"):
+    # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
+    # for that or for an rstd beyond the float32 range.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if rms:
             rstd = 1.0 / np.sqrt(var + mean * mean + eps)
-        hi = lo = None
-    else:
-        with np.errstate(divide="ignore"):
+            hi = lo = None
+        else:
             rstd = 1.0 / np.sqrt(var + eps)
-        hi, lo = split_center(mean, dtype)
-    _layout.apply_elementwise(impl.row_affine, x, y, groups, hi, lo, as_param(rstd, dtype), w_t, b_t)
-    return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
+            hi, lo = split_center(mean, dtype)
+        rstd_t = as_param(rstd, dtype)
+        _layout.apply_elementwise(impl.row_affine, x, y, groups, hi, lo, rstd_t, w_t, b_t)
+        return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
 
 def _norm_axes(axis, ndim: int) -> tuple:
+    """The normalized axes of layer/RMS norm: an int or a non-empty tuple."""
     if axis is None:
         raise TypeError("axis must be an int or a tuple of ints, not None")
-    return normalize_axes(axis, ndim)
+    axes = normalize_axes(axis, ndim)
+    if not axes:
+        raise ValueError("axis must name at least one axis to normalize over")
+    return axes
 
 
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False):
@@ -173,8 +177,11 @@ def _spatial_size(x: np.ndarray, axis: int) -> int:
     return math.prod(n for i, n in enumerate(x.shape) if i not in (0, axis))
 
 
-def _group_forward(x, num_groups, weight, bias, eps, axis, out, func):
-    """Shared forward of group and instance norm with input statistics."""
+def _group_forward(x, num_groups, weight, bias, eps, axis, out, func, zero_var_rstd=False):
+    """Shared forward of group and instance norm with input statistics.
+
+    ``zero_var_rstd``: rstd = 0 where variance and eps are both 0 (instance
+    norm, which PyTorch runs through its batch-norm kernel), instead of inf."""
     n, c = x.shape[0], x.shape[axis]
     w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
     b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
@@ -182,14 +189,14 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func):
     impl = _backend.impl()
     dtype = x.dtype
     count = _spatial_size(x, axis) * (c // num_groups) if num_groups else 0
-    if x.size == 0 or count == 0:
-        if x.size and count == 0:
-            raise ValueError(f"{func}: cannot normalize over zero elements (x of shape {x.shape})")
+    if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
         undefined = np.full((n, num_groups), np.nan, dtype=dtype)
         return y, undefined, undefined.copy(), None, None
     mean, m2 = _group_moments(impl, x, axis, num_groups)
     with np.errstate(divide="ignore"):
         rstd = 1.0 / np.sqrt(m2 / count + eps)
+    if zero_var_rstd and eps == 0:
+        rstd[m2 == 0] = 0.0
     per_group = c // num_groups
     mean_nc = np.repeat(mean, per_group, axis=1)  # (N, C)
     scale_nc = np.repeat(rstd, per_group, axis=1)
@@ -197,9 +204,10 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func):
         scale_nc = scale_nc * w
     shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
     hi, lo = split_center(mean_nc, dtype)
-    _apply_per_sample_channel(impl, x, y, axis, hi.ravel(), lo.ravel(),
-                              as_param(scale_nc, dtype), as_param(shift_nc, dtype))
-    return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
+    with np.errstate(over="ignore", invalid="ignore"):
+        _apply_per_sample_channel(impl, x, y, axis, hi.ravel(), lo.ravel(),
+                                  as_param(scale_nc, dtype), as_param(shift_nc, dtype))
+        return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=None,
@@ -224,6 +232,10 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=N
         raise ValueError(
             f"Expected number of channels in input to be divisible by num_groups, but got "
             f"input of shape {x.shape} and num_groups={num_groups}"
+        )
+    if x.shape[0] * (c // num_groups) * _spatial_size(x, axis) == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
         )
     y, mean, rstd, _, _ = _group_forward(x, num_groups, weight, bias, eps, axis, out, "group_norm")
     return (y, mean, rstd) if return_stats else y
@@ -263,7 +275,7 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
         running_mean = _check_running(running_mean, "running_mean", c, x.dtype, use_input_stats)
         running_var = _check_running(running_var, "running_var", c, x.dtype, use_input_stats)
     spatial = _spatial_size(x, axis)
-    if use_input_stats and spatial <= 1:
+    if use_input_stats and spatial == 1:
         raise ValueError(
             f"Expected more than 1 spatial element when training, got input size {x.shape}"
         )
@@ -273,7 +285,8 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
 
         return batch_norm(x, running_mean, running_var, weight, bias, training=False,
                           eps=eps, axis=axis, out=out, return_stats=return_stats)
-    y, mean, rstd, mean64, m2 = _group_forward(x, c, weight, bias, eps, axis, out, "instance_norm")
+    y, mean, rstd, mean64, m2 = _group_forward(x, c, weight, bias, eps, axis, out,
+                                               "instance_norm", zero_var_rstd=True)
     if has_running and mean64 is not None:
         unbiased = m2 / (spatial - 1)
         running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64.mean(axis=0)

@@ -1,7 +1,8 @@
 """Stateful normalization layers with PyTorch's semantics and state dicts.
 
-Each layer is called on a NumPy array (``y = layer(x)``), keeps what its
-backward needs, and ``dx = layer.backward(dy)`` returns the input gradient
+Each layer is called on a NumPy array (``y = layer(x)``), keeps a private
+copy of what its backward needs (so changing ``x`` afterwards cannot corrupt
+the gradients), and ``dx = layer.backward(dy)`` returns the input gradient
 and fills ``grad_weight``/``grad_bias``. ``state_dict()`` and
 ``load_state_dict()`` use PyTorch's key names and shapes, so the state of a
 ``torch.nn.BatchNorm2d`` (converted with ``.numpy()``) loads into
@@ -213,7 +214,7 @@ class BatchNorm(_RunningStatsMixin, _Layer):
             training=use_batch_stats, momentum=factor, eps=self.eps, axis=self.axis,
             return_stats=True,
         )
-        self._saved = (x, mean, invstd, use_batch_stats)
+        self._saved = (x.copy(), mean, invstd, use_batch_stats)
         return y
 
     def backward(self, dy):
@@ -251,7 +252,10 @@ class InstanceNorm(_RunningStatsMixin, _Layer):
 
     def forward(self, x):
         x = self._input(x)
-        _check_channels(self, x, self.axis, self.num_features)
+        if self.affine or self.track_running_stats:  # per-channel state must fit
+            _check_channels(self, x, self.axis, self.num_features)
+        elif x.ndim < 2:
+            _check_channels(self, x, self.axis, x.shape[self.axis] if x.ndim else 0)
         use_input_stats = self.training or not self.track_running_stats
         y, mean, rstd = instance_norm(
             x, self.weight, self.bias, running_mean=self.running_mean,
@@ -259,7 +263,7 @@ class InstanceNorm(_RunningStatsMixin, _Layer):
             momentum=0.0 if self.momentum is None else self.momentum, eps=self.eps,
             axis=self.axis, return_stats=True,
         )
-        self._saved = (x, mean, rstd, use_input_stats)
+        self._saved = (x.copy(), mean, rstd, use_input_stats)
         return y
 
     def backward(self, dy):
@@ -303,7 +307,7 @@ class GroupNorm(_Layer):
         _check_channels(self, x, self.axis, self.num_channels)
         y, mean, rstd = group_norm(x, self.num_groups, self.weight, self.bias, eps=self.eps,
                                    axis=self.axis, return_stats=True)
-        self._saved = (x, mean, rstd)
+        self._saved = (x.copy(), mean, rstd)
         return y
 
     def backward(self, dy):
@@ -340,7 +344,7 @@ class LayerNorm(_Layer):
         axes = _check_trailing(self, x, self.normalized_shape)
         y, mean, rstd = layer_norm(x, self.weight, self.bias, axis=axes, eps=self.eps,
                                    return_stats=True)
-        self._saved = (x, mean, rstd, axes)
+        self._saved = (x.copy(), mean, rstd, axes)
         return y
 
     def backward(self, dy):
@@ -373,7 +377,7 @@ class RMSNorm(_Layer):
         x = self._input(x)
         axes = _check_trailing(self, x, self.normalized_shape)
         y, rstd = rms_norm(x, self.weight, axis=axes, eps=self.eps, return_stats=True)
-        self._saved = (x, rstd, axes)
+        self._saved = (x.copy(), rstd, axes)
         return y
 
     def backward(self, dy):
