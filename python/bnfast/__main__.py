@@ -13,6 +13,10 @@ def main(argv=None) -> int:
     bench.add_argument("--quick", action="store_true", help="small arrays, few repeats")
     bench.add_argument("--threads", type=int, default=None, help="threads for bnfast")
     bench.add_argument("--json", metavar="PATH", default=None, help="also write results as JSON")
+    bench.add_argument("--plot", metavar="PNG", default=None,
+                       help="also write a bar chart (needs matplotlib)")
+    bench.add_argument("--no-peers", action="store_true",
+                       help="skip the PyTorch peers (they run in a child process)")
     sub.add_parser("config", help="print the build and runtime configuration")
     args = parser.parse_args(argv)
 
@@ -25,7 +29,8 @@ def main(argv=None) -> int:
         parser.error("--threads must be >= 1")
     from . import _bench
 
-    return _bench.run(quick=args.quick, threads=args.threads, json_path=args.json)
+    return _bench.run(quick=args.quick, threads=args.threads, json_path=args.json,
+                      plot_path=args.plot, peers=not args.no_peers)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,42 @@
-"""``python -m bnfast bench``: a self-check and a timing table on synthetic
-data, bnfast beside ``np.copyto`` (the memory floor) and the plain NumPy
-expression. Times are medians of repeated runs; the ratios are what to read.
+"""``python -m bnfast bench``: a self-check, then every benchmark case timed
+beside its baselines -- ``np.copyto`` of the same array (the memory floor),
+the plain NumPy expression, PyTorch (in a child process, see
+``_bench_peers.py``) and scikit-learn's StandardScaler for dataset
+statistics. Times are medians of repeated runs; the ratios are what to read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
 import bnfast
 
+EPS = 1e-5
+
 
 @dataclass
 class Case:
+    id: str
     op: str
     shape: tuple
     layout: str
     dtype: str
-    run: Callable[[], object]
-    numpy: Callable[[], object]
-    nbytes: int
+    bnfast: Callable[[], object]
+    numpy: Optional[Callable[[], object]]
+    copy_bytes: int
+    extra: dict = field(default_factory=dict)  # e.g. {"groups": 32}
+    sklearn: Optional[Callable[[], object]] = None
 
 
 @dataclass
@@ -35,80 +47,237 @@ class Row:
     dtype: str
     bnfast_ms: float
     copy_ms: float
-    numpy_ms: float
+    numpy_ms: Optional[float]
+    torch_ms: Optional[float]
+    sklearn_ms: Optional[float]
 
-    @property
-    def vs_copy(self) -> float:
-        return self.bnfast_ms / self.copy_ms
-
-    @property
-    def numpy_speedup(self) -> float:
-        return self.numpy_ms / self.bnfast_ms
+    def ratio(self, peer: Optional[float]) -> Optional[float]:
+        return None if peer is None else peer / self.bnfast_ms
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, min_time: float = 0.05) -> float:
-    fn()  # warm up (page faults, thread pool start)
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm up: page faults, thread pool start
     times = []
-    budget_end = time.perf_counter() + max(min_time, 0)
-    while len(times) < repeats or (time.perf_counter() < budget_end and len(times) < 50):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
 
-def _np_batch_norm_train(x, axis):
-    axes = tuple(i for i in range(x.ndim) if i != axis)
+# --------------------------------------------------------------------------
+# NumPy expressions a user would otherwise write.
+
+def _np_bn_train(x, axis):
+    axes = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True)
-    return (x - mean) / np.sqrt(var + 1e-5)
+    return (x - mean) / np.sqrt(var + EPS)
 
 
-def _np_batch_norm_eval(x, rm, rv, axis):
+def _np_bn_eval(x, rm, rv, axis):
     shape = [1] * x.ndim
-    shape[axis] = -1
-    return (x - rm.reshape(shape)) / np.sqrt(rv.reshape(shape) + 1e-5)
+    shape[axis % x.ndim] = -1
+    return (x - rm.reshape(shape)) / np.sqrt(rv.reshape(shape) + EPS)
+
+
+def _np_bn_backward(dy, x, axis):
+    axes = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+    n = x.size // x.shape[axis]
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    invstd = 1 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + EPS)
+    sum_dy = dy.sum(axis=axes, keepdims=True)
+    sum_dy_xc = (dy * xc).sum(axis=axes, keepdims=True)
+    dx = (dy - sum_dy / n - xc * sum_dy_xc * invstd**2 / n) * invstd
+    return dx, (sum_dy_xc * invstd).ravel(), sum_dy.ravel()
+
+
+def _np_layer_norm(x):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + EPS)
+
+
+def _np_rms_norm(x):
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + np.finfo(x.dtype).eps)
+
+
+def _np_group_norm(x, groups):
+    n = x.shape[0]
+    xg = x.reshape(n, groups, -1)
+    mean = xg.mean(axis=-1, keepdims=True)
+    var = xg.var(axis=-1, keepdims=True)
+    return ((xg - mean) / np.sqrt(var + EPS)).reshape(x.shape)
+
+
+# --------------------------------------------------------------------------
+
+def _shapes(quick: bool) -> dict:
+    if quick:
+        return {
+            "nchw": [(16, 32, 28, 28), (8, 64, 14, 14)],
+            "two_d": [(65_536, 64), (4096, 256)],
+            "rows": [(2048, 1024), (1024, 768)],
+            "gn": (8, 64, 28, 28),
+        }
+    return {
+        "nchw": [(64, 64, 112, 112), (256, 128, 28, 28), (32, 64, 56, 56), (8, 256, 14, 14)],
+        "two_d": [(1_048_576, 64), (65_536, 1024)],
+        "rows": [(16_384, 4096), (8192, 768)],
+        "gn": (32, 256, 56, 56),
+    }
 
 
 def make_cases(quick: bool, rng: np.random.Generator) -> list:
-    if quick:
-        nchw = (16, 64, 32, 32)
-        two_d = (262_144, 64)
-        rows = (2048, 2048)
-    else:
-        nchw = (32, 64, 56, 56)
-        two_d = (1_048_576, 64)
-        rows = (16_384, 4096)
+    """Every case, as closures over arrays built lazily per case."""
+    s = _shapes(quick)
     cases = []
-    for dtype in (np.float32,):
-        x = rng.standard_normal(nchw, dtype=np.float32).astype(dtype)
-        y = np.empty_like(x)
-        xh = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-        yh = np.empty_like(xh)
-        c = nchw[1]
-        rm = rng.standard_normal(c).astype(dtype)
-        rv = (rng.random(c) + 0.5).astype(dtype)
-        x2 = rng.standard_normal(two_d, dtype=np.float32).astype(dtype)
-        xr = rng.standard_normal(rows, dtype=np.float32).astype(dtype)
-        name = np.dtype(dtype).name
-        cases += [
-            Case("batch_norm train", nchw, "NCHW", name,
-                 lambda x=x, y=y: bnfast.batch_norm(x, training=True, out=y),
-                 lambda x=x: _np_batch_norm_train(x, 1), x.nbytes),
-            Case("batch_norm train", xh.shape, "NHWC", name,
-                 lambda x=xh, y=yh: bnfast.batch_norm(x, training=True, axis=-1, out=y),
-                 lambda x=xh: _np_batch_norm_train(x, 3), xh.nbytes),
-            Case("batch_norm eval", nchw, "NCHW", name,
-                 lambda x=x, y=y: bnfast.batch_norm(x, rm, rv, out=y),
-                 lambda x=x: _np_batch_norm_eval(x, rm, rv, 1), x.nbytes),
-            Case("mean_var axis=0", two_d, "2-D", name,
-                 lambda x=x2: bnfast.mean_var(x, axis=0),
-                 lambda x=x2: (x.mean(axis=0), x.var(axis=0)), x2.nbytes),
-            Case("mean_var axis=-1", rows, "2-D", name,
-                 lambda x=xr: bnfast.mean_var(x, axis=-1),
-                 lambda x=xr: (x.mean(axis=-1), x.var(axis=-1)), xr.nbytes),
-        ]
-    return cases
+
+    def add(op, shape, layout, dtype, build, extra=None):
+        cases.append((op, tuple(shape), layout, np.dtype(dtype).name, build, extra or {}))
+
+    for shape in s["nchw"]:
+        nhwc = (shape[0], shape[2], shape[3], shape[1])
+        for op in ("batch_norm train", "batch_norm eval", "batch_norm backward"):
+            add(op, shape, "NCHW", np.float32, None)
+            if op != "batch_norm backward":
+                add(op, nhwc, "NHWC", np.float32, None)
+    for shape in s["two_d"]:
+        for dtype in (np.float32, np.float64):
+            for op in ("batch_norm train", "batch_norm eval", "batch_norm backward", "mean_var axis=0"):
+                add(op, shape, "2-D", dtype, None)
+    add("mean_var axis=-1", s["rows"][0], "2-D", np.float32, None)
+    for shape in s["rows"]:
+        for op in ("layer_norm", "layer_norm backward", "rms_norm", "rms_norm backward"):
+            add(op, shape, "2-D", np.float32, None)
+    add("group_norm", s["gn"], "NCHW", np.float32, None, {"groups": 32})
+    add("batch_norm train", (4, 16), "tiny", np.float32, None)
+    add("layer_norm", (4, 64), "tiny", np.float32, None)
+    return [_build(i, *c, rng) for i, c in enumerate(cases)]
+
+
+def _build(index, op, shape, layout, dtype, _build, extra, rng):
+    """A Case whose arrays are made on first use and dropped after timing."""
+    case_id = f"{index:02d}"
+    state: dict = {}
+
+    def arrays():
+        if not state:
+            x = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+            state["x"] = x
+            state["y"] = np.empty_like(x)
+            axis = -1 if layout == "NHWC" else (1 if x.ndim > 1 else 0)
+            c = x.shape[axis]
+            state["axis"] = axis
+            state["w"] = np.ones(c, dtype)
+            state["b"] = np.zeros(c, dtype)
+            state["rm"] = np.zeros(c, dtype)
+            state["rv"] = np.ones(c, dtype)
+            if "backward" in op:
+                state["dy"] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+                if op == "batch_norm backward":
+                    _, state["mean"], state["invstd"] = bnfast.batch_norm(
+                        x, training=True, axis=axis, return_stats=True)
+                elif op == "layer_norm backward":
+                    d = x.shape[-1]
+                    state["wd"] = np.ones(d, dtype)
+                    _, state["mean"], state["rstd"] = bnfast.layer_norm(x, state["wd"], return_stats=True)
+                else:
+                    d = x.shape[-1]
+                    state["wd"] = np.ones(d, dtype)
+                    _, state["rstd"] = bnfast.rms_norm(x, state["wd"], return_stats=True)
+        return state
+
+    def run_bnfast():
+        a = arrays()
+        x, y, axis = a["x"], a["y"], a["axis"]
+        if op == "batch_norm train":
+            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], training=True, axis=axis, out=y)
+        if op == "batch_norm eval":
+            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], axis=axis, out=y)
+        if op == "batch_norm backward":
+            return bnfast.batch_norm_backward(a["dy"], x, a["mean"], a["invstd"], a["w"], axis=axis)
+        if op == "mean_var axis=0":
+            return bnfast.mean_var(x, axis=0)
+        if op == "mean_var axis=-1":
+            return bnfast.mean_var(x, axis=-1)
+        if op == "layer_norm":
+            d = x.shape[-1]
+            a.setdefault("wd", np.ones(d, x.dtype))
+            return bnfast.layer_norm(x, a["wd"], out=y)
+        if op == "layer_norm backward":
+            return bnfast.layer_norm_backward(a["dy"], x, a["mean"], a["rstd"], a["wd"])
+        if op == "rms_norm":
+            a.setdefault("wd", np.ones(x.shape[-1], x.dtype))
+            return bnfast.rms_norm(x, a["wd"], out=y)
+        if op == "rms_norm backward":
+            return bnfast.rms_norm_backward(a["dy"], x, a["rstd"], a["wd"])
+        if op == "group_norm":
+            return bnfast.group_norm(x, extra["groups"], a["w"], a["b"], out=y)
+        raise ValueError(op)
+
+    def run_numpy():
+        a = arrays()
+        x, axis = a["x"], a["axis"]
+        if op == "batch_norm train":
+            return _np_bn_train(x, axis)
+        if op == "batch_norm eval":
+            return _np_bn_eval(x, a["rm"], a["rv"], axis)
+        if op == "batch_norm backward":
+            return _np_bn_backward(a["dy"], x, axis)
+        if op.startswith("mean_var"):
+            ax = 0 if op == "mean_var axis=0" else -1
+            return x.mean(axis=ax), x.var(axis=ax)
+        if op == "layer_norm":
+            return _np_layer_norm(x)
+        if op == "rms_norm":
+            return _np_rms_norm(x)
+        if op == "group_norm":
+            return _np_group_norm(x, extra["groups"])
+        return None  # no plain-NumPy backward for the row norms
+
+    sklearn_fn = None
+    if op == "mean_var axis=0":
+        try:
+            from sklearn.preprocessing import StandardScaler
+        except ImportError:
+            StandardScaler = None
+        if StandardScaler is not None:
+            def sklearn_fn():
+                return StandardScaler().fit(arrays()["x"])
+
+    def release():
+        state.clear()
+
+    numpy_fn = run_numpy if op not in ("layer_norm backward", "rms_norm backward") else None
+    case = Case(case_id, op, shape, layout, dtype, run_bnfast, numpy_fn,
+                int(np.prod(shape)) * np.dtype(dtype).itemsize, dict(extra), sklearn_fn)
+    case.extra["_release"] = release
+    case.extra["_arrays"] = arrays
+    return case
+
+
+def torch_times(cases: list, threads: int, repeats: int) -> tuple:
+    """Time the PyTorch peers in a child process: (torch version, {id: ms})."""
+    script = Path(__file__).with_name("_bench_peers.py")
+    request = {
+        "threads": threads,
+        "repeats": repeats,
+        "cases": [
+            {"id": c.id, "op": c.op, "shape": list(c.shape), "layout": c.layout, "dtype": c.dtype,
+             "groups": c.extra.get("groups")}
+            for c in cases
+        ],
+    }
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, str(script)], input=json.dumps(request),
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"note: PyTorch peers failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None, {}
+    out = json.loads(proc.stdout)
+    return out["torch"], out["times"]
 
 
 def self_check(rng: np.random.Generator) -> list:
@@ -126,11 +295,16 @@ def self_check(rng: np.random.Generator) -> list:
     if var[5] != 0:
         failures.append("constant channel variance is not exactly 0")
     y = bnfast.batch_norm(x, training=True, bias=np.full(33, 0.5, np.float32))
-    y_ref = (ref - ref_mean[None, :, None]) / np.sqrt(ref_var[None, :, None] + 1e-5) + 0.5
+    y_ref = (ref - ref_mean[None, :, None]) / np.sqrt(ref_var[None, :, None] + EPS) + 0.5
     if not np.allclose(y, y_ref, rtol=1e-4, atol=1e-4):
         failures.append("batch_norm training output")
     if not np.all(y[:, 5, :] == 0.5):
         failures.append("constant channel does not normalize to exactly beta")
+    rows = (100 + 0.01 * rng.standard_normal((64, 4096))).astype(np.float32)
+    _, _, rstd = bnfast.layer_norm(rows, return_stats=True)
+    ln_var = 1 / rstd.astype(np.float64) ** 2 - EPS
+    if not np.allclose(ln_var, rows.astype(np.float64).var(axis=1), rtol=1e-3):
+        failures.append("layer_norm variance of offset rows")
     with bnfast.threads(1):
         one = bnfast.mean_var(x, axis=(0, 2))[1]
     with bnfast.threads(3):
@@ -140,39 +314,113 @@ def self_check(rng: np.random.Generator) -> list:
     return failures
 
 
-def run(quick: bool = False, threads: int | None = None, json_path: str | None = None) -> int:
+def _fmt(v: Optional[float], kind: str = "ms") -> str:
+    if v is None:
+        return "-"
+    if kind == "x":
+        return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def format_table(rows: list) -> str:
+    head = ["op", "shape", "layout", "dtype", "bnfast ms", "copy ms", "numpy ms", "torch ms",
+            "sklearn ms", "bnfast/copy", "numpy/bnfast", "torch/bnfast", "sklearn/bnfast"]
+    body = []
+    for r in rows:
+        body.append([
+            r.op, r.shape, r.layout, r.dtype, _fmt(r.bnfast_ms), _fmt(r.copy_ms), _fmt(r.numpy_ms),
+            _fmt(r.torch_ms), _fmt(r.sklearn_ms), _fmt(r.bnfast_ms / r.copy_ms, "x"),
+            _fmt(r.ratio(r.numpy_ms), "x"), _fmt(r.ratio(r.torch_ms), "x"),
+            _fmt(r.ratio(r.sklearn_ms), "x"),
+        ])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines.append("-+-".join("-" * w for w in widths))
+    for b in body:
+        lines.append(" | ".join(v.ljust(w) if i < 4 else v.rjust(w) for i, (v, w) in enumerate(zip(b, widths))))
+    return "\n".join(lines)
+
+
+def plot(rows: list, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: --plot needs matplotlib (pip install 'bnfast[bench]')", file=sys.stderr)
+        return
+    labels = [f"{r.op}\n{r.shape} {r.layout} {r.dtype}" for r in rows]
+    series = {
+        "bnfast": [r.bnfast_ms / r.copy_ms for r in rows],
+        "numpy": [(r.numpy_ms or np.nan) / r.copy_ms for r in rows],
+        "torch": [(r.torch_ms or np.nan) / r.copy_ms for r in rows],
+    }
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(rows)), 6))
+    idx = np.arange(len(rows))
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(idx + (k - 1) * 0.27, values, 0.27, label=name)
+    ax.axhline(1.0, color="k", linewidth=0.8, linestyle="--", label="np.copyto (memory floor)")
+    ax.set_yscale("log")
+    ax.set_ylabel("time / np.copyto time (median, log scale)")
+    ax.set_xticks(idx)
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot written to {path}")
+
+
+def environment(threads: int, torch_version: Optional[str]) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cfg = bnfast.config()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "compiler": cfg["compiler"],
+        "capability": cfg["capability"], "bnfast": cfg["version"], "numpy": np.__version__,
+        "torch": torch_version, "python": platform.python_version(),
+    }
+
+
+def run(quick: bool = False, threads: Optional[int] = None, json_path: Optional[str] = None,
+        plot_path: Optional[str] = None, peers: bool = True) -> int:
     rng = np.random.default_rng(0)
     if threads is not None:
         bnfast.set_num_threads(threads)
-    cfg = bnfast.config()
-    print(
-        f"bnfast {cfg['version']}  backend={cfg['backend']}  capability={cfg['capability']}  "
-        f"threads={cfg['num_threads']}  numpy={np.__version__}"
-    )
+    threads = bnfast.get_num_threads()
     failures = self_check(rng)
     print("self-check:", "passed" if not failures else "FAILED: " + "; ".join(failures))
-    repeats = 5 if quick else 15
+    repeats = 3 if quick else 7
+    cases = make_cases(quick, rng)
+    torch_version, ttimes = torch_times(cases, threads, repeats) if peers else (None, {})
+    env = environment(threads, torch_version)
+    print(" ".join(f"{k}={v}" for k, v in env.items()))
     rows = []
-    for case in make_cases(quick, rng):
-        src = np.ones(case.nbytes // 4, dtype=np.float32)
+    for case in cases:
+        src = np.ones(case.copy_bytes, dtype=np.uint8)
         dst = np.empty_like(src)
-        rows.append(Row(
-            case.op, "x".join(map(str, case.shape)), case.layout, case.dtype,
-            bnfast_ms=_median_ms(case.run, repeats),
-            copy_ms=_median_ms(lambda: np.copyto(dst, src), repeats),
-            numpy_ms=_median_ms(case.numpy, max(3, repeats // 3), min_time=0),
-        ))
-    header = f"{'op':<18} {'shape':<18} {'layout':<6} {'dtype':<8} {'bnfast ms':>10} {'copy ms':>9} {'numpy ms':>9} {'bnfast/copy':>11} {'numpy/bnfast':>12}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.op:<18} {r.shape:<18} {r.layout:<6} {r.dtype:<8} {r.bnfast_ms:>10.3f} "
-            f"{r.copy_ms:>9.3f} {r.numpy_ms:>9.3f} {r.vs_copy:>10.2f}x {r.numpy_speedup:>11.1f}x"
-        )
-    print("times are medians; bnfast/copy = cost relative to np.copyto of the same bytes")
+        copy_ms = _median_ms(lambda: np.copyto(dst, src), repeats)
+        del src, dst
+        bn_ms = _median_ms(case.bnfast, repeats)
+        np_ms = _median_ms(case.numpy, max(2, repeats // 3)) if case.numpy else None
+        sk_ms = _median_ms(case.sklearn, max(2, repeats // 3)) if case.sklearn else None
+        case.extra["_release"]()
+        rows.append(Row(case.op, "x".join(map(str, case.shape)), case.layout, case.dtype,
+                        bn_ms, copy_ms, np_ms, ttimes.get(case.id), sk_ms))
+    print(format_table(rows))
+    print("times are medians in ms; x/bnfast = how many times slower than bnfast; "
+          "bnfast/copy = cost relative to np.copyto of the same bytes")
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump({"config": cfg, "self_check_failures": failures,
+            json.dump({"environment": env, "self_check_failures": failures,
                        "rows": [asdict(r) for r in rows]}, fh, indent=2)
+    if plot_path:
+        plot(rows, plot_path)
     return 1 if failures else 0
