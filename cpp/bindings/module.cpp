@@ -10,6 +10,7 @@
 namespace bnfast::bindings {
 void register_stats(py::module_& m);
 void register_norm(py::module_& m);
+void register_backward(py::module_& m);
 }  // namespace bnfast::bindings
 
 namespace py = pybind11;
@@ -41,4 +42,5 @@ PYBIND11_MODULE(_core, m) {
 
     bnfast::bindings::register_stats(m);
     bnfast::bindings::register_norm(m);
+    bnfast::bindings::register_backward(m);
 }

@@ -14,6 +14,10 @@ const KernelTable& kernel_table() {
         &row_affine_f64_kernel,
         &batch_norm_train_f32_kernel,
         &batch_norm_train_f64_kernel,
+        &bn_backward_reduce_f32_kernel,
+        &bn_backward_reduce_f64_kernel,
+        &bn_backward_apply_f32_kernel,
+        &bn_backward_apply_f64_kernel,
     };
     return table;
 }

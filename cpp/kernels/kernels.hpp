@@ -38,6 +38,21 @@ void batch_norm_train_f64_kernel(const double* x, const View3& xv, double* y, co
                                  const double* weight, const double* bias, double eps,
                                  double* mean, double* m2, int nthreads);
 
+void bn_backward_reduce_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                   const View3& dyv, const double* center, double* sum_d,
+                                   double* sum_dy, double* sum_dy_d, int nthreads);
+void bn_backward_reduce_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                   const View3& dyv, const double* center, double* sum_d,
+                                   double* sum_dy, double* sum_dy_d, int nthreads);
+void bn_backward_apply_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const float* hi, const float* lo, const float* p,
+                                  const float* q, const float* r, int nthreads);
+void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* hi, const double* lo, const double* p,
+                                  const double* q, const double* r, int nthreads);
+
 // Work at or below this many elements runs on one thread: a parallel region
 // costs more than it saves there. Results do not depend on it.
 constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;

@@ -1,9 +1,11 @@
 """Backward passes of the normalization family (gradients of the forward
 functions with respect to x, weight and bias).
 
-These are written with NumPy for both backends: reductions accumulate in
-float64 and each gradient is rounded once to x's dtype, so they are exact to
-the last bits and do not depend on the thread count.
+Batch norm's backward runs on native kernels (a float64 reduction pass and
+an apply pass over the canonical (A, C, B) views, with NumPy twins). The
+others are NumPy code shared by both backends: their reductions accumulate
+in float64 and each gradient is rounded once to x's dtype. All are
+independent of the thread count.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 
 import numpy as np
 
+from . import _backend, _layout
+from ._common import as_param, output_for, split_center
 from ._validate import as_array, check_axis, check_float_dtype
 
 F64 = np.float64
@@ -78,41 +82,67 @@ def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=True):
+def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=True, out=None):
     """Gradients of :func:`bnfast.batch_norm`.
 
     ``mean``/``invstd`` are what ``batch_norm(..., return_stats=True)``
     returned: the batch statistics (``training=True``) or the running ones
     (``training=False``, where ``dx = dy * invstd * weight``).
     Returns ``(dx, dweight, dbias)``; ``dweight`` is None when ``weight`` is.
+    ``out=`` receives dx (it may be ``dy`` itself).
+
+    Runs on the native kernels: one pass reducing sum(dy) and
+    sum(dy * (x - mean)) per channel in float64, one pass writing dx.
     """
     dy, x = _check_pair(dy, x, "batch_norm_backward")
     if x.ndim < 2:
         raise ValueError(f"batch_norm_backward expects at least 2-D input, got shape {x.shape}")
     axis = check_axis(axis, x.ndim)
     c = x.shape[axis]
+    dtype = x.dtype
     mu = _stat(mean, "mean", (c,), "batch_norm_backward")
     inv = _stat(invstd, "invstd", (c,), "batch_norm_backward")
     w = _weight(weight, (c,), "batch_norm_backward")
-    axes = tuple(i for i in range(x.ndim) if i != axis)
-    n = math.prod(x.shape[i] for i in axes)
-    dy64 = dy.astype(F64)
-    xc = x.astype(F64) - _bcast(mu, x.ndim, axis)
-    if training:  # mean is the batch mean: make it exact
-        _recenter(xc, axes)
-    sum_dy = dy64.sum(axis=axes)
-    sum_dy_xc = np.einsum(dy64, list(range(x.ndim)), xc, list(range(x.ndim)), [axis])
+    n = math.prod(x.shape[i] for i in range(x.ndim) if i != axis)
+    dx = output_for(x, out, "batch_norm_backward")
+    if x.size == 0:
+        _, dweight, dbias = _empty_grads(x, (c,), w)
+        return dx, dweight, dbias
+    impl = _backend.impl()
+    groups = _layout.canonical_groups(x, (axis,))
+    x3 = _layout.fold(x, groups)
+    x3 = _layout.copy_to_groups(x, groups) if x3 is None else x3
+    dy3 = _layout.fold(dy, groups)
+    dy3 = _layout.copy_to_groups(dy, groups) if dy3 is None else dy3
+    sum_d, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
     gamma = np.ones(c) if w is None else w
-    if training:
-        with np.errstate(invalid="ignore", divide="ignore"):
+    dx3 = _layout.fold(dx, groups)
+    if dx3 is not None and (np.may_share_memory(dx, x) or
+                            (dx is not dy and np.may_share_memory(dx, dy))):
+        dx3 = None  # dx overlaps an input it is computed from: go through a temporary
+    dx3_work = np.empty(x3.shape, dtype=dtype) if dx3 is None else dx3
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if training:
+            # The stored mean was rounded to x's dtype: move the centre to the
+            # exact batch mean (sum_d / n is that rounding).
+            delta = sum_d / n
+            mu_exact = mu + delta
+            sum_dy_xc = sum_dy_xc - delta * sum_dy
             k = sum_dy_xc * inv * inv / n
-            mean_dy = sum_dy / n
-        dx = (dy64 - _bcast(mean_dy, x.ndim, axis) - xc * _bcast(k, x.ndim, axis))
-        dx *= _bcast(inv * gamma, x.ndim, axis)
-    else:
-        dx = dy64 * _bcast(inv * gamma, x.ndim, axis)
-    dweight = None if w is None else (sum_dy_xc * inv).astype(x.dtype)
-    return dx.astype(x.dtype), dweight, sum_dy.astype(x.dtype)
+            p = inv * gamma
+            q = -k * p
+            r = -(sum_dy / n) * p
+            hi, lo = split_center(mu_exact, dtype)
+            impl.bn_backward_apply(x3, dy3, dx3_work, hi, lo, as_param(p, dtype),
+                                   as_param(q, dtype), as_param(r, dtype))
+        else:
+            # Eval: dx = dy * invstd * weight, independent of x.
+            impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
+                        np.zeros(c, dtype=dtype))
+        dweight = None if w is None else (sum_dy_xc * inv).astype(dtype)
+    if dx3 is None:
+        _layout.copy_from_groups(dx3_work, dx, groups)
+    return dx, dweight, sum_dy.astype(dtype)
 
 
 def _empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:

@@ -31,6 +31,19 @@ def batch_norm_train(
     bias: Optional[np.ndarray],
     eps: float,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+def bn_backward_reduce(
+    x: np.ndarray, dy: np.ndarray, center: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def bn_backward_apply(
+    x: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    r: np.ndarray,
+) -> None: ...
 def row_affine(
     x: np.ndarray,
     y: np.ndarray,

@@ -82,6 +82,20 @@ def batch_norm_train(x3, y3, weight, bias, eps):
     return mean, m2
 
 
+def bn_backward_reduce(x3, dy3, center):
+    """Per-C ``(sum(d), sum(dy), sum(dy * d))`` in float64, ``d = x - center[c]``."""
+    d = x3.astype(np.float64) - center[None, :, None]
+    g = dy3.astype(np.float64)
+    return d.sum(axis=(0, 2)), g.sum(axis=(0, 2)), np.einsum("acb,acb->c", g, d)
+
+
+def bn_backward_apply(x3, dy3, dx3, hi, lo, p, q, r) -> None:
+    """``dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c]`` written into dx3."""
+    col = (None, slice(None), None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dx3[...] = dy3 * p[col] + (((x3 - hi[col]) - lo[col]) * q[col] + r[col])
+
+
 def row_affine(x3, y3, center_hi, center_lo, scale, weight, bias) -> None:
     """``y = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]``,
     without the centring when ``center_hi`` is None; written into y3."""

@@ -47,6 +47,20 @@ using batch_norm_train_fn = void (*)(const T* x, const View3& xv, T* y, const Vi
                                      const double* weight, const double* bias, double eps,
                                      double* mean, double* m2, int nthreads);
 
+// Batch-norm backward, reduction: with d = x - center[c], per-C sums of d,
+// dy and dy*d over A x B in double (deterministic for any nthreads).
+template <class T>
+using bn_backward_reduce_fn = void (*)(const T* x, const View3& xv, const T* dy,
+                                       const View3& dyv, const double* center, double* sum_d,
+                                       double* sum_dy, double* sum_dy_d, int nthreads);
+
+// Batch-norm backward, apply: dx = dy*p[c] + ((x - hi[c]) - lo[c])*q[c] + r[c].
+template <class T>
+using bn_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
+                                      const View3& dyv, T* dx, const View3& dxv, const T* hi,
+                                      const T* lo, const T* p, const T* q, const T* r,
+                                      int nthreads);
+
 struct KernelTable {
     Isa isa;
     moments_fn<float> moments_f32;
@@ -57,6 +71,10 @@ struct KernelTable {
     row_affine_fn<double> row_affine_f64;
     batch_norm_train_fn<float> batch_norm_train_f32;
     batch_norm_train_fn<double> batch_norm_train_f64;
+    bn_backward_reduce_fn<float> bn_backward_reduce_f32;
+    bn_backward_reduce_fn<double> bn_backward_reduce_f64;
+    bn_backward_apply_fn<float> bn_backward_apply_f32;
+    bn_backward_apply_fn<double> bn_backward_apply_f64;
 };
 
 // One getter per compiled instruction set (defined in kernels/kernel_table.cpp,

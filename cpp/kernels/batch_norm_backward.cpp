@@ -1,0 +1,291 @@
+// Batch-norm backward kernels.
+//
+// bn_backward_reduce_kernel: per channel, with d = x - center[c],
+//   sum_d[c] = sum(d), sum_dy[c] = sum(dy), sum_dy_d[c] = sum(dy * d)
+// over A x B, accumulated in double. sum_d lets the caller move the centre
+// from the stored (rounded) batch mean to the exact one. Deterministic: the
+// same shape-only partition into groups as the moments kernel, groups
+// added in index order.
+//
+// bn_backward_apply_kernel: dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c],
+// the training gradient (dy - mean(dy) - xhat * mean(dy * xhat)) * invstd * w
+// with everything per channel folded into p, q, r by the caller.
+#include <cstdint>
+
+#include "kernels.hpp"
+#include "moments_impl.hpp"
+#include "simd.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+namespace {
+
+struct Sums3 {
+    double d = 0.0, dy = 0.0, dy_d = 0.0;
+    void add(const Sums3& o) {
+        d += o.d;
+        dy += o.dy;
+        dy_d += o.dy_d;
+    }
+};
+
+// Sums over the flat range [begin, end) of one channel (rows along B).
+template <class T>
+Sums3 row_range_sums(const T* xc, const View3& xv, const T* dyc, const View3& dyv,
+                     double center, std::int64_t begin, std::int64_t end) {
+    f64v d0{}, dy0{}, dyd0{}, d1{}, dy1{}, dyd1{};
+    double d_t = 0.0, dy_t = 0.0, dyd_t = 0.0;
+    const f64v center_v = splat<f64v>(center);
+    const bool contiguous = xv.sB == 1 && dyv.sB == 1;
+    std::int64_t a = begin / xv.B;
+    std::int64_t b = begin % xv.B;
+    std::int64_t left = end - begin;
+    while (left > 0) {
+        const std::int64_t len = min_i64(xv.B - b, left);
+        const T* xp = xc + a * xv.sA + b * xv.sB;
+        const T* dp = dyc + a * dyv.sA + b * dyv.sB;
+        std::int64_t i = 0;
+        if (contiguous) {
+            for (; i + 2 * kLanesF64 <= len; i += 2 * kLanesF64) {
+                const f64v dA = load_as_f64(xp + i) - center_v;
+                const f64v dB = load_as_f64(xp + i + kLanesF64) - center_v;
+                const f64v gA = load_as_f64(dp + i);
+                const f64v gB = load_as_f64(dp + i + kLanesF64);
+                d0 += dA;
+                d1 += dB;
+                dy0 += gA;
+                dy1 += gB;
+                dyd0 += gA * dA;
+                dyd1 += gB * dB;
+            }
+            for (; i < len; ++i) {
+                const double d = static_cast<double>(xp[i]) - center;
+                const double g = static_cast<double>(dp[i]);
+                d_t += d;
+                dy_t += g;
+                dyd_t += g * d;
+            }
+        } else {
+            for (; i < len; ++i) {
+                const double d = static_cast<double>(xp[i * xv.sB]) - center;
+                const double g = static_cast<double>(dp[i * dyv.sB]);
+                d_t += d;
+                dy_t += g;
+                dyd_t += g * d;
+            }
+        }
+        left -= len;
+        ++a;
+        b = 0;
+    }
+    Sums3 s;
+    s.d = sum_lanes(d0 + d1) + d_t;
+    s.dy = sum_lanes(dy0 + dy1) + dy_t;
+    s.dy_d = sum_lanes(dyd0 + dyd1) + dyd_t;
+    return s;
+}
+
+template <class T>
+void reduce_rows(const T* x, const View3& xv, const T* dy, const View3& dyv,
+                 const double* center, double* sum_d, double* sum_dy, double* sum_dy_d,
+                 int nthreads) {
+    const std::int64_t n = xv.A * xv.B;
+    const std::int64_t groups = group_count(n);
+    const int nt = (n * xv.C <= kParallelMinElements) ? 1 : nthreads;
+    Sums3* partial = new Sums3[static_cast<std::size_t>(xv.C * groups)];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t item = 0; item < xv.C * groups; ++item) {
+        const std::int64_t c = item / groups, g = item % groups;
+        partial[item] = row_range_sums(x + c * xv.sC, xv, dy + c * dyv.sC, dyv, center[c],
+                                       part_begin(g, n, groups), part_begin(g + 1, n, groups));
+    }
+    for (std::int64_t c = 0; c < xv.C; ++c) {
+        Sums3 s = partial[c * groups];
+        for (std::int64_t g = 1; g < groups; ++g) s.add(partial[c * groups + g]);
+        sum_d[c] = s.d;
+        sum_dy[c] = s.dy;
+        sum_dy_d[c] = s.dy_d;
+    }
+    delete[] partial;
+}
+
+// Channel path: rows r = (a, b) of C channels; per-channel accumulators.
+template <class T>
+void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
+                     const double* center, double* sum_d, double* sum_dy, double* sum_dy_d,
+                     int nthreads) {
+    const std::int64_t rows = xv.A * xv.B;
+    const std::int64_t C = xv.C;
+    const std::int64_t tile = min_i64(C, kTileChannels);
+    const std::int64_t tiles = (C + tile - 1) / tile;
+    const std::int64_t groups = max_i64(1, min_i64(group_count(rows * C), rows));
+    const std::int64_t items = tiles * groups;
+    const int nt = (rows * C <= kParallelMinElements) ? 1 : nthreads;
+    double* partial = new double[3 * static_cast<std::size_t>(groups * C)];
+    const bool unit = xv.sC == 1 && dyv.sC == 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t item = 0; item < items; ++item) {
+        const std::int64_t g = item / tiles;
+        const std::int64_t c0 = (item % tiles) * tile;
+        const std::int64_t tw = min_i64(tile, C - c0);
+        double* __restrict pd = partial + 3 * (g * C) + c0;
+        double* __restrict pg = pd + C;
+        double* __restrict pgd = pd + 2 * C;
+        for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
+        const double* __restrict ctr = center + c0;
+        for (std::int64_t r = part_begin(g, rows, groups); r < part_begin(g + 1, rows, groups); ++r) {
+            const std::int64_t a = r / xv.B, b = r % xv.B;
+            const T* xr = x + a * xv.sA + b * xv.sB + c0 * xv.sC;
+            const T* dr = dy + a * dyv.sA + b * dyv.sB + c0 * dyv.sC;
+            if (unit) {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d = static_cast<double>(xr[c]) - ctr[c];
+                    const double gv = static_cast<double>(dr[c]);
+                    pd[c] += d;
+                    pg[c] += gv;
+                    pgd[c] += gv * d;
+                }
+            } else {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
+                    const double gv = static_cast<double>(dr[c * dyv.sC]);
+                    pd[c] += d;
+                    pg[c] += gv;
+                    pgd[c] += gv * d;
+                }
+            }
+        }
+    }
+    for (std::int64_t c = 0; c < C; ++c) {
+        double d = 0.0, gsum = 0.0, gd = 0.0;
+        for (std::int64_t g = 0; g < groups; ++g) {
+            const double* base = partial + 3 * (g * C);
+            d += base[c];
+            gsum += base[C + c];
+            gd += base[2 * C + c];
+        }
+        sum_d[c] = d;
+        sum_dy[c] = gsum;
+        sum_dy_d[c] = gd;
+    }
+    delete[] partial;
+}
+
+template <class T>
+void reduce_impl(const T* x, const View3& xv0, const T* dy, const View3& dyv0,
+                 const double* center, double* sum_d, double* sum_dy, double* sum_dy_d,
+                 int nthreads) {
+    View3 xv = xv0, dyv = dyv0;
+    if (xv.C == 0) return;
+    if (xv.A == 0 || xv.B == 0) {
+        for (std::int64_t c = 0; c < xv.C; ++c) sum_d[c] = sum_dy[c] = sum_dy_d[c] = 0.0;
+        return;
+    }
+    if (nthreads < 1) nthreads = 1;
+    if (xv.sB == 1 && dyv.sB == 1 && xv.B >= kMinRowLength) {
+        reduce_rows(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
+    } else if (xv.C > 1) {
+        reduce_channels(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
+    } else {
+        if (xv.B == 1) {  // a single channel: make A the row
+            xv.B = xv.A;
+            xv.sB = xv.sA;
+            xv.A = 1;
+            xv.sA = 0;
+            dyv.B = dyv.A;
+            dyv.sB = dyv.sA;
+            dyv.A = 1;
+            dyv.sA = 0;
+        }
+        reduce_rows(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+template <class T>
+inline T apply_one(T x, T dy, T hi, T lo, T p, T q, T r) {
+    return dy * p + (((x - hi) - lo) * q + r);
+}
+
+template <class T>
+void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
+                const T* r, int nthreads) {
+    using V = typename NativeVec<T>::type;
+    constexpr int L = NativeVec<T>::lanes;
+    const std::int64_t A = xv.A, C = xv.C, B = xv.B;
+    const std::int64_t total = A * C * B;
+    if (total == 0) return;
+    const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
+    if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (std::int64_t row = 0; row < A * C; ++row) {
+            const std::int64_t a = row / C, c = row % C;
+            const T* xr = x + a * xv.sA + c * xv.sC;
+            const T* dr = dy + a * dyv.sA + c * dyv.sC;
+            T* out = dx + a * dxv.sA + c * dxv.sC;
+            const V hv = splat<V>(hi[c]), lv = splat<V>(lo[c]);
+            const V pv = splat<V>(p[c]), qv = splat<V>(q[c]), rv = splat<V>(r[c]);
+            std::int64_t i = 0;
+            for (; i + L <= B; i += L) {
+                const V xvv = load_vec<V>(xr + i);
+                const V dv = load_vec<V>(dr + i);
+                store_vec(out + i, dv * pv + (((xvv - hv) - lv) * qv + rv));
+            }
+            for (; i < B; ++i) out[i] = apply_one(xr[i], dr[i], hi[c], lo[c], p[c], q[c], r[c]);
+        }
+    } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (std::int64_t row = 0; row < A * B; ++row) {
+            const std::int64_t a = row / B, b = row % B;
+            const T* xr = x + a * xv.sA + b * xv.sB;
+            const T* dr = dy + a * dyv.sA + b * dyv.sB;
+            T* out = dx + a * dxv.sA + b * dxv.sB;
+            std::int64_t i = 0;
+            for (; i + L <= C; i += L) {
+                const V xvv = load_vec<V>(xr + i);
+                const V dv = load_vec<V>(dr + i);
+                const V t = ((xvv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) * load_vec<V>(q + i) +
+                            load_vec<V>(r + i);
+                store_vec(out + i, dv * load_vec<V>(p + i) + t);
+            }
+            for (; i < C; ++i) out[i] = apply_one(xr[i], dr[i], hi[i], lo[i], p[i], q[i], r[i]);
+        }
+    } else {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (std::int64_t a = 0; a < A; ++a)
+            for (std::int64_t c = 0; c < C; ++c)
+                for (std::int64_t b = 0; b < B; ++b)
+                    dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
+                        apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
+                                  dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], p[c],
+                                  q[c], r[c]);
+    }
+}
+
+}  // namespace
+
+void bn_backward_reduce_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                   const View3& dyv, const double* center, double* sum_d,
+                                   double* sum_dy, double* sum_dy_d, int nthreads) {
+    reduce_impl(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
+}
+void bn_backward_reduce_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                   const View3& dyv, const double* center, double* sum_d,
+                                   double* sum_dy, double* sum_dy_d, int nthreads) {
+    reduce_impl(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
+}
+void bn_backward_apply_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const float* hi, const float* lo, const float* p,
+                                  const float* q, const float* r, int nthreads) {
+    apply_impl(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+}
+void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* hi, const double* lo, const double* p,
+                                  const double* q, const double* r, int nthreads) {
+    apply_impl(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA
