@@ -163,12 +163,26 @@ class _Layer:
                 getattr(self, key)[...] = value
 
 
-class _RunningStatsMixin:
-    def _init_running(self, num_features: int, track: bool) -> None:
-        self.track_running_stats = bool(track)
+class _RunningStatsLayer(_Layer):
+    """Shared by BatchNorm and InstanceNorm: per-channel affine parameters
+    and optional running statistics (PyTorch's _NormBase)."""
+
+    _state_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features, eps, momentum, affine, track_running_stats, axis, dtype):
+        super().__init__(dtype)
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps = check_eps(eps)
+        self.momentum = None if momentum is None else check_momentum(momentum)
+        self.affine = bool(affine)
+        self.axis = axis
+        if self.affine:
+            self.weight = np.ones(self.num_features, dtype=self.dtype)
+            self.bias = np.zeros(self.num_features, dtype=self.dtype)
+        self.track_running_stats = bool(track_running_stats)
         if self.track_running_stats:
-            self.running_mean = np.zeros(num_features, dtype=self.dtype)
-            self.running_var = np.ones(num_features, dtype=self.dtype)
+            self.running_mean = np.zeros(self.num_features, dtype=self.dtype)
+            self.running_var = np.ones(self.num_features, dtype=self.dtype)
             self.num_batches_tracked = 0
         else:
             self.running_mean = None
@@ -181,25 +195,19 @@ class _RunningStatsMixin:
             self.running_var[...] = 1
             self.num_batches_tracked = 0
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}, axis={self.axis})")
 
-class BatchNorm(_RunningStatsMixin, _Layer):
+
+class BatchNorm(_RunningStatsLayer):
     """Batch normalization over the channel ``axis`` (1 for (N, C, ...), -1
     for channels last), as ``torch.nn.BatchNorm1d/2d/3d``."""
 
-    _state_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, axis=1, dtype=np.float32):
-        super().__init__(dtype)
-        self.num_features = _positive_int(num_features, "num_features")
-        self.eps = check_eps(eps)
-        self.momentum = None if momentum is None else check_momentum(momentum)
-        self.affine = bool(affine)
-        self.axis = axis
-        if self.affine:
-            self.weight = np.ones(self.num_features, dtype=self.dtype)
-            self.bias = np.zeros(self.num_features, dtype=self.dtype)
-        self._init_running(self.num_features, track_running_stats)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, axis, dtype)
 
     def forward(self, x):
         x = self._input(x)
@@ -225,30 +233,14 @@ class BatchNorm(_RunningStatsMixin, _Layer):
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
 
-    def __repr__(self) -> str:
-        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                f"axis={self.axis})")
 
-
-class InstanceNorm(_RunningStatsMixin, _Layer):
+class InstanceNorm(_RunningStatsLayer):
     """Instance normalization, as ``torch.nn.InstanceNorm1d/2d/3d`` (batched
     input, channels on ``axis``)."""
 
-    _state_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
                  track_running_stats=False, axis=1, dtype=np.float32):
-        super().__init__(dtype)
-        self.num_features = _positive_int(num_features, "num_features")
-        self.eps = check_eps(eps)
-        self.momentum = None if momentum is None else check_momentum(momentum)
-        self.affine = bool(affine)
-        self.axis = axis
-        if self.affine:
-            self.weight = np.ones(self.num_features, dtype=self.dtype)
-            self.bias = np.zeros(self.num_features, dtype=self.dtype)
-        self._init_running(self.num_features, track_running_stats)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, axis, dtype)
 
     def forward(self, x):
         x = self._input(x)
@@ -273,11 +265,6 @@ class InstanceNorm(_RunningStatsMixin, _Layer):
         )
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
-
-    def __repr__(self) -> str:
-        return (f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                f"axis={self.axis})")
 
 
 class GroupNorm(_Layer):
