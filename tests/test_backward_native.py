@@ -122,3 +122,59 @@ def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, ord
             dx, dw, db = bnfast.batch_norm_backward(dy, x, m, inv, np.ones(shape[axis], np.float32), axis=axis)
         results.append(dx.tobytes() + dw.tobytes() + db.tobytes())
     assert results[0] == results[1] == results[2]
+
+
+ROW_CASES = [((7, 33), "C"), ((5, 4097), "C"), ((40, 9), "C"), ((33, 17), "F"), ((3, 300_000), "C")]
+
+
+@pytest.mark.parametrize("shape, order", ROW_CASES)
+@pytest.mark.parametrize("rms", [False, True])
+def test_row_norm_kernels_match_twin(shape, order, rms):
+    # Native row kernels (fused forward, backward with column sums) against
+    # the NumPy twin, on contiguous, Fortran (strided rows) and short rows.
+    if len(_backend.choices()) == 1:
+        pytest.skip("native module not built")
+    from bnfast import _numpy
+
+    rng = np.random.default_rng(15)
+    x = np.asarray(3 + rng.standard_normal(shape), order=order)[None]
+    dy = np.asarray(rng.standard_normal(shape), order=order)[None]
+    w = rng.standard_normal(shape[1])
+    b = rng.standard_normal(shape[1])
+    y_ref = np.empty_like(x)
+    mean_ref, m2_ref = _numpy.row_norm_forward(x, y_ref, w, b, 1e-5, rms)
+    rstd = _numpy.row_rstd(mean_ref, m2_ref, shape[1], 1e-5, rms)
+    dx_ref = np.empty_like(x)
+    dw_ref, db_ref = _numpy.row_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
+    for cap in _backend.supported_capabilities():
+        with _backend.using(cap):
+            impl = _backend.impl()
+            y = np.empty_like(x)
+            mean, m2 = impl.row_norm_forward(x, y, w, b, 1e-5, rms)
+            dx = np.empty_like(x)
+            dw, db = impl.row_norm_backward(x, dy, dx, mean, rstd, w, rms)
+        np.testing.assert_allclose(mean, mean_ref, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(m2, m2_ref, rtol=1e-11)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_row_norm_backward_bits_do_not_depend_on_threads(native_backend, rms):
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((3000, 130)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(130).astype(np.float32)
+    if rms:
+        _, rstd = bnfast.rms_norm(x, w, return_stats=True)
+        run = lambda: bnfast.rms_norm_backward(dy, x, rstd, w)  # noqa: E731
+    else:
+        _, mean, rstd = bnfast.layer_norm(x, w, return_stats=True)
+        run = lambda: bnfast.layer_norm_backward(dy, x, mean, rstd, w)  # noqa: E731
+    results = []
+    for n in (1, 2, 3):
+        with bnfast.threads(n):
+            results.append(b"".join(a.tobytes() for a in run() if a is not None))
+    assert results[0] == results[1] == results[2]

@@ -1,5 +1,6 @@
 // Bindings of the backward kernels.
 #include <tuple>
+#include <utility>
 
 #include "bnfast/dispatch.hpp"
 #include "common.hpp"
@@ -60,9 +61,89 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
 }
 
+template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> row_forward_typed(
+    const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
+    bool rms, row_norm_forward_fn<T> kernel) {
+    const View3 xv = view3_of(x, "x");
+    const View3 yv = matching_view(y, xv, "y", "row_norm_forward");
+    if (!has_dtype<T>(y)) throw py::type_error("row_norm_forward: y must have x's dtype");
+    if (!y.writeable()) throw py::value_error("row_norm_forward: y is read-only");
+    if (xv.A != 1) throw py::value_error("row_norm_forward: x must be a (1, R, D) view");
+    if (!(eps >= 0.0)) throw py::value_error("row_norm_forward: eps must be >= 0");
+    const T* wp = channel_param<T>(w, xv.B, "weight");
+    const T* bp = channel_param<T>(b, xv.B, "bias");
+    py::array_t<double> mean(xv.C), m2(xv.C);
+    double* mean_ptr = mean.mutable_data();
+    double* m2_ptr = m2.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    T* yd = static_cast<T*>(y.mutable_data());
+    const int nthreads = num_threads();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, yd, yv, wp, bp, eps, rms, mean_ptr, m2_ptr, nthreads);
+    }
+    return {std::move(mean), std::move(m2)};
+}
+
+template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> row_backward_typed(
+    const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+    const py::array& rstd, const py::array& w, bool rms, row_norm_backward_fn<T> kernel) {
+    const View3 xv = view3_of(x, "x");
+    const View3 dyv = matching_view(dy, xv, "dy", "row_norm_backward");
+    const View3 dxv = matching_view(dx, xv, "dx", "row_norm_backward");
+    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
+        throw py::type_error("row_norm_backward: dy and dx must have x's dtype");
+    if (!dx.writeable()) throw py::value_error("row_norm_backward: dx is read-only");
+    if (xv.A != 1) throw py::value_error("row_norm_backward: x must be a (1, R, D) view");
+    const double* mp = channel_param<double>(mean, xv.C, "mean");
+    const double* rp = channel_param<double>(rstd, xv.C, "rstd");
+    const T* wp = channel_param<T>(w, xv.B, "weight");
+    py::array_t<double> dweight(xv.B), dbias(xv.B);
+    double* dw_ptr = dweight.mutable_data();
+    double* db_ptr = dbias.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    T* dxd = static_cast<T*>(dx.mutable_data());
+    const int nthreads = num_threads();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, dyd, dyv, dxd, dxv, mp, rp, wp, rms, dw_ptr, db_ptr, nthreads);
+    }
+    return {std::move(dweight), std::move(dbias)};
+}
+
 }  // namespace
 
 void register_backward(py::module_& m) {
+    m.def(
+        "row_norm_forward",
+        [](const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
+           bool rms) {
+            const KernelTable& t = active_table();
+            if (has_dtype<float>(x)) return row_forward_typed<float>(x, y, w, b, eps, rms, t.row_norm_forward_f32);
+            if (has_dtype<double>(x)) return row_forward_typed<double>(x, y, w, b, eps, rms, t.row_norm_forward_f64);
+            throw py::type_error("row_norm_forward: x must be float32 or float64");
+        },
+        py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
+        py::arg("rms"),
+        "Layer (rms=False) or RMS (rms=True) normalization of the rows of a (1, R, D) view: "
+        "returns per-row (mean, m2) in float64 and writes y.");
+    m.def(
+        "row_norm_backward",
+        [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+           const py::array& rstd, const py::array& w, bool rms) {
+            const KernelTable& t = active_table();
+            if (has_dtype<float>(x))
+                return row_backward_typed<float>(x, dy, dx, mean, rstd, w, rms, t.row_norm_backward_f32);
+            if (has_dtype<double>(x))
+                return row_backward_typed<double>(x, dy, dx, mean, rstd, w, rms, t.row_norm_backward_f64);
+            throw py::type_error("row_norm_backward: x must be float32 or float64");
+        },
+        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("mean"), py::arg("rstd"),
+        py::arg("weight"), py::arg("rms"),
+        "Backward of row_norm_forward: writes dx, returns (dweight, dbias) in float64.");
     m.def(
         "bn_backward_reduce",
         [](const py::array& x, const py::array& dy, const py::array& center) {

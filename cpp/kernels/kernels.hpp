@@ -53,6 +53,21 @@ void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double
                                   const double* hi, const double* lo, const double* p,
                                   const double* q, const double* r, int nthreads);
 
+void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
+                                 const float* w, const float* b, double eps, bool rms,
+                                 double* mean, double* m2, int nthreads);
+void row_norm_forward_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
+                                 const double* w, const double* b, double eps, bool rms,
+                                 double* mean, double* m2, int nthreads);
+void row_norm_backward_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const double* mean, const double* rstd, const float* w,
+                                  bool rms, double* dweight, double* dbias, int nthreads);
+void row_norm_backward_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* mean, const double* rstd, const double* w,
+                                  bool rms, double* dweight, double* dbias, int nthreads);
+
 // Work at or below this many elements runs on one thread: a parallel region
 // costs more than it saves there. Results do not depend on it.
 constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;

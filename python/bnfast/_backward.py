@@ -2,10 +2,11 @@
 functions with respect to x, weight and bias).
 
 Batch norm's backward runs on native kernels (a float64 reduction pass and
-an apply pass over the canonical (A, C, B) views, with NumPy twins). The
-others are NumPy code shared by both backends: their reductions accumulate
-in float64 and each gradient is rounded once to x's dtype. All are
-independent of the thread count.
+an apply pass over the canonical (A, C, B) views), layer and RMS norm's on
+the native row kernel; each has a NumPy twin. Group and instance norm's are
+NumPy code shared by both backends: reductions accumulate in float64 and
+each gradient is rounded once to x's dtype. All are independent of the
+thread count.
 """
 
 from __future__ import annotations
@@ -151,19 +152,38 @@ def _empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:
     return np.zeros_like(x), (None if w is None else zeros.copy()), zeros
 
 
-def _rows_view(a: np.ndarray, norm_axes: tuple) -> np.ndarray:
-    """(R, D) float64 copy with the normalized axes last (original order)."""
-    kept = [i for i in range(a.ndim) if i not in norm_axes]
-    moved = np.transpose(a, kept + list(norm_axes))
-    d = math.prod(a.shape[i] for i in norm_axes)
-    return moved.astype(F64).reshape(-1, d)
+def _row_backward(dy, x, mean, rstd, weight, axis, func, rms):
+    """Shared by layer and RMS norm backward: the native row kernel on the
+    (1, rows, D) views, whatever the layout."""
+    dy, x = _check_pair(dy, x, func)
+    norm_axes = _norm_axes(axis, x.ndim)
+    norm_shape = tuple(x.shape[i] for i in norm_axes)
+    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
+    mu = None if rms else _stat(mean, "mean", kept_shape, func).ravel()
+    rs = _stat(rstd, "rstd", kept_shape, func).ravel()
+    w = _weight(weight, norm_shape, func)
+    if x.size == 0:
+        return _empty_grads(x, norm_shape, w)
+    from ._norms import _row_groups
 
-
-def _from_rows(rows: np.ndarray, like: np.ndarray, norm_axes: tuple) -> np.ndarray:
-    kept = [i for i in range(like.ndim) if i not in norm_axes]
-    perm = kept + list(norm_axes)
-    moved_shape = [like.shape[i] for i in perm]
-    return np.transpose(rows.reshape(moved_shape), np.argsort(perm)).astype(like.dtype)
+    dtype = x.dtype
+    groups = _row_groups(x, norm_axes)
+    x3 = _layout.fold(x, groups)
+    x3 = _layout.copy_to_groups(x, groups) if x3 is None else x3
+    dy3 = _layout.fold(dy, groups)
+    dy3 = _layout.copy_to_groups(dy, groups) if dy3 is None else dy3
+    dx = np.empty_like(x, order="K")
+    dx3 = _layout.fold(dx, groups)
+    dx3_work = np.empty(x3.shape, dtype=dtype) if dx3 is None else dx3
+    d = math.prod(norm_shape)
+    w_t = as_param(np.ones(d) if w is None else w, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dweight, dbias = _backend.impl().row_norm_backward(
+            x3, dy3, dx3_work, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
+    if dx3 is None:
+        _layout.copy_from_groups(dx3_work, dx, groups)
+    dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
+    return dx, dweight, dbias.reshape(norm_shape).astype(dtype)
 
 
 def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
@@ -173,24 +193,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     returned; ``dweight``/``dbias`` have the normalized shape (``dweight``
     is None when ``weight`` is).
     """
-    dy, x = _check_pair(dy, x, "layer_norm_backward")
-    norm_axes = _norm_axes(axis, x.ndim)
-    norm_shape = tuple(x.shape[i] for i in norm_axes)
-    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
-    mu = _stat(mean, "mean", kept_shape, "layer_norm_backward").reshape(-1, 1)
-    rs = _stat(rstd, "rstd", kept_shape, "layer_norm_backward").reshape(-1, 1)
-    w = _weight(weight, norm_shape, "layer_norm_backward")
-    if x.size == 0:
-        return _empty_grads(x, norm_shape, w)
-    x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
-    xhat = _recenter(x2 - mu, 1) * rs
-    g = dy2 if w is None else dy2 * w.reshape(1, -1)
-    mean_g = g.mean(axis=1, keepdims=True)
-    mean_gx = (g * xhat).mean(axis=1, keepdims=True)
-    dx2 = rs * (g - mean_g - xhat * mean_gx)
-    dweight = None if w is None else (dy2 * xhat).sum(axis=0).reshape(norm_shape).astype(x.dtype)
-    dbias = dy2.sum(axis=0).reshape(norm_shape).astype(x.dtype)
-    return _from_rows(dx2, x, norm_axes), dweight, dbias
+    return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False)
 
 
 def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
@@ -199,21 +202,8 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     ``rstd`` is what ``rms_norm(..., return_stats=True)`` returned
     (``1 / sqrt(mean(x**2) + eps)``).
     """
-    dy, x = _check_pair(dy, x, "rms_norm_backward")
-    norm_axes = _norm_axes(axis, x.ndim)
-    norm_shape = tuple(x.shape[i] for i in norm_axes)
-    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
-    rs = _stat(rstd, "rstd", kept_shape, "rms_norm_backward").reshape(-1, 1)
-    w = _weight(weight, norm_shape, "rms_norm_backward")
-    if x.size == 0:
-        dx, dweight, _ = _empty_grads(x, norm_shape, w)
-        return dx, dweight
-    x2, dy2 = _rows_view(x, norm_axes), _rows_view(dy, norm_axes)
-    g = dy2 if w is None else dy2 * w.reshape(1, -1)
-    mean_gx = (g * x2).mean(axis=1, keepdims=True)
-    dx2 = rs * g - x2 * (rs ** 3) * mean_gx
-    dweight = None if w is None else (dy2 * x2 * rs).sum(axis=0).reshape(norm_shape).astype(x.dtype)
-    return _from_rows(dx2, x, norm_axes), dweight
+    dx, dweight, _ = _row_backward(dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True)
+    return dx, dweight
 
 
 def _channels_first(a: np.ndarray, axis: int) -> np.ndarray:

@@ -44,6 +44,18 @@ def bn_backward_apply(
     q: np.ndarray,
     r: np.ndarray,
 ) -> None: ...
+def row_norm_forward(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, rms: bool
+) -> tuple[np.ndarray, np.ndarray]: ...
+def row_norm_backward(
+    x: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    weight: np.ndarray,
+    rms: bool,
+) -> tuple[np.ndarray, np.ndarray]: ...
 def row_affine(
     x: np.ndarray,
     y: np.ndarray,

@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from . import _backend, _layout
+from . import _backend, _layout, _numpy
 from ._common import as_param, output_for, split_center
 from ._validate import (
     as_array,
@@ -43,13 +43,6 @@ def _row_groups(x: np.ndarray, norm_axes: tuple) -> _layout.Groups:
     return (), kept, cols
 
 
-def _row_moments(impl, x: np.ndarray, groups) -> tuple:
-    x3 = _layout.fold(x, groups)
-    if x3 is None:
-        x3 = _layout.copy_to_groups(x, groups)
-    return impl.moments(x3)
-
-
 def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
@@ -63,21 +56,14 @@ def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
         undefined = np.full(kept_shape, np.nan, dtype=dtype)
         return y, undefined, undefined.copy()
     groups = _row_groups(x, norm_axes)
-    mean, m2 = _row_moments(impl, x, groups)
-    var = m2 / d
     w_t = as_param(np.ones(d) if w is None else w, dtype)
     b_t = as_param(np.zeros(d) if b is None else b, dtype)
     # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
     # for that or for an rstd beyond the float32 range.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        if rms:
-            rstd = 1.0 / np.sqrt(var + mean * mean + eps)
-            hi = lo = None
-        else:
-            rstd = 1.0 / np.sqrt(var + eps)
-            hi, lo = split_center(mean, dtype)
-        rstd_t = as_param(rstd, dtype)
-        _layout.apply_elementwise(impl.row_affine, x, y, groups, hi, lo, rstd_t, w_t, b_t)
+        mean, m2 = _layout.apply_elementwise(impl.row_norm_forward, x, y, groups, w_t, b_t,
+                                             eps, rms)
+        rstd = _numpy.row_rstd(mean, m2, d, eps, rms)  # the formula the kernels use
         return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
 

@@ -96,6 +96,47 @@ def bn_backward_apply(x3, dy3, dx3, hi, lo, p, q, r) -> None:
         dx3[...] = dy3 * p[col] + (((x3 - hi[col]) - lo[col]) * q[col] + r[col])
 
 
+def row_rstd(mean, m2, d, eps, rms):
+    """Per-row 1/sqrt(var + eps), or 1/sqrt(mean(x**2) + eps) for RMS norm."""
+    var = m2 / d
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return 1.0 / np.sqrt(var + mean * mean + eps) if rms else 1.0 / np.sqrt(var + eps)
+
+
+def row_norm_forward(x3, y3, weight, bias, eps, rms):
+    """Layer (``rms=False``) or RMS normalization of the rows of a (1, R, D)
+    view into y3; returns per-row ``(mean, m2)`` in float64."""
+    mean, m2 = moments(x3)
+    dtype = x3.dtype
+    rstd = row_rstd(mean, m2, x3.shape[0] * x3.shape[2], eps, rms)
+    hi = None if rms else mean.astype(dtype)
+    lo = None if rms else (mean - hi).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        row_affine(x3, y3, hi, lo, rstd.astype(dtype), weight, bias)
+    return mean, m2
+
+
+def row_norm_backward(x3, dy3, dx3, mean, rstd, weight, rms):
+    """Backward of :func:`row_norm_forward` on (1, R, D) views: writes dx3,
+    returns ``(dweight, dbias)`` in float64."""
+    x = x3[0].astype(np.float64)
+    dy = dy3[0].astype(np.float64)
+    rs = rstd[:, None]
+    g = dy * weight.astype(np.float64)[None, :]
+    d = x3.shape[2]
+    if rms:
+        dx = rs * g - x * rs**3 * (g * x).mean(axis=1, keepdims=True)
+        dweight = (dy * x * rs).sum(axis=0)
+    else:
+        xc = x - mean[:, None]
+        xc -= xc.mean(axis=1, keepdims=True)  # the stored mean was rounded
+        xhat = xc * rs
+        dx = rs * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
+        dweight = (dy * xhat).sum(axis=0)
+    dx3[0] = dx
+    return dweight, dy.sum(axis=0)
+
+
 def row_affine(x3, y3, center_hi, center_lo, scale, weight, bias) -> None:
     """``y = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]``,
     without the centring when ``center_hi`` is None; written into y3."""

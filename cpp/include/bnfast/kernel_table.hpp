@@ -61,6 +61,22 @@ using bn_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
                                       const T* lo, const T* p, const T* q, const T* r,
                                       int nthreads);
 
+// Row normalization forward on (1, R, D): per-row mean and M2 (bit-identical
+// to moments_fn) and y = ((x - mean) * rstd) * w + b, or (x * rstd) * w + b
+// for RMS norm (rstd = 1/sqrt(M2/D + mean^2 + eps)). w, b: length D.
+template <class T>
+using row_norm_forward_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
+                                     const T* w, const T* b, double eps, bool rms,
+                                     double* mean, double* m2, int nthreads);
+
+// Row normalization backward on (1, R, D): dx, and the column gradients
+// dweight[j] = sum_r dy * xhat, dbias[j] = sum_r dy in double.
+template <class T>
+using row_norm_backward_fn = void (*)(const T* x, const View3& xv, const T* dy,
+                                      const View3& dyv, T* dx, const View3& dxv,
+                                      const double* mean, const double* rstd, const T* w,
+                                      bool rms, double* dweight, double* dbias, int nthreads);
+
 struct KernelTable {
     Isa isa;
     moments_fn<float> moments_f32;
@@ -75,6 +91,10 @@ struct KernelTable {
     bn_backward_reduce_fn<double> bn_backward_reduce_f64;
     bn_backward_apply_fn<float> bn_backward_apply_f32;
     bn_backward_apply_fn<double> bn_backward_apply_f64;
+    row_norm_forward_fn<float> row_norm_forward_f32;
+    row_norm_forward_fn<double> row_norm_forward_f64;
+    row_norm_backward_fn<float> row_norm_backward_f32;
+    row_norm_backward_fn<double> row_norm_backward_f64;
 };
 
 // One getter per compiled instruction set (defined in kernels/kernel_table.cpp,

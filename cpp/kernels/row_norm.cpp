@@ -1,0 +1,208 @@
+// Row normalization kernels (layer norm, RMS norm) on (1, R, D) views:
+// each row is reduced and then written while it sits in L1/L2, so a pass
+// costs about one read and one write of the data.
+//
+// row_norm_forward_kernel: per row, mean and M2 exactly as the moments
+// kernel computes them (same chunks, groups and merge order: bit-identical),
+// then y = ((x - mean) * rstd) * w + b (layer norm) or y = (x * rstd) * w + b
+// (RMS norm, rstd = 1/sqrt(M2/D + mean^2 + eps)).
+//
+// row_norm_backward_kernel: per row, the two row sums of the gradient in
+// double, then dx; the column gradients (dweight, dbias) are summed per
+// fixed block of rows and the blocks added in order (deterministic).
+#include <cmath>
+#include <cstdint>
+
+#include "affine_runs.hpp"
+#include "kernels.hpp"
+#include "moments_impl.hpp"
+
+namespace bnfast::kernels::BNFAST_ISA {
+namespace {
+
+inline double row_rstd(double mean, double m2, double d, double eps, bool rms) {
+    const double var = m2 / d;
+    return rms ? 1.0 / std::sqrt(var + mean * mean + eps) : 1.0 / std::sqrt(var + eps);
+}
+
+template <class T>
+inline void row_apply(const T* x, T* y, std::int64_t n, bool center, T hi, T lo, T scale,
+                      const T* w, const T* b) {
+    using V = typename NativeVec<T>::type;
+    constexpr int L = NativeVec<T>::lanes;
+    const V hv = splat<V>(hi), lv = splat<V>(lo), sv = splat<V>(scale);
+    std::int64_t j = 0;
+    if (center) {
+        for (; j + L <= n; j += L) {
+            const V t = ((load_vec<V>(x + j) - hv) - lv) * sv;
+            store_vec(y + j, t * load_vec<V>(w + j) + load_vec<V>(b + j));
+        }
+        for (; j < n; ++j) y[j] = (((x[j] - hi) - lo) * scale) * w[j] + b[j];
+    } else {
+        for (; j + L <= n; j += L) {
+            const V t = load_vec<V>(x + j) * sv;
+            store_vec(y + j, t * load_vec<V>(w + j) + load_vec<V>(b + j));
+        }
+        for (; j < n; ++j) y[j] = (x[j] * scale) * w[j] + b[j];
+    }
+}
+
+template <class T>
+void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
+                  double eps, bool rms, double* mean, double* m2, int nthreads) {
+    const std::int64_t R = xv.C, D = xv.B;
+    if (R == 0 || D == 0 || xv.A == 0) return;
+    if (nthreads < 1) nthreads = 1;
+    const bool rows = xv.A == 1 && xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength;
+    if (!rows) {  // other layouts: the two general kernels
+        moments_impl(x, xv, mean, m2, nthreads);
+        T* params = new T[3 * static_cast<std::size_t>(R)];
+        T* hi = params;
+        T* lo = params + R;
+        T* scale = params + 2 * R;
+        for (std::int64_t r = 0; r < R; ++r) {
+            hi[r] = static_cast<T>(mean[r]);
+            lo[r] = static_cast<T>(mean[r] - static_cast<double>(hi[r]));
+            scale[r] = static_cast<T>(row_rstd(mean[r], m2[r], static_cast<double>(xv.A * D), eps, rms));
+        }
+        if constexpr (sizeof(T) == 4)
+            row_affine_f32_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
+        else
+            row_affine_f64_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
+        delete[] params;
+        return;
+    }
+    const std::int64_t groups = group_count(D);
+    const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
+    for (std::int64_t r = 0; r < R; ++r) {
+        const T* xr = x + r * xv.sC;
+        const double ref = reference_value(xr);
+        Moments1 m = row_range_moments(xr, xv, part_begin(0, D, groups), part_begin(1, D, groups), ref);
+        for (std::int64_t g = 1; g < groups; ++g)
+            chan_merge(m, row_range_moments(xr, xv, part_begin(g, D, groups),
+                                            part_begin(g + 1, D, groups), ref));
+        mean[r] = ref + m.mean;
+        m2[r] = m.m2;
+        const T hi = static_cast<T>(mean[r]);
+        const T lo = static_cast<T>(mean[r] - static_cast<double>(hi));
+        const T scale = static_cast<T>(row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms));
+        row_apply(xr, y + r * yv.sC, D, !rms, hi, lo, scale, w, b);
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+// One row of the backward pass; column gradients added into pw, pb.
+// kUnit: all three rows are contiguous (lets the compiler vectorize).
+template <bool kUnit, bool kRms, class T>
+inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg, T* out,
+                         std::int64_t so, std::int64_t D, double mu, double rs, const T* w,
+                         double* __restrict pw, double* __restrict pb) {
+    const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg, ao = kUnit ? 1 : so;
+    const double dd = static_cast<double>(D);
+    double s_d = 0.0, s_g = 0.0, s_gd = 0.0;
+    for (std::int64_t j = 0; j < D; ++j) {
+        const double xj = static_cast<double>(xr[j * ax]);
+        const double d = kRms ? xj : xj - mu;
+        const double g = static_cast<double>(gr[j * ag]) * static_cast<double>(w[j]);
+        s_d += d;
+        s_g += g;
+        s_gd += g * d;
+    }
+    if constexpr (kRms) {
+        // dx = rstd * g - x * rstd^3 * mean(g * x)
+        const double k = rs * rs * rs * s_gd / dd;
+        for (std::int64_t j = 0; j < D; ++j) {
+            const double xj = static_cast<double>(xr[j * ax]);
+            const double dyj = static_cast<double>(gr[j * ag]);
+            out[j * ao] = static_cast<T>(rs * (dyj * static_cast<double>(w[j])) - xj * k);
+            pw[j] += dyj * xj * rs;
+            pb[j] += dyj;
+        }
+    } else {
+        // The stored mean was rounded to T: s_d / D moves it to the exact one.
+        const double delta = s_d / dd;
+        const double mean_g = s_g / dd;
+        const double mean_gx = rs * (s_gd - delta * s_g) / dd;
+        for (std::int64_t j = 0; j < D; ++j) {
+            const double xhat = ((static_cast<double>(xr[j * ax]) - mu) - delta) * rs;
+            const double dyj = static_cast<double>(gr[j * ag]);
+            const double g = dyj * static_cast<double>(w[j]);
+            out[j * ao] = static_cast<T>(rs * (g - mean_g - xhat * mean_gx));
+            pw[j] += dyj * xhat;
+            pb[j] += dyj;
+        }
+    }
+}
+
+template <class T>
+void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                   const View3& dxv, const double* mean, const double* rstd, const T* w,
+                   bool rms, double* dweight, double* dbias, int nthreads) {
+    const std::int64_t R = xv.C, D = xv.B;
+    for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
+    if (R == 0 || D == 0) return;
+    if (nthreads < 1) nthreads = 1;
+    // Fixed blocks of rows (shape-only) for the column sums, added in order.
+    const std::int64_t blocks = max_i64(1, min_i64(R, 64));
+    const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
+    const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
+    double* partial = new double[2 * static_cast<std::size_t>(blocks * D)];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+        double* pw = partial + 2 * blk * D;
+        double* pb = pw + D;
+        for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
+        for (std::int64_t r = part_begin(blk, R, blocks); r < part_begin(blk + 1, R, blocks); ++r) {
+            const T* xr = x + r * xv.sC;
+            const T* gr = dy + r * dyv.sC;
+            T* out = dx + r * dxv.sC;
+            if (unit && rms)
+                backward_row<true, true>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
+            else if (unit)
+                backward_row<true, false>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
+            else if (rms)
+                backward_row<false, true>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r], rstd[r],
+                                          w, pw, pb);
+            else
+                backward_row<false, false>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r],
+                                           rstd[r], w, pw, pb);
+        }
+    }
+    for (std::int64_t blk = 0; blk < blocks; ++blk) {
+        const double* pw = partial + 2 * blk * D;
+        for (std::int64_t j = 0; j < D; ++j) {
+            dweight[j] += pw[j];
+            dbias[j] += pw[D + j];
+        }
+    }
+    delete[] partial;
+}
+
+}  // namespace
+
+void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
+                                 const float* w, const float* b, double eps, bool rms,
+                                 double* mean, double* m2, int nthreads) {
+    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, nthreads);
+}
+void row_norm_forward_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
+                                 const double* w, const double* b, double eps, bool rms,
+                                 double* mean, double* m2, int nthreads) {
+    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, nthreads);
+}
+void row_norm_backward_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const double* mean, const double* rstd, const float* w,
+                                  bool rms, double* dweight, double* dbias, int nthreads) {
+    backward_impl(x, xv, dy, dyv, dx, dxv, mean, rstd, w, rms, dweight, dbias, nthreads);
+}
+void row_norm_backward_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* mean, const double* rstd, const double* w,
+                                  bool rms, double* dweight, double* dbias, int nthreads) {
+    backward_impl(x, xv, dy, dyv, dx, dxv, mean, rstd, w, rms, dweight, dbias, nthreads);
+}
+
+}  // namespace bnfast::kernels::BNFAST_ISA
