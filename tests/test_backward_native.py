@@ -142,15 +142,15 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
     w = rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1])
     y_ref = np.empty_like(x)
-    mean_ref, m2_ref = _numpy.row_norm_forward(x, y_ref, w, b, 1e-5, rms)
-    rstd = _numpy.row_rstd(mean_ref, m2_ref, shape[1], 1e-5, rms)
+    mean_ref, m2_ref, rstd = _numpy.row_norm_forward(x, y_ref, w, b, 1e-5, rms)
     dx_ref = np.empty_like(x)
     dw_ref, db_ref = _numpy.row_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
     for cap in _backend.supported_capabilities():
         with _backend.using(cap):
             impl = _backend.impl()
             y = np.empty_like(x)
-            mean, m2 = impl.row_norm_forward(x, y, w, b, 1e-5, rms)
+            mean, m2, rstd_native = impl.row_norm_forward(x, y, w, b, 1e-5, rms)
+            np.testing.assert_allclose(rstd_native, rstd, rtol=1e-14)
             dx = np.empty_like(x)
             dw, db = impl.row_norm_backward(x, dy, dx, mean, rstd, w, rms)
         np.testing.assert_allclose(mean, mean_ref, rtol=1e-14, atol=1e-14)
@@ -178,3 +178,15 @@ def test_row_norm_backward_bits_do_not_depend_on_threads(native_backend, rms):
         with bnfast.threads(n):
             results.append(b"".join(a.tobytes() for a in run() if a is not None))
     assert results[0] == results[1] == results[2]
+
+
+def test_rms_norm_with_infinities_matches_pytorch(backend):
+    # mean(x**2) is inf for a row holding +-inf (and no NaN): rstd = 0, the
+    # finite elements map to 0 and the infinities to NaN, as in PyTorch.
+    x = np.tile(np.array([1.0, 2.0, np.inf, 4.0, -np.inf, 3.0] * 4, dtype=np.float32), (5, 1))
+    x[1, 3] = np.nan
+    y, rstd = bnfast.rms_norm(x, return_stats=True)
+    assert rstd[0] == 0 and np.isnan(rstd[1])
+    finite = np.isfinite(x[0])
+    assert np.all(y[0][finite] == 0) and np.all(np.isnan(y[0][~finite]))
+    assert np.all(np.isnan(y[1]))

@@ -45,4 +45,13 @@ const T* channel_param(const py::array& a, std::int64_t c, const char* name) {
     return static_cast<const T*>(a.data());
 }
 
+// An optional array argument passed as py::object: must already be an
+// ndarray, so the pointer taken from it stays owned by the caller (a
+// converted temporary would be freed before the kernel runs).
+inline py::array existing_array(const py::object& obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a NumPy array or None");
+    return py::reinterpret_borrow<py::array>(obj);
+}
+
 }  // namespace bnfast::bindings

@@ -62,7 +62,7 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
 }
 
 template <class T>
-std::pair<py::array_t<double>, py::array_t<double>> row_forward_typed(
+std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> row_forward_typed(
     const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
     bool rms, row_norm_forward_fn<T> kernel) {
     const View3 xv = view3_of(x, "x");
@@ -73,17 +73,18 @@ std::pair<py::array_t<double>, py::array_t<double>> row_forward_typed(
     if (!(eps >= 0.0)) throw py::value_error("row_norm_forward: eps must be >= 0");
     const T* wp = channel_param<T>(w, xv.B, "weight");
     const T* bp = channel_param<T>(b, xv.B, "bias");
-    py::array_t<double> mean(xv.C), m2(xv.C);
+    py::array_t<double> mean(xv.C), m2(xv.C), rstd(xv.C);
     double* mean_ptr = mean.mutable_data();
     double* m2_ptr = m2.mutable_data();
+    double* rstd_ptr = rstd.mutable_data();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
-        kernel(xd, xv, yd, yv, wp, bp, eps, rms, mean_ptr, m2_ptr, nthreads);
+        kernel(xd, xv, yd, yv, wp, bp, eps, rms, mean_ptr, m2_ptr, rstd_ptr, nthreads);
     }
-    return {std::move(mean), std::move(m2)};
+    return {std::move(mean), std::move(m2), std::move(rstd)};
 }
 
 template <class T>
@@ -129,7 +130,7 @@ void register_backward(py::module_& m) {
         py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
         py::arg("rms"),
         "Layer (rms=False) or RMS (rms=True) normalization of the rows of a (1, R, D) view: "
-        "returns per-row (mean, m2) in float64 and writes y.");
+        "returns per-row (mean, m2, rstd) in float64 and writes y.");
     m.def(
         "row_norm_backward",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,

@@ -37,8 +37,8 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     const T* hi = nullptr;
     const T* lo = nullptr;
     if (!center_hi.is_none()) {
-        hi = channel_param<T>(py::cast<py::array>(center_hi), n_params, "center_hi");
-        lo = channel_param<T>(py::cast<py::array>(center_lo), n_params, "center_lo");
+        hi = channel_param<T>(existing_array(center_hi, "center_hi"), n_params, "center_hi");
+        lo = channel_param<T>(existing_array(center_lo, "center_lo"), n_params, "center_lo");
     }
     const T* sc = channel_param<T>(scale, n_params, "scale");
     const T* sh = channel_param<T>(shift, n_params, "shift");
@@ -58,8 +58,8 @@ void row_affine_typed(const py::array& x, py::array& y, const py::object& center
     const T* hi = nullptr;
     const T* lo = nullptr;
     if (!center_hi.is_none()) {
-        hi = channel_param<T>(py::cast<py::array>(center_hi), xv.C, "center_hi");
-        lo = channel_param<T>(py::cast<py::array>(center_lo), xv.C, "center_lo");
+        hi = channel_param<T>(existing_array(center_hi, "center_hi"), xv.C, "center_hi");
+        lo = channel_param<T>(existing_array(center_lo, "center_lo"), xv.C, "center_lo");
     }
     const T* sc = channel_param<T>(scale, xv.C, "scale");
     const T* w = channel_param<T>(weight, xv.B, "weight");
@@ -73,7 +73,7 @@ void row_affine_typed(const py::array& x, py::array& y, const py::object& center
 
 const double* optional_f64_param(const py::object& p, std::int64_t n, const char* name) {
     if (p.is_none()) return nullptr;
-    return channel_param<double>(py::cast<py::array>(p), n, name);
+    return channel_param<double>(existing_array(p, name), n, name);
 }
 
 template <class T>

@@ -63,7 +63,11 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
                            double* mean, double* m2, int nthreads) {
     if (xv.C == 0) return;
     if (nthreads < 1) nthreads = 1;
-    const bool rows = xv.sB == 1 && yv.sB == 1 && xv.B >= kMinRowLength && xv.A * xv.B > 0;
+    // The fused loop runs one channel per thread; with few channels the
+    // two-kernel path (parallel inside a channel) is faster. Both give
+    // bit-identical results, so the choice may depend on nthreads.
+    const bool rows = xv.sB == 1 && yv.sB == 1 && xv.B >= kMinRowLength && xv.A * xv.B > 0 &&
+                      xv.C >= 4 * static_cast<std::int64_t>(nthreads);
     if (rows) {
         fused_rows(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
         return;

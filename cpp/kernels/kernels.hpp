@@ -55,10 +55,10 @@ void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double
 
 void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
                                  const float* w, const float* b, double eps, bool rms,
-                                 double* mean, double* m2, int nthreads);
+                                 double* mean, double* m2, double* rstd, int nthreads);
 void row_norm_forward_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
                                  const double* w, const double* b, double eps, bool rms,
-                                 double* mean, double* m2, int nthreads);
+                                 double* mean, double* m2, double* rstd, int nthreads);
 void row_norm_backward_f32_kernel(const float* x, const View3& xv, const float* dy,
                                   const View3& dyv, float* dx, const View3& dxv,
                                   const double* mean, const double* rstd, const float* w,

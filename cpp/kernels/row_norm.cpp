@@ -12,6 +12,7 @@
 // fixed block of rows and the blocks added in order (deterministic).
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "affine_runs.hpp"
 #include "kernels.hpp"
@@ -23,6 +24,18 @@ namespace {
 inline double row_rstd(double mean, double m2, double d, double eps, bool rms) {
     const double var = m2 / d;
     return rms ? 1.0 / std::sqrt(var + mean * mean + eps) : 1.0 / std::sqrt(var + eps);
+}
+
+// RMS norm of a row holding +-inf but no NaN: mean(x^2) is inf, so rstd is 0
+// (PyTorch: finite elements map to 0, the infs to NaN). The moments give NaN
+// there (M2 of inf data), so tell the two cases apart with a rescan; it only
+// runs for rows whose rstd came out NaN.
+template <class T>
+inline double rms_rstd_fixup(double rstd, const T* row, std::int64_t n, std::int64_t stride) {
+    if (!std::isnan(rstd)) return rstd;
+    for (std::int64_t j = 0; j < n; ++j)
+        if (std::isnan(static_cast<double>(row[j * stride]))) return rstd;
+    return 0.0;
 }
 
 template <class T>
@@ -49,11 +62,20 @@ inline void row_apply(const T* x, T* y, std::int64_t n, bool center, T hi, T lo,
 
 template <class T>
 void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
-                  double eps, bool rms, double* mean, double* m2, int nthreads) {
+                  double eps, bool rms, double* mean, double* m2, double* rstd, int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
-    if (R == 0 || D == 0 || xv.A == 0) return;
+    if (R == 0) return;
+    if (D == 0 || xv.A != 1) {  // nothing to normalize over (callers reject it)
+        for (std::int64_t r = 0; r < R; ++r)
+            mean[r] = m2[r] = rstd[r] = std::numeric_limits<double>::quiet_NaN();
+        return;
+    }
     if (nthreads < 1) nthreads = 1;
-    const bool rows = xv.A == 1 && xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength;
+    // Fused: one row per thread while it is in cache. Few long rows go to
+    // the general kernels, which split a row across threads; both give
+    // bit-identical statistics.
+    const bool rows = xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength &&
+                      R >= 4 * static_cast<std::int64_t>(nthreads);
     if (!rows) {  // other layouts: the two general kernels
         moments_impl(x, xv, mean, m2, nthreads);
         T* params = new T[3 * static_cast<std::size_t>(R)];
@@ -63,7 +85,9 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
         for (std::int64_t r = 0; r < R; ++r) {
             hi[r] = static_cast<T>(mean[r]);
             lo[r] = static_cast<T>(mean[r] - static_cast<double>(hi[r]));
-            scale[r] = static_cast<T>(row_rstd(mean[r], m2[r], static_cast<double>(xv.A * D), eps, rms));
+            rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
+            if (rms) rstd[r] = rms_rstd_fixup(rstd[r], x + r * xv.sC, D, xv.sB);
+            scale[r] = static_cast<T>(rstd[r]);
         }
         if constexpr (sizeof(T) == 4)
             row_affine_f32_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
@@ -84,10 +108,11 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
                                             part_begin(g + 1, D, groups), ref));
         mean[r] = ref + m.mean;
         m2[r] = m.m2;
+        rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
+        if (rms) rstd[r] = rms_rstd_fixup(rstd[r], xr, D, xv.sB);
         const T hi = static_cast<T>(mean[r]);
         const T lo = static_cast<T>(mean[r] - static_cast<double>(hi));
-        const T scale = static_cast<T>(row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms));
-        row_apply(xr, y + r * yv.sC, D, !rms, hi, lo, scale, w, b);
+        row_apply(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w, b);
     }
 }
 
@@ -144,8 +169,9 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
     for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
     if (R == 0 || D == 0) return;
     if (nthreads < 1) nthreads = 1;
-    // Fixed blocks of rows (shape-only) for the column sums, added in order.
-    const std::int64_t blocks = max_i64(1, min_i64(R, 64));
+    // Fixed blocks of rows (shape-only) for the column sums, added in order;
+    // at most ~32 MB of partial sums however long the rows are.
+    const std::int64_t blocks = max_i64(1, min_i64(min_i64(R, 64), (std::int64_t(1) << 21) / D));
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
     double* partial = new double[2 * static_cast<std::size_t>(blocks * D)];
@@ -184,13 +210,13 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 
 void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
                                  const float* w, const float* b, double eps, bool rms,
-                                 double* mean, double* m2, int nthreads) {
-    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, nthreads);
+                                 double* mean, double* m2, double* rstd, int nthreads) {
+    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nthreads);
 }
 void row_norm_forward_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
                                  const double* w, const double* b, double eps, bool rms,
-                                 double* mean, double* m2, int nthreads) {
-    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, nthreads);
+                                 double* mean, double* m2, double* rstd, int nthreads) {
+    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nthreads);
 }
 void row_norm_backward_f32_kernel(const float* x, const View3& xv, const float* dy,
                                   const View3& dyv, float* dx, const View3& dxv,

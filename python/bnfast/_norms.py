@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from . import _backend, _layout, _numpy
+from . import _backend, _layout
 from ._common import as_param, output_for, split_center
 from ._validate import (
     as_array,
@@ -61,9 +61,8 @@ def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
     # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
     # for that or for an rstd beyond the float32 range.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        mean, m2 = _layout.apply_elementwise(impl.row_norm_forward, x, y, groups, w_t, b_t,
-                                             eps, rms)
-        rstd = _numpy.row_rstd(mean, m2, d, eps, rms)  # the formula the kernels use
+        mean, _, rstd = _layout.apply_elementwise(impl.row_norm_forward, x, y, groups, w_t,
+                                                  b_t, eps, rms)
         return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
 

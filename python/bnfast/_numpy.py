@@ -105,15 +105,19 @@ def row_rstd(mean, m2, d, eps, rms):
 
 def row_norm_forward(x3, y3, weight, bias, eps, rms):
     """Layer (``rms=False``) or RMS normalization of the rows of a (1, R, D)
-    view into y3; returns per-row ``(mean, m2)`` in float64."""
+    view into y3; returns per-row ``(mean, m2, rstd)`` in float64. For RMS
+    norm a row with +-inf and no NaN has mean(x**2) = inf: rstd = 0."""
     mean, m2 = moments(x3)
     dtype = x3.dtype
     rstd = row_rstd(mean, m2, x3.shape[0] * x3.shape[2], eps, rms)
+    if rms:
+        inf_rows = np.isnan(rstd) & ~np.isnan(x3).any(axis=(0, 2))
+        rstd[inf_rows] = 0.0
     hi = None if rms else mean.astype(dtype)
     lo = None if rms else (mean - hi).astype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         row_affine(x3, y3, hi, lo, rstd.astype(dtype), weight, bias)
-    return mean, m2
+    return mean, m2, rstd
 
 
 def row_norm_backward(x3, dy3, dx3, mean, rstd, weight, rms):

@@ -62,12 +62,13 @@ using bn_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
                                       int nthreads);
 
 // Row normalization forward on (1, R, D): per-row mean and M2 (bit-identical
-// to moments_fn) and y = ((x - mean) * rstd) * w + b, or (x * rstd) * w + b
-// for RMS norm (rstd = 1/sqrt(M2/D + mean^2 + eps)). w, b: length D.
+// to moments_fn), rstd, and y = ((x - mean) * rstd) * w + b, or
+// (x * rstd) * w + b for RMS norm (rstd = 1/sqrt(M2/D + mean^2 + eps); 0 for a
+// row with +-inf and no NaN, as PyTorch). w, b: length D.
 template <class T>
 using row_norm_forward_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
                                      const T* w, const T* b, double eps, bool rms,
-                                     double* mean, double* m2, int nthreads);
+                                     double* mean, double* m2, double* rstd, int nthreads);
 
 // Row normalization backward on (1, R, D): dx, and the column gradients
 // dweight[j] = sum_r dy * xhat, dbias[j] = sum_r dy in double.
