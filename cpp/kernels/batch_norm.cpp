@@ -32,20 +32,12 @@ template <class T>
 void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
                 const double* bias, double eps, double* mean, double* m2, int nthreads) {
     const std::int64_t n = v.A * v.B;
-    const std::int64_t groups = group_count(n);
     const int nt = (n * v.C <= kParallelMinElements) ? 1 : nthreads;
     const double count = static_cast<double>(n);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
     for (std::int64_t c = 0; c < v.C; ++c) {
         const T* xc = x + c * v.sC;
-        const double ref = reference_value(xc);
-        // Same groups, same merge order as moments_rows.
-        Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref);
-        for (std::int64_t g = 1; g < groups; ++g)
-            chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups),
-                                            part_begin(g + 1, n, groups), ref));
-        mean[c] = ref + m.mean;
-        m2[c] = m.m2;
+        slab_moments(xc, v, mean[c], m2[c]);
         double scale, shift;
         channel_affine(mean[c], m2[c], count, weight, bias, c, eps, scale, shift);
         const T hi = static_cast<T>(mean[c]);

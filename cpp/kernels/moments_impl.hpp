@@ -248,6 +248,22 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
     return acc;
 }
 
+// Mean and M2 of one channel's whole A x B slab, by the same calls in the
+// same order as moments_rows (its groups merged in index order), so a fused
+// kernel that reduces a slab on one thread gets bit-identical statistics.
+template <class T>
+inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2) {
+    const std::int64_t n = v.A * v.B;
+    const std::int64_t groups = group_count(n);
+    const double ref = reference_value(xc);
+    Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref);
+    for (std::int64_t g = 1; g < groups; ++g)
+        chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups), part_begin(g + 1, n, groups),
+                                        ref));
+    mean = ref + m.mean;
+    m2 = m.m2;
+}
+
 template <class T>
 void moments_rows(const T* x, const View3& v, double* mean, double* m2,
                   int nthreads) {

@@ -96,18 +96,11 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
         delete[] params;
         return;
     }
-    const std::int64_t groups = group_count(D);
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
     for (std::int64_t r = 0; r < R; ++r) {
         const T* xr = x + r * xv.sC;
-        const double ref = reference_value(xr);
-        Moments1 m = row_range_moments(xr, xv, part_begin(0, D, groups), part_begin(1, D, groups), ref);
-        for (std::int64_t g = 1; g < groups; ++g)
-            chan_merge(m, row_range_moments(xr, xv, part_begin(g, D, groups),
-                                            part_begin(g + 1, D, groups), ref));
-        mean[r] = ref + m.mean;
-        m2[r] = m.m2;
+        slab_moments(xr, xv, mean[r], m2[r]);
         rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
         if (rms) rstd[r] = rms_rstd_fixup(rstd[r], xr, D, xv.sB);
         const T hi = static_cast<T>(mean[r]);
