@@ -2,11 +2,10 @@
 functions with respect to x, weight and bias).
 
 Batch norm's backward runs on native kernels (a float64 reduction pass and
-an apply pass over the canonical (A, C, B) views), layer and RMS norm's on
-the native row kernel; each has a NumPy twin. Group and instance norm's are
-NumPy code shared by both backends: reductions accumulate in float64 and
-each gradient is rounded once to x's dtype. All are independent of the
-thread count.
+an apply pass over the canonical (A, C, B) views); group and instance norm
+use the same two kernels with one row per (sample, channel); layer and RMS
+norm run on the native row kernel. Each kernel has a NumPy twin, and all
+results are independent of the thread count.
 """
 
 from __future__ import annotations
@@ -206,12 +205,6 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     return dx, dweight
 
 
-def _channels_first(a: np.ndarray, axis: int) -> np.ndarray:
-    """(N, C, S) float64 copy with channels on axis 1 and spatial flattened."""
-    moved = np.moveaxis(a, axis, 1)
-    return moved.astype(F64).reshape(a.shape[0], a.shape[axis], -1)
-
-
 def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     """Gradients of :func:`bnfast.group_norm`: ``(dx, dweight, dbias)``.
 
@@ -238,21 +231,77 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     w = _weight(weight, (c,), "group_norm_backward")
     if x.size == 0:
         return _empty_grads(x, (c,), w)
-    x3, dy3 = _channels_first(x, axis), _channels_first(dy, axis)
+    dtype = x.dtype
     per = c // g_count
-    s = x3.shape[2]
-    # (N, G, C/G, S)
-    x4 = x3.reshape(n, g_count, per, s)
-    dy4 = dy3.reshape(n, g_count, per, s)
-    xhat = _recenter(x4 - mu[:, :, None, None], (2, 3)) * rs[:, :, None, None]
-    g = dy4 if w is None else dy4 * w.reshape(1, g_count, per, 1)
-    mean_g = g.mean(axis=(2, 3), keepdims=True)
-    mean_gx = (g * xhat).mean(axis=(2, 3), keepdims=True)
-    dx4 = rs[:, :, None, None] * (g - mean_g - xhat * mean_gx)
-    dweight = None if w is None else (dy4 * xhat).sum(axis=(0, 3)).reshape(c).astype(x.dtype)
-    dbias = dy4.sum(axis=(0, 3)).reshape(c).astype(x.dtype)
-    dx = np.moveaxis(dx4.reshape(n, c, *[x.shape[i] for i in range(1, x.ndim) if i != axis]), 1, axis)
-    return dx.astype(x.dtype), dweight, dbias
+    spatial = tuple(i for i in range(1, x.ndim) if i != axis and x.shape[i] != 1)
+    count = per * math.prod(x.shape[i] for i in spatial)
+    impl = _backend.impl()
+    dx = np.empty_like(x, order="K")
+    x_blocks, dy_blocks, dx_blocks, finish = _sample_channel_blocks(x, dy, dx, axis, spatial)
+    # Per (sample, channel) sums, centred on the stored group mean.
+    center = np.repeat(mu, per, axis=1)  # (N, C)
+    s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
+    for (lo_n, hi_n), xb, dyb in zip(_block_ranges(n, len(x_blocks)), x_blocks, dy_blocks):
+        sums = impl.bn_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
+        for dst, src in zip((s_d, s_dy, s_dyd), sums):
+            dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
+    gamma = np.ones(c) if w is None else w
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # The stored mean was rounded to x's dtype: move to the exact one.
+        delta = s_d.reshape(n, g_count, per).sum(axis=2) / count  # (N, G)
+        delta_c = np.repeat(delta, per, axis=1)
+        t = s_dyd - delta_c * s_dy  # sum dy * (x - exact mean), per (n, c)
+        rs_c = np.repeat(rs, per, axis=1)
+        sum_g = (gamma * s_dy).reshape(n, g_count, per).sum(axis=2)
+        sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
+        mean_g = np.repeat(sum_g / count, per, axis=1)
+        mean_gx = np.repeat(sum_gx / count, per, axis=1)
+        p = rs_c * gamma
+        q = -rs_c * rs_c * mean_gx
+        r = -rs_c * mean_g
+        hi_all, lo_all = split_center(center + delta_c, dtype)
+        params = [as_param(a, dtype) for a in (p, q, r)]
+        for (lo_n, hi_n), xb, dyb, dxb in zip(_block_ranges(n, len(x_blocks)), x_blocks,
+                                              dy_blocks, dx_blocks):
+            sl = slice(lo_n * c, hi_n * c)
+            impl.bn_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
+                                   *(a[sl] for a in params))
+        finish()
+        dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
+    return dx, dweight, s_dy.sum(axis=0).astype(dtype)
+
+
+def _block_ranges(n: int, blocks: int) -> list:
+    """Sample ranges of the blocks: one block of all N, or one per sample."""
+    return [(0, n)] if blocks == 1 else [(i, i + 1) for i in range(n)]
+
+
+def _sample_channel_blocks(x, dy, dx, axis, spatial):
+    """(1, K, S) views of x, dy and dx with rows = (sample, channel) pairs.
+
+    One block of N*C rows when batch and channel axes collapse in all three
+    (channels first), else one block per sample (channels last). Inputs that
+    cannot be viewed are copied; an output that cannot be viewed goes through
+    a temporary written back by the returned ``finish()``."""
+    merged = ((), (0, axis), spatial)
+    views = [_layout.fold(a, merged) for a in (x, dy, dx)]
+    if all(v is not None for v in views) and not np.may_share_memory(dx, x):
+        return [views[0]], [views[1]], [views[2]], lambda: None
+    per_sample = ((0,), (axis,), spatial)
+    x3 = _layout.fold(x, per_sample)
+    x3 = _layout.copy_to_groups(x, per_sample) if x3 is None else x3
+    dy3 = _layout.fold(dy, per_sample)
+    dy3 = _layout.copy_to_groups(dy, per_sample) if dy3 is None else dy3
+    dx3 = _layout.fold(dx, per_sample)
+    work = np.empty(x3.shape, dtype=dx.dtype) if dx3 is None else dx3
+
+    def finish():
+        if dx3 is None:
+            _layout.copy_from_groups(work, dx, per_sample)
+
+    n = x.shape[0]
+    return ([x3[i:i + 1] for i in range(n)], [dy3[i:i + 1] for i in range(n)],
+            [work[i:i + 1] for i in range(n)], finish)
 
 
 def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, use_input_stats=True):
