@@ -190,3 +190,37 @@ def test_rms_norm_with_infinities_matches_pytorch(backend):
     finite = np.isfinite(x[0])
     assert np.all(y[0][finite] == 0) and np.all(np.isnan(y[0][~finite]))
     assert np.all(np.isnan(y[1]))
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_group_norm_backward_matches_reference_and_threads(native_backend, axis):
+    # Native group-norm backward (channels first: one (1, N*C, S) block;
+    # channels last: one block per sample) against float64 NumPy on offset
+    # data, and bit-identical for any thread count.
+    rng = np.random.default_rng(17)
+    x_cf = (100 + rng.standard_normal((6, 12, 9, 31))).astype(np.float32)
+    dy_cf = rng.standard_normal(x_cf.shape).astype(np.float32)
+    w = rng.standard_normal(12).astype(np.float32)
+    x = x_cf if axis == 1 else np.ascontiguousarray(np.moveaxis(x_cf, 1, -1))
+    dy = dy_cf if axis == 1 else np.ascontiguousarray(np.moveaxis(dy_cf, 1, -1))
+    _, mean, rstd = bnfast.group_norm(x, 4, w, axis=axis, return_stats=True)
+    results = []
+    for n in (1, 2, 3):
+        with bnfast.threads(n):
+            dx, dw, db = bnfast.group_norm_backward(dy, x, mean, rstd, 4, w, axis=axis)
+        results.append(dx.tobytes() + dw.tobytes() + db.tobytes())
+    assert results[0] == results[1] == results[2]
+    # float64 reference from the data (exact group statistics)
+    x4 = x_cf.astype(np.float64).reshape(6, 4, 3, -1)
+    g4 = dy_cf.astype(np.float64).reshape(6, 4, 3, -1)
+    xc = x4 - x4.mean(axis=(2, 3), keepdims=True)
+    rs = 1 / np.sqrt((xc * xc).mean(axis=(2, 3), keepdims=True) + 1e-5)
+    xhat = xc * rs
+    g = g4 * w.astype(np.float64).reshape(1, 4, 3, 1)
+    ref = rs * (g - g.mean(axis=(2, 3), keepdims=True) - xhat * (g * xhat).mean(axis=(2, 3), keepdims=True))
+    ref = ref.reshape(x_cf.shape)
+    got = dx if axis == 1 else np.moveaxis(dx, -1, 1)
+    # a few float32 ulps of the largest term (|dy| * rstd * |w|)
+    mag = np.abs(g).max() * rs.max()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=32 * np.finfo(np.float32).eps * mag)
+    np.testing.assert_allclose(dw, (g4 * xhat).sum(axis=(0, 3)).ravel(), rtol=1e-5, atol=1e-4)
