@@ -19,13 +19,12 @@ namespace {
 
 // Per-channel scale and shift in double, exactly as the Python layer forms
 // them for the unfused path: invstd = 1/sqrt(m2/n + eps), scale = invstd*w.
-inline void channel_affine(double mean, double m2, double count, const double* weight,
+inline void channel_affine(double m2, double count, const double* weight,
                            const double* bias, std::int64_t c, double eps,
                            double& scale, double& shift) {
     const double invstd = 1.0 / std::sqrt(m2 / count + eps);
     scale = weight != nullptr ? invstd * weight[c] : invstd;
     shift = bias != nullptr ? bias[c] : 0.0;
-    (void)mean;
 }
 
 template <class T>
@@ -39,7 +38,7 @@ void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double*
         const T* xc = x + c * v.sC;
         slab_moments(xc, v, mean[c], m2[c]);
         double scale, shift;
-        channel_affine(mean[c], m2[c], count, weight, bias, c, eps, scale, shift);
+        channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
         const T hi = static_cast<T>(mean[c]);
         const T lo = static_cast<T>(mean[c] - static_cast<double>(hi));
         const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
@@ -74,7 +73,7 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
     T* shift_t = params + 3 * xv.C;
     for (std::int64_t c = 0; c < xv.C; ++c) {
         double scale, shift;
-        channel_affine(mean[c], m2[c], count, weight, bias, c, eps, scale, shift);
+        channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
         hi[c] = static_cast<T>(mean[c]);
         lo[c] = static_cast<T>(mean[c] - static_cast<double>(hi[c]));
         scale_t[c] = static_cast<T>(scale);

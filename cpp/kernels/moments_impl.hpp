@@ -274,13 +274,7 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
 
     if (groups == 1) {
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
-        for (std::int64_t c = 0; c < v.C; ++c) {
-            const T* xc = x + c * v.sC;
-            const double ref = reference_value(xc);
-            const Moments1 m = row_range_moments(xc, v, 0, n, ref);
-            mean[c] = ref + m.mean;
-            m2[c] = m.m2;
-        }
+        for (std::int64_t c = 0; c < v.C; ++c) slab_moments(x + c * v.sC, v, mean[c], m2[c]);
         return;
     }
 

@@ -62,23 +62,6 @@ def _norm_axes(axis, ndim: int) -> tuple:
     return forward_rule(axis, ndim)
 
 
-def _recenter(xc: np.ndarray, axes) -> np.ndarray:
-    """Remove the rounding of a stored mean: x - mean(x) from x - mean_stored.
-
-    The forward returns its mean rounded to x's dtype; for offset float32
-    data that rounding (ulp(mean)) is large next to the spread of x, and the
-    gradient formulas need the exact batch mean."""
-    if xc.size:
-        xc -= xc.mean(axis=axes, keepdims=True)
-    return xc
-
-
-def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    shape = [1] * ndim
-    shape[axis] = -1
-    return v.reshape(shape)
-
-
 # ---------------------------------------------------------------------------
 
 
@@ -110,18 +93,14 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
         return dx, dweight, dbias
     impl = _backend.impl()
     groups = _layout.canonical_groups(x, (axis,))
-    x3 = _layout.fold(x, groups)
-    x3 = _layout.copy_to_groups(x, groups) if x3 is None else x3
-    dy3 = _layout.fold(dy, groups)
-    dy3 = _layout.copy_to_groups(dy, groups) if dy3 is None else dy3
+    x3 = _layout.view_or_copy(x, groups)
+    dy3 = _layout.view_or_copy(dy, groups)
     sum_d, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
     gamma = np.ones(c) if w is None else w
-    dx3 = _layout.fold(dx, groups)
-    if dx3 is not None and (np.may_share_memory(dx, x) or
-                            (dx is not dy and np.may_share_memory(dx, dy))):
-        dx3 = None  # dx overlaps an input it is computed from: go through a temporary
-    dx3_work = np.empty(x3.shape, dtype=dtype) if dx3 is None else dx3
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    # dx overlapping an input it is computed from goes through a temporary.
+    private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"), \
+            _layout.output_view(dx, groups, x3.shape, private) as dx3_work:
         if training:
             # The stored mean was rounded to x's dtype: move the centre to the
             # exact batch mean (sum_d / n is that rounding).
@@ -140,8 +119,6 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
             impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
                         np.zeros(c, dtype=dtype))
         dweight = None if w is None else (sum_dy_xc * inv).astype(dtype)
-    if dx3 is None:
-        _layout.copy_from_groups(dx3_work, dx, groups)
     return dx, dweight, sum_dy.astype(dtype)
 
 
@@ -167,20 +144,15 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms):
 
     dtype = x.dtype
     groups = _row_groups(x, norm_axes)
-    x3 = _layout.fold(x, groups)
-    x3 = _layout.copy_to_groups(x, groups) if x3 is None else x3
-    dy3 = _layout.fold(dy, groups)
-    dy3 = _layout.copy_to_groups(dy, groups) if dy3 is None else dy3
+    x3 = _layout.view_or_copy(x, groups)
+    dy3 = _layout.view_or_copy(dy, groups)
     dx = np.empty_like(x, order="K")
-    dx3 = _layout.fold(dx, groups)
-    dx3_work = np.empty(x3.shape, dtype=dtype) if dx3 is None else dx3
     d = math.prod(norm_shape)
     w_t = as_param(np.ones(d) if w is None else w, dtype)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"), \
+            _layout.output_view(dx, groups, x3.shape) as dx3:
         dweight, dbias = _backend.impl().row_norm_backward(
-            x3, dy3, dx3_work, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
-    if dx3 is None:
-        _layout.copy_from_groups(dx3_work, dx, groups)
+            x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
     dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
     return dx, dweight, dbias.reshape(norm_shape).astype(dtype)
 
@@ -285,13 +257,11 @@ def _sample_channel_blocks(x, dy, dx, axis, spatial):
     a temporary written back by the returned ``finish()``."""
     merged = ((), (0, axis), spatial)
     views = [_layout.fold(a, merged) for a in (x, dy, dx)]
-    if all(v is not None for v in views) and not np.may_share_memory(dx, x):
+    if all(v is not None for v in views):
         return [views[0]], [views[1]], [views[2]], lambda: None
     per_sample = ((0,), (axis,), spatial)
-    x3 = _layout.fold(x, per_sample)
-    x3 = _layout.copy_to_groups(x, per_sample) if x3 is None else x3
-    dy3 = _layout.fold(dy, per_sample)
-    dy3 = _layout.copy_to_groups(dy, per_sample) if dy3 is None else dy3
+    x3 = _layout.view_or_copy(x, per_sample)
+    dy3 = _layout.view_or_copy(dy, per_sample)
     dx3 = _layout.fold(dx, per_sample)
     work = np.empty(x3.shape, dtype=dx.dtype) if dx3 is None else dx3
 

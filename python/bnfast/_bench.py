@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,6 +19,9 @@ from typing import Callable, Optional
 import numpy as np
 
 import bnfast
+
+# The peers script is a plain module with no bnfast imports: one timer for both.
+from ._bench_peers import median_ms as _median_ms
 
 EPS = 1e-5
 
@@ -53,16 +54,6 @@ class Row:
 
     def ratio(self, peer: Optional[float]) -> Optional[float]:
         return None if peer is None else peer / self.bnfast_ms
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm up: page faults, thread pool start
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 # --------------------------------------------------------------------------
@@ -134,30 +125,30 @@ def make_cases(quick: bool, rng: np.random.Generator) -> list:
     s = _shapes(quick)
     cases = []
 
-    def add(op, shape, layout, dtype, build, extra=None):
-        cases.append((op, tuple(shape), layout, np.dtype(dtype).name, build, extra or {}))
+    def add(op, shape, layout, dtype, extra=None):
+        cases.append((op, tuple(shape), layout, np.dtype(dtype).name, extra or {}))
 
     for shape in s["nchw"]:
         nhwc = (shape[0], shape[2], shape[3], shape[1])
         for op in ("batch_norm train", "batch_norm eval", "batch_norm backward"):
-            add(op, shape, "NCHW", np.float32, None)
+            add(op, shape, "NCHW", np.float32)
             if op != "batch_norm backward":
-                add(op, nhwc, "NHWC", np.float32, None)
+                add(op, nhwc, "NHWC", np.float32)
     for shape in s["two_d"]:
         for dtype in (np.float32, np.float64):
             for op in ("batch_norm train", "batch_norm eval", "batch_norm backward", "mean_var axis=0"):
-                add(op, shape, "2-D", dtype, None)
-    add("mean_var axis=-1", s["rows"][0], "2-D", np.float32, None)
+                add(op, shape, "2-D", dtype)
+    add("mean_var axis=-1", s["rows"][0], "2-D", np.float32)
     for shape in s["rows"]:
         for op in ("layer_norm", "layer_norm backward", "rms_norm", "rms_norm backward"):
-            add(op, shape, "2-D", np.float32, None)
-    add("group_norm", s["gn"], "NCHW", np.float32, None, {"groups": 32})
-    add("batch_norm train", (4, 16), "tiny", np.float32, None)
-    add("layer_norm", (4, 64), "tiny", np.float32, None)
+            add(op, shape, "2-D", np.float32)
+    add("group_norm", s["gn"], "NCHW", np.float32, {"groups": 32})
+    add("batch_norm train", (4, 16), "tiny", np.float32)
+    add("layer_norm", (4, 64), "tiny", np.float32)
     return [_build(i, *c, rng) for i, c in enumerate(cases)]
 
 
-def _build(index, op, shape, layout, dtype, _build, extra, rng):
+def _build(index, op, shape, layout, dtype, extra, rng):
     """A Case whose arrays are made on first use and dropped after timing."""
     case_id = f"{index:02d}"
     state: dict = {}
@@ -254,7 +245,6 @@ def _build(index, op, shape, layout, dtype, _build, extra, rng):
     case = Case(case_id, op, shape, layout, dtype, run_bnfast, numpy_fn,
                 int(np.prod(shape)) * np.dtype(dtype).itemsize, dict(extra), sklearn_fn)
     case.extra["_release"] = release
-    case.extra["_arrays"] = arrays
     return case
 
 

@@ -14,8 +14,9 @@ import sys
 import time
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()
+def median_ms(fn, repeats: int) -> float:
+    """Median time of ``fn`` in ms over ``repeats`` runs, after one warm-up."""
+    fn()  # warm up: page faults, thread pool start
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def main() -> int:
     for spec in request["cases"]:
         fn = _make(torch, spec)
         if fn is not None:
-            times[spec["id"]] = _median_ms(fn, request["repeats"])
+            times[spec["id"]] = median_ms(fn, request["repeats"])
         del fn  # free the case's tensors before the next one
     json.dump({"torch": torch.__version__, "times": times}, sys.stdout)
     return 0

@@ -12,6 +12,7 @@ the input copied once into a contiguous (R, K, 1) layout.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -128,6 +129,26 @@ def _copy_groups(x: np.ndarray, kept: tuple) -> Groups:
     return reduced, tuple(i for i in kept if x.shape[i] != 1), ()
 
 
+def view_or_copy(arr: np.ndarray, groups: Groups) -> np.ndarray:
+    """The (A, C, B) view of an input for ``groups``, or a contiguous copy."""
+    arr3 = fold(arr, groups)
+    return copy_to_groups(arr, groups) if arr3 is None else arr3
+
+
+@contextlib.contextmanager
+def output_view(y: np.ndarray, groups: Groups, shape3: tuple, private: bool = False):
+    """The (A, C, B) view of an output for ``groups``, or (when no view
+    exists, or ``private`` because y overlaps an input) a temporary that is
+    copied into ``y`` when the block ends."""
+    y3 = None if private else fold(y, groups)
+    if y3 is not None:
+        yield y3
+        return
+    work = np.empty(shape3, dtype=y.dtype)
+    yield work
+    copy_from_groups(work, y, groups)
+
+
 def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *args):
     """Run ``kernel(x3, y3, *args)`` on the (A, C, B) views of ``x`` and ``y``
     for ``groups``, going through contiguous temporaries where a view is
@@ -138,10 +159,5 @@ def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *arg
         x3 = copy_to_groups(x, groups)
     elif y is not x and np.may_share_memory(x, y):
         x3 = x3.copy()
-    y3 = fold(y, groups)
-    if y3 is not None:
+    with output_view(y, groups, x3.shape) as y3:
         return kernel(x3, y3, *args)
-    y3 = np.empty(x3.shape, dtype=y.dtype)
-    result = kernel(x3, y3, *args)
-    copy_from_groups(y3, y, groups)
-    return result

@@ -24,7 +24,7 @@ def _work_dtype(dtype: np.dtype) -> tuple:
     return np.dtype(np.float64), np.dtype(np.float64)  # bool, integers (as np.mean)
 
 
-def _reduce(x, axis, func: str):
+def _reduce(x, axis):
     """Shared front end: returns (mean64, m2_64, count, out_shape, result dtype)
     with mean64/m2_64 flat over the kept axes (C order)."""
     x = as_array(x)
@@ -69,7 +69,7 @@ def mean_var(x, axis=None, *, ddof=0, keepdims=False):
     elements, TypeError for complex, object or string arrays.
     """
     ddof = _check_ddof(ddof)
-    mean, m2, count, axes, kept, x, result_dtype = _reduce(x, axis, "mean_var")
+    mean, m2, count, axes, kept, x, result_dtype = _reduce(x, axis)
     shape = _shape_out(x.shape, axes, kept, keepdims)
     if count == 0:
         raise ValueError(
@@ -99,7 +99,7 @@ def moments(x, axis=None, *, keepdims=False) -> "Moments":
     whatever the input dtype, so that merging many chunks stays exact. A
     reduction over zero elements gives count 0 (the identity of ``merge``).
     """
-    mean, m2, count, axes, kept, x, _ = _reduce(x, axis, "moments")
+    mean, m2, count, axes, kept, x, _ = _reduce(x, axis)
     shape = _shape_out(x.shape, axes, kept, keepdims)
     if mean is None:
         zeros = np.zeros(shape)

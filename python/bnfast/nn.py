@@ -244,10 +244,9 @@ class InstanceNorm(_RunningStatsLayer):
 
     def forward(self, x):
         x = self._input(x)
+        _check_batched(self, x)
         if self.affine or self.track_running_stats:  # per-channel state must fit
             _check_channels(self, x, self.axis, self.num_features)
-        elif x.ndim < 2:
-            _check_channels(self, x, self.axis, x.shape[self.axis] if x.ndim else 0)
         use_input_stats = self.training or not self.track_running_stats
         y, mean, rstd = instance_norm(
             x, self.weight, self.bias, running_mean=self.running_mean,
@@ -379,12 +378,16 @@ class RMSNorm(_Layer):
                 f"elementwise_affine={self.elementwise_affine})")
 
 
-def _check_channels(layer, x: np.ndarray, axis, expected: int) -> None:
+def _check_batched(layer, x: np.ndarray) -> None:
     if x.ndim < 2:
         raise ValueError(
             f"{type(layer).__name__} expects batched input (N, C, ...) with at least 2 "
             f"dimensions, got shape {x.shape}"
         )
+
+
+def _check_channels(layer, x: np.ndarray, axis, expected: int) -> None:
+    _check_batched(layer, x)
     try:
         c = x.shape[axis]
     except (IndexError, TypeError):
