@@ -16,15 +16,21 @@ from ._batch_norm import batch_norm
 from ._config import config, get_num_threads, set_num_threads, show_config, threads
 from ._norms import group_norm, instance_norm, layer_norm, rms_norm
 from ._stats import Moments, mean_var, moments
+from ._standardize import NotFittedError, Standardizer
+from ._diagnose import DataReport, diagnose
 from ._version import __version__
 from . import nn  # noqa: E402  (stateful layers, built on the functions above)
 
 __all__ = [
+    "DataReport",
     "Moments",
+    "NotFittedError",
+    "Standardizer",
     "__version__",
     "batch_norm",
     "batch_norm_backward",
     "config",
+    "diagnose",
     "get_num_threads",
     "group_norm",
     "group_norm_backward",

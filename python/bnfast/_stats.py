@@ -111,7 +111,8 @@ class Moments:
     """Count, mean and M2 (sum of squared deviations) of a set of values, per
     slot of an array of statistics.
 
-    ``count`` is int64, ``mean`` and ``m2`` are float64, all of one shape.
+    ``count`` is int64 (float64 for weighted moments, where it is the total
+    weight), ``mean`` and ``m2`` are float64, all of one shape.
     Moments of disjoint sets merge exactly with Chan's parallel formula:
     ``a.merge(b)`` or ``a + b``; ``Moments.combine(iterable)`` merges many in
     order. Instances are immutable values: comparable with ``==`` and
@@ -126,12 +127,20 @@ class Moments:
         if mean.shape != m2.shape:
             raise ValueError(f"mean has shape {mean.shape} but m2 has shape {m2.shape}")
         count = np.asarray(count)
-        if count.dtype.kind not in "iu":
-            raise TypeError(f"count must be integers, got dtype {count.dtype}")
-        if count.dtype.kind == "u" and np.any(count > np.iinfo(np.int64).max):
-            raise ValueError("count does not fit in int64")
+        if count.dtype.kind in "iu":
+            if count.dtype.kind == "u" and np.any(count > np.iinfo(np.int64).max):
+                raise ValueError("count does not fit in int64")
+            count_dtype = np.int64
+        elif count.dtype.kind == "f":  # total weight of weighted samples
+            if not np.all(np.isfinite(count)):
+                raise ValueError("count (total weight) must be finite")
+            count_dtype = np.float64
+        else:
+            raise TypeError(
+                f"count must be integers (or floats for a total weight), got dtype {count.dtype}"
+            )
         try:
-            count = np.broadcast_to(count, mean.shape).astype(np.int64)
+            count = np.broadcast_to(count, mean.shape).astype(count_dtype)
         except ValueError:
             raise ValueError(
                 f"count of shape {count.shape} does not match mean of shape {mean.shape}"

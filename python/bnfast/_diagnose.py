@@ -1,0 +1,297 @@
+"""``bnfast.diagnose``: check a data set before training on it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _scan
+from ._standardize import constant_features
+from ._stats import Moments
+from ._validate import as_array, check_real_dtype, normalize_axes
+
+# A feature's std this many times above or below the median std of the
+# others is flagged: inputs on such different scales slow or stall training.
+SCALE_RATIO = 1000.0
+# Already standardized: every non-constant feature has |mean| and |std - 1|
+# within this.
+STANDARDIZED_TOL = 0.1
+_TABLE_ROWS = 20  # more features than this print as head ... tail
+
+
+class DiagnoseAccumulator:
+    """Statistics of a data set fed chunk by chunk (consecutive slices along
+    axis 0, which ``axis`` must reduce when there is more than one chunk)."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+        self._axes = None
+        self._ndim = None
+        self._shape_rest = None
+        self._dtype = None
+        self._n_samples = 0
+        self._moments = None
+        self._nan = self._inf = self._min = self._max = None
+        self._integer_valued = True
+        self._chunks = 0
+
+    def update(self, chunk) -> "DiagnoseAccumulator":
+        x = as_array(chunk, "X")
+        check_real_dtype(x, "X")
+        if x.ndim == 0:
+            raise ValueError("diagnose needs an array with at least one dimension, got a scalar")
+        if self._chunks == 0:
+            self._axes = normalize_axes(self.axis, x.ndim)
+            if not self._axes:
+                raise ValueError("axis=() reduces over nothing; name the sample axes")
+            self._ndim, self._dtype, self._shape_rest = x.ndim, x.dtype, x.shape[1:]
+        else:
+            if 0 not in self._axes:
+                raise ValueError("chunks are slices along axis 0, so axis must include 0")
+            if x.ndim != self._ndim or x.shape[1:] != self._shape_rest:
+                raise ValueError(
+                    f"chunk of shape {x.shape} does not continue data of shape "
+                    f"(..., {', '.join(map(str, self._shape_rest))})"
+                )
+        axes = self._axes
+        s = _scan_chunk(x, axes)
+        self._n_samples += math.prod(x.shape[i] for i in axes)
+        if self._chunks == 0:
+            self._moments, self._nan, self._inf, self._min, self._max = s
+        else:
+            self._moments = self._moments.merge(s[0])
+            self._nan = self._nan + s[1]
+            self._inf = self._inf + s[2]
+            self._min = np.fmin(self._min, s[3])
+            self._max = np.fmax(self._max, s[4])
+        if self._integer_valued and x.dtype.kind == "f":
+            self._integer_valued = _integer_valued(x, axes)
+        self._chunks += 1
+        return self
+
+    def report(self) -> "DataReport":
+        if self._chunks == 0:
+            raise ValueError("no data: call update(chunk) at least once")
+        m = self._moments
+        count = m.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, m.mean, np.nan)
+            std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
+        return DataReport(
+            count=count, nan_count=self._nan, inf_count=self._inf, mean=mean, std=std,
+            minimum=self._min, maximum=self._max, n_samples=self._n_samples,
+            dtype=self._dtype, integer_valued=self._integer_valued,
+        )
+
+
+def _scan_chunk(x: np.ndarray, axes: tuple) -> tuple:
+    """(moments of finite values, nan count, inf count, min, max) per feature."""
+    fast = _scan.fast_moments(x, axes) if x.size else None
+    if fast is not None and np.all(np.isfinite(fast.mean)) and np.all(np.isfinite(fast.m2)):
+        zeros = np.zeros(fast.shape, dtype=np.int64)
+        # No NaN or inf anywhere (either would make a mean or M2 non-finite).
+        lo = np.min(x, axis=axes).astype(np.float64)
+        hi = np.max(x, axis=axes).astype(np.float64)
+        return fast, zeros, zeros.copy(), lo, hi
+    s = _scan.scan(x, axes, minmax=True)
+    return s.moments, s.nan_count, s.inf_count, s.minimum, s.maximum
+
+
+def _integer_valued(x: np.ndarray, axes: tuple) -> bool:
+    for _, _, s in _scan.slabs(x, axes[0]):
+        finite = s[np.isfinite(s)]
+        if not np.array_equal(finite, np.round(finite)):
+            return False
+    return True
+
+
+def diagnose(X, axis=0) -> "DataReport":
+    """Check data before training: per-feature count, mean, std, min, max
+    and NaN/inf counts (``axis`` names the sample axes, as in
+    :class:`bnfast.Standardizer`), with flags for constant features,
+    features on very different scales, unnormalized image bytes and data
+    that is already standardized. Memory use is bounded by a slab of the
+    data, not its size."""
+    return DiagnoseAccumulator(axis).update(X).report()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.6g}"
+
+
+class DataReport:
+    """What :func:`diagnose` found. Arrays have the feature shape;
+    ``print(report)`` shows a table, ``to_dict()`` gives plain Python values,
+    ``plot(path)`` writes a PNG."""
+
+    def __init__(self, *, count, nan_count, inf_count, mean, std, minimum, maximum,
+                 n_samples, dtype, integer_valued):
+        self.count = count
+        self.nan_count = nan_count
+        self.inf_count = inf_count
+        self.mean = mean
+        self.std = std
+        self.min = minimum
+        self.max = maximum
+        self.n_samples = int(n_samples)
+        self.dtype = str(np.dtype(dtype))
+        self.feature_shape = tuple(mean.shape)
+        self.n_features = int(mean.size)
+        self.has_nan = bool(np.any(nan_count))
+        self.has_inf = bool(np.any(inf_count))
+        var = std * std
+        self.constant = (count > 0) & (constant_features(var, mean, count) | (std < 10 * np.finfo(float).eps))
+        varying = (count > 0) & ~self.constant & np.isfinite(std)
+        self.scale_outliers = np.zeros(mean.shape, dtype=bool)
+        if varying.sum() >= 2:
+            median = float(np.median(std[varying]))
+            ratio = std / median
+            self.scale_outliers = varying & ((ratio > SCALE_RATIO) | (ratio < 1 / SCALE_RATIO))
+        finite_min = np.nanmin(minimum) if np.any(count > 0) else np.nan
+        finite_max = np.nanmax(maximum) if np.any(count > 0) else np.nan
+        kind = np.dtype(dtype).kind
+        self.looks_like_image_bytes = bool(
+            (kind in "iu" or (kind == "f" and integer_valued))
+            and finite_min >= 0 and finite_max <= 255 and finite_max > 1
+        )
+        self.looks_standardized = bool(
+            varying.any()
+            and np.all(np.abs(mean[varying]) <= STANDARDIZED_TOL)
+            and np.all(np.abs(std[varying] - 1) <= STANDARDIZED_TOL)
+        )
+        self.warnings = self._warnings()
+
+    def _index(self, flat: int) -> str:
+        if len(self.feature_shape) <= 1:
+            return str(flat)
+        return str(tuple(int(i) for i in np.unravel_index(flat, self.feature_shape)))
+
+    def _list(self, mask: np.ndarray) -> str:
+        idx = np.flatnonzero(mask.reshape(-1))
+        shown = ", ".join(self._index(i) for i in idx[:8])
+        return shown + (f", ... ({idx.size} in all)" if idx.size > 8 else "")
+
+    def _warnings(self) -> list:
+        out = []
+        if self.has_nan:
+            out.append(f"{int(self.nan_count.sum())} NaN value(s) in feature(s) "
+                       f"{self._list(self.nan_count > 0)}")
+        if self.has_inf:
+            out.append(f"{int(self.inf_count.sum())} infinite value(s) in feature(s) "
+                       f"{self._list(self.inf_count > 0)}; Standardizer.fit refuses them")
+        empty = self.count == 0
+        if empty.any():
+            out.append(f"feature(s) {self._list(empty)} have no finite values")
+        if self.constant.any():
+            out.append(f"constant or near-constant feature(s) {self._list(self.constant)}: "
+                       f"they carry no information (Standardizer gives them scale 1)")
+        if self.scale_outliers.any():
+            out.append(f"feature(s) {self._list(self.scale_outliers)} have a std more than "
+                       f"{SCALE_RATIO:g}x away from the median std: standardize before training")
+        if self.looks_like_image_bytes:
+            out.append("values are integers in 0..255: this looks like raw image bytes; "
+                       "scale to [0, 1] or standardize before training")
+        if self.looks_standardized:
+            out.append("data already looks standardized (mean ~0, std ~1 per feature)")
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain Python values (lists, ints, floats, bools, str)."""
+        def lst(a):
+            return a.tolist()
+
+        return {
+            "n_samples": self.n_samples,
+            "n_features": self.n_features,
+            "feature_shape": list(self.feature_shape),
+            "dtype": self.dtype,
+            "count": lst(self.count),
+            "nan_count": lst(self.nan_count),
+            "inf_count": lst(self.inf_count),
+            "mean": lst(self.mean),
+            "std": lst(self.std),
+            "min": lst(self.min),
+            "max": lst(self.max),
+            "constant": lst(self.constant),
+            "scale_outliers": lst(self.scale_outliers),
+            "has_nan": self.has_nan,
+            "has_inf": self.has_inf,
+            "looks_like_image_bytes": self.looks_like_image_bytes,
+            "looks_standardized": self.looks_standardized,
+            "warnings": list(self.warnings),
+        }
+
+    def table(self, max_rows: int = _TABLE_ROWS) -> str:
+        header = ("feature", "count", "nan", "inf", "mean", "std", "min", "max", "flags")
+        n = self.n_features
+        if n <= max_rows:
+            rows = list(range(n))
+        else:
+            half = max_rows // 2
+            rows = list(range(half)) + [None] + list(range(n - half, n))
+        cols = [self.count, self.nan_count, self.inf_count, self.mean, self.std, self.min, self.max]
+        flat = [c.reshape(-1) for c in cols]
+        const, outl = self.constant.reshape(-1), self.scale_outliers.reshape(-1)
+        lines = []
+        for r in rows:
+            if r is None:
+                lines.append(("...",) + ("",) * (len(header) - 1))
+                continue
+            flags = ",".join(f for f, on in (("constant", const[r]), ("scale", outl[r])) if on)
+            lines.append((self._index(r),) + tuple(_fmt(c[r]) for c in flat) + (flags,))
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+        fmt = lambda cells: "  ".join(  # noqa: E731
+            c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+        return "\n".join([fmt(header)] + [fmt(line) for line in lines])
+
+    def __str__(self) -> str:
+        head = (f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
+                f"(feature shape {self.feature_shape}), dtype {self.dtype}")
+        body = self.table()
+        tail = "\n".join(f"! {w}" for w in self.warnings) if self.warnings else "no problems found"
+        return f"{head}\n{body}\n{tail}"
+
+    def __repr__(self) -> str:
+        return (f"<DataReport {self.n_samples} samples x {self.n_features} features, "
+                f"{len(self.warnings)} warning(s)>")
+
+    def plot(self, path) -> None:
+        """Write a PNG of per-feature mean and std, before and after
+        standardization (needs matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError(
+                "DataReport.plot needs matplotlib: pip install 'bnfast[plot]'"
+            ) from None
+        mean = self.mean.reshape(-1)
+        std = self.std.reshape(-1)
+        # After standardization each feature has mean 0 and std 1, except
+        # constant features (scale 1: std stays ~0) and empty ones (NaN).
+        scale = np.where(self.constant.reshape(-1), 1.0, std)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            after_std = std / scale
+        after_mean = np.where(np.isnan(mean), np.nan, 0.0)
+        idx = np.arange(mean.size)
+        fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        for ax, before, after, label in ((axes[0], mean, after_mean, "mean"),
+                                         (axes[1], std, after_std, "std")):
+            ax.plot(idx, before, ".", label="before", markersize=4)
+            ax.plot(idx, after, ".", label="after standardization", markersize=4)
+            ax.set_ylabel(label)
+            if label == "std" and np.nanmax(np.abs(before), initial=0) > 100 * max(
+                    np.nanmin(np.abs(before[before > 0]), initial=1), 1e-300):
+                ax.set_yscale("symlog", linthresh=1e-3)
+            ax.legend(loc="best", fontsize="small")
+        axes[1].set_xlabel("feature (flat index)")
+        fig.suptitle(f"{self.n_samples} samples x {self.n_features} features ({self.dtype})")
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,129 @@
+"""Per-feature statistics of data sets that may hold NaN, inf, integers or
+sample weights, without a temporary the size of the data.
+
+Clean float32/float64 data goes through one native ``moments`` call. Anything
+else (NaN or inf present, integer or float16 data, weights, layouts the
+kernels cannot view without a copy) is reduced in slabs of at most
+``SLAB_ELEMENTS`` values along the first reduced axis, merged exactly with
+Chan's formula. Shared by :class:`bnfast.Standardizer` and
+:func:`bnfast.diagnose`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from . import _layout
+from ._stats import Moments, moments
+
+# 2**20 values: float64 slab temporaries of 8 MB each, large enough that the
+# per-slab Python overhead is negligible.
+SLAB_ELEMENTS = 1 << 20
+
+
+class Scan(NamedTuple):
+    """Per-feature results of :func:`scan` (arrays of the feature shape)."""
+
+    moments: Moments  # of the finite values (weighted when weights are given)
+    nan_count: np.ndarray  # int64
+    inf_count: np.ndarray  # int64
+    minimum: np.ndarray | None  # float64 over finite values, NaN where none
+    maximum: np.ndarray | None
+
+
+def kept_axes(ndim: int, axes: tuple) -> tuple:
+    return tuple(i for i in range(ndim) if i not in axes)
+
+
+def slabs(x: np.ndarray, axis: int, max_elements: int = SLAB_ELEMENTS) -> Iterator[tuple]:
+    """``(start, stop, view)`` slices of ``x`` along ``axis`` of at most
+    ``max_elements`` values each (at least one index per slice)."""
+    n = x.shape[axis]
+    per_index = math.prod(s for i, s in enumerate(x.shape) if i != axis)
+    step = max(1, max_elements // max(per_index, 1))
+    index = [slice(None)] * x.ndim
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        index[axis] = slice(start, stop)
+        yield start, stop, x[tuple(index)]
+
+
+def _viewable(x: np.ndarray, axes: tuple) -> bool:
+    groups = _layout.plan_groups(x, kept_axes(x.ndim, axes))
+    return groups is not None and _layout.fold(x, groups) is not None
+
+
+def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
+    """Moments of every value (NaN/inf propagate) along ``axes``: one native
+    call for float32/float64 data the kernels can view in place, else slabs
+    (integers, float16 and odd layouts would otherwise be copied whole)."""
+    if x.dtype in (np.float32, np.float64) and _viewable(x, axes):
+        return moments(x, axis=axes)
+    if not axes or x.size == 0:
+        return moments(x, axis=axes)
+    work = np.float64 if x.dtype != np.float16 else np.float32
+    parts = (moments(s.astype(work), axis=axes) for _, _, s in slabs(x, axes[0]))
+    return Moments.combine(parts)
+
+
+def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
+         minmax: bool = False) -> Scan:
+    """NaN- and inf-aware statistics of ``x`` along ``axes`` (non-empty).
+
+    ``weights`` (float64, one per index of ``axes[0]``) weight the values;
+    NaN and inf values are left out of the moments and counted instead.
+    Each slab is reduced with a corrected two-pass in float64.
+    """
+    kept = kept_axes(x.ndim, axes)
+    feature_shape = tuple(x.shape[i] for i in kept)
+    first = axes[0]
+    w_shape = [1] * x.ndim
+    total = None
+    nan_count = np.zeros(feature_shape, dtype=np.int64)
+    inf_count = np.zeros(feature_shape, dtype=np.int64)
+    lo = np.full(feature_shape, np.inf) if minmax else None
+    hi = np.full(feature_shape, -np.inf) if minmax else None
+    for start, stop, s in slabs(x, first):
+        xs = s.astype(np.float64)
+        finite = np.isfinite(xs)
+        nan = np.isnan(xs)
+        nan_count += nan.sum(axis=axes)
+        inf_count += (~finite & ~nan).sum(axis=axes)
+        if minmax:
+            np.minimum(lo, np.min(xs, axis=axes, where=finite, initial=np.inf), out=lo)
+            np.maximum(hi, np.max(xs, axis=axes, where=finite, initial=-np.inf), out=hi)
+        if weights is None:
+            count = finite.sum(axis=axes)
+            wv = None
+        else:
+            w_shape[first] = stop - start
+            wv = np.where(finite, weights[start:stop].reshape(w_shape), 0.0)
+            count = wv.sum(axis=axes)
+        safe = np.where(count > 0, count, 1)
+        xz = np.where(finite, xs, 0.0)
+        total_s = (xz if wv is None else xz * wv).sum(axis=axes, keepdims=True)
+        mean = total_s / np.expand_dims(safe, axes)
+        # Corrected two-pass: the weighted mean of the deviations removes the
+        # rounding of the first mean.
+        np.subtract(xs, mean, out=xs)
+        np.copyto(xs, 0.0, where=~finite)
+        wd = xs if wv is None else xs * wv
+        corr = wd.sum(axis=axes)
+        m2 = (wd * xs).sum(axis=axes)
+        m2 = np.maximum(m2 - corr * corr / safe, 0.0)
+        mean = mean.reshape(feature_shape) + corr / safe
+        part = Moments(count, np.where(count > 0, mean, np.nan), np.where(count > 0, m2, np.nan))
+        total = part if total is None else total.merge(part)
+    if total is None:  # zero-length reduced axis
+        zero = np.zeros(feature_shape)
+        total = Moments(np.zeros(feature_shape, dtype=np.int64 if weights is None else np.float64),
+                        zero, zero)
+    if minmax:
+        none = total.count == 0
+        lo[none] = np.nan
+        hi[none] = np.nan
+    return Scan(total, nan_count, inf_count, lo, hi)
+
