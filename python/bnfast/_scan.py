@@ -127,3 +127,24 @@ def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
         hi[none] = np.nan
     return Scan(total, nan_count, inf_count, lo, hi)
 
+
+
+def scan_features(x: np.ndarray, axes: tuple, features: np.ndarray) -> Scan | None:
+    """:func:`scan` (unweighted) of only the features selected by the boolean
+    ``features`` mask, as flat arrays in C order of the feature shape; None
+    when the kernels' (A, C, B) view of ``x`` does not exist. A few NaN
+    columns then cost a pass over those columns, not over the whole array."""
+    groups = _layout.plan_groups(x, kept_axes(x.ndim, axes))
+    x3 = None if groups is None else _layout.fold(x, groups)
+    if x3 is None:
+        return None
+    idx = np.flatnonzero(features.reshape(-1))
+    along = 0 if x3.shape[0] >= x3.shape[2] else 2
+    parts = [scan(s[:, idx, :], (0, 2)) for _, _, s in slabs(x3, along)]
+    return Scan(
+        Moments.combine(p.moments for p in parts),
+        sum(p.nan_count for p in parts),
+        sum(p.inf_count for p in parts),
+        None,
+        None,
+    )

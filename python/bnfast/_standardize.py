@@ -74,6 +74,22 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
     return w
 
 
+def _scatter(sub: "_scan.Scan", mask: np.ndarray, base: Moments) -> "_scan.Scan":
+    """A full-feature Scan from one of only the ``mask`` features: the other
+    features keep ``base`` and count no NaN or inf."""
+    flat = mask.reshape(-1)
+
+    def fill(values, into):
+        out = into.reshape(-1).copy()
+        out[flat] = values
+        return out.reshape(mask.shape)
+
+    zeros = np.zeros(mask.shape, dtype=np.int64)
+    moments = Moments(fill(sub.moments.count, base.count), fill(sub.moments.mean, base.mean),
+                      fill(sub.moments.m2, base.m2))
+    return _scan.Scan(moments, fill(sub.nan_count, zeros), fill(sub.inf_count, zeros), None, None)
+
+
 class Standardizer:
     """Per-feature standardization ``(X - mean_) / scale_``, fitted exactly
     and in bounded memory, with scikit-learn's StandardScaler semantics.
@@ -202,7 +218,13 @@ class Standardizer:
             bad = ~(np.isfinite(fast.mean) & np.isfinite(fast.m2))
             if not bad.any():
                 return fast
-        found = _scan.scan(x, axes, weights)
+        found = None
+        if weights is None:
+            found = _scan.scan_features(x, axes, bad)
+            if found is not None:  # scatter the bad features' results back
+                found = _scatter(found, bad, fast)
+        if found is None:
+            found = _scan.scan(x, axes, weights)
         if found.inf_count.any():
             where = np.argwhere(found.inf_count.reshape(-1) > 0).ravel()
             raise ValueError(
