@@ -252,8 +252,22 @@ class DataReport:
         head = (f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
                 f"(feature shape {self.feature_shape}), dtype {self.dtype}")
         body = self.table()
+        if self.n_features > _TABLE_ROWS:
+            body += "\n" + self._summary()
         tail = "\n".join(f"! {w}" for w in self.warnings) if self.warnings else "no problems found"
         return f"{head}\n{body}\n{tail}"
+
+    def _summary(self) -> str:
+        """Spread of each statistic across features (for wide data)."""
+        lines = [f"across all {self.n_features} features: min / median / max"]
+        for name, values in (("count", self.count), ("mean", self.mean), ("std", self.std),
+                             ("min", self.min), ("max", self.max)):
+            v = values.reshape(-1).astype(np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                lo, med, hi = np.min(v), np.median(v), np.max(v)
+                lines.append(f"  {name:<5} {_fmt(lo)} / {_fmt(med)} / {_fmt(hi)}")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (f"<DataReport {self.n_samples} samples x {self.n_features} features, "
@@ -286,9 +300,9 @@ class DataReport:
             ax.plot(idx, before, ".", label="before", markersize=4)
             ax.plot(idx, after, ".", label="after standardization", markersize=4)
             ax.set_ylabel(label)
-            if label == "std" and np.nanmax(np.abs(before), initial=0) > 100 * max(
-                    np.nanmin(np.abs(before[before > 0]), initial=1), 1e-300):
-                ax.set_yscale("symlog", linthresh=1e-3)
+            magnitude = np.abs(before[np.isfinite(before)])
+            if magnitude.size and magnitude.max() > 1000 * max(np.median(magnitude), 1e-3):
+                ax.set_yscale("symlog", linthresh=1e-3)  # features on very different scales
             ax.legend(loc="best", fontsize="small")
         axes[1].set_xlabel("feature (flat index)")
         fig.suptitle(f"{self.n_samples} samples x {self.n_features} features ({self.dtype})")
