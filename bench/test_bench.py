@@ -152,6 +152,32 @@ def test_mean_var_axis0(benchmark, request, two_d, impl):
     _run(benchmark, impl, fns, request)
 
 
+@pytest.mark.parametrize("impl", ["bnfast", "copy", "numpy", "sklearn"])
+@pytest.mark.parametrize("step", ["fit", "transform"])
+def test_standardizer(benchmark, request, two_d, impl, step):
+    benchmark.group = f"Standardizer {step} {two_d.shape}"
+    y = np.empty_like(two_d)
+    mean, std = two_d.mean(axis=0), two_d.std(axis=0)
+    sk_fn = None
+    if impl == "sklearn":
+        preprocessing = pytest.importorskip("sklearn.preprocessing", reason="scikit-learn not installed")
+        if step == "fit":
+            sk_fn = lambda: preprocessing.StandardScaler().fit(two_d)  # noqa: E731
+        else:
+            sk_fn = preprocessing.StandardScaler().fit(two_d).transform
+            sk_fn = (lambda f: lambda: f(two_d))(sk_fn)
+    scaler = bnfast.Standardizer().fit(two_d)
+    fns = {
+        "bnfast": (lambda: bnfast.Standardizer().fit(two_d)) if step == "fit"
+        else (lambda: scaler.transform(two_d, out=y)),
+        "copy": lambda: np.copyto(y, two_d),
+        "numpy": (lambda: (two_d.mean(axis=0), two_d.std(axis=0))) if step == "fit"
+        else (lambda: (two_d - mean) / std),
+        "sklearn": sk_fn,
+    }
+    _run(benchmark, impl, fns, request)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 def test_row_norms(benchmark, request, rows, impl, op):

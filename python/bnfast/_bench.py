@@ -136,7 +136,8 @@ def make_cases(quick: bool, rng: np.random.Generator) -> list:
                 add(op, nhwc, "NHWC", np.float32)
     for shape in s["two_d"]:
         for dtype in (np.float32, np.float64):
-            for op in ("batch_norm train", "batch_norm eval", "batch_norm backward", "mean_var axis=0"):
+            for op in ("batch_norm train", "batch_norm eval", "batch_norm backward", "mean_var axis=0",
+                       "Standardizer fit", "Standardizer transform"):
                 add(op, shape, "2-D", dtype)
     add("mean_var axis=-1", s["rows"][0], "2-D", np.float32)
     for shape in s["rows"]:
@@ -206,6 +207,12 @@ def _build(index, op, shape, layout, dtype, extra, rng):
             return bnfast.rms_norm_backward(a["dy"], x, a["rstd"], a["wd"])
         if op == "group_norm":
             return bnfast.group_norm(x, extra["groups"], a["w"], a["b"], out=y)
+        if op == "Standardizer fit":
+            return bnfast.Standardizer().fit(x)
+        if op == "Standardizer transform":
+            if "scaler" not in a:
+                a["scaler"] = bnfast.Standardizer().fit(x)
+            return a["scaler"].transform(x, out=y)
         raise ValueError(op)
 
     def run_numpy():
@@ -226,15 +233,28 @@ def _build(index, op, shape, layout, dtype, extra, rng):
             return _np_rms_norm(x)
         if op == "group_norm":
             return _np_group_norm(x, extra["groups"])
+        if op == "Standardizer fit":
+            return x.mean(axis=0), x.std(axis=0)
+        if op == "Standardizer transform":
+            if "np_scaler" not in a:
+                a["np_scaler"] = (x.mean(axis=0), x.std(axis=0))
+            mean, std = a["np_scaler"]
+            return (x - mean) / std
         return None  # no plain-NumPy backward for the row norms
 
     sklearn_fn = None
-    if op == "mean_var axis=0":
+    if op in ("mean_var axis=0", "Standardizer fit", "Standardizer transform"):
         try:
             from sklearn.preprocessing import StandardScaler
         except ImportError:
             StandardScaler = None
-        if StandardScaler is not None:
+        if StandardScaler is not None and op == "Standardizer transform":
+            def sklearn_fn():
+                a = arrays()
+                if "sk_scaler" not in a:
+                    a["sk_scaler"] = StandardScaler().fit(a["x"])
+                return a["sk_scaler"].transform(a["x"])
+        elif StandardScaler is not None:
             def sklearn_fn():
                 return StandardScaler().fit(arrays()["x"])
 
