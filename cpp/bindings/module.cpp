@@ -11,6 +11,7 @@ namespace bnfast::bindings {
 void register_stats(py::module_& m);
 void register_norm(py::module_& m);
 void register_backward(py::module_& m);
+void register_fast(py::module_& m);
 }  // namespace bnfast::bindings
 
 namespace py = pybind11;
@@ -43,4 +44,5 @@ PYBIND11_MODULE(_core, m) {
     bnfast::bindings::register_stats(m);
     bnfast::bindings::register_norm(m);
     bnfast::bindings::register_backward(m);
+    bnfast::bindings::register_fast(m);
 }

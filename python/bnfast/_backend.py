@@ -55,6 +55,16 @@ def impl():
     return _state.impl
 
 
+def native_active() -> bool:
+    """Whether the native backend is active (the C++ fast paths may run)."""
+    return _state.impl is not _numpy
+
+
+def core():
+    """The compiled module (only valid while :func:`native_active`)."""
+    return _state.impl
+
+
 def backend_name() -> str:
     return _state.name
 

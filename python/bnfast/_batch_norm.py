@@ -58,6 +58,11 @@ def batch_norm(
     Returns ``y`` (``out`` if given; ``out`` may be ``x``), or
     ``(y, mean, invstd)`` with ``return_stats=True``.
     """
+    if not return_stats and _backend.native_active():
+        y = _backend.core().batch_norm_fast(x, running_mean, running_var, weight, bias,
+                                            training, momentum, eps, axis, out)
+        if y is not None:  # the common case, done in C++ exactly as below
+            return y
     x = as_array(x)
     check_float_dtype(x, "x", "batch_norm")
     if x.ndim < 2:
@@ -115,9 +120,11 @@ def batch_norm(
                                       as_param(scale, dtype), as_param(shift, dtype))
 
     if training and has_running:
+        # In float64, rounded once (the C++ fast path does the same).
         unbiased = m2 / (count - 1)
-        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased
+        keep = 1.0 - momentum
+        running_mean[...] = keep * running_mean.astype(np.float64) + momentum * mean
+        running_var[...] = keep * running_var.astype(np.float64) + momentum * unbiased
 
     if return_stats:
         return y, mean.astype(dtype), invstd.astype(dtype)

@@ -65,3 +65,10 @@ def row_affine(
     weight: np.ndarray,
     bias: np.ndarray,
 ) -> None: ...
+def batch_norm_fast(
+    x: object, running_mean: object, running_var: object, weight: object, bias: object,
+    training: object, momentum: object, eps: object, axis: object, out: object,
+) -> np.ndarray | None: ...
+def row_norm_fast(
+    x: object, weight: object, bias: object, axis: object, eps: object, rms: bool, out: object,
+) -> np.ndarray | None: ...

@@ -87,6 +87,10 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     Returns ``y``, or ``(y, mean, rstd)`` with ``return_stats=True`` (shape of
     the axes not normalized).
     """
+    if not return_stats and _backend.native_active():
+        y = _backend.core().row_norm_fast(x, weight, bias, axis, eps, False, out)
+        if y is not None:  # the common case (last axis, contiguous), done in C++
+            return y
     x = as_array(x)
     check_float_dtype(x, "x", "layer_norm")
     eps = check_eps(eps)
@@ -102,6 +106,10 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False)
     ``eps=None`` uses ``np.finfo(x.dtype).eps``. Returns ``y``, or
     ``(y, rstd)`` with ``return_stats=True``.
     """
+    if not return_stats and _backend.native_active():
+        y = _backend.core().row_norm_fast(x, weight, None, axis, eps, True, out)
+        if y is not None:
+            return y
     x = as_array(x)
     check_float_dtype(x, "x", "rms_norm")
     eps = np.finfo(x.dtype).eps if eps is None else check_eps(eps)
