@@ -144,6 +144,76 @@ struct Pass2Acc {
     double sum_dd() const { return sum_lanes(dd0 + dd1) + dd_tail; }
 };
 
+// Pass 1 of float32 data runs in float32: min and max are exact in any
+// precision, and the sum only picks the shift of pass 2, whose corrected
+// two-pass result does not depend on the shift being exact (an error of
+// ~1e-5 relative in the shift moves M2 by ~eps * (shift error / std)^2).
+// Half the vector operations of a float64 pass 1 and no conversions. A sum
+// that overflows float32 (finite data near 1e38) is redone in float64 by
+// the caller.
+struct Pass1AccF32 {
+    f32v sum0, sum1, lo, hi;
+    double sum_tail, lo_tail, hi_tail;
+    void reset() {
+        sum0 = sum1 = f32v{};
+        lo = splat<f32v>(std::numeric_limits<float>::infinity());
+        hi = splat<f32v>(-std::numeric_limits<float>::infinity());
+        sum_tail = 0.0;
+        lo_tail = kInf;
+        hi_tail = -kInf;
+    }
+    void add_scalar(double v) {
+        sum_tail += v;
+        lo_tail = v < lo_tail ? v : lo_tail;
+        hi_tail = v > hi_tail ? v : hi_tail;
+    }
+    double sum() const {
+        const f32v s = sum0 + sum1;
+        double total = s[0];
+        for (int i = 1; i < kLanesF32; ++i) total += s[i];
+        return total + sum_tail;
+    }
+    double min() const {
+        double m = lo[0];
+        for (int i = 1; i < kLanesF32; ++i) m = lo[i] < m ? lo[i] : m;
+        return m < lo_tail ? m : lo_tail;
+    }
+    double max() const {
+        double m = hi[0];
+        for (int i = 1; i < kLanesF32; ++i) m = hi[i] > m ? hi[i] : m;
+        return m > hi_tail ? m : hi_tail;
+    }
+};
+
+template <class T>
+struct Pass1Of {
+    using type = Pass1Acc;
+};
+template <>
+struct Pass1Of<float> {
+    using type = Pass1AccF32;
+};
+
+inline void pass1_segment(const float* p, std::int64_t n, std::int64_t stride,
+                          Pass1AccF32& acc) {
+    std::int64_t i = 0;
+    if (stride == 1) {
+        for (; i + 2 * kLanesF32 <= n; i += 2 * kLanesF32) {
+            const f32v v0 = load_vec<f32v>(p + i);
+            const f32v v1 = load_vec<f32v>(p + i + kLanesF32);
+            acc.sum0 += v0;
+            acc.sum1 += v1;
+            acc.lo = vmin(v0, acc.lo);
+            acc.hi = vmax(v0, acc.hi);
+            acc.lo = vmin(v1, acc.lo);
+            acc.hi = vmax(v1, acc.hi);
+        }
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
+    } else {
+        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i * stride]));
+    }
+}
+
 template <class T>
 inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride,
                           Pass1Acc& acc) {
@@ -223,7 +293,7 @@ template <class T>
 Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
                            std::int64_t end, double ref) {
     Moments1 acc;
-    Pass1Acc p1;
+    typename Pass1Of<T>::type p1;
     Pass2Acc p2;
     for (std::int64_t lo = begin; lo < end; lo += kChunk) {
         const std::int64_t hi = min_i64(lo + kChunk, end);
@@ -232,7 +302,18 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
             pass1_segment(p, len, v.sB, p1);
         });
         Moments1 chunk;
-        const double sum = p1.sum();
+        double sum = p1.sum();
+        if constexpr (sizeof(T) == 4) {
+            if (!std::isfinite(sum) && std::isfinite(p1.min()) && std::isfinite(p1.max())) {
+                // float32 overflow of finite data, or NaN: sum again in double.
+                Pass1Acc wide;
+                wide.reset();
+                for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
+                    pass1_segment<T>(p, len, v.sB, wide);
+                });
+                sum = wide.sum();
+            }
+        }
         if (chunk_from_pass1(hi - lo, sum, p1.min(), p1.max(), chunk)) {
             chunk.mean -= ref;  // constant (exact), or non-finite (stays so)
         } else {
@@ -314,6 +395,9 @@ struct TileScratch {
     double* sum_dd;
     double* mean;  // running moments of the tile (mean relative to ref)
     double* m2;
+    float* sum_f32;  // pass 1 of float32 data (see Pass1AccF32)
+    float* lo_f32;
+    float* hi_f32;
 };
 
 template <class T>
@@ -345,13 +429,47 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             sd[c] = 0.0;
             sdd[c] = 0.0;
         }
-        for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
-            const T* row = row_ptr(x, v, r) + c0 * sc;
+        if constexpr (sizeof(T) == 4) {  // pass 1 in float32, as Pass1AccF32
+            float* __restrict fsum = s.sum_f32;
+            float* __restrict flo = s.lo_f32;
+            float* __restrict fhi = s.hi_f32;
             for (std::int64_t c = 0; c < tw; ++c) {
-                const double val = static_cast<double>(row[c * sc]);
-                sum[c] += val;
-                lo[c] = val < lo[c] ? val : lo[c];
-                hi[c] = val > hi[c] ? val : hi[c];
+                fsum[c] = 0.0f;
+                flo[c] = std::numeric_limits<float>::infinity();
+                fhi[c] = -std::numeric_limits<float>::infinity();
+            }
+            for (std::int64_t r = r0; r < r1; ++r) {
+                const T* row = row_ptr(x, v, r) + c0 * sc;
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const float val = row[c * sc];
+                    fsum[c] += val;
+                    flo[c] = val < flo[c] ? val : flo[c];
+                    fhi[c] = val > fhi[c] ? val : fhi[c];
+                }
+            }
+            for (std::int64_t c = 0; c < tw; ++c) {
+                sum[c] = fsum[c];
+                lo[c] = flo[c];
+                hi[c] = fhi[c];
+            }
+            for (std::int64_t c = 0; c < tw; ++c) {
+                if (sum[c] - sum[c] != 0.0 && lo[c] - lo[c] == 0.0 && hi[c] - hi[c] == 0.0) {
+                    // float32 overflow of finite data, or NaN: sum again in double.
+                    double total = 0.0;
+                    for (std::int64_t r = r0; r < r1; ++r)
+                        total += static_cast<double>(row_ptr(x, v, r)[(c0 + c) * sc]);
+                    sum[c] = total;
+                }
+            }
+        } else {
+            for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
+                const T* row = row_ptr(x, v, r) + c0 * sc;
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double val = static_cast<double>(row[c * sc]);
+                    sum[c] += val;
+                    lo[c] = val < lo[c] ? val : lo[c];
+                    hi[c] = val > hi[c] ? val : hi[c];
+                }
             }
         }
         for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
@@ -418,11 +536,14 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // a parallel region.
     const std::size_t t = static_cast<std::size_t>(tile);
     double* scratch = new double[8 * t * static_cast<std::size_t>(nt)];
+    float* scratch_f32 = new float[3 * t * static_cast<std::size_t>(nt)];
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         double* buf = scratch + 8 * t * static_cast<std::size_t>(thread_index());
+        float* fbuf = scratch_f32 + 3 * t * static_cast<std::size_t>(thread_index());
         TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
-                      buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t};
+                      buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t,
+                      fbuf,        fbuf + t,    fbuf + 2 * t};
 #pragma omp for schedule(dynamic, 1)
         for (std::int64_t item = 0; item < items; ++item) {
             const std::int64_t g = item / tiles;
@@ -447,6 +568,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
         }
     }
     delete[] scratch;
+    delete[] scratch_f32;
     if (groups > 1) {
         for (std::int64_t c = 0; c < v.C; ++c) {
             Moments1 m = partial[c];
