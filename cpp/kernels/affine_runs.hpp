@@ -17,51 +17,101 @@ inline T affine_one(T x, T hi, T lo, T scale, T shift) {
 }
 
 // One contiguous run with per-run parameters (rows along B).
-template <bool kCenter, class T>
+template <bool kCenter, bool kStream = false, class T>
 inline void affine_run_bcast(const T* x, T* y, std::int64_t n, T hi, T lo,
                              T scale, T shift) {
     using V = typename NativeVec<T>::type;
-    constexpr int L = NativeVec<T>::lanes;
     const V hi_v = splat<V>(hi), lo_v = splat<V>(lo);
     const V scale_v = splat<V>(scale), shift_v = splat<V>(shift);
-    std::int64_t i = 0;
-    for (; i + L <= n; i += L) {
-        const V xv = load_vec<V>(x + i);
-        V yv;
-        if constexpr (kCenter) {
-            yv = ((xv - hi_v) - lo_v) * scale_v + shift_v;
-        } else {
-            yv = xv * scale_v + shift_v;
-        }
-        store_vec(y + i, yv);
-    }
-    for (; i < n; ++i) y[i] = affine_one<kCenter>(x[i], hi, lo, scale, shift);
+    write_run<kStream>(
+        y, n,
+        [&](std::int64_t i) {
+            const V xv = load_vec<V>(x + i);
+            if constexpr (kCenter) {
+                return ((xv - hi_v) - lo_v) * scale_v + shift_v;
+            } else {
+                return xv * scale_v + shift_v;
+            }
+        },
+        [&](std::int64_t i) { return affine_one<kCenter>(x[i], hi, lo, scale, shift); });
 }
 
 // One contiguous run of channels with per-element parameters (rows along C).
-template <bool kCenter, class T>
+template <bool kCenter, bool kStream = false, class T>
 inline void affine_run_vec(const T* x, T* y, std::int64_t n, const T* hi,
                            const T* lo, const T* scale, const T* shift) {
     using V = typename NativeVec<T>::type;
+    write_run<kStream>(
+        y, n,
+        [&](std::int64_t i) {
+            const V xv = load_vec<V>(x + i);
+            const V scale_v = load_vec<V>(scale + i);
+            const V shift_v = load_vec<V>(shift + i);
+            if constexpr (kCenter) {
+                return ((xv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) * scale_v + shift_v;
+            } else {
+                return xv * scale_v + shift_v;
+            }
+        },
+        [&](std::int64_t i) {
+            const T h = kCenter ? hi[i] : T(0);
+            const T l = kCenter ? lo[i] : T(0);
+            return affine_one<kCenter>(x[i], h, l, scale[i], shift[i]);
+        });
+}
+
+// Parameters repeated for a periodic run: ext[j] = p[j % C] for
+// j < C + lanes, so the vector at any phase is one contiguous load.
+template <class T>
+inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
+    const std::int64_t n = C + NativeVec<T>::lanes;
+    for (std::int64_t j = 0; j < n; ++j) ext[j] = p[j % C];
+}
+
+// Whole rows of C channels stored one after another ((N, C) and NHWC data),
+// as one flat run of n elements starting at channel 0: element i uses the
+// parameters of channel i % C. Rows of a few dozen channels are too short
+// to vectorize (and to align for streaming stores) one at a time; as one
+// run only its two ends are scalar. Same values as affine_run_vec per row.
+template <bool kCenter, bool kStream, class T>
+inline void affine_run_periodic(const T* x, T* y, std::int64_t n, std::int64_t C,
+                                const T* hi, const T* lo, const T* scale, const T* shift) {
+    using V = typename NativeVec<T>::type;
     constexpr int L = NativeVec<T>::lanes;
-    std::int64_t i = 0;
-    for (; i + L <= n; i += L) {
+    const std::int64_t step = L % C;  // phase advance per vector
+    std::int64_t i = 0, ph = 0;       // ph == i % C throughout
+    auto one = [&]() {
+        const T h = kCenter ? hi[ph] : T(0);
+        const T l = kCenter ? lo[ph] : T(0);
+        y[i] = affine_one<kCenter>(x[i], h, l, scale[ph], shift[ph]);
+        ++i;
+        if (++ph == C) ph = 0;
+    };
+    auto vec = [&]() {
         const V xv = load_vec<V>(x + i);
-        const V scale_v = load_vec<V>(scale + i);
-        const V shift_v = load_vec<V>(shift + i);
-        V yv;
         if constexpr (kCenter) {
-            yv = ((xv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) * scale_v + shift_v;
+            return ((xv - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) * load_vec<V>(scale + ph) +
+                   load_vec<V>(shift + ph);
         } else {
-            yv = xv * scale_v + shift_v;
+            return xv * load_vec<V>(scale + ph) + load_vec<V>(shift + ph);
         }
-        store_vec(y + i, yv);
+    };
+    auto next = [&]() {
+        i += L;
+        ph += step;
+        if (ph >= C) ph -= C;
+    };
+    if constexpr (kStream) {
+        const auto addr = reinterpret_cast<std::uintptr_t>(y);
+        if (addr % sizeof(T) == 0) {
+            const std::int64_t head = static_cast<std::int64_t>(
+                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
+            while (i < head && i < n) one();
+            for (; i + L <= n; next()) stream_vec(y + i, vec());
+        }
     }
-    for (; i < n; ++i) {
-        const T h = kCenter ? hi[i] : T(0);
-        const T l = kCenter ? lo[i] : T(0);
-        y[i] = affine_one<kCenter>(x[i], h, l, scale[i], shift[i]);
-    }
+    for (; i + L <= n; next()) store_vec(y + i, vec());
+    while (i < n) one();
 }
 
 }  // namespace bnfast::kernels::BNFAST_ISA

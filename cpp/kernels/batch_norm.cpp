@@ -27,24 +27,27 @@ inline void channel_affine(double m2, double count, const double* weight,
     shift = bias != nullptr ? bias[c] : 0.0;
 }
 
-template <class T>
+template <bool kStream, class T>
 void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
-                const double* bias, double eps, double* mean, double* m2, int nthreads) {
-    const std::int64_t n = v.A * v.B;
-    const int nt = (n * v.C <= kParallelMinElements) ? 1 : nthreads;
-    const double count = static_cast<double>(n);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (std::int64_t c = 0; c < v.C; ++c) {
-        const T* xc = x + c * v.sC;
-        slab_moments(xc, v, mean[c], m2[c]);
-        double scale, shift;
-        channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
-        const T hi = static_cast<T>(mean[c]);
-        const T lo = static_cast<T>(mean[c] - static_cast<double>(hi));
-        const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
-        T* yc = y + c * yv.sC;
-        for (std::int64_t a = 0; a < v.A; ++a)
-            affine_run_bcast<true>(xc + a * v.sA, yc + a * yv.sA, v.B, hi, lo, scale_t, shift_t);
+                const double* bias, double eps, double* mean, double* m2, int nt) {
+    const double count = static_cast<double>(v.A * v.B);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            const T* xc = x + c * v.sC;
+            slab_moments(xc, v, mean[c], m2[c]);
+            double scale, shift;
+            channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
+            const T hi = static_cast<T>(mean[c]);
+            const T lo = static_cast<T>(mean[c] - static_cast<double>(hi));
+            const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
+            T* yc = y + c * yv.sC;
+            for (std::int64_t a = 0; a < v.A; ++a)
+                affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, hi, lo,
+                                                scale_t, shift_t);
+        }
+        if constexpr (kStream) stream_fence();
     }
 }
 
@@ -60,7 +63,12 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
     const bool rows = xv.sB == 1 && yv.sB == 1 && xv.B >= kMinRowLength && xv.A * xv.B > 0 &&
                       xv.C >= 4 * static_cast<std::int64_t>(nthreads);
     if (rows) {
-        fused_rows(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
+        const std::int64_t total = xv.A * xv.B * xv.C;
+        const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
+        if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+            fused_rows<true>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
+        else
+            fused_rows<false>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
         return;
     }
     moments_impl(x, xv, mean, m2, nthreads);

@@ -38,25 +38,50 @@ inline double rms_rstd_fixup(double rstd, const T* row, std::int64_t n, std::int
     return 0.0;
 }
 
-template <class T>
+template <bool kStream, class T>
 inline void row_apply(const T* x, T* y, std::int64_t n, bool center, T hi, T lo, T scale,
                       const T* w, const T* b) {
     using V = typename NativeVec<T>::type;
-    constexpr int L = NativeVec<T>::lanes;
     const V hv = splat<V>(hi), lv = splat<V>(lo), sv = splat<V>(scale);
-    std::int64_t j = 0;
     if (center) {
-        for (; j + L <= n; j += L) {
-            const V t = ((load_vec<V>(x + j) - hv) - lv) * sv;
-            store_vec(y + j, t * load_vec<V>(w + j) + load_vec<V>(b + j));
-        }
-        for (; j < n; ++j) y[j] = (((x[j] - hi) - lo) * scale) * w[j] + b[j];
+        write_run<kStream>(
+            y, n,
+            [&](std::int64_t j) {
+                const V t = ((load_vec<V>(x + j) - hv) - lv) * sv;
+                return t * load_vec<V>(w + j) + load_vec<V>(b + j);
+            },
+            [&](std::int64_t j) { return (((x[j] - hi) - lo) * scale) * w[j] + b[j]; });
     } else {
-        for (; j + L <= n; j += L) {
-            const V t = load_vec<V>(x + j) * sv;
-            store_vec(y + j, t * load_vec<V>(w + j) + load_vec<V>(b + j));
+        write_run<kStream>(
+            y, n,
+            [&](std::int64_t j) {
+                const V t = load_vec<V>(x + j) * sv;
+                return t * load_vec<V>(w + j) + load_vec<V>(b + j);
+            },
+            [&](std::int64_t j) { return (x[j] * scale) * w[j] + b[j]; });
+    }
+}
+
+// The fused loop: one row per thread while it is in cache.
+template <bool kStream, class T>
+void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T* w,
+                    const T* b, double eps, bool rms, double* mean, double* m2, double* rstd,
+                    int nt) {
+    const std::int64_t R = xv.C, D = xv.B;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(dynamic, 4) nowait
+        for (std::int64_t r = 0; r < R; ++r) {
+            const T* xr = x + r * xv.sC;
+            slab_moments(xr, xv, mean[r], m2[r]);
+            rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
+            if (rms) rstd[r] = rms_rstd_fixup(rstd[r], xr, D, xv.sB);
+            const T hi = static_cast<T>(mean[r]);
+            const T lo = static_cast<T>(mean[r] - static_cast<double>(hi));
+            row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w,
+                               b);
         }
-        for (; j < n; ++j) y[j] = (x[j] * scale) * w[j] + b[j];
+        if constexpr (kStream) stream_fence();
     }
 }
 
@@ -97,16 +122,10 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
         return;
     }
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
-    for (std::int64_t r = 0; r < R; ++r) {
-        const T* xr = x + r * xv.sC;
-        slab_moments(xr, xv, mean[r], m2[r]);
-        rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
-        if (rms) rstd[r] = rms_rstd_fixup(rstd[r], xr, D, xv.sB);
-        const T hi = static_cast<T>(mean[r]);
-        const T lo = static_cast<T>(mean[r] - static_cast<double>(hi));
-        row_apply(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w, b);
-    }
+    if (R * D * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+        fused_row_norm<true>(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nt);
+    else
+        fused_row_norm<false>(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nt);
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,9 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "bnfast/isa_namespace.hpp"
 
@@ -51,6 +54,46 @@ inline f64v load_as_f64(const float* p) {
     return __builtin_convertvector(load_vec<f32h>(p), f64v);
 }
 
+// Non-temporal ("streaming") store of one full vector to p, which must be
+// aligned to kVecBytes: the cache line is written to memory without being
+// read first (a plain store reads every line it writes: a third of a large
+// pass's memory traffic). A plain store where the ISA has no such store.
+inline void stream_vec(float* p, const f32v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_stream_ps(p, reinterpret_cast<const __m512&>(v));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_stream_ps(p, reinterpret_cast<const __m256&>(v));
+#elif defined(__SSE2__)
+    _mm_stream_ps(p, reinterpret_cast<const __m128&>(v));
+#else
+    std::memcpy(p, &v, sizeof(v));
+#endif
+}
+inline void stream_vec(double* p, const f64v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_stream_pd(p, reinterpret_cast<const __m512d&>(v));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_stream_pd(p, reinterpret_cast<const __m256d&>(v));
+#elif defined(__SSE2__)
+    _mm_stream_pd(p, reinterpret_cast<const __m128d&>(v));
+#else
+    std::memcpy(p, &v, sizeof(v));
+#endif
+}
+
+// Streaming stores are weakly ordered: each thread that made them fences
+// before its results are read by anyone else.
+inline void stream_fence() {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+// Outputs at least this large are written with streaming stores: they do
+// not fit in the caches for the next operation anyway, and skipping the
+// read of each line makes a memory-bound pass up to ~1.5x faster.
+constexpr std::int64_t kStreamMinBytes = std::int64_t(8) << 20;
+
 // Native-width vector of T, for element-wise kernels.
 template <class T> struct NativeVec;
 template <> struct NativeVec<float> {
@@ -65,6 +108,29 @@ template <> struct NativeVec<double> {
 template <class V, class S>
 inline V splat(S s) {
     return V{} + s;
+}
+
+// Writes y[0..n): L values at a time from vec(i) (the vector of elements
+// i..i+L-1), single ones from one(i). With kStream the vectors are streamed
+// once y + i is vector-aligned (one() covers the unaligned head). vec and
+// one apply the same operations in T, so the values do not depend on which
+// elements take which path.
+template <bool kStream, class T, class VecFn, class OneFn>
+inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
+    constexpr int L = NativeVec<T>::lanes;
+    std::int64_t i = 0;
+    if constexpr (kStream) {
+        const auto addr = reinterpret_cast<std::uintptr_t>(y);
+        if (addr % sizeof(T) == 0) {
+            std::int64_t head = static_cast<std::int64_t>(
+                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
+            if (head > n) head = n;
+            for (; i < head; ++i) y[i] = one(i);
+            for (; i + L <= n; i += L) stream_vec(y + i, vec(i));
+        }
+    }
+    for (; i + L <= n; i += L) store_vec(y + i, vec(i));
+    for (; i < n; ++i) y[i] = one(i);
 }
 
 // Lane-wise min/max that ignore NaN in `v` (callers check NaN separately).

@@ -1,0 +1,98 @@
+"""Large outputs (>= 8 MiB) are written with streaming (non-temporal) stores
+after a scalar head up to vector alignment, and (N, C) / NHWC data with
+short rows runs as one "periodic" flat run. Neither may change a single
+value: every element gets the same operations in the data type whichever
+path writes it. These tests compare big (streamed) calls bitwise with the
+same computation done in small (plain-store) pieces, at every capability,
+with aligned and misaligned outputs.
+"""
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import _backend
+
+STREAM_BYTES = 8 << 20
+
+
+def _misaligned_like(shape, dtype, offset_elems):
+    """An output array of ``shape`` starting ``offset_elems`` past a 64-byte
+    boundary (streaming needs a scalar head there)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.empty(n + 64, dtype=dtype)
+    start = (-buf.ctypes.data % 64) // dtype.itemsize + offset_elems
+    return buf[start:start + n].reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [2, 3, 16, 17, 64, 100])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_eval_periodic_and_streamed_equals_pieces(native_backend, dtype, c, offset):
+    rows = STREAM_BYTES // (np.dtype(dtype).itemsize * c) + 7
+    rng = np.random.default_rng(c)
+    x = rng.standard_normal((rows, c)).astype(dtype)
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    y = _misaligned_like(x.shape, dtype, offset)
+    bnfast.batch_norm(x, rm, rv, w, b, out=y)
+    # Fortran order sends the same data down the per-channel-run path (no
+    # periodic run); the kernels use the same operations (FMA included) on
+    # every path of one capability, so the values must match bit for bit.
+    ref = bnfast.batch_norm(np.asfortranarray(x), rm, rv, w, b)
+    np.testing.assert_array_equal(y, ref)
+    for lo in range(0, rows, rows // 5 + 1):  # small pieces: plain stores
+        piece = x[lo:lo + 1000]
+        np.testing.assert_array_equal(y[lo:lo + 1000], bnfast.batch_norm(piece, rm, rv, w, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 5])
+def test_layer_norm_streamed_rows_equal_pieces(native_backend, dtype, offset):
+    d = 1000  # not a multiple of any vector width
+    rows = STREAM_BYTES // (np.dtype(dtype).itemsize * d) + 3
+    x = np.random.default_rng(1).standard_normal((rows, d)).astype(dtype) + 3
+    w = np.linspace(0.5, 2, d).astype(dtype)
+    y = _misaligned_like(x.shape, dtype, offset)
+    bnfast.layer_norm(x, w, out=y)
+    ref = np.concatenate([bnfast.layer_norm(x[i:i + 64], w) for i in range(0, rows, 64)])
+    np.testing.assert_array_equal(y, ref)
+    y2 = _misaligned_like(x.shape, dtype, offset)
+    bnfast.rms_norm(x, w, out=y2)
+    ref2 = np.concatenate([bnfast.rms_norm(x[i:i + 64], w) for i in range(0, rows, 64)])
+    np.testing.assert_array_equal(y2, ref2)
+
+
+@pytest.mark.parametrize("offset", [0, 7])
+def test_fused_batch_norm_train_streamed_equals_plain_affine(native_backend, offset):
+    """The fused NCHW training kernel streams its output; redo its apply
+    step with the same float64-derived parameters on small pieces (plain
+    stores) through the affine kernel and compare bitwise."""
+    core = _backend.core()
+    x = np.random.default_rng(2).standard_normal((8, 16, 128, 130)).astype(np.float32) * 2 + 1
+    assert x.nbytes >= STREAM_BYTES
+    y = _misaligned_like(x.shape, np.float32, offset)
+    x3, y3 = x.reshape(8, 16, -1), y.reshape(8, 16, -1)
+    mean, m2 = core.batch_norm_train(x3, y3, None, None, 1e-5)
+    count = 8 * x3.shape[2]
+    invstd = 1.0 / np.sqrt(m2 / count + 1e-5)  # the kernel's float64 formula
+    hi = mean.astype(np.float32)
+    lo = (mean - hi).astype(np.float32)
+    scale = invstd.astype(np.float32)
+    shift = np.zeros(16, np.float32)
+    for a in range(8):
+        piece = np.empty_like(x3[a:a + 1])
+        core.affine(x3[a:a + 1], piece, hi, lo, scale, shift)
+        np.testing.assert_array_equal(y3[a:a + 1], piece)
+
+
+@pytest.mark.parametrize("c", [3, 64])
+def test_standardizer_transform_streamed_equals_pieces(native_backend, c):
+    rows = STREAM_BYTES // (4 * c) + 11
+    x = (np.random.default_rng(3).standard_normal((rows, c)) * 5 + 100).astype(np.float32)
+    s = bnfast.Standardizer().fit(x)
+    y = s.transform(x)
+    np.testing.assert_array_equal(y, s.transform(np.asfortranarray(x)))
+    for lo in range(0, rows, rows // 4 + 1):
+        np.testing.assert_array_equal(y[lo:lo + 500], s.transform(x[lo:lo + 500]))
+    np.testing.assert_allclose(s.inverse_transform(y), x, rtol=1e-5, atol=1e-4)
