@@ -16,12 +16,13 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from . import _layout
+from . import _backend, _layout
 from ._stats import Moments, moments
 
-# 2**20 values: float64 slab temporaries of 8 MB each, large enough that the
-# per-slab Python overhead is negligible.
-SLAB_ELEMENTS = 1 << 20
+# 2**18 values: float64 slab temporaries of 2 MB each (a NaN-aware slab
+# needs about ten of them at once), large enough that the per-slab Python
+# overhead stays negligible.
+SLAB_ELEMENTS = 1 << 18
 
 
 class Scan(NamedTuple):
@@ -59,9 +60,11 @@ def _viewable(x: np.ndarray, axes: tuple) -> bool:
 def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
     """Moments of every value (NaN/inf propagate) along ``axes``: one native
     call for float32/float64 data the kernels can view in place, else slabs
-    (integers, float16 and odd layouts would otherwise be copied whole)."""
-    if x.dtype in (np.float32, np.float64) and _viewable(x, axes):
-        return moments(x, axis=axes)
+    (integers, float16, odd layouts and the NumPy backend would otherwise
+    copy the data whole)."""
+    if _backend.native_active() and x.dtype in (np.float32, np.float64) and _viewable(x, axes):
+        return moments(x, axis=axes)  # no temporary at all
+    # (The NumPy backend converts its input to float64 whole: feed it slabs.)
     if not axes or x.size == 0:
         return moments(x, axis=axes)
     work = np.float64 if x.dtype != np.float16 else np.float32
