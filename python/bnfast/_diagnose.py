@@ -143,7 +143,7 @@ class DataReport:
         self.has_nan = bool(np.any(nan_count))
         self.has_inf = bool(np.any(inf_count))
         var = std * std
-        self.constant = (count > 0) & (constant_features(var, mean, count) | (std < 10 * np.finfo(float).eps))
+        self.constant = (count > 0) & constant_features(var, mean, count)
         varying = (count > 0) & ~self.constant & np.isfinite(std)
         self.scale_outliers = np.zeros(mean.shape, dtype=bool)
         if varying.sum() >= 2:

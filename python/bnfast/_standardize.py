@@ -182,7 +182,8 @@ class Standardizer:
         if x.ndim == 0:
             raise ValueError("Standardizer needs an array with at least one dimension, got a scalar")
         fitted = hasattr(self, "moments_")
-        if fitted and x.ndim != self._fit_ndim:
+        # axis=None reduces everything: chunks of any shape fit one scalar.
+        if fitted and x.ndim != self._fit_ndim and axis is not None:
             raise ValueError(
                 f"X has {x.ndim} dimensions, but this Standardizer was fitted on "
                 f"{self._fit_ndim}-D data"
@@ -271,7 +272,7 @@ class Standardizer:
             )
         with np.errstate(invalid="ignore"):
             scale = np.sqrt(var)
-            flat = constant_features(var, mean, count) | (scale < 10 * _EPS) | undefined
+            flat = constant_features(var, mean, count) | undefined
         scale = np.where(flat, 1.0, scale)
         if self.with_mean or self.with_std:
             self.mean_ = mean
@@ -298,7 +299,7 @@ class Standardizer:
         self._check_fitted(method)
         x = as_array(X, "X")
         check_real_dtype(x, "X")
-        if x.ndim != self._fit_ndim:
+        if x.ndim != self._fit_ndim and self.axis is not None:
             raise ValueError(
                 f"{method}: X has {x.ndim} dimensions, but this Standardizer was fitted on "
                 f"{self._fit_ndim}-D data"
