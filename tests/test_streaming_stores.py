@@ -96,3 +96,23 @@ def test_standardizer_transform_streamed_equals_pieces(native_backend, c):
     for lo in range(0, rows, rows // 4 + 1):
         np.testing.assert_array_equal(y[lo:lo + 500], s.transform(x[lo:lo + 500]))
     np.testing.assert_allclose(s.inverse_transform(y), x, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["rows", "channels"])
+@pytest.mark.parametrize("offset", [0, 3])
+def test_backward_apply_streamed_equals_pieces(native_backend, layout, offset):
+    core = _backend.core()
+    rng = np.random.default_rng(4)
+    shape = (40, 16, 3300) if layout == "rows" else (131072, 17, 1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    assert x.nbytes >= STREAM_BYTES
+    c = shape[1]
+    hi, lo, p, q, r = (rng.standard_normal(c).astype(np.float32) for _ in range(5))
+    dx = _misaligned_like(shape, np.float32, offset)
+    core.bn_backward_apply(x, dy, dx, hi, lo, p, q, r)
+    step = max(1, shape[0] // 8)
+    for a in range(0, shape[0], step):  # small pieces: plain stores
+        piece = np.empty_like(x[a:a + 2])
+        core.bn_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
+        np.testing.assert_array_equal(dx[a:a + 2], piece)

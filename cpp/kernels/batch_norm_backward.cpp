@@ -207,60 +207,80 @@ inline T apply_one(T x, T dy, T hi, T lo, T p, T q, T r) {
     return dy * p + (((x - hi) - lo) * q + r);
 }
 
-template <class T>
+template <bool kStream, class T>
 void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
                 const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
-                const T* r, int nthreads) {
+                const T* r, int nt) {
     using V = typename NativeVec<T>::type;
-    constexpr int L = NativeVec<T>::lanes;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
-    const std::int64_t total = A * C * B;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
+#pragma omp for schedule(static) nowait
+            for (std::int64_t row = 0; row < A * C; ++row) {
+                const std::int64_t a = row / C, c = row % C;
+                const T* xr = x + a * xv.sA + c * xv.sC;
+                const T* dr = dy + a * dyv.sA + c * dyv.sC;
+                T* out = dx + a * dxv.sA + c * dxv.sC;
+                const V hv = splat<V>(hi[c]), lv = splat<V>(lo[c]);
+                const V pv = splat<V>(p[c]), qv = splat<V>(q[c]), rv = splat<V>(r[c]);
+                write_run<kStream>(
+                    out, B,
+                    [&](std::int64_t i) {
+                        const V xvv = load_vec<V>(xr + i);
+                        const V dv = load_vec<V>(dr + i);
+                        return dv * pv + (((xvv - hv) - lv) * qv + rv);
+                    },
+                    [&](std::int64_t i) {
+                        return apply_one(xr[i], dr[i], hi[c], lo[c], p[c], q[c], r[c]);
+                    });
+            }
+        } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
+#pragma omp for schedule(static) nowait
+            for (std::int64_t row = 0; row < A * B; ++row) {
+                const std::int64_t a = B == 1 ? row : row / B, b = B == 1 ? 0 : row % B;
+                const T* xr = x + a * xv.sA + b * xv.sB;
+                const T* dr = dy + a * dyv.sA + b * dyv.sB;
+                T* out = dx + a * dxv.sA + b * dxv.sB;
+                write_run<kStream>(
+                    out, C,
+                    [&](std::int64_t i) {
+                        const V xvv = load_vec<V>(xr + i);
+                        const V dv = load_vec<V>(dr + i);
+                        const V t = ((xvv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) *
+                                        load_vec<V>(q + i) +
+                                    load_vec<V>(r + i);
+                        return dv * load_vec<V>(p + i) + t;
+                    },
+                    [&](std::int64_t i) {
+                        return apply_one(xr[i], dr[i], hi[i], lo[i], p[i], q[i], r[i]);
+                    });
+            }
+        } else {
+#pragma omp for schedule(static) nowait
+            for (std::int64_t a = 0; a < A; ++a)
+                for (std::int64_t c = 0; c < C; ++c)
+                    for (std::int64_t b = 0; b < B; ++b)
+                        dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
+                            apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
+                                      dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c],
+                                      p[c], q[c], r[c]);
+        }
+        if constexpr (kStream) stream_fence();
+    }
+}
+
+template <class T>
+void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                    const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
+                    const T* r, int nthreads) {
+    const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
-    if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (std::int64_t row = 0; row < A * C; ++row) {
-            const std::int64_t a = row / C, c = row % C;
-            const T* xr = x + a * xv.sA + c * xv.sC;
-            const T* dr = dy + a * dyv.sA + c * dyv.sC;
-            T* out = dx + a * dxv.sA + c * dxv.sC;
-            const V hv = splat<V>(hi[c]), lv = splat<V>(lo[c]);
-            const V pv = splat<V>(p[c]), qv = splat<V>(q[c]), rv = splat<V>(r[c]);
-            std::int64_t i = 0;
-            for (; i + L <= B; i += L) {
-                const V xvv = load_vec<V>(xr + i);
-                const V dv = load_vec<V>(dr + i);
-                store_vec(out + i, dv * pv + (((xvv - hv) - lv) * qv + rv));
-            }
-            for (; i < B; ++i) out[i] = apply_one(xr[i], dr[i], hi[c], lo[c], p[c], q[c], r[c]);
-        }
-    } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (std::int64_t row = 0; row < A * B; ++row) {
-            const std::int64_t a = row / B, b = row % B;
-            const T* xr = x + a * xv.sA + b * xv.sB;
-            const T* dr = dy + a * dyv.sA + b * dyv.sB;
-            T* out = dx + a * dxv.sA + b * dxv.sB;
-            std::int64_t i = 0;
-            for (; i + L <= C; i += L) {
-                const V xvv = load_vec<V>(xr + i);
-                const V dv = load_vec<V>(dr + i);
-                const V t = ((xvv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) * load_vec<V>(q + i) +
-                            load_vec<V>(r + i);
-                store_vec(out + i, dv * load_vec<V>(p + i) + t);
-            }
-            for (; i < C; ++i) out[i] = apply_one(xr[i], dr[i], hi[i], lo[i], p[i], q[i], r[i]);
-        }
-    } else {
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (std::int64_t a = 0; a < A; ++a)
-            for (std::int64_t c = 0; c < C; ++c)
-                for (std::int64_t b = 0; b < B; ++b)
-                    dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
-                        apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
-                                  dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], p[c],
-                                  q[c], r[c]);
-    }
+    if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+        apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt);
+    else
+        apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt);
 }
 
 }  // namespace
@@ -279,13 +299,13 @@ void bn_backward_apply_f32_kernel(const float* x, const View3& xv, const float* 
                                   const View3& dyv, float* dx, const View3& dxv,
                                   const float* hi, const float* lo, const float* p,
                                   const float* q, const float* r, int nthreads) {
-    apply_impl(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+    apply_dispatch(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
 }
 void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double* dy,
                                   const View3& dyv, double* dx, const View3& dxv,
                                   const double* hi, const double* lo, const double* p,
                                   const double* q, const double* r, int nthreads) {
-    apply_impl(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+    apply_dispatch(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
 }
 
 }  // namespace bnfast::kernels::BNFAST_ISA
