@@ -12,6 +12,7 @@
 // with everything per channel folded into p, q, r by the caller.
 #include <cstdint>
 
+#include "affine_runs.hpp"
 #include "kernels.hpp"
 #include "moments_impl.hpp"
 #include "simd.hpp"
@@ -207,15 +208,65 @@ inline T apply_one(T x, T dy, T hi, T lo, T p, T q, T r) {
     return dy * p + (((x - hi) - lo) * q + r);
 }
 
+// (N, C) / NHWC rows back to back as one flat run, parameters periodic in
+// C (see affine_run_periodic; ext arrays hold C + lanes entries each).
+template <bool kStream, class T>
+inline void apply_run_periodic(const T* x, const T* dy, T* out, std::int64_t n, std::int64_t C,
+                               const T* hi, const T* lo, const T* p, const T* q, const T* r) {
+    using V = typename NativeVec<T>::type;
+    constexpr int L = NativeVec<T>::lanes;
+    const std::int64_t step = L % C;
+    std::int64_t i = 0, ph = 0;  // ph == i % C
+    auto one = [&]() {
+        out[i] = apply_one(x[i], dy[i], hi[ph], lo[ph], p[ph], q[ph], r[ph]);
+        ++i;
+        if (++ph == C) ph = 0;
+    };
+    auto vec = [&]() {
+        const V t = ((load_vec<V>(x + i) - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) *
+                        load_vec<V>(q + ph) +
+                    load_vec<V>(r + ph);
+        return load_vec<V>(dy + i) * load_vec<V>(p + ph) + t;
+    };
+    auto next = [&]() {
+        i += L;
+        ph += step;
+        if (ph >= C) ph -= C;
+    };
+    if constexpr (kStream) {
+        const auto addr = reinterpret_cast<std::uintptr_t>(out);
+        if (addr % sizeof(T) == 0) {
+            const std::int64_t head = static_cast<std::int64_t>(
+                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
+            while (i < head && i < n) one();
+            for (; i + L <= n; next()) stream_vec(out + i, vec());
+        }
+    }
+    for (; i + L <= n; next()) store_vec(out + i, vec());
+    while (i < n) one();
+}
+
 template <bool kStream, class T>
 void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
                 const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
-                const T* r, int nt) {
+                const T* r, int nt, const T* periodic) {
     using V = typename NativeVec<T>::type;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
+        if (periodic != nullptr) {
+            const std::int64_t ext = C + NativeVec<T>::lanes;
+            const std::int64_t rows_per = C >= 16384 ? 1 : 16384 / C;
+            const std::int64_t blocks = (A + rows_per - 1) / rows_per;
+#pragma omp for schedule(static) nowait
+            for (std::int64_t k = 0; k < blocks; ++k) {
+                const std::int64_t r0 = k * rows_per;
+                const std::int64_t nr = min_i64(rows_per, A - r0);
+                apply_run_periodic<kStream>(x + r0 * C, dy + r0 * C, dx + r0 * C, nr * C, C,
+                                            periodic, periodic + ext, periodic + 2 * ext,
+                                            periodic + 3 * ext, periodic + 4 * ext);
+            }
+        } else if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
 #pragma omp for schedule(static) nowait
             for (std::int64_t row = 0; row < A * C; ++row) {
                 const std::int64_t a = row / C, c = row % C;
@@ -277,10 +328,20 @@ void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, 
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
+    T* periodic = nullptr;
+    const std::int64_t C = xv.C;
+    if (xv.B == 1 && C > 1 && C < 4096 && xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 &&
+        xv.sA == C && dyv.sA == C && dxv.sA == C) {
+        const std::int64_t ext = C + NativeVec<T>::lanes;
+        periodic = new T[5 * static_cast<std::size_t>(ext)];
+        const T* params[5] = {hi, lo, p, q, r};
+        for (int k = 0; k < 5; ++k) fill_periodic(params[k], C, periodic + k * ext);
+    }
     if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
-        apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt);
+        apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
     else
-        apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt);
+        apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
+    delete[] periodic;
 }
 
 }  // namespace
