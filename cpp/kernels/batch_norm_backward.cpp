@@ -128,13 +128,17 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
         const std::int64_t g = item / tiles;
         const std::int64_t c0 = (item % tiles) * tile;
         const std::int64_t tw = min_i64(tile, C - c0);
-        double* __restrict pd = partial + 3 * (g * C) + c0;
-        double* __restrict pg = pd + C;
-        double* __restrict pgd = pd + 2 * C;
+        // Accumulate on this thread's stack, not in `partial`: the items of
+        // neighbouring groups run on other threads, and a cache line shared
+        // at a region boundary would bounce between cores on every row.
+        double acc[3 * kTileChannels];
+        double* __restrict pd = acc;
+        double* __restrict pg = acc + kTileChannels;
+        double* __restrict pgd = acc + 2 * kTileChannels;
         for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
         const double* __restrict ctr = center + c0;
         for (std::int64_t r = part_begin(g, rows, groups); r < part_begin(g + 1, rows, groups); ++r) {
-            const std::int64_t a = r / xv.B, b = r % xv.B;
+            const std::int64_t a = xv.B == 1 ? r : r / xv.B, b = xv.B == 1 ? 0 : r % xv.B;
             const T* xr = x + a * xv.sA + b * xv.sB + c0 * xv.sC;
             const T* dr = dy + a * dyv.sA + b * dyv.sB + c0 * dyv.sC;
             if (unit) {
@@ -154,6 +158,12 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
                     pgd[c] += gv * d;
                 }
             }
+        }
+        double* out = partial + 3 * (g * C) + c0;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            out[c] = pd[c];
+            out[C + c] = pg[c];
+            out[2 * C + c] = pgd[c];
         }
     }
     for (std::int64_t c = 0; c < C; ++c) {

@@ -402,6 +402,8 @@ struct TileScratch {
 
 template <class T>
 inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
+    // (N, C) data has B == 1: no 64-bit divisions per short row.
+    if (v.B == 1) return x + r * v.sA;
     return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
 }
 
@@ -535,12 +537,16 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // Scratch for every thread, allocated here: an exception must not leave
     // a parallel region.
     const std::size_t t = static_cast<std::size_t>(tile);
-    double* scratch = new double[8 * t * static_cast<std::size_t>(nt)];
-    float* scratch_f32 = new float[3 * t * static_cast<std::size_t>(nt)];
+    // Per-thread regions padded by two cache lines: the accumulators are
+    // written on every row, and a line shared by two threads' regions would
+    // bounce between cores.
+    const std::size_t stride = 8 * t + 16, stride_f32 = 3 * t + 32;
+    double* scratch = new double[stride * static_cast<std::size_t>(nt)];
+    float* scratch_f32 = new float[stride_f32 * static_cast<std::size_t>(nt)];
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        double* buf = scratch + 8 * t * static_cast<std::size_t>(thread_index());
-        float* fbuf = scratch_f32 + 3 * t * static_cast<std::size_t>(thread_index());
+        double* buf = scratch + stride * static_cast<std::size_t>(thread_index());
+        float* fbuf = scratch_f32 + stride_f32 * static_cast<std::size_t>(thread_index());
         TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
                       buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t,
                       fbuf,        fbuf + t,    fbuf + 2 * t};
