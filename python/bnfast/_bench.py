@@ -24,6 +24,7 @@ import bnfast
 from ._bench_peers import median_ms as _median_ms
 
 EPS = 1e-5
+NEW_OUTPUT = " (new output)"  # op suffix: the same call without out=
 
 
 @dataclass
@@ -134,6 +135,9 @@ def make_cases(quick: bool, rng: np.random.Generator) -> list:
             add(op, shape, "NCHW", np.float32)
             if op != "batch_norm backward":
                 add(op, nhwc, "NHWC", np.float32)
+    # What a fresh output costs (no out=): the OS maps and zero-fills its pages.
+    for op in ("batch_norm eval", "batch_norm backward"):
+        add(op + NEW_OUTPUT, s["nchw"][0], "NCHW", np.float32)
     for shape in s["two_d"]:
         for dtype in (np.float32, np.float64):
             for op in ("batch_norm train", "batch_norm eval", "batch_norm backward", "mean_var axis=0",
@@ -149,10 +153,12 @@ def make_cases(quick: bool, rng: np.random.Generator) -> list:
     return [_build(i, *c, rng) for i, c in enumerate(cases)]
 
 
-def _build(index, op, shape, layout, dtype, extra, rng):
+def _build(index, op_name, shape, layout, dtype, extra, rng):
     """A Case whose arrays are made on first use and dropped after timing."""
     case_id = f"{index:02d}"
     state: dict = {}
+    fresh = op_name.endswith(NEW_OUTPUT)
+    op = op_name[: -len(NEW_OUTPUT)] if fresh else op_name
 
     def arrays():
         if not state:
@@ -168,6 +174,7 @@ def _build(index, op, shape, layout, dtype, extra, rng):
             state["rv"] = np.ones(c, dtype)
             if "backward" in op:
                 state["dy"] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+                state["dx"] = np.empty_like(x)
                 if op == "batch_norm backward":
                     _, state["mean"], state["invstd"] = bnfast.batch_norm(
                         x, training=True, axis=axis, return_stats=True)
@@ -187,9 +194,11 @@ def _build(index, op, shape, layout, dtype, extra, rng):
         if op == "batch_norm train":
             return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], training=True, axis=axis, out=y)
         if op == "batch_norm eval":
-            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], axis=axis, out=y)
+            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], axis=axis,
+                                     out=None if fresh else y)
         if op == "batch_norm backward":
-            return bnfast.batch_norm_backward(a["dy"], x, a["mean"], a["invstd"], a["w"], axis=axis)
+            return bnfast.batch_norm_backward(a["dy"], x, a["mean"], a["invstd"], a["w"], axis=axis,
+                                              out=None if fresh else a["dx"])
         if op == "mean_var axis=0":
             return bnfast.mean_var(x, axis=0)
         if op == "mean_var axis=-1":
@@ -262,7 +271,7 @@ def _build(index, op, shape, layout, dtype, extra, rng):
         state.clear()
 
     numpy_fn = run_numpy if op not in ("layer_norm backward", "rms_norm backward") else None
-    case = Case(case_id, op, shape, layout, dtype, run_bnfast, numpy_fn,
+    case = Case(case_id, op_name, shape, layout, dtype, run_bnfast, numpy_fn,
                 int(np.prod(shape)) * np.dtype(dtype).itemsize, dict(extra), sklearn_fn)
     case.extra["_release"] = release
     return case
