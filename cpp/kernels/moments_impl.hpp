@@ -37,6 +37,11 @@ constexpr std::int64_t kChunk = 4096;                   // elements per two-pass
 constexpr std::int64_t kGroupTarget = std::int64_t(1) << 18;  // elements per work item
 constexpr std::int64_t kMaxGroups = 64;                 // work items per channel, at most
 constexpr std::int64_t kTileChannels = 512;             // channels per item, channel path
+// Channel path chunk: kChannelChunkScale * kChunk values of a tile (128 KB
+// of float32: L2-resident between the two passes). Each chunk ends with a
+// per-channel merge of ~20 operations, so short chunks of wide tiles (16
+// rows of 512 channels at scale 2) spent more time merging than summing.
+constexpr std::int64_t kChannelChunkScale = 8;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -520,7 +525,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const std::int64_t tile = min_i64(v.C, kTileChannels);
     const std::int64_t tiles = (v.C + tile - 1) / tile;
     // Rows per chunk: about 2 * kChunk elements of the tile, at least one row.
-    const std::int64_t chunk_rows = max_i64(1, (2 * kChunk) / tile);
+    const std::int64_t chunk_rows = max_i64(1, (kChannelChunkScale * kChunk) / tile);
     // Split rows into groups only where each group still holds whole chunks.
     const std::int64_t groups =
         max_i64(1, min_i64(group_count(rows * v.C), rows / chunk_rows));
