@@ -188,41 +188,51 @@ def _build(index, op_name, shape, layout, dtype, extra, rng):
                     _, state["rstd"] = bnfast.rms_norm(x, state["wd"], return_stats=True)
         return state
 
-    def run_bnfast():
+    def bnfast_call():
+        """The timed call as a closure over this case's arrays, so timing
+        sees only the library call (no per-call case dispatch; that matters
+        for the tiny cases, which take a few microseconds)."""
         a = arrays()
         x, y, axis = a["x"], a["y"], a["axis"]
+        rm, rv, w, b = a["rm"], a["rv"], a["w"], a["b"]
         if op == "batch_norm train":
-            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], training=True, axis=axis, out=y)
+            return lambda: bnfast.batch_norm(x, rm, rv, w, b, training=True, axis=axis, out=y)
         if op == "batch_norm eval":
-            return bnfast.batch_norm(x, a["rm"], a["rv"], a["w"], a["b"], axis=axis,
-                                     out=None if fresh else y)
+            out = None if fresh else y
+            return lambda: bnfast.batch_norm(x, rm, rv, w, b, axis=axis, out=out)
         if op == "batch_norm backward":
-            return bnfast.batch_norm_backward(a["dy"], x, a["mean"], a["invstd"], a["w"], axis=axis,
-                                              out=None if fresh else a["dx"])
+            dy, mean, invstd, dx = a["dy"], a["mean"], a["invstd"], None if fresh else a["dx"]
+            return lambda: bnfast.batch_norm_backward(dy, x, mean, invstd, w, axis=axis, out=dx)
         if op == "mean_var axis=0":
-            return bnfast.mean_var(x, axis=0)
+            return lambda: bnfast.mean_var(x, axis=0)
         if op == "mean_var axis=-1":
-            return bnfast.mean_var(x, axis=-1)
+            return lambda: bnfast.mean_var(x, axis=-1)
+        wd = a.setdefault("wd", np.ones(x.shape[-1], x.dtype))
         if op == "layer_norm":
-            d = x.shape[-1]
-            a.setdefault("wd", np.ones(d, x.dtype))
-            return bnfast.layer_norm(x, a["wd"], out=y)
+            return lambda: bnfast.layer_norm(x, wd, out=y)
         if op == "layer_norm backward":
-            return bnfast.layer_norm_backward(a["dy"], x, a["mean"], a["rstd"], a["wd"])
+            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
+            return lambda: bnfast.layer_norm_backward(dy, x, mean, rstd, wd)
         if op == "rms_norm":
-            a.setdefault("wd", np.ones(x.shape[-1], x.dtype))
-            return bnfast.rms_norm(x, a["wd"], out=y)
+            return lambda: bnfast.rms_norm(x, wd, out=y)
         if op == "rms_norm backward":
-            return bnfast.rms_norm_backward(a["dy"], x, a["rstd"], a["wd"])
+            dy, rstd = a["dy"], a["rstd"]
+            return lambda: bnfast.rms_norm_backward(dy, x, rstd, wd)
         if op == "group_norm":
-            return bnfast.group_norm(x, extra["groups"], a["w"], a["b"], out=y)
+            groups = extra["groups"]
+            return lambda: bnfast.group_norm(x, groups, w, b, out=y)
         if op == "Standardizer fit":
-            return bnfast.Standardizer().fit(x)
+            return lambda: bnfast.Standardizer().fit(x)
         if op == "Standardizer transform":
-            if "scaler" not in a:
-                a["scaler"] = bnfast.Standardizer().fit(x)
-            return a["scaler"].transform(x, out=y)
+            scaler = bnfast.Standardizer().fit(x)
+            return lambda: scaler.transform(x, out=y)
         raise ValueError(op)
+
+    def run_bnfast():
+        fn = state.get("bnfast_fn")
+        if fn is None:
+            fn = state["bnfast_fn"] = bnfast_call()
+        return fn()
 
     def run_numpy():
         a = arrays()
