@@ -14,6 +14,8 @@ def fmt(v, ratio=False):
         return "-"
     if ratio:
         return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
+    if v < 0.1:  # microsecond calls: say so rather than print 0.003
+        return f"{v * 1e3:.1f} µs"
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
