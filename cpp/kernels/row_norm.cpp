@@ -139,7 +139,31 @@ inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t
     const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg, ao = kUnit ? 1 : so;
     const double dd = static_cast<double>(D);
     double s_d = 0.0, s_g = 0.0, s_gd = 0.0;
-    for (std::int64_t j = 0; j < D; ++j) {
+    std::int64_t j0 = 0;
+    if constexpr (kUnit) {
+        // Explicit vector accumulators: the compiler may not reorder a
+        // scalar floating-point sum, so a plain loop runs one element per
+        // add latency. Lanes are summed in a fixed order (deterministic).
+        const f64v mu_v = splat<f64v>(mu);
+        f64v a_d0{}, a_g0{}, a_gd0{}, a_d1{}, a_g1{}, a_gd1{};
+        for (; j0 + 2 * kLanesF64 <= D; j0 += 2 * kLanesF64) {
+            const f64v x0 = load_as_f64(xr + j0), x1 = load_as_f64(xr + j0 + kLanesF64);
+            const f64v d0 = kRms ? x0 : x0 - mu_v;
+            const f64v d1 = kRms ? x1 : x1 - mu_v;
+            const f64v g0 = load_as_f64(gr + j0) * load_as_f64(w + j0);
+            const f64v g1 = load_as_f64(gr + j0 + kLanesF64) * load_as_f64(w + j0 + kLanesF64);
+            a_d0 += d0;
+            a_d1 += d1;
+            a_g0 += g0;
+            a_g1 += g1;
+            a_gd0 += g0 * d0;
+            a_gd1 += g1 * d1;
+        }
+        s_d = sum_lanes(a_d0 + a_d1);
+        s_g = sum_lanes(a_g0 + a_g1);
+        s_gd = sum_lanes(a_gd0 + a_gd1);
+    }
+    for (std::int64_t j = j0; j < D; ++j) {
         const double xj = static_cast<double>(xr[j * ax]);
         const double d = kRms ? xj : xj - mu;
         const double g = static_cast<double>(gr[j * ag]) * static_cast<double>(w[j]);
