@@ -48,7 +48,6 @@ def ref_stats(x, axis, weights=None):
 def small_slabs(monkeypatch):
     """Slabs of 64 values so small arrays cross many slab boundaries."""
     monkeypatch.setattr(_scan, "SLAB_ELEMENTS", 64)
-    monkeypatch.setattr(_scan.slabs, "__defaults__", (64,))
 
 
 def _data(rng, shape, dtype, nan_frac=0.0, offset=1e3):

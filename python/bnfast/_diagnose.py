@@ -47,6 +47,7 @@ class DiagnoseAccumulator:
                 raise ValueError("axis=() reduces over nothing; name the sample axes")
             self._ndim, self._dtype, self._shape_rest = x.ndim, x.dtype, x.shape[1:]
         else:
+            self._dtype = np.result_type(self._dtype, x.dtype)  # report the common dtype
             if 0 not in self._axes:
                 raise ValueError("chunks are slices along axis 0, so axis must include 0")
             if x.ndim != self._ndim or x.shape[1:] != self._shape_rest:
@@ -99,7 +100,7 @@ def _scan_chunk(x: np.ndarray, axes: tuple) -> tuple:
 
 
 def _integer_valued(x: np.ndarray, axes: tuple) -> bool:
-    for _, _, s in _scan.slabs(x, axes[0]):
+    for _, _, s in _scan.slabs(x, axes):
         finite = s[np.isfinite(s)]
         if not np.array_equal(finite, np.round(finite)):
             return False
@@ -276,11 +277,9 @@ class DataReport:
     def plot(self, path) -> None:
         """Write a PNG of per-feature mean and std, before and after
         standardization (needs matplotlib)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+        try:  # a Figure of its own: the user's pyplot backend stays untouched
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
         except ImportError:
             raise ImportError(
                 "DataReport.plot needs matplotlib: pip install 'bnfast[plot]'"
@@ -294,7 +293,9 @@ class DataReport:
             after_std = std / scale
         after_mean = np.where(np.isnan(mean), np.nan, 0.0)
         idx = np.arange(mean.size)
-        fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        fig = Figure(figsize=(9, 6))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(2, 1, sharex=True)
         for ax, before, after, label in ((axes[0], mean, after_mean, "mean"),
                                          (axes[1], std, after_std, "std")):
             ax.plot(idx, before, ".", label="before", markersize=4)
@@ -308,4 +309,3 @@ class DataReport:
         fig.suptitle(f"{self.n_samples} samples x {self.n_features} features ({self.dtype})")
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=100)
-        plt.close(fig)

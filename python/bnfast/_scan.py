@@ -3,9 +3,9 @@ sample weights, without a temporary the size of the data.
 
 Clean float32/float64 data goes through one native ``moments`` call. Anything
 else (NaN or inf present, integer or float16 data, weights, layouts the
-kernels cannot view without a copy) is reduced in slabs of at most
-``SLAB_ELEMENTS`` values along the first reduced axis, merged exactly with
-Chan's formula. Shared by :class:`bnfast.Standardizer` and
+kernels cannot view without a copy, the NumPy backend) is reduced in slabs
+of at most ``SLAB_ELEMENTS`` values cut along the reduced axes, merged
+exactly with Chan's formula. Shared by :class:`bnfast.Standardizer` and
 :func:`bnfast.diagnose`.
 """
 
@@ -39,17 +39,34 @@ def kept_axes(ndim: int, axes: tuple) -> tuple:
     return tuple(i for i in range(ndim) if i not in axes)
 
 
-def slabs(x: np.ndarray, axis: int, max_elements: int = SLAB_ELEMENTS) -> Iterator[tuple]:
-    """``(start, stop, view)`` slices of ``x`` along ``axis`` of at most
-    ``max_elements`` values each (at least one index per slice)."""
+def slabs(x: np.ndarray, axes: tuple, max_elements: int | None = None) -> Iterator[tuple]:
+    """``(start, stop, view)``: views of ``x`` that together cover it, each of
+    at most ``max_elements`` values (``SLAB_ELEMENTS`` by default) unless a
+    single index along every reduced axis is already larger. ``x`` is cut
+    along ``axes[0]`` first; where one index of it is too large, each index
+    is cut along the next reduced axis, and so on. ``start:stop`` is the
+    view's range along ``axes[0]`` (for per-sample weights)."""
+    budget = SLAB_ELEMENTS if max_elements is None else max_elements
+    yield from _split(x, tuple(axes), 0, budget, None)
+
+
+def _split(x: np.ndarray, axes: tuple, k: int, budget: int, first_range) -> Iterator[tuple]:
+    axis = axes[k]
     n = x.shape[axis]
-    per_index = math.prod(s for i, s in enumerate(x.shape) if i != axis)
-    step = max(1, max_elements // max(per_index, 1))
+    per_index = x.size // n if n else 0
     index = [slice(None)] * x.ndim
+    if per_index > budget and k + 1 < len(axes):
+        for i in range(n):
+            index[axis] = slice(i, i + 1)
+            rng = (i, i + 1) if k == 0 else first_range
+            yield from _split(x[tuple(index)], axes, k + 1, budget, rng)
+        return
+    step = max(1, budget // max(per_index, 1))
     for start in range(0, n, step):
         stop = min(n, start + step)
         index[axis] = slice(start, stop)
-        yield start, stop, x[tuple(index)]
+        rng = (start, stop) if k == 0 else first_range
+        yield rng[0], rng[1], x[tuple(index)]
 
 
 def _viewable(x: np.ndarray, axes: tuple) -> bool:
@@ -68,7 +85,7 @@ def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
     if not axes or x.size == 0:
         return moments(x, axis=axes)
     work = np.float64 if x.dtype != np.float16 else np.float32
-    parts = (moments(s.astype(work), axis=axes) for _, _, s in slabs(x, axes[0]))
+    parts = (moments(s.astype(work), axis=axes) for _, _, s in slabs(x, axes))
     return Moments.combine(parts)
 
 
@@ -89,7 +106,7 @@ def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
     inf_count = np.zeros(feature_shape, dtype=np.int64)
     lo = np.full(feature_shape, np.inf) if minmax else None
     hi = np.full(feature_shape, -np.inf) if minmax else None
-    for start, stop, s in slabs(x, first):
+    for start, stop, s in slabs(x, axes):
         xs = s.astype(np.float64)
         finite = np.isfinite(xs)
         nan = np.isnan(xs)
@@ -143,7 +160,7 @@ def scan_features(x: np.ndarray, axes: tuple, features: np.ndarray) -> Scan | No
         return None
     idx = np.flatnonzero(features.reshape(-1))
     along = 0 if x3.shape[0] >= x3.shape[2] else 2
-    parts = [scan(s[:, idx, :], (0, 2)) for _, _, s in slabs(x3, along)]
+    parts = [scan(s[:, idx, :], (0, 2)) for _, _, s in slabs(x3, (along, 2 - along))]
     return Scan(
         Moments.combine(p.moments for p in parts),
         sum(p.nan_count for p in parts),

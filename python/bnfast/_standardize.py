@@ -7,6 +7,7 @@ import math
 import numbers
 import os
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -69,8 +70,6 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
         raise ValueError("sample_weight contains NaN or infinity")
     if np.any(w < 0):
         raise ValueError("sample_weight must be non-negative")
-    if n and not np.any(w > 0):
-        raise ValueError("sample_weight is zero for every sample: nothing to fit")
     return w
 
 
@@ -88,6 +87,26 @@ def _scatter(sub: "_scan.Scan", mask: np.ndarray, base: Moments) -> "_scan.Scan"
     moments = Moments(fill(sub.moments.count, base.count), fill(sub.moments.mean, base.mean),
                       fill(sub.moments.m2, base.m2))
     return _scan.Scan(moments, fill(sub.nan_count, zeros), fill(sub.inf_count, zeros), None, None)
+
+
+def _same_memory(x: np.ndarray, X) -> bool:
+    """Whether ``x`` (from as_array) is ``X`` itself or a plain view of all of
+    it (an ndarray subclass such as np.memmap), so writing x writes X."""
+    if x is X:
+        return True
+    return (isinstance(X, np.ndarray) and not isinstance(X, np.ma.MaskedArray)
+            and x.dtype == X.dtype and x.shape == X.shape and x.strides == X.strides
+            and x.__array_interface__["data"][0] == X.__array_interface__["data"][0])
+
+
+def _plain(value):
+    """A JSON-ready copy of a parameter value (NumPy scalars from grids and
+    the like become Python numbers)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class Standardizer:
@@ -160,7 +179,7 @@ class Standardizer:
 
     def _reset(self) -> None:
         for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_",
-                     "n_features_in_", "feature_shape_", "_fit_ndim"):
+                     "n_features_in_", "feature_shape_", "_fit_ndim", "_fit_axes"):
             self.__dict__.pop(name, None)
 
     def fit(self, X, y=None, sample_weight=None):
@@ -182,13 +201,9 @@ class Standardizer:
         if x.ndim == 0:
             raise ValueError("Standardizer needs an array with at least one dimension, got a scalar")
         fitted = hasattr(self, "moments_")
-        # axis=None reduces everything: chunks of any shape fit one scalar.
-        if fitted and x.ndim != self._fit_ndim and axis is not None:
-            raise ValueError(
-                f"X has {x.ndim} dimensions, but this Standardizer was fitted on "
-                f"{self._fit_ndim}-D data"
-            )
-        axes = normalize_axes(axis, x.ndim)
+        # Later chunks are read with the axes of the first fit, even if the
+        # axis parameter changed since (it applies from the next fit()).
+        axes = self._axes_for(x, "partial_fit") if fitted else normalize_axes(axis, x.ndim)
         if not axes:
             raise ValueError("axis=() reduces over nothing; name the sample axes to reduce")
         feature_shape = tuple(x.shape[i] for i in _scan.kept_axes(x.ndim, axes))
@@ -200,14 +215,32 @@ class Standardizer:
         weights = None
         if sample_weight is not None:
             weights = _check_weights(sample_weight, x.shape[axes[0]])
+        n_samples = math.prod(x.shape[i] for i in axes)
+        if not fitted and (n_samples == 0 or (weights is not None and not np.any(weights > 0))):
+            what = "no samples" if n_samples == 0 else "zero weight for every sample"
+            raise ValueError(
+                f"Standardizer: the first chunk has {what} (X of shape {x.shape}); "
+                f"nothing to compute statistics from"
+            )
         chunk = self._chunk_moments(x, axes, weights)
         if fitted:
             chunk = self.moments_.merge(chunk)
+        derived, undefined = self._derived(chunk)
+        # All state at once, then warn: a warning turned into an error must
+        # not leave a half-updated estimator.
         self.moments_ = chunk
         self._fit_ndim = x.ndim
+        self._fit_axes = axes
         self.feature_shape_ = feature_shape
         self.n_features_in_ = math.prod(feature_shape)
-        self._derive()
+        for name, value in derived.items():
+            setattr(self, name, value)
+        if undefined:
+            warnings.warn(
+                f"Standardizer: {undefined} feature(s) have no more values than "
+                f"ddof={self.ddof}; their variance is NaN and their scale 1",
+                RuntimeWarning, stacklevel=2,
+            )
         return self
 
     def _chunk_moments(self, x: np.ndarray, axes: tuple, weights) -> Moments:
@@ -254,9 +287,9 @@ class Standardizer:
                              np.where(has_nan, np.nan, result.m2))
         return result
 
-    def _derive(self) -> None:
-        """sklearn's attributes from the merged moments."""
-        m = self.moments_
+    def _derived(self, m: Moments) -> tuple:
+        """scikit-learn's attributes from merged moments, and the number of
+        features whose variance is undefined (count <= ddof)."""
         count = m.count
         empty = count == 0
         mean = np.where(empty, np.nan, m.mean)
@@ -264,28 +297,23 @@ class Standardizer:
         with np.errstate(divide="ignore", invalid="ignore"):
             var = np.where(empty | (dof <= 0), np.nan, m.m2 / np.where(dof > 0, dof, 1))
         undefined = ~empty & (dof <= 0)
-        if undefined.any():
-            warnings.warn(
-                f"Standardizer: {int(undefined.sum())} feature(s) have no more values than "
-                f"ddof={self.ddof}; their variance is NaN and their scale 1",
-                RuntimeWarning, stacklevel=3,
-            )
         with np.errstate(invalid="ignore"):
             scale = np.sqrt(var)
             flat = constant_features(var, mean, count) | undefined
         scale = np.where(flat, 1.0, scale)
-        if self.with_mean or self.with_std:
-            self.mean_ = mean
-        else:
-            self.mean_ = None
-        self.var_ = var if self.with_std else None
-        self.scale_ = scale if self.with_std else None
         flat_count = count.reshape(-1)
         if flat_count.size and np.all(flat_count == flat_count[0]):
             first = flat_count[0]
-            self.n_samples_seen_ = int(first) if count.dtype.kind == "i" else float(first)
+            seen = int(first) if count.dtype.kind == "i" else float(first)
         else:
-            self.n_samples_seen_ = count.copy()
+            seen = count.copy()
+        derived = {
+            "mean_": mean if (self.with_mean or self.with_std) else None,
+            "var_": var if self.with_std else None,
+            "scale_": scale if self.with_std else None,
+            "n_samples_seen_": seen,
+        }
+        return derived, int(undefined.sum())
 
     # -- transforming -------------------------------------------------------
     def _check_fitted(self, method: str) -> None:
@@ -299,12 +327,7 @@ class Standardizer:
         self._check_fitted(method)
         x = as_array(X, "X")
         check_real_dtype(x, "X")
-        if x.ndim != self._fit_ndim and self.axis is not None:
-            raise ValueError(
-                f"{method}: X has {x.ndim} dimensions, but this Standardizer was fitted on "
-                f"{self._fit_ndim}-D data"
-            )
-        axes = normalize_axes(self.axis, x.ndim)
+        axes = self._axes_for(x, method)
         kept = _scan.kept_axes(x.ndim, axes)
         feature_shape = tuple(x.shape[i] for i in kept)
         if feature_shape != self.feature_shape_:
@@ -316,26 +339,39 @@ class Standardizer:
         dtype = _result_dtype(x.dtype)
         if out is not None:
             y = check_out(out, x.shape, dtype, f"{type(self).__name__}.{method}")
-        elif not self.copy and x.dtype == dtype and x.flags.writeable and X is x:
-            y = x  # copy=False: in place, as scikit-learn
+        elif not self.copy and x.dtype == dtype and x.flags.writeable and _same_memory(x, X):
+            y = x  # copy=False: in place (on X itself, subclasses included), as scikit-learn
         else:
             y = np.empty_like(x, dtype=dtype, order="K")
+        result = X if (y is x and out is None and x is not X) else y
         if x.dtype != dtype:
             np.copyto(y, x, casting="unsafe")  # convert once, then work in place
             x = y
-        return x, y, kept, dtype
+        return x, y, kept, dtype, result
+
+    def _axes_for(self, x: np.ndarray, method: str) -> tuple:
+        """The fitted sample axes, for input ``x`` of a fitted Standardizer.
+        Fitted over all axes (one global mean), any shape will do."""
+        if len(self._fit_axes) == self._fit_ndim:
+            return tuple(range(x.ndim))
+        if x.ndim != self._fit_ndim:
+            raise ValueError(
+                f"{method}: X has {x.ndim} dimensions, but this Standardizer was fitted on "
+                f"{self._fit_ndim}-D data"
+            )
+        return self._fit_axes
 
     def transform(self, X, out=None) -> np.ndarray:
         """``(X - mean_) / scale_`` per feature (no centring when
         ``with_mean=False``, no scaling when ``with_std=False``). float32
         stays float32, other dtypes give float64; NaN stays NaN. ``out`` may
         be ``X`` itself."""
-        x, y, kept, dtype = self._prepare(X, out, "transform")
+        x, y, kept, dtype, result = self._prepare(X, out, "transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
             if y is not x:
                 np.copyto(y, x)
-            return y
+            return result
         inv = 1.0 / self.scale_ if self.with_std else np.ones(self.feature_shape_)
         zero = np.zeros(c, dtype=dtype)
         if self.with_mean:
@@ -343,20 +379,20 @@ class Standardizer:
         else:
             hi = lo = None
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
-        return y
+        return result
 
     def inverse_transform(self, X, out=None) -> np.ndarray:
         """``X * scale_ + mean_`` per feature: undoes :meth:`transform`."""
-        x, y, kept, dtype = self._prepare(X, out, "inverse_transform")
+        x, y, kept, dtype, result = self._prepare(X, out, "inverse_transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
             if y is not x:
                 np.copyto(y, x)
-            return y
+            return result
         scale = self.scale_ if self.with_std else np.ones(c)
         shift = self.mean_ if self.with_mean else np.zeros(c)
         self._apply(x, y, kept, None, None, as_param(scale, dtype), as_param(shift, dtype))
-        return y
+        return result
 
     @staticmethod
     def _apply(x, y, kept, hi, lo, scale, shift) -> None:
@@ -372,11 +408,15 @@ class Standardizer:
     # -- persistence --------------------------------------------------------
     def save(self, path) -> None:
         """Write the parameters and fitted statistics to a ``.npz`` file
-        (NumPy adds the suffix when missing) that loads without pickle."""
+        (NumPy adds the suffix when missing; :meth:`load` finds it either
+        way) that loads without pickle."""
         self._check_fitted("save")
-        params = self.get_params()
-        params["axis"] = list(params["axis"]) if isinstance(params["axis"], tuple) else params["axis"]
-        meta = {"params": params, "ndim": self._fit_ndim, "feature_shape": list(self.feature_shape_)}
+        meta = {
+            "params": {k: _plain(v) for k, v in self.get_params().items()},
+            "ndim": self._fit_ndim,
+            "axes": list(self._fit_axes),
+            "feature_shape": list(self.feature_shape_),
+        }
         np.savez(
             path,
             format=np.array(_FORMAT),
@@ -389,8 +429,11 @@ class Standardizer:
 
     @classmethod
     def load(cls, path) -> "Standardizer":
-        """A fitted Standardizer from a file written by :meth:`save`."""
+        """A fitted Standardizer from a file written by :meth:`save`.
+        ValueError (naming the file) for anything else."""
         name = os.fspath(path)
+        if not os.path.exists(name) and os.path.exists(name + ".npz"):
+            name += ".npz"  # as np.savez named it
         if not os.path.exists(name):
             raise FileNotFoundError(f"No such file: {name!r}")
 
@@ -399,38 +442,55 @@ class Standardizer:
 
         try:
             data = np.load(name, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise refuse(exc) from None
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise refuse("not an .npz archive")
-        with data:
-            missing = {"format", "version", "meta", "count", "mean", "m2"} - set(data.files)
-            if missing:
-                raise refuse(f"missing entries {sorted(missing)}")
-            try:
-                if str(data["format"]) != _FORMAT:
-                    raise refuse(f"format is {str(data['format'])!r}")
-                if int(data["version"]) != _FORMAT_VERSION:
-                    raise refuse(f"unsupported version {int(data['version'])}")
+        try:
+            with data:
+                missing = {"format", "version", "meta", "count", "mean", "m2"} - set(data.files)
+                if missing:
+                    raise refuse(f"missing entries {sorted(missing)}")
+                fmt, version = data["format"], data["version"]
+                if fmt.shape != () or str(fmt) != _FORMAT:
+                    raise refuse(f"format is {str(fmt)!r}")
+                if version.shape != () or version.dtype.kind not in "iu" or int(version) != _FORMAT_VERSION:
+                    raise refuse(f"unsupported version {version!r}")
                 meta = json.loads(str(data["meta"]))
                 count, mean, m2 = data["count"], data["mean"], data["m2"]
-            except (ValueError, TypeError, KeyError) as exc:
-                raise refuse(exc) from None
+        except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(name):
+                raise
+            raise refuse(exc) from None
         obj = cls()
         try:
+            if mean.dtype.kind != "f" or m2.dtype.kind != "f":
+                raise TypeError(f"mean/m2 must be floating point, got {mean.dtype}/{m2.dtype}")
             params = dict(meta["params"])
             if isinstance(params.get("axis"), list):
                 params["axis"] = tuple(params["axis"])
             obj.set_params(**params)
-            obj.moments_ = Moments(count, mean, m2)
-            obj._fit_ndim = int(meta["ndim"])
-            obj.feature_shape_ = tuple(int(n) for n in meta["feature_shape"])
-        except (ValueError, TypeError, KeyError) as exc:
+            obj._checked_params()
+            ndim = int(meta["ndim"])
+            axes = normalize_axes(tuple(int(a) for a in meta["axes"]), ndim)
+            feature_shape = tuple(int(n) for n in meta["feature_shape"])
+            if len(feature_shape) != ndim - len(axes) or not axes:
+                raise ValueError(f"feature shape {feature_shape} does not fit {ndim}-D data "
+                                 f"reduced over axes {axes}")
+            moments = Moments(count, mean, m2)
+            if moments.shape != feature_shape:
+                raise ValueError(f"statistics of shape {moments.shape} for features of "
+                                 f"shape {feature_shape}")
+            derived, _ = obj._derived(moments)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise refuse(exc) from None
-        if obj.moments_.shape != obj.feature_shape_:
-            raise refuse("inconsistent shapes")
-        obj.n_features_in_ = math.prod(obj.feature_shape_)
-        obj._derive()
+        obj.moments_ = moments
+        obj._fit_ndim = ndim
+        obj._fit_axes = axes
+        obj.feature_shape_ = feature_shape
+        obj.n_features_in_ = math.prod(feature_shape)
+        for attr, value in derived.items():
+            setattr(obj, attr, value)
         return obj
 
 

@@ -59,7 +59,9 @@ class Standardizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
 
     def transform(self, X, out=None):
         check_is_fitted(self)
-        X = self._validate(X, reset=False)
+        # NaN passes through transform under every nan_policy (it only
+        # governs fitting), as in the plain class.
+        X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
         return super().transform(X, out=out)
 
     def inverse_transform(self, X, out=None):
