@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SHAPES = [(2, 3), (4, 16), (17, 33), (1, 5, 7), (3, 1, 4, 4), (2, 7, 1, 1), (5, 16, 3, 17),
-          (64, 1), (1, 1, 9)]
+          (64, 1), (1, 1, 9), (5, 1, 9), (4, 1, 5, 5)]
 
 
 class _Sub(np.ndarray):
@@ -54,6 +54,10 @@ def test_batch_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtyp
     x = (np.random.default_rng(0).standard_normal(shape) * 3 + 7).astype(dtype)
     if training and x.size // x.shape[axis] <= 1:
         pytest.skip("training needs more than one value per channel")
+    if x.shape[axis] == 1:  # one channel: the general path views it differently
+        assert _fast("batch_norm_fast")(x, None, None, None, None, training, 0.1, 1e-5, axis,
+                                        None) is None
+        return
     for with_running in ([True, False] if training else [True]):
         for with_affine in (True, False):
             got, want = _bn_both(x, axis, training, dtype, with_running, with_affine)
@@ -175,7 +179,7 @@ def test_row_norm_fast_steps_aside(native_backend):
         bnfast.layer_norm(x, eps=-1.0)
 
 
-@given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([1, 7, 16, 17, 64]),
+@given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([2, 7, 16, 17, 64]),
        hw=st.sampled_from([1, 3, 8]), training=st.booleans(), channels_last=st.booleans())
 def test_hypothesis_bn_fast_vs_general(n, c, hw, training, channels_last):
     with _backend.using(_backend.choices()[-1]):
@@ -186,3 +190,23 @@ def test_hypothesis_bn_fast_vs_general(n, c, hw, training, channels_last):
         np.testing.assert_array_equal(y, y2)
         np.testing.assert_array_equal(rm, rm2)
         np.testing.assert_array_equal(rv, rv2)
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 9), (4, 1, 5, 5), (7, 1)])
+def test_single_channel_public_call_matches_general_path(native_backend, shape):
+    x = np.random.default_rng(0).standard_normal(shape)
+    rm, rv = np.zeros(1), np.ones(1)
+    rm2, rv2 = rm.copy(), rv.copy()
+    y = bnfast.batch_norm(x, rm, rv, training=True)
+    ref = bnfast.batch_norm(x, rm2, rv2, training=True, return_stats=True)[0]
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(rv, rv2)
+
+
+def test_overlapping_running_stats_update_like_the_general_path(native_backend):
+    x = np.random.default_rng(1).standard_normal((6, 4))
+    buf, buf2 = np.arange(5.0) + 1, np.arange(5.0) + 1
+    fast = _fast("batch_norm_fast")(x, buf[:4], buf[1:], None, None, True, 0.3, 1e-5, 1, None)
+    assert fast is not None
+    bnfast.batch_norm(x, buf2[:4], buf2[1:], training=True, momentum=0.3, return_stats=True)
+    np.testing.assert_array_equal(buf, buf2)

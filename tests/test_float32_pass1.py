@@ -53,3 +53,15 @@ def test_float32_offset_data_keeps_float64_accuracy(backend, shape, axis):
     ref_m, ref_v = ref_mean_var(x, axis=axis)
     np.testing.assert_allclose(m.mean, ref_m, rtol=1e-14)
     np.testing.assert_allclose(m.m2 / n, ref_v, rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape,axis", [((64,), 0), ((64, 3), 0), ((3, 5000), -1)])
+def test_float32_inf_beside_overflowing_values_stays_inf(backend, shape, axis):
+    """+inf next to finite values whose float32 sum overflows to -inf: a
+    float32 pass 1 alone would give inf + -inf = NaN; float64 gives +inf."""
+    x = np.full(shape, -3e38, dtype=np.float32)
+    x.flat[5] = np.inf
+    mean = bnfast.moments(x, axis=axis).mean
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = x.astype(np.float64).mean(axis=axis)
+    np.testing.assert_array_equal(mean, ref)

@@ -7,7 +7,8 @@
 // bad values, overlapping out=), and the Python layer then takes its general
 // path, which owns every error message. When they do run, they compute
 // exactly what the general path computes, bit for bit: the same kernels on
-// the same (A, C, B) view (a C-contiguous array folds to the plain reshape),
+// the same (A, C, B) view (a C-contiguous array with C > 1 folds to the plain
+// reshape; C == 1 goes to the general path),
 // and the same float64 arithmetic for running statistics and the eval fold
 // (tests/test_fast_path.py compares the two paths bitwise).
 #include <Python.h>
@@ -139,6 +140,10 @@ py::object batch_norm_typed(const py::array& x, py::handle rm, py::handle rv, py
     for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
     const std::int64_t C = x.shape(axis);
     const std::int64_t count = A * B;
+    // One channel: the general path drops the unit axis and views the data
+    // as (1, 1, A*B), which the kernels reduce in another order; leave it
+    // to the general path rather than differ in the last bit.
+    if (C == 1) return py::none();
     if (rm.is_none() != rv.is_none()) return py::none();
     const bool has_running = !rm.is_none();
     if (has_running && !(vector_of<T>(rm, C, training) && vector_of<T>(rv, C, training)))
@@ -169,11 +174,12 @@ py::object batch_norm_typed(const py::array& x, py::handle rm, py::handle rv, py
             T* rvp = mutable_data_of<T>(rv);
             const double keep = 1.0 - momentum;
             const double dof = static_cast<double>(count - 1);
-            for (std::int64_t c = 0; c < C; ++c) {
-                const double unbiased = m2[c] / dof;
+            // Two loops, as the general path updates one array after the
+            // other (the same even if the two arrays overlap).
+            for (std::int64_t c = 0; c < C; ++c)
                 rmp[c] = static_cast<T>(keep * static_cast<double>(rmp[c]) + momentum * mean[c]);
-                rvp[c] = static_cast<T>(keep * static_cast<double>(rvp[c]) + momentum * unbiased);
-            }
+            for (std::int64_t c = 0; c < C; ++c)
+                rvp[c] = static_cast<T>(keep * static_cast<double>(rvp[c]) + momentum * (m2[c] / dof));
         }
     } else {
         const T* rmp = data_of<T>(rm);

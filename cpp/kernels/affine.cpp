@@ -20,11 +20,6 @@ namespace {
 
 inline std::int64_t min_rows(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
-// Rows per block of the periodic path: ~16K elements per work item.
-inline std::int64_t periodic_block_rows(std::int64_t C) {
-    return C >= 16384 ? 1 : 16384 / C;
-}
-
 template <bool kCenter, bool kStream, class T>
 void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
                  const T* hi, const T* lo, const T* scale, const T* shift,

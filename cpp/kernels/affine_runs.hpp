@@ -60,58 +60,29 @@ inline void affine_run_vec(const T* x, T* y, std::int64_t n, const T* hi,
         });
 }
 
-// Parameters repeated for a periodic run: ext[j] = p[j % C] for
-// j < C + lanes, so the vector at any phase is one contiguous load.
-template <class T>
-inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
-    const std::int64_t n = C + NativeVec<T>::lanes;
-    for (std::int64_t j = 0; j < n; ++j) ext[j] = p[j % C];
-}
-
-// Whole rows of C channels stored one after another ((N, C) and NHWC data),
-// as one flat run of n elements starting at channel 0: element i uses the
-// parameters of channel i % C. Rows of a few dozen channels are too short
-// to vectorize (and to align for streaming stores) one at a time; as one
-// run only its two ends are scalar. Same values as affine_run_vec per row.
+// affine_run_vec over whole rows back to back (see periodic_run); hi, lo,
+// scale and shift repeated to C + lanes entries by fill_periodic.
 template <bool kCenter, bool kStream, class T>
 inline void affine_run_periodic(const T* x, T* y, std::int64_t n, std::int64_t C,
                                 const T* hi, const T* lo, const T* scale, const T* shift) {
     using V = typename NativeVec<T>::type;
-    constexpr int L = NativeVec<T>::lanes;
-    const std::int64_t step = L % C;  // phase advance per vector
-    std::int64_t i = 0, ph = 0;       // ph == i % C throughout
-    auto one = [&]() {
-        const T h = kCenter ? hi[ph] : T(0);
-        const T l = kCenter ? lo[ph] : T(0);
-        y[i] = affine_one<kCenter>(x[i], h, l, scale[ph], shift[ph]);
-        ++i;
-        if (++ph == C) ph = 0;
-    };
-    auto vec = [&]() {
-        const V xv = load_vec<V>(x + i);
-        if constexpr (kCenter) {
-            return ((xv - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) * load_vec<V>(scale + ph) +
-                   load_vec<V>(shift + ph);
-        } else {
-            return xv * load_vec<V>(scale + ph) + load_vec<V>(shift + ph);
-        }
-    };
-    auto next = [&]() {
-        i += L;
-        ph += step;
-        if (ph >= C) ph -= C;
-    };
-    if constexpr (kStream) {
-        const auto addr = reinterpret_cast<std::uintptr_t>(y);
-        if (addr % sizeof(T) == 0) {
-            const std::int64_t head = static_cast<std::int64_t>(
-                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
-            while (i < head && i < n) one();
-            for (; i + L <= n; next()) stream_vec(y + i, vec());
-        }
-    }
-    for (; i + L <= n; next()) store_vec(y + i, vec());
-    while (i < n) one();
+    periodic_run<kStream>(
+        y, n, C,
+        [&](std::int64_t i, std::int64_t ph) {
+            const V xv = load_vec<V>(x + i);
+            if constexpr (kCenter) {
+                return ((xv - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) *
+                           load_vec<V>(scale + ph) +
+                       load_vec<V>(shift + ph);
+            } else {
+                return xv * load_vec<V>(scale + ph) + load_vec<V>(shift + ph);
+            }
+        },
+        [&](std::int64_t i, std::int64_t ph) {
+            const T h = kCenter ? hi[ph] : T(0);
+            const T l = kCenter ? lo[ph] : T(0);
+            return affine_one<kCenter>(x[i], h, l, scale[ph], shift[ph]);
+        });
 }
 
 }  // namespace bnfast::kernels::BNFAST_ISA

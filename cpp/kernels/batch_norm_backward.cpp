@@ -218,42 +218,23 @@ inline T apply_one(T x, T dy, T hi, T lo, T p, T q, T r) {
     return dy * p + (((x - hi) - lo) * q + r);
 }
 
-// (N, C) / NHWC rows back to back as one flat run, parameters periodic in
-// C (see affine_run_periodic; ext arrays hold C + lanes entries each).
+// The apply over whole (N, C) / NHWC rows back to back (see periodic_run);
+// the five parameter arrays repeated to C + lanes entries by fill_periodic.
 template <bool kStream, class T>
 inline void apply_run_periodic(const T* x, const T* dy, T* out, std::int64_t n, std::int64_t C,
                                const T* hi, const T* lo, const T* p, const T* q, const T* r) {
     using V = typename NativeVec<T>::type;
-    constexpr int L = NativeVec<T>::lanes;
-    const std::int64_t step = L % C;
-    std::int64_t i = 0, ph = 0;  // ph == i % C
-    auto one = [&]() {
-        out[i] = apply_one(x[i], dy[i], hi[ph], lo[ph], p[ph], q[ph], r[ph]);
-        ++i;
-        if (++ph == C) ph = 0;
-    };
-    auto vec = [&]() {
-        const V t = ((load_vec<V>(x + i) - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) *
-                        load_vec<V>(q + ph) +
-                    load_vec<V>(r + ph);
-        return load_vec<V>(dy + i) * load_vec<V>(p + ph) + t;
-    };
-    auto next = [&]() {
-        i += L;
-        ph += step;
-        if (ph >= C) ph -= C;
-    };
-    if constexpr (kStream) {
-        const auto addr = reinterpret_cast<std::uintptr_t>(out);
-        if (addr % sizeof(T) == 0) {
-            const std::int64_t head = static_cast<std::int64_t>(
-                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
-            while (i < head && i < n) one();
-            for (; i + L <= n; next()) stream_vec(out + i, vec());
-        }
-    }
-    for (; i + L <= n; next()) store_vec(out + i, vec());
-    while (i < n) one();
+    periodic_run<kStream>(
+        out, n, C,
+        [&](std::int64_t i, std::int64_t ph) {
+            const V t = ((load_vec<V>(x + i) - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) *
+                            load_vec<V>(q + ph) +
+                        load_vec<V>(r + ph);
+            return load_vec<V>(dy + i) * load_vec<V>(p + ph) + t;
+        },
+        [&](std::int64_t i, std::int64_t ph) {
+            return apply_one(x[i], dy[i], hi[ph], lo[ph], p[ph], q[ph], r[ph]);
+        });
 }
 
 template <bool kStream, class T>
@@ -266,7 +247,7 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
     {
         if (periodic != nullptr) {
             const std::int64_t ext = C + NativeVec<T>::lanes;
-            const std::int64_t rows_per = C >= 16384 ? 1 : 16384 / C;
+            const std::int64_t rows_per = periodic_block_rows(C);
             const std::int64_t blocks = (A + rows_per - 1) / rows_per;
 #pragma omp for schedule(static) nowait
             for (std::int64_t k = 0; k < blocks; ++k) {

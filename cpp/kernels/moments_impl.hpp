@@ -4,10 +4,12 @@
 //
 // moments_kernel: per-C count/mean/M2 over the A x B slab of an (A, C, B) view.
 //
-// Accuracy: each slab is cut into chunks of at most kChunk elements (L1
-// resident). A chunk is summed in double (pass 1, also min/max), then its
-// squared deviations from that chunk mean are summed in double with the
-// usual correction term (pass 2, re-reading the chunk from L1). Chunks are
+// Accuracy: each slab is cut into chunks (kChunk elements on the rows path,
+// kChannelChunkScale * kChunk per tile on the channel path; cache resident).
+// Pass 1 sums a chunk and tracks min/max (in double; in float32 for float32
+// data, see Pass1AccF32), then pass 2 sums its deviations from that chunk
+// mean and their squares in double with the usual correction term,
+// re-reading the chunk from cache. Chunks are
 // merged with Chan's formula. This is a blocked two-pass algorithm: it never
 // forms E[x^2] - E[x]^2, so offset data keeps its variance. A chunk whose
 // min equals its max is constant: mean = that value, M2 = 0 exactly.
@@ -309,8 +311,9 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
         Moments1 chunk;
         double sum = p1.sum();
         if constexpr (sizeof(T) == 4) {
-            if (!std::isfinite(sum) && std::isfinite(p1.min()) && std::isfinite(p1.max())) {
-                // float32 overflow of finite data, or NaN: sum again in double.
+            if (!std::isfinite(sum)) {
+                // float32 overflow (of finite data, or of finite values beside
+                // an inf: inf + -inf would be NaN), or NaN: sum again in double.
                 Pass1Acc wide;
                 wide.reset();
                 for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
@@ -460,8 +463,8 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 hi[c] = fhi[c];
             }
             for (std::int64_t c = 0; c < tw; ++c) {
-                if (sum[c] - sum[c] != 0.0 && lo[c] - lo[c] == 0.0 && hi[c] - hi[c] == 0.0) {
-                    // float32 overflow of finite data, or NaN: sum again in double.
+                if (sum[c] - sum[c] != 0.0) {
+                    // float32 overflow (see row_range_moments), or NaN: sum again in double.
                     double total = 0.0;
                     for (std::int64_t r = r0; r < r1; ++r)
                         total += static_cast<double>(row_ptr(x, v, r)[(c0 + c) * sc]);
@@ -524,7 +527,8 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const std::int64_t rows = v.A * v.B;
     const std::int64_t tile = min_i64(v.C, kTileChannels);
     const std::int64_t tiles = (v.C + tile - 1) / tile;
-    // Rows per chunk: about 2 * kChunk elements of the tile, at least one row.
+    // Rows per chunk: about kChannelChunkScale * kChunk elements of the tile,
+    // at least one row.
     const std::int64_t chunk_rows = max_i64(1, (kChannelChunkScale * kChunk) / tile);
     // Split rows into groups only where each group still holds whole chunks.
     const std::int64_t groups =
@@ -547,14 +551,17 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // bounce between cores.
     const std::size_t stride = 8 * t + 16, stride_f32 = 3 * t + 32;
     double* scratch = new double[stride * static_cast<std::size_t>(nt)];
-    float* scratch_f32 = new float[stride_f32 * static_cast<std::size_t>(nt)];
+    float* scratch_f32 =  // pass 1 of float32 data only
+        sizeof(T) == 4 ? new float[stride_f32 * static_cast<std::size_t>(nt)] : nullptr;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         double* buf = scratch + stride * static_cast<std::size_t>(thread_index());
-        float* fbuf = scratch_f32 + stride_f32 * static_cast<std::size_t>(thread_index());
+        float* fbuf = scratch_f32 == nullptr
+                          ? nullptr
+                          : scratch_f32 + stride_f32 * static_cast<std::size_t>(thread_index());
         TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
                       buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t,
-                      fbuf,        fbuf + t,    fbuf + 2 * t};
+                      fbuf,        fbuf ? fbuf + t : nullptr, fbuf ? fbuf + 2 * t : nullptr};
 #pragma omp for schedule(dynamic, 1)
         for (std::int64_t item = 0; item < items; ++item) {
             const std::int64_t g = item / tiles;

@@ -34,9 +34,12 @@ typedef float f32v __attribute__((vector_size(BNFAST_VEC_BYTES)));
 // Half-width float vector: kLanesF64 floats, converted to one f64v.
 typedef float f32h __attribute__((vector_size(BNFAST_VEC_BYTES / 2)));
 
-// Unaligned loads and stores (memcpy compiles to one vector move). No
-// alignment peeling anywhere: where a vector starts depends only on the
-// shape, never on the address, so results never depend on allocation.
+// Unaligned loads and stores (memcpy compiles to one vector move).
+// Reductions never peel for alignment: where a vector starts depends only on
+// the shape, never on the address, so sums never depend on allocation. Only
+// element-wise writers peel a scalar head before streaming stores
+// (write_run, periodic_run), where each element gets the same operations
+// either way.
 template <class V, class T>
 inline V load_vec(const T* p) {
     V v;
@@ -110,9 +113,26 @@ inline V splat(S s) {
     return V{} + s;
 }
 
+// Streaming pays only over whole cache lines: shorter runs (a 7x7 image
+// row is 196 bytes) keep plain stores.
+constexpr std::int64_t kStreamMinRunBytes = 1024;
+constexpr std::int64_t kCacheLine = 64;
+
+// Elements of y before its first cache-line boundary (clamped to n), or -1
+// if a run of n elements should not be streamed.
+template <class T>
+inline std::int64_t stream_head(const T* y, std::int64_t n) {
+    const auto addr = reinterpret_cast<std::uintptr_t>(y);
+    if (n * static_cast<std::int64_t>(sizeof(T)) < kStreamMinRunBytes || addr % sizeof(T) != 0)
+        return -1;
+    const std::int64_t head = static_cast<std::int64_t>(
+        ((kCacheLine - addr % kCacheLine) % kCacheLine) / sizeof(T));
+    return head < n ? head : n;
+}
+
 // Writes y[0..n): L values at a time from vec(i) (the vector of elements
-// i..i+L-1), single ones from one(i). With kStream the vectors are streamed
-// once y + i is vector-aligned (one() covers the unaligned head). vec and
+// i..i+L-1), single ones from one(i). With kStream, long runs are streamed
+// from the first cache-line boundary on (one() covers the head). vec and
 // one apply the same operations in T, so the values do not depend on which
 // elements take which path.
 template <bool kStream, class T, class VecFn, class OneFn>
@@ -120,11 +140,8 @@ inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
     constexpr int L = NativeVec<T>::lanes;
     std::int64_t i = 0;
     if constexpr (kStream) {
-        const auto addr = reinterpret_cast<std::uintptr_t>(y);
-        if (addr % sizeof(T) == 0) {
-            std::int64_t head = static_cast<std::int64_t>(
-                ((kVecBytes - addr % kVecBytes) % kVecBytes) / sizeof(T));
-            if (head > n) head = n;
+        const std::int64_t head = stream_head(y, n);
+        if (head >= 0) {
             for (; i < head; ++i) y[i] = one(i);
             for (; i + L <= n; i += L) stream_vec(y + i, vec(i));
         }
@@ -132,6 +149,50 @@ inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
     for (; i + L <= n; i += L) store_vec(y + i, vec(i));
     for (; i < n; ++i) y[i] = one(i);
 }
+
+// Whole rows of C channels stored one after another ((N, C) and NHWC data)
+// as one flat run of n elements starting at channel 0: element i belongs to
+// channel ph = i % C. vec(i, ph) gives the vector of elements i..i+L-1 (its
+// parameters start at index ph of arrays repeated to C + L entries, see
+// fill_periodic), one(i, ph) a single element. Rows of a few dozen channels
+// are too short to vectorize (and to align for streaming) one at a time; as
+// one run only its two ends are scalar.
+template <bool kStream, class T, class VecFn, class OneFn>
+inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneFn&& one) {
+    constexpr int L = NativeVec<T>::lanes;
+    const std::int64_t step = L % C;  // phase advance per vector
+    std::int64_t i = 0, ph = 0;       // ph == i % C throughout
+    auto scalar = [&]() {
+        y[i] = one(i, ph);
+        ++i;
+        if (++ph == C) ph = 0;
+    };
+    auto advance = [&]() {
+        i += L;
+        ph += step;
+        if (ph >= C) ph -= C;
+    };
+    if constexpr (kStream) {
+        const std::int64_t head = stream_head(y, n);
+        if (head >= 0) {
+            while (i < head) scalar();
+            for (; i + L <= n; advance()) stream_vec(y + i, vec(i, ph));
+        }
+    }
+    for (; i + L <= n; advance()) store_vec(y + i, vec(i, ph));
+    while (i < n) scalar();
+}
+
+// Parameters repeated for a periodic run: ext[j] = p[j % C] for
+// j < C + lanes, so the vector at any phase is one contiguous load.
+template <class T>
+inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
+    const std::int64_t n = C + NativeVec<T>::lanes;
+    for (std::int64_t j = 0; j < n; ++j) ext[j] = p[j % C];
+}
+
+// Rows per work item of a periodic run: about 16K elements.
+inline std::int64_t periodic_block_rows(std::int64_t C) { return C >= 16384 ? 1 : 16384 / C; }
 
 // Lane-wise min/max that ignore NaN in `v` (callers check NaN separately).
 template <class V>
