@@ -29,7 +29,7 @@ def torch_bn(x, rm, rv, w, b, training, momentum, eps, axis):
     return y, (None if rmt is None else rmt.numpy()), (None if rvt is None else rvt.numpy())
 
 
-def assert_matches_torch(y, yt, x, axis, w, eps=1e-5):
+def assert_matches_torch(y, yt, x, axis, w, eps=1e-5, training=False):
     """Compare with torch's output element-wise.
 
     Base tolerance: rtol = atol = 1e-5 for float32 (outputs are O(1)); 1e-10
@@ -58,12 +58,33 @@ def assert_matches_torch(y, yt, x, axis, w, eps=1e-5):
     constant = np.broadcast_to(x64.min(axis=red, keepdims=True) == x64.max(axis=red, keepdims=True), x.shape)
     tol = np.where(constant & np.isfinite(yt), np.inf, tol)
     bad = ~(err <= tol)
+    if bad.any() and training and w is None:
+        # Offset data with a small spread (mean -50, std 0.01): torch's own
+        # float64 variance is then off by ~1e-9 relative. Where torch and
+        # bnfast disagree, bnfast must match the exact (fsum) normalization
+        # to the base tolerance: the disagreement is then torch's error.
+        exact = _exact_training_output(x64, ax, eps)
+        bad &= ~(np.abs(y.astype(np.float64) - exact) <= base + base * np.abs(exact) + amp)
     if bad.any():
         i = tuple(np.argwhere(bad)[0])
         raise AssertionError(
             f"{bad.sum()} of {bad.size} elements differ from torch; max err {np.nanmax(err):.3g}; "
             f"first at {i}: bnfast {y[i]!r} torch {yt[i]!r}"
         )
+
+
+def _exact_training_output(x64, ax, eps):
+    """(x - mean) / sqrt(var + eps) per channel with exactly rounded sums."""
+    import math
+
+    moved = np.moveaxis(x64, ax, 0)
+    out = np.empty_like(moved)
+    for c in range(moved.shape[0]):
+        v = moved[c].ravel()
+        m = math.fsum(v) / v.size
+        var = math.fsum((v - m) ** 2) / v.size
+        out[c] = (moved[c] - m) / math.sqrt(var + eps)
+    return np.moveaxis(out, 0, ax)
 
 
 def _params(rng, C, dtype, affine=True, running=True):
@@ -174,7 +195,7 @@ def test_property_matches_torch(backend, data):
     w, b, rm, rv = _params(rng, C, dtype, affine, running)
     yt, rmt, rvt = torch_bn(x, rm, rv, w, b, training, momentum, eps, axis)
     y = bnfast.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum, eps=eps, axis=axis)
-    assert_matches_torch(y, yt, x, axis, w, eps=eps)
+    assert_matches_torch(y, yt, x, axis, w, eps=eps, training=training)
     if rm is not None:
         tol = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(rm, rmt, rtol=tol, atol=tol * max(1.0, float(np.abs(rmt).max())))

@@ -44,6 +44,11 @@ constexpr std::int64_t kTileChannels = 512;             // channels per item, ch
 // per-channel merge of ~20 operations, so short chunks of wide tiles (16
 // rows of 512 channels at scale 2) spent more time merging than summing.
 constexpr std::int64_t kChannelChunkScale = 8;
+// Channel path with unit channel stride: blocks of kRegBlock vectors of
+// channels are summed over a chunk's rows in registers, not in the scratch
+// arrays (one load and store of each accumulator per value otherwise). The
+// order of the additions per channel is the same, so are the results.
+constexpr int kRegBlock = 4;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -448,9 +453,35 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 flo[c] = std::numeric_limits<float>::infinity();
                 fhi[c] = -std::numeric_limits<float>::infinity();
             }
+            std::int64_t cb = 0;
+            if constexpr (kUnitC) {  // register blocks, see kRegBlock
+                constexpr std::int64_t L = kLanesF32, W = kRegBlock * kLanesF32;
+                for (; cb + W <= tw; cb += W) {
+                    f32v a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
+                    for (int k = 0; k < kRegBlock; ++k) {
+                        a_s[k] = f32v{};
+                        a_lo[k] = splat<f32v>(std::numeric_limits<float>::infinity());
+                        a_hi[k] = splat<f32v>(-std::numeric_limits<float>::infinity());
+                    }
+                    for (std::int64_t r = r0; r < r1; ++r) {
+                        const T* p = row_ptr(x, v, r) + c0 + cb;
+                        for (int k = 0; k < kRegBlock; ++k) {
+                            const f32v val = load_vec<f32v>(p + k * L);
+                            a_s[k] += val;
+                            a_lo[k] = vmin(val, a_lo[k]);
+                            a_hi[k] = vmax(val, a_hi[k]);
+                        }
+                    }
+                    for (int k = 0; k < kRegBlock; ++k) {
+                        store_vec(fsum + cb + k * L, a_s[k]);
+                        store_vec(flo + cb + k * L, a_lo[k]);
+                        store_vec(fhi + cb + k * L, a_hi[k]);
+                    }
+                }
+            }
             for (std::int64_t r = r0; r < r1; ++r) {
                 const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = 0; c < tw; ++c) {
+                for (std::int64_t c = cb; c < tw; ++c) {
                     const float val = row[c * sc];
                     fsum[c] += val;
                     flo[c] = val < flo[c] ? val : flo[c];
@@ -483,9 +514,32 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             }
         }
         for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
-        for (std::int64_t r = r0; r < r1; ++r) {  // pass 2: deviations (chunk is cached)
+        std::int64_t cb2 = 0;  // pass 2: deviations (chunk is cached)
+        if constexpr (kUnitC) {  // register blocks, see kRegBlock
+            constexpr std::int64_t L = kLanesF64, W = kRegBlock * kLanesF64;
+            for (; cb2 + W <= tw; cb2 += W) {
+                f64v sh[kRegBlock], a_d[kRegBlock], a_dd[kRegBlock];
+                for (int k = 0; k < kRegBlock; ++k) {
+                    sh[k] = load_vec<f64v>(shift + cb2 + k * L);
+                    a_d[k] = a_dd[k] = f64v{};
+                }
+                for (std::int64_t r = r0; r < r1; ++r) {
+                    const T* p = row_ptr(x, v, r) + c0 + cb2;
+                    for (int k = 0; k < kRegBlock; ++k) {
+                        const f64v d = load_as_f64(p + k * L) - sh[k];
+                        a_d[k] += d;
+                        a_dd[k] += d * d;
+                    }
+                }
+                for (int k = 0; k < kRegBlock; ++k) {
+                    store_vec(sd + cb2 + k * L, a_d[k]);
+                    store_vec(sdd + cb2 + k * L, a_dd[k]);
+                }
+            }
+        }
+        for (std::int64_t r = r0; r < r1; ++r) {
             const T* row = row_ptr(x, v, r) + c0 * sc;
-            for (std::int64_t c = 0; c < tw; ++c) {
+            for (std::int64_t c = cb2; c < tw; ++c) {
                 const double d = static_cast<double>(row[c * sc]) - shift[c];
                 sd[c] += d;
                 sdd[c] += d * d;
