@@ -25,8 +25,8 @@ def _add_data_options(p, *, axis_help: str) -> None:
     p.add_argument("--axis", type=_axis_list, default=None, metavar="AXES",
                    help=axis_help)
     p.add_argument("--chunk-mb", type=float, default=64.0, metavar="N",
-                   help="MiB of data read per chunk, bounds memory use (default 64; "
-                        "fractions allowed)")
+                   help="MiB of data read per chunk (whole samples along axis 0); memory "
+                        "use is a few times this (default 64; fractions allowed)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (shown on stderr for runs longer than a second)")
 
@@ -36,7 +36,10 @@ _AXIS_HELP = ("comma-separated axes reduced over (the sample axes), must include
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnfast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bnfast",
+        description="bnfast command line: benchmarks, configuration, and statistics, "
+                    "standardization and diagnosis of .npy data files read in chunks.")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="self-check, then time bnfast against NumPy")
     bench.add_argument("--quick", action="store_true", help="small arrays, few repeats")

@@ -5,7 +5,8 @@ omitted when the archive holds one array).  Files are never loaded whole:
 ``.npy`` files and uncompressed ``.npz`` members are memory-mapped and read as
 views of whole rows along axis 0, and the pages of each processed chunk are
 dropped from the process (``madvise(MADV_DONTNEED)``), so the resident memory
-stays bounded by ``--chunk-mb`` whatever the file size.  Compressed ``.npz``
+stays bounded by a few times ``--chunk-mb`` whatever the file size (or by
+the size of one sample along axis 0, if that is larger).  Compressed ``.npz``
 members are streamed chunk by chunk.  ``normalize`` writes its output row
 chunk by row chunk to a temporary file next to OUT and renames it to OUT only
 when it is complete.
@@ -315,6 +316,8 @@ def _open_npy(label: str, path: str) -> DataSource:
         data_offset = f.tell()
         size = os.fstat(f.fileno()).st_size
     _check_dtype(label, dtype)
+    if any(d < 0 for d in shape):
+        raise CliError(f"{label}: corrupt .npy header (negative dimension in {shape})")
     need = math.prod(shape) * dtype.itemsize
     if size < data_offset + need:
         raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
@@ -389,6 +392,8 @@ def _check_dtype(label: str, dtype: np.dtype) -> None:
 def _check_source(src: DataSource) -> None:
     if len(src.shape) == 0:
         raise CliError(f"{src.label}: a 0-d array has no axis of samples")
+    if any(d < 0 for d in src.shape):
+        raise CliError(f"{src.label}: corrupt .npy header (negative dimension in {src.shape})")
 
 
 # ---------------------------------------------------------------------------
@@ -432,7 +437,14 @@ def chunk_bytes_from_mb(chunk_mb) -> int:
     return max(1, int(chunk_mb * MiB))
 
 
-def _rows_per_chunk(chunk_bytes: int, bytes_per_row: int) -> int:
+def _rows_per_chunk(chunk_bytes: int, bytes_per_row: int, label: str = "") -> int:
+    """Whole rows (samples along axis 0) per chunk. A row larger than the
+    chunk is still read whole: memory then follows the size of one sample,
+    which is said once on stderr."""
+    if bytes_per_row > chunk_bytes and label:
+        print(f"bnfast: note: one sample of {label} takes {bytes_per_row / MiB:.1f} MiB, more "
+              f"than --chunk-mb; it is read whole, so memory use follows the sample size",
+              file=sys.stderr)
     return max(1, chunk_bytes // max(1, bytes_per_row))
 
 
@@ -525,7 +537,7 @@ def fit_file(src: DataSource, axes: tuple, *, nan_policy: str = "omit",
     per-feature NaN count, min and max when ``extremes``)."""
     _check_has_data(src, "fit")
     st = _standardizer_class()(axis=_axis_param(axes), nan_policy=nan_policy)
-    rows = _rows_per_chunk(chunk_bytes, src.row_bytes)
+    rows = _rows_per_chunk(chunk_bytes, src.row_bytes, src.label)
     lo = hi = nans = None
     floating = src.dtype.kind == "f"
     with _progress(src.nbytes, "fit", progress) as bar:
@@ -557,7 +569,7 @@ def diagnose_file(src: DataSource, axes: tuple, *, chunk_bytes: int = int(DEFAUL
     _check_has_data(src, "diagnose")
     with _library_errors(src.label):
         acc = DiagnoseAccumulator(_axis_param(axes))
-    rows = _rows_per_chunk(chunk_bytes, src.row_bytes)
+    rows = _rows_per_chunk(chunk_bytes, src.row_bytes, src.label)
     with _progress(src.nbytes, "diagnose", progress) as bar:
         for chunk in src.chunks(rows):
             with _library_errors(src.label):
@@ -568,8 +580,10 @@ def diagnose_file(src: DataSource, axes: tuple, *, chunk_bytes: int = int(DEFAUL
 
 
 def _stats_axes(st, src: DataSource, stats_path: str) -> tuple:
-    axis = st.get_params()["axis"]
-    return resolve_axes(axis, src, option=f"the axis of {stats_path}:")
+    """The axes the statistics were fitted over (not the current parameter,
+    which may have been changed after the fit); all axes for a global fit."""
+    fitted = st._fit_axes if len(st._fit_axes) < st._fit_ndim else None
+    return resolve_axes(fitted, src, option=f"the axis of {stats_path}:")
 
 
 def normalize_file(src: DataSource, out: str, standardizer, axes: tuple, *,
@@ -579,13 +593,14 @@ def normalize_file(src: DataSource, out: str, standardizer, axes: tuple, *,
     _check_feature_shape(standardizer, src, axes)
     out_dtype = _output_dtype(src.native_dtype)
     out_row_bytes = src.row_elems * out_dtype.itemsize
-    rows = _rows_per_chunk(chunk_bytes, max(src.row_bytes, out_row_bytes))
+    rows = _rows_per_chunk(chunk_bytes, max(src.row_bytes, out_row_bytes), src.label)
     header = {"descr": npy_format.dtype_to_descr(out_dtype), "fortran_order": False,
               "shape": src.shape}
 
     out_dir = os.path.dirname(os.path.abspath(out))
     mode = _new_file_mode(out)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix="." + os.path.basename(out)[:180] + ".",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             try:
@@ -693,6 +708,7 @@ def _cmd_stats(args) -> int:
             _check_not_input(args.out, src, "--out")
             if not args.out.endswith(".npz"):  # np.savez appends .npz
                 _check_not_input(args.out + ".npz", src, "--out")
+            _check_writable_dir(args.out, "--out")
         res = fit_file(src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes,
                        progress=args.progress)
     st = res.standardizer
@@ -706,7 +722,8 @@ def _cmd_stats(args) -> int:
     if args.out is not None:
         with _library_errors(args.out):
             st.save(args.out)
-        print(f"statistics saved to {args.out}")
+        written = args.out if args.out.endswith(".npz") else args.out + ".npz"
+        print(f"statistics saved to {written}")
     return 0
 
 
@@ -719,11 +736,12 @@ def _cmd_normalize(args) -> int:
             raise CliError(f"output {out} is a directory")
         if os.path.lexists(out) and not args.force:
             raise CliError(f"output {out} exists; use --force to replace it")
+        _check_writable_dir(out, "output")  # before a fitting pass, not after it
         if args.stats is not None:
             if os.path.lexists(out) and _same_file(out, args.stats):
                 raise CliError(f"output {out} is the --stats file")
-            if not os.path.isfile(args.stats):
-                raise CliError(f"--stats {args.stats}: no such file")
+            if os.path.isdir(args.stats):
+                raise CliError(f"--stats {args.stats}: is a directory")
             Standardizer = _standardizer_class()
             with _library_errors("--stats"):
                 st = Standardizer.load(args.stats)
@@ -742,6 +760,15 @@ def _cmd_normalize(args) -> int:
     return 0
 
 
+def _check_writable_dir(path: str, what: str) -> None:
+    """Fail early (before a pass over the data) if ``path`` cannot be created."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CliError(f"{what} directory {directory}: no such directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CliError(f"{what} directory {directory}: permission denied")
+
+
 def _check_feature_shape(st, src, axes) -> None:
     fshape = _feature_shape(src.shape, axes)
     fitted = tuple(st.feature_shape_)
@@ -756,6 +783,11 @@ def _cmd_diagnose(args) -> int:
         axes = resolve_axes(args.axis if args.axis is not None else 0, src)
         if args.plot is not None:
             _check_not_input(args.plot, src, "--plot")
+            _check_writable_dir(args.plot, "--plot")
+            try:
+                import matplotlib  # noqa: F401  (checked before the pass)
+            except ImportError:
+                raise CliError("--plot needs matplotlib: pip install 'bnfast[plot]'") from None
         report = diagnose_file(src, axes, chunk_bytes=chunk_bytes, progress=args.progress)
     print(f"{src.describe()}; axis {axes}")
     print(report)
@@ -771,10 +803,37 @@ def _cmd_diagnose(args) -> int:
 _COMMANDS = {"stats": _cmd_stats, "normalize": _cmd_normalize, "diagnose": _cmd_diagnose}
 
 
+@contextmanager
+def _exit_on_termination():
+    """SIGTERM and SIGHUP (timeout, kill, a closed terminal, batch schedulers)
+    raise SystemExit, so normalize's cleanup removes its temporary file as it
+    does for Ctrl-C. (SIGKILL cannot be caught: a hidden temp file may stay.)"""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except (ValueError, OSError):  # not the main thread, or unsupported
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(args) -> int:
     """Run a data subcommand; errors in files or arguments -> one stderr line, 1."""
     try:
-        return _COMMANDS[args.command](args)
+        with _exit_on_termination():
+            return _COMMANDS[args.command](args)
     except CliError as exc:
         return _error(_one_line(exc))
     except BrokenPipeError:  # stdout closed early (`... | head`): stop quietly
