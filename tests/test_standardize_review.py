@@ -140,3 +140,12 @@ def test_plot_leaves_the_pyplot_backend_alone(tmp_path):
     bnfast.diagnose(np.random.default_rng(7).random((30, 3))).plot(tmp_path / "r.png")
     assert matplotlib.get_backend() == before
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_weighted_fit_does_not_copy_the_weights_or_the_data():
+    # float64 weights were copied by astype (and more temporaries followed):
+    # 75 MB peak for a 128 MB X. The bound is a few 2 MB slab temporaries.
+    x = np.random.default_rng(8).random((4_000_000, 4))
+    w = np.ones(len(x))
+    peak = _peak_bytes(lambda: bnfast.Standardizer().fit(x, sample_weight=w))
+    assert peak < 20e6, peak

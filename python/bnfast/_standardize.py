@@ -60,7 +60,7 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
         w = as_array(sample_weight, "sample_weight")
         if w.dtype.kind not in "biuf":
             raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
-        w = w.astype(np.float64)
+        w = np.asarray(w, dtype=np.float64)  # no copy when already float64
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(
                 f"sample_weight should have shape ({n},) (one weight per sample), "
