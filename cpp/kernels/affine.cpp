@@ -18,7 +18,6 @@
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
 
-inline std::int64_t min_rows(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
 template <bool kCenter, bool kStream, class T>
 void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
@@ -29,16 +28,11 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
     {
         if (periodic != nullptr) {  // see affine_run_periodic
             const std::int64_t ext = C + NativeVec<T>::lanes;
-            const std::int64_t rows_per = periodic_block_rows(C);
-            const std::int64_t blocks = (A + rows_per - 1) / rows_per;
-#pragma omp for schedule(static) nowait
-            for (std::int64_t k = 0; k < blocks; ++k) {
-                const std::int64_t r0 = k * rows_per;
-                const std::int64_t nr = min_rows(rows_per, A - r0);
+            for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
                 affine_run_periodic<kCenter, kStream>(
                     x + r0 * C, y + r0 * C, nr * C, C, periodic, periodic + ext,
                     periodic + 2 * ext, periodic + 3 * ext);
-            }
+            });
         } else if (xv.sB == 1 && yv.sB == 1 && B > 1) {
             const std::int64_t rows = A * C;
 #pragma omp for schedule(static) nowait

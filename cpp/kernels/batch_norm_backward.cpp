@@ -247,16 +247,11 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
     {
         if (periodic != nullptr) {
             const std::int64_t ext = C + NativeVec<T>::lanes;
-            const std::int64_t rows_per = periodic_block_rows(C);
-            const std::int64_t blocks = (A + rows_per - 1) / rows_per;
-#pragma omp for schedule(static) nowait
-            for (std::int64_t k = 0; k < blocks; ++k) {
-                const std::int64_t r0 = k * rows_per;
-                const std::int64_t nr = min_i64(rows_per, A - r0);
+            for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
                 apply_run_periodic<kStream>(x + r0 * C, dy + r0 * C, dx + r0 * C, nr * C, C,
                                             periodic, periodic + ext, periodic + 2 * ext,
                                             periodic + 3 * ext, periodic + 4 * ext);
-            }
+            });
         } else if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
 #pragma omp for schedule(static) nowait
             for (std::int64_t row = 0; row < A * C; ++row) {

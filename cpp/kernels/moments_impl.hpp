@@ -114,6 +114,11 @@ inline void chunk_from_pass2(std::int64_t n, double shift, double sum_d,
 // Row path: per channel, the slab is A rows of B elements (stride sB).
 
 struct Pass1Acc {
+    using V = f64v;
+    static constexpr int kLanes = kLanesF64;
+    template <class T>
+    static V load(const T* p) { return load_as_f64(p); }
+
     f64v sum0, sum1, lo, hi;
     double sum_tail, lo_tail, hi_tail;
     void reset() {
@@ -164,6 +169,10 @@ struct Pass2Acc {
 // that overflows float32 (finite data near 1e38) is redone in float64 by
 // the caller.
 struct Pass1AccF32 {
+    using V = f32v;
+    static constexpr int kLanes = kLanesF32;
+    static V load(const float* p) { return load_vec<f32v>(p); }
+
     f32v sum0, sum1, lo, hi;
     double sum_tail, lo_tail, hi_tail;
     void reset() {
@@ -206,34 +215,16 @@ struct Pass1Of<float> {
     using type = Pass1AccF32;
 };
 
-inline void pass1_segment(const float* p, std::int64_t n, std::int64_t stride,
-                          Pass1AccF32& acc) {
+// Pass 1 over one contiguous or strided segment, in the accumulator's
+// precision (Pass1Acc: double; Pass1AccF32: float32 data in float32).
+template <class T, class Acc>
+inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& acc) {
+    constexpr int L = Acc::kLanes;
     std::int64_t i = 0;
     if (stride == 1) {
-        for (; i + 2 * kLanesF32 <= n; i += 2 * kLanesF32) {
-            const f32v v0 = load_vec<f32v>(p + i);
-            const f32v v1 = load_vec<f32v>(p + i + kLanesF32);
-            acc.sum0 += v0;
-            acc.sum1 += v1;
-            acc.lo = vmin(v0, acc.lo);
-            acc.hi = vmax(v0, acc.hi);
-            acc.lo = vmin(v1, acc.lo);
-            acc.hi = vmax(v1, acc.hi);
-        }
-        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
-    } else {
-        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i * stride]));
-    }
-}
-
-template <class T>
-inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride,
-                          Pass1Acc& acc) {
-    std::int64_t i = 0;
-    if (stride == 1) {
-        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
-            const f64v v0 = load_as_f64(p + i);
-            const f64v v1 = load_as_f64(p + i + kLanesF64);
+        for (; i + 2 * L <= n; i += 2 * L) {
+            const typename Acc::V v0 = Acc::load(p + i);
+            const typename Acc::V v1 = Acc::load(p + i + L);
             acc.sum0 += v0;
             acc.sum1 += v1;
             acc.lo = vmin(v0, acc.lo);

@@ -191,8 +191,20 @@ inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
     for (std::int64_t j = 0; j < n; ++j) ext[j] = p[j % C];
 }
 
-// Rows per work item of a periodic run: about 16K elements.
-inline std::int64_t periodic_block_rows(std::int64_t C) { return C >= 16384 ? 1 : 16384 / C; }
+// The work items of periodic runs over A whole rows of C elements: blocks
+// of about 16K elements, f(r0, nr) for rows [r0, r0 + nr). An orphaned
+// work-sharing loop: called inside a parallel region it splits the blocks
+// among the threads (outside one it runs them all).
+template <class F>
+inline void for_each_periodic_block(std::int64_t A, std::int64_t C, F&& f) {
+    const std::int64_t rows_per = C >= 16384 ? 1 : 16384 / C;
+    const std::int64_t blocks = (A + rows_per - 1) / rows_per;
+#pragma omp for schedule(static) nowait
+    for (std::int64_t k = 0; k < blocks; ++k) {
+        const std::int64_t r0 = k * rows_per;
+        f(r0, A - r0 < rows_per ? A - r0 : rows_per);
+    }
+}
 
 // Lane-wise min/max that ignore NaN in `v` (callers check NaN separately).
 template <class V>

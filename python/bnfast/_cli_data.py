@@ -32,6 +32,9 @@ from typing import Iterator
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ._standardize import Standardizer, result_dtype
+from ._validate import DTYPE_KIND_NAMES
+
 __all__ = [
     "CliError",
     "DataSource",
@@ -56,15 +59,6 @@ MAX_TABLE_ROWS = 20
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # 30 bytes
-_DTYPE_KINDS = {
-    "c": "complex",
-    "O": "object",
-    "U": "string",
-    "S": "bytes",
-    "V": "structured/void",
-    "M": "datetime",
-    "m": "timedelta",
-}
 
 
 class CliError(Exception):
@@ -384,7 +378,7 @@ def _open_npz(label: str, path: str, member) -> DataSource:
 
 def _check_dtype(label: str, dtype: np.dtype) -> None:
     if dtype.kind not in "biuf":
-        what = _DTYPE_KINDS.get(dtype.kind, "non-numeric")
+        what = DTYPE_KIND_NAMES.get(dtype.kind, "non-numeric")
         raise CliError(f"{label}: dtype {dtype} ({what}) is not supported; "
                        f"bnfast needs real numbers (bool, integer or floating)")
 
@@ -448,13 +442,6 @@ def _rows_per_chunk(chunk_bytes: int, bytes_per_row: int, label: str = "") -> in
     return max(1, chunk_bytes // max(1, bytes_per_row))
 
 
-def _output_dtype(dtype: np.dtype) -> np.dtype:
-    """Standardizer.transform's output dtype for input ``dtype``."""
-    if dtype.kind == "f" and dtype.itemsize in (4, 8):
-        return np.dtype(np.float32 if dtype.itemsize == 4 else np.float64)
-    return np.dtype(np.float64)
-
-
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -505,12 +492,6 @@ def _progress(total: int, desc: str, enabled: bool):
                 delay=PROGRESS_DELAY, file=sys.stderr, dynamic_ncols=True)
 
 
-def _standardizer_class():
-    from ._standardize import Standardizer
-
-    return Standardizer
-
-
 def _check_has_data(src: DataSource, what: str) -> None:
     if math.prod(src.shape) == 0:
         raise CliError(f"{src.label}: no values to {what} (shape {src.shape})")
@@ -536,7 +517,7 @@ def fit_file(src: DataSource, axes: tuple, *, nan_policy: str = "omit",
     """One pass over ``src``: ``Standardizer.partial_fit`` per chunk (and
     per-feature NaN count, min and max when ``extremes``)."""
     _check_has_data(src, "fit")
-    st = _standardizer_class()(axis=_axis_param(axes), nan_policy=nan_policy)
+    st = Standardizer(axis=_axis_param(axes), nan_policy=nan_policy)
     rows = _rows_per_chunk(chunk_bytes, src.row_bytes, src.label)
     lo = hi = nans = None
     floating = src.dtype.kind == "f"
@@ -591,7 +572,7 @@ def normalize_file(src: DataSource, out: str, standardizer, axes: tuple, *,
     """Write ``standardizer.transform(X)`` of the whole of ``src`` to the .npy
     file ``out`` (a temporary file in ``out``'s directory, renamed when complete)."""
     _check_feature_shape(standardizer, src, axes)
-    out_dtype = _output_dtype(src.native_dtype)
+    out_dtype = result_dtype(src.native_dtype)  # what transform returns
     out_row_bytes = src.row_elems * out_dtype.itemsize
     rows = _rows_per_chunk(chunk_bytes, max(src.row_bytes, out_row_bytes), src.label)
     header = {"descr": npy_format.dtype_to_descr(out_dtype), "fortran_order": False,
@@ -742,7 +723,6 @@ def _cmd_normalize(args) -> int:
                 raise CliError(f"output {out} is the --stats file")
             if os.path.isdir(args.stats):
                 raise CliError(f"--stats {args.stats}: is a directory")
-            Standardizer = _standardizer_class()
             with _library_errors("--stats"):
                 st = Standardizer.load(args.stats)
             axes = _stats_axes(st, src, args.stats)

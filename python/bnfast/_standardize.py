@@ -47,7 +47,7 @@ def _check_axis_param(axis):
     return axis
 
 
-def _result_dtype(dtype: np.dtype) -> np.dtype:
+def result_dtype(dtype: np.dtype) -> np.dtype:
     """float32 stays float32; everything else is standardized in float64 (as
     scikit-learn)."""
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
@@ -336,7 +336,7 @@ class Standardizer:
                 f"X has {n} features (shape {feature_shape}), but {type(self).__name__} "
                 f"was fitted with {self.n_features_in_} features (shape {self.feature_shape_})"
             )
-        dtype = _result_dtype(x.dtype)
+        dtype = result_dtype(x.dtype)
         if out is not None:
             y = check_out(out, x.shape, dtype, f"{type(self).__name__}.{method}")
         elif not self.copy and x.dtype == dtype and x.flags.writeable and _same_memory(x, X):

@@ -35,19 +35,23 @@ def as_array(x, name: str = "x") -> np.ndarray:
     return x
 
 
+# Names of the dtype kinds that are not real numbers, for error messages.
+DTYPE_KIND_NAMES = {
+    "c": "complex",
+    "O": "object",
+    "U": "string",
+    "S": "bytes",
+    "V": "structured/void",
+    "M": "datetime",
+    "m": "timedelta",
+}
+
+
 def check_real_dtype(arr: np.ndarray, name: str) -> None:
     """Reject dtypes that have no meaningful mean/variance."""
     kind = arr.dtype.kind
     if kind not in "biuf":
-        what = {
-            "c": "complex",
-            "O": "object",
-            "U": "string",
-            "S": "bytes",
-            "V": "structured/void",
-            "M": "datetime",
-            "m": "timedelta",
-        }.get(kind, str(arr.dtype))
+        what = DTYPE_KIND_NAMES.get(kind, str(arr.dtype))
         raise TypeError(
             f"{name} must hold real numbers (bool, integer or floating), got a {what} "
             f"array (dtype {arr.dtype})"
