@@ -113,6 +113,24 @@ inline void chunk_from_pass2(std::int64_t n, double shift, double sum_d,
 // ---------------------------------------------------------------------------
 // Row path: per channel, the slab is A rows of B elements (stride sB).
 
+// Pass 1's scalar part (strided data and the ends of contiguous runs), in
+// double for both accumulators.
+struct Pass1Tail {
+    double sum, lo, hi;
+    void reset() {
+        sum = 0.0;
+        lo = kInf;
+        hi = -kInf;
+    }
+    void add(double v) {
+        sum += v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    double min_with(double m) const { return m < lo ? m : lo; }
+    double max_with(double m) const { return m > hi ? m : hi; }
+};
+
 struct Pass1Acc {
     using V = f64v;
     static constexpr int kLanes = kLanesF64;
@@ -120,30 +138,18 @@ struct Pass1Acc {
     static V load(const T* p) { return load_as_f64(p); }
 
     f64v sum0, sum1, lo, hi;
-    double sum_tail, lo_tail, hi_tail;
+    Pass1Tail tail;
     void reset() {
         sum0 = f64v{};
         sum1 = f64v{};
         lo = splat<f64v>(kInf);
         hi = splat<f64v>(-kInf);
-        sum_tail = 0.0;
-        lo_tail = kInf;
-        hi_tail = -kInf;
+        tail.reset();
     }
-    void add_scalar(double v) {
-        sum_tail += v;
-        lo_tail = v < lo_tail ? v : lo_tail;
-        hi_tail = v > hi_tail ? v : hi_tail;
-    }
-    double sum() const { return sum_lanes(sum0 + sum1) + sum_tail; }
-    double min() const {
-        const double m = min_lanes(lo);
-        return m < lo_tail ? m : lo_tail;
-    }
-    double max() const {
-        const double m = max_lanes(hi);
-        return m > hi_tail ? m : hi_tail;
-    }
+    void add_scalar(double v) { tail.add(v); }
+    double sum() const { return sum_lanes(sum0 + sum1) + tail.sum; }
+    double min() const { return tail.min_with(min_lanes(lo)); }
+    double max() const { return tail.max_with(max_lanes(hi)); }
 };
 
 struct Pass2Acc {
@@ -174,35 +180,29 @@ struct Pass1AccF32 {
     static V load(const float* p) { return load_vec<f32v>(p); }
 
     f32v sum0, sum1, lo, hi;
-    double sum_tail, lo_tail, hi_tail;
+    Pass1Tail tail;
     void reset() {
         sum0 = sum1 = f32v{};
         lo = splat<f32v>(std::numeric_limits<float>::infinity());
         hi = splat<f32v>(-std::numeric_limits<float>::infinity());
-        sum_tail = 0.0;
-        lo_tail = kInf;
-        hi_tail = -kInf;
+        tail.reset();
     }
-    void add_scalar(double v) {
-        sum_tail += v;
-        lo_tail = v < lo_tail ? v : lo_tail;
-        hi_tail = v > hi_tail ? v : hi_tail;
-    }
+    void add_scalar(double v) { tail.add(v); }
     double sum() const {
         const f32v s = sum0 + sum1;
         double total = s[0];
         for (int i = 1; i < kLanesF32; ++i) total += s[i];
-        return total + sum_tail;
+        return total + tail.sum;
     }
     double min() const {
         double m = lo[0];
         for (int i = 1; i < kLanesF32; ++i) m = lo[i] < m ? lo[i] : m;
-        return m < lo_tail ? m : lo_tail;
+        return tail.min_with(m);
     }
     double max() const {
         double m = hi[0];
         for (int i = 1; i < kLanesF32; ++i) m = hi[i] > m ? hi[i] : m;
-        return m > hi_tail ? m : hi_tail;
+        return tail.max_with(m);
     }
 };
 
