@@ -137,19 +137,19 @@ struct Pass1Acc {
     template <class T>
     static V load(const T* p) { return load_as_f64(p); }
 
-    f64v sum0, sum1, lo, hi;
+    f64v sum0, sum1, lo, hi, lo1, hi1;
     Pass1Tail tail;
     void reset() {
         sum0 = f64v{};
         sum1 = f64v{};
-        lo = splat<f64v>(kInf);
-        hi = splat<f64v>(-kInf);
+        lo = lo1 = splat<f64v>(kInf);
+        hi = hi1 = splat<f64v>(-kInf);
         tail.reset();
     }
     void add_scalar(double v) { tail.add(v); }
     double sum() const { return sum_lanes(sum0 + sum1) + tail.sum; }
-    double min() const { return tail.min_with(min_lanes(lo)); }
-    double max() const { return tail.max_with(max_lanes(hi)); }
+    double min() const { return tail.min_with(min_lanes(vmin(lo1, lo))); }
+    double max() const { return tail.max_with(max_lanes(vmax(hi1, hi))); }
 };
 
 struct Pass2Acc {
@@ -179,12 +179,12 @@ struct Pass1AccF32 {
     static constexpr int kLanes = kLanesF32;
     static V load(const float* p) { return load_vec<f32v>(p); }
 
-    f32v sum0, sum1, lo, hi;
+    f32v sum0, sum1, lo, hi, lo1, hi1;
     Pass1Tail tail;
     void reset() {
         sum0 = sum1 = f32v{};
-        lo = splat<f32v>(std::numeric_limits<float>::infinity());
-        hi = splat<f32v>(-std::numeric_limits<float>::infinity());
+        lo = lo1 = splat<f32v>(std::numeric_limits<float>::infinity());
+        hi = hi1 = splat<f32v>(-std::numeric_limits<float>::infinity());
         tail.reset();
     }
     void add_scalar(double v) { tail.add(v); }
@@ -195,13 +195,15 @@ struct Pass1AccF32 {
         return total + tail.sum;
     }
     double min() const {
-        double m = lo[0];
-        for (int i = 1; i < kLanesF32; ++i) m = lo[i] < m ? lo[i] : m;
+        const f32v v = vmin(lo1, lo);
+        double m = v[0];
+        for (int i = 1; i < kLanesF32; ++i) m = v[i] < m ? v[i] : m;
         return tail.min_with(m);
     }
     double max() const {
-        double m = hi[0];
-        for (int i = 1; i < kLanesF32; ++i) m = hi[i] > m ? hi[i] : m;
+        const f32v v = vmax(hi1, hi);
+        double m = v[0];
+        for (int i = 1; i < kLanesF32; ++i) m = v[i] > m ? v[i] : m;
         return tail.max_with(m);
     }
 };
@@ -227,10 +229,12 @@ inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& 
             const typename Acc::V v1 = Acc::load(p + i + L);
             acc.sum0 += v0;
             acc.sum1 += v1;
+            // Two min and two max chains: one chain per pair of loads
+            // waited on the latency of two dependent min operations.
             acc.lo = vmin(v0, acc.lo);
             acc.hi = vmax(v0, acc.hi);
-            acc.lo = vmin(v1, acc.lo);
-            acc.hi = vmax(v1, acc.hi);
+            acc.lo1 = vmin(v1, acc.lo1);
+            acc.hi1 = vmax(v1, acc.hi1);
         }
         for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
     } else {

@@ -53,8 +53,19 @@ inline void store_vec(T* p, const V& v) {
 
 // kLanesF64 consecutive values widened to double.
 inline f64v load_as_f64(const double* p) { return load_vec<f64v>(p); }
+// GCC 12 splits __builtin_convertvector of 8 floats to 8 doubles into
+// four 128-bit conversions plus shuffles (half of pass 2's instructions),
+// so the x86 widths use the one-instruction conversion directly.
 inline f64v load_as_f64(const float* p) {
+#if defined(BNFAST_ISA_AVX512)
+    const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(p));
+    return reinterpret_cast<const f64v&>(v);
+#elif defined(BNFAST_ISA_AVX2)
+    const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(p));
+    return reinterpret_cast<const f64v&>(v);
+#else
     return __builtin_convertvector(load_vec<f32h>(p), f64v);
+#endif
 }
 
 // Non-temporal ("streaming") store of one full vector to p, which must be
