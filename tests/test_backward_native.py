@@ -19,6 +19,18 @@ CASES = [
     ((6, 5, 4, 3), -1, "C"),
 ]
 
+# The channel path of the reduce: 1024-channel tiles (1023, 1025 and three
+# tiles), rows taken two at a time (odd and single-row groups), and short
+# rows prefetched ahead (64 channels, many rows: several groups).
+REDUCE_CASES = CASES + [
+    ((7, 1023), 1, "C"),
+    ((5, 1025), 1, "C"),
+    ((3, 2050), 1, "C"),
+    ((1, 3, 1), 1, "C"),
+    ((20_001, 64), 1, "C"),
+    ((9, 3, 2, 700), -1, "C"),
+]
+
 
 @pytest.mark.parametrize("shape, axis, order", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -56,15 +68,16 @@ def test_backward_matches_float64_formula(backend, shape, axis, order, dtype):
                                atol=16 * eps * np.abs(ref_dw).max())
 
 
-@pytest.mark.parametrize("shape, axis, order", CASES)
-def test_reduce_kernel_matches_twin(shape, axis, order):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis, order", REDUCE_CASES)
+def test_reduce_kernel_matches_twin(shape, axis, order, dtype):
     if len(_backend.choices()) == 1:
         pytest.skip("native module not built")
     from bnfast import _layout, _numpy
 
     rng = np.random.default_rng(12)
-    x = np.asarray(rng.standard_normal(shape), order=order)
-    dy = np.asarray(rng.standard_normal(shape), order=order)
+    x = np.asarray(rng.standard_normal(shape).astype(dtype), order=order)
+    dy = np.asarray(rng.standard_normal(shape).astype(dtype), order=order)
     groups = _layout.canonical_groups(x, (axis % x.ndim,))
     x3 = _layout.fold(x, groups)
     dy3 = _layout.fold(dy, groups)
@@ -110,7 +123,7 @@ def test_eval_backward_ignores_nan_in_x(backend):
     np.testing.assert_array_equal(dx, np.full_like(x, 2.0))
 
 
-@pytest.mark.parametrize("shape, axis, order", CASES[:6])
+@pytest.mark.parametrize("shape, axis, order", CASES[:6] + REDUCE_CASES[-2:])
 def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, order):
     rng = np.random.default_rng(14)
     x = np.asarray(rng.standard_normal(shape).astype(np.float32), order=order)
