@@ -24,8 +24,7 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
                  const T* hi, const T* lo, const T* scale, const T* shift,
                  std::int64_t ps, int nt, const T* periodic) {
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    parallel_region(nt, [&] {
         if (periodic != nullptr) {  // see affine_run_periodic
             const std::int64_t ext = C + NativeVec<T>::lanes;
             for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
@@ -72,7 +71,7 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
             }
         }
         if constexpr (kStream) stream_fence();
-    }
+    });
 }
 
 template <class T>
@@ -85,12 +84,13 @@ void affine_dispatch(const T* x, const View3& xv, T* y, const View3& yv,
     const bool stream = total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes;
     // Whole (A, C) rows back to back, per-channel parameters, short rows:
     // the periodic path (parameters repeated to C + lanes entries each).
-    T* periodic = nullptr;
     const std::int64_t C = xv.C;
-    if (xv.B == 1 && ps == 0 && C > 1 && C < 4096 && xv.sC == 1 && yv.sC == 1 && xv.sA == C &&
-        yv.sA == C) {
-        const std::int64_t ext = C + NativeVec<T>::lanes;
-        periodic = new T[4 * static_cast<std::size_t>(ext)];
+    const bool is_periodic = xv.B == 1 && ps == 0 && C > 1 && C < 4096 && xv.sC == 1 &&
+                             yv.sC == 1 && xv.sA == C && yv.sA == C;
+    const std::int64_t ext = C + NativeVec<T>::lanes;
+    Scratch<T> periodic_buf(is_periodic ? 4 * static_cast<std::size_t>(ext) : 0);
+    T* periodic = is_periodic ? periodic_buf.get() : nullptr;
+    if (is_periodic) {
         if (hi != nullptr) {
             fill_periodic(hi, C, periodic);
             fill_periodic(lo, C, periodic + ext);
@@ -105,7 +105,6 @@ void affine_dispatch(const T* x, const View3& xv, T* y, const View3& yv,
         if (stream) affine_impl<false, true>(x, xv, y, yv, hi, lo, scale, shift, ps, nt, periodic);
         else affine_impl<false, false>(x, xv, y, yv, hi, lo, scale, shift, ps, nt, periodic);
     }
-    delete[] periodic;
 }
 
 // ---------------------------------------------------------------------------
@@ -144,8 +143,7 @@ void row_affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
     const std::int64_t rows = A * C;
     const bool contiguous = xv.sB == 1 && yv.sB == 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    parallel_region(nt, [&] {
 #pragma omp for schedule(static) nowait
         for (std::int64_t r = 0; r < rows; ++r) {
             const std::int64_t a = r / C, c = r % C;
@@ -162,7 +160,7 @@ void row_affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
             }
         }
         if constexpr (kStream) stream_fence();
-    }
+    });
 }
 
 template <class T>

@@ -31,8 +31,7 @@ template <bool kStream, class T>
 void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
                 const double* bias, double eps, double* mean, double* m2, int nt) {
     const double count = static_cast<double>(v.A * v.B);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    parallel_region(nt, [&] {
 #pragma omp for schedule(dynamic, 1) nowait
         for (std::int64_t c = 0; c < v.C; ++c) {
             const T* xc = x + c * v.sC;
@@ -48,7 +47,7 @@ void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double*
                                                 scale_t, shift_t);
         }
         if constexpr (kStream) stream_fence();
-    }
+    });
 }
 
 template <class T>
@@ -74,7 +73,8 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
     moments_impl(x, xv, mean, m2, nthreads);
     const std::int64_t count_i = xv.A * xv.B;
     const double count = static_cast<double>(count_i);
-    T* params = new T[4 * static_cast<std::size_t>(xv.C)];
+    Scratch<T> params_buf(4 * static_cast<std::size_t>(xv.C));
+    T* params = params_buf.get();
     T* hi = params;
     T* lo = params + xv.C;
     T* scale_t = params + 2 * xv.C;
@@ -93,7 +93,6 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
         else
             affine_f64_kernel(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
     }
-    delete[] params;
 }
 
 }  // namespace

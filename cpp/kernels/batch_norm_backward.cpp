@@ -92,13 +92,16 @@ void reduce_rows(const T* x, const View3& xv, const T* dy, const View3& dyv,
     const std::int64_t n = xv.A * xv.B;
     const std::int64_t groups = group_count(n);
     const int nt = (n * xv.C <= kParallelMinElements) ? 1 : nthreads;
-    Sums3* partial = new Sums3[static_cast<std::size_t>(xv.C * groups)];
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (std::int64_t item = 0; item < xv.C * groups; ++item) {
-        const std::int64_t c = item / groups, g = item % groups;
-        partial[item] = row_range_sums(x + c * xv.sC, xv, dy + c * dyv.sC, dyv, center[c],
-                                       part_begin(g, n, groups), part_begin(g + 1, n, groups));
-    }
+    Scratch<Sums3, 64> partial_buf(static_cast<std::size_t>(xv.C * groups));
+    Sums3* partial = partial_buf.get();
+    parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t item = 0; item < xv.C * groups; ++item) {
+            const std::int64_t c = item / groups, g = item % groups;
+            partial[item] = row_range_sums(x + c * xv.sC, xv, dy + c * dyv.sC, dyv, center[c],
+                                           part_begin(g, n, groups), part_begin(g + 1, n, groups));
+        }
+    });
     for (std::int64_t c = 0; c < xv.C; ++c) {
         Sums3 s = partial[c * groups];
         for (std::int64_t g = 1; g < groups; ++g) s.add(partial[c * groups + g]);
@@ -106,7 +109,6 @@ void reduce_rows(const T* x, const View3& xv, const T* dy, const View3& dyv,
         sum_dy[c] = s.dy;
         sum_dy_d[c] = s.dy_d;
     }
-    delete[] partial;
 }
 
 // Channel path: rows r = (a, b) of C channels; per-channel accumulators.
@@ -136,93 +138,96 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
     const std::int64_t groups = max_i64(1, min_i64(group_count(rows * C), rows));
     const std::int64_t items = tiles * groups;
     const int nt = (rows * C <= kParallelMinElements) ? 1 : nthreads;
-    double* partial = new double[3 * static_cast<std::size_t>(groups * C)];
+    Scratch<double> partial_buf(3 * static_cast<std::size_t>(groups * C));
+    double* partial = partial_buf.get();
     const bool unit = xv.sC == 1 && dyv.sC == 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (std::int64_t item = 0; item < items; ++item) {
-        const std::int64_t g = item / tiles;
-        const std::int64_t c0 = (item % tiles) * tile;
-        const std::int64_t tw = min_i64(tile, C - c0);
-        // Accumulate on this thread's stack, not in `partial`: the items of
-        // neighbouring groups run on other threads, and a cache line shared
-        // at a region boundary would bounce between cores on every row.
-        double acc[3 * kReduceTileChannels];
-        double* __restrict pd = acc;
-        double* __restrict pg = acc + kReduceTileChannels;
-        double* __restrict pgd = acc + 2 * kReduceTileChannels;
-        for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
-        const double* __restrict ctr = center + c0;
-        const std::int64_t r_end = part_begin(g + 1, rows, groups);
-        std::int64_t r = part_begin(g, rows, groups);
-        const auto x_row = [&](std::int64_t i) {
-            return xv.B == 1 ? x + i * xv.sA + c0 * xv.sC
-                             : x + (i / xv.B) * xv.sA + (i % xv.B) * xv.sB + c0 * xv.sC;
-        };
-        const auto dy_row = [&](std::int64_t i) {
-            return xv.B == 1 ? dy + i * dyv.sA + c0 * dyv.sC
-                             : dy + (i / xv.B) * dyv.sA + (i % xv.B) * dyv.sB + c0 * dyv.sC;
-        };
-        if (unit) {
-            // Two rows per pass over the accumulators: half the loads and
-            // stores of them (the loop was bound by those, not by memory),
-            // with each channel's additions in the same order as row by row.
-            const std::int64_t row_bytes = tw * static_cast<std::int64_t>(sizeof(T));
-            const std::int64_t ahead = max_i64(2, (kPrefetchBytes + row_bytes - 1) / row_bytes);
-            const bool prefetch = row_bytes < kPrefetchMaxRowBytes;
-            for (; r + 1 < r_end; r += 2) {
-                if (prefetch && r + ahead + 1 < r_end) {
-                    for (int k = 0; k < 2; ++k) {
-                        const char* px = reinterpret_cast<const char*>(x_row(r + ahead + k));
-                        const char* pg = reinterpret_cast<const char*>(dy_row(r + ahead + k));
-                        for (std::int64_t o = 0; o < row_bytes; o += 64) {
-                            __builtin_prefetch(px + o);
-                            __builtin_prefetch(pg + o);
+    parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t item = 0; item < items; ++item) {
+            const std::int64_t g = item / tiles;
+            const std::int64_t c0 = (item % tiles) * tile;
+            const std::int64_t tw = min_i64(tile, C - c0);
+            // Accumulate on this thread's stack, not in `partial`: the items of
+            // neighbouring groups run on other threads, and a cache line shared
+            // at a region boundary would bounce between cores on every row.
+            double acc[3 * kReduceTileChannels];
+            double* __restrict pd = acc;
+            double* __restrict pg = acc + kReduceTileChannels;
+            double* __restrict pgd = acc + 2 * kReduceTileChannels;
+            for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
+            const double* __restrict ctr = center + c0;
+            const std::int64_t r_end = part_begin(g + 1, rows, groups);
+            std::int64_t r = part_begin(g, rows, groups);
+            const auto x_row = [&](std::int64_t i) {
+                return xv.B == 1 ? x + i * xv.sA + c0 * xv.sC
+                                 : x + (i / xv.B) * xv.sA + (i % xv.B) * xv.sB + c0 * xv.sC;
+            };
+            const auto dy_row = [&](std::int64_t i) {
+                return xv.B == 1 ? dy + i * dyv.sA + c0 * dyv.sC
+                                 : dy + (i / xv.B) * dyv.sA + (i % xv.B) * dyv.sB + c0 * dyv.sC;
+            };
+            if (unit) {
+                // Two rows per pass over the accumulators: half the loads and
+                // stores of them (the loop was bound by those, not by memory),
+                // with each channel's additions in the same order as row by row.
+                const std::int64_t row_bytes = tw * static_cast<std::int64_t>(sizeof(T));
+                const std::int64_t ahead = max_i64(2, (kPrefetchBytes + row_bytes - 1) / row_bytes);
+                const bool prefetch = row_bytes < kPrefetchMaxRowBytes;
+                for (; r + 1 < r_end; r += 2) {
+                    if (prefetch && r + ahead + 1 < r_end) {
+                        for (int k = 0; k < 2; ++k) {
+                            const char* px = reinterpret_cast<const char*>(x_row(r + ahead + k));
+                            const char* pg = reinterpret_cast<const char*>(dy_row(r + ahead + k));
+                            for (std::int64_t o = 0; o < row_bytes; o += 64) {
+                                __builtin_prefetch(px + o);
+                                __builtin_prefetch(pg + o);
+                            }
                         }
                     }
-                }
-                const T* __restrict x0 = x_row(r);
-                const T* __restrict x1 = x_row(r + 1);
-                const T* __restrict g0 = dy_row(r);
-                const T* __restrict g1 = dy_row(r + 1);
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d0 = static_cast<double>(x0[c]) - ctr[c];
-                    const double d1 = static_cast<double>(x1[c]) - ctr[c];
-                    const double gv0 = static_cast<double>(g0[c]);
-                    const double gv1 = static_cast<double>(g1[c]);
-                    pd[c] = (pd[c] + d0) + d1;
-                    pg[c] = (pg[c] + gv0) + gv1;
-                    pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
-                }
-            }
-        }
-        for (; r < r_end; ++r) {
-            const T* xr = x_row(r);
-            const T* dr = dy_row(r);
-            if (unit) {
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = static_cast<double>(xr[c]) - ctr[c];
-                    const double gv = static_cast<double>(dr[c]);
-                    pd[c] += d;
-                    pg[c] += gv;
-                    pgd[c] += gv * d;
-                }
-            } else {
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
-                    const double gv = static_cast<double>(dr[c * dyv.sC]);
-                    pd[c] += d;
-                    pg[c] += gv;
-                    pgd[c] += gv * d;
+                    const T* __restrict x0 = x_row(r);
+                    const T* __restrict x1 = x_row(r + 1);
+                    const T* __restrict g0 = dy_row(r);
+                    const T* __restrict g1 = dy_row(r + 1);
+                    for (std::int64_t c = 0; c < tw; ++c) {
+                        const double d0 = static_cast<double>(x0[c]) - ctr[c];
+                        const double d1 = static_cast<double>(x1[c]) - ctr[c];
+                        const double gv0 = static_cast<double>(g0[c]);
+                        const double gv1 = static_cast<double>(g1[c]);
+                        pd[c] = (pd[c] + d0) + d1;
+                        pg[c] = (pg[c] + gv0) + gv1;
+                        pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
+                    }
                 }
             }
+            for (; r < r_end; ++r) {
+                const T* xr = x_row(r);
+                const T* dr = dy_row(r);
+                if (unit) {
+                    for (std::int64_t c = 0; c < tw; ++c) {
+                        const double d = static_cast<double>(xr[c]) - ctr[c];
+                        const double gv = static_cast<double>(dr[c]);
+                        pd[c] += d;
+                        pg[c] += gv;
+                        pgd[c] += gv * d;
+                    }
+                } else {
+                    for (std::int64_t c = 0; c < tw; ++c) {
+                        const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
+                        const double gv = static_cast<double>(dr[c * dyv.sC]);
+                        pd[c] += d;
+                        pg[c] += gv;
+                        pgd[c] += gv * d;
+                    }
+                }
+            }
+            double* out = partial + 3 * (g * C) + c0;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                out[c] = pd[c];
+                out[C + c] = pg[c];
+                out[2 * C + c] = pgd[c];
+            }
         }
-        double* out = partial + 3 * (g * C) + c0;
-        for (std::int64_t c = 0; c < tw; ++c) {
-            out[c] = pd[c];
-            out[C + c] = pg[c];
-            out[2 * C + c] = pgd[c];
-        }
-    }
+    });
     for (std::int64_t c = 0; c < C; ++c) {
         double d = 0.0, gsum = 0.0, gd = 0.0;
         for (std::int64_t g = 0; g < groups; ++g) {
@@ -235,7 +240,6 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
         sum_dy[c] = gsum;
         sum_dy_d[c] = gd;
     }
-    delete[] partial;
 }
 
 template <class T>
@@ -300,8 +304,7 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
                 const T* r, int nt, const T* periodic) {
     using V = typename NativeVec<T>::type;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    parallel_region(nt, [&] {
         if (periodic != nullptr) {
             const std::int64_t ext = C + NativeVec<T>::lanes;
             for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
@@ -361,7 +364,7 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
                                       p[c], q[c], r[c]);
         }
         if constexpr (kStream) stream_fence();
-    }
+    });
 }
 
 template <class T>
@@ -371,12 +374,13 @@ void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, 
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
-    T* periodic = nullptr;
     const std::int64_t C = xv.C;
-    if (xv.B == 1 && C > 1 && C < 4096 && xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 &&
-        xv.sA == C && dyv.sA == C && dxv.sA == C) {
-        const std::int64_t ext = C + NativeVec<T>::lanes;
-        periodic = new T[5 * static_cast<std::size_t>(ext)];
+    const bool is_periodic = xv.B == 1 && C > 1 && C < 4096 && xv.sC == 1 && dyv.sC == 1 &&
+                             dxv.sC == 1 && xv.sA == C && dyv.sA == C && dxv.sA == C;
+    const std::int64_t ext = C + NativeVec<T>::lanes;
+    Scratch<T> periodic_buf(is_periodic ? 5 * static_cast<std::size_t>(ext) : 0);
+    T* periodic = is_periodic ? periodic_buf.get() : nullptr;
+    if (is_periodic) {
         const T* params[5] = {hi, lo, p, q, r};
         for (int k = 0; k < 5; ++k) fill_periodic(params[k], C, periodic + k * ext);
     }
@@ -384,7 +388,6 @@ void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, 
         apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
     else
         apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
-    delete[] periodic;
 }
 
 }  // namespace

@@ -362,28 +362,32 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     const int nt = (v.A * v.B * v.C <= kParallelMinElements) ? 1 : nthreads;
 
     if (groups == 1) {
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
-        for (std::int64_t c = 0; c < v.C; ++c) slab_moments(x + c * v.sC, v, mean[c], m2[c]);
+        parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 16)
+            for (std::int64_t c = 0; c < v.C; ++c) slab_moments(x + c * v.sC, v, mean[c], m2[c]);
+        });
         return;
     }
 
-    Moments1* partial = new Moments1[static_cast<std::size_t>(items)];
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (std::int64_t item = 0; item < items; ++item) {
-        const std::int64_t c = item / groups;
-        const std::int64_t g = item % groups;
-        const std::int64_t begin = part_begin(g, n, groups);
-        const std::int64_t end = part_begin(g + 1, n, groups);
-        const T* xc = x + c * v.sC;
-        partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
-    }
+    Scratch<Moments1, 64> partial_buf(static_cast<std::size_t>(items));
+    Moments1* partial = partial_buf.get();
+    parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t item = 0; item < items; ++item) {
+            const std::int64_t c = item / groups;
+            const std::int64_t g = item % groups;
+            const std::int64_t begin = part_begin(g, n, groups);
+            const std::int64_t end = part_begin(g + 1, n, groups);
+            const T* xc = x + c * v.sC;
+            partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
+        }
+    });
     for (std::int64_t c = 0; c < v.C; ++c) {
         Moments1 m = partial[c * groups];
         for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[c * groups + g]);
         mean[c] = reference_value(x + c * v.sC) + m.mean;
         m2[c] = m.m2;
     }
-    delete[] partial;
 }
 
 // ---------------------------------------------------------------------------
@@ -586,12 +590,14 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const int nt = (rows * v.C <= kParallelMinElements) ? 1 : nthreads;
 
     // Per-channel references: the channel's value in row 0.
-    double* ref = new double[static_cast<std::size_t>(v.C)];
+    Scratch<double> ref_buf(static_cast<std::size_t>(v.C));
+    double* ref = ref_buf.get();
     {
         const T* row0 = row_ptr(x, v, 0);
         for (std::int64_t c = 0; c < v.C; ++c) ref[c] = reference_value(row0 + c * v.sC);
     }
-    Moments1* partial = groups > 1 ? new Moments1[static_cast<std::size_t>(groups * v.C)] : nullptr;
+    Scratch<Moments1, 64> partial_buf(groups > 1 ? static_cast<std::size_t>(groups * v.C) : 0);
+    Moments1* partial = partial_buf.get();
     // Scratch for every thread, allocated here: an exception must not leave
     // a parallel region.
     const std::size_t t = static_cast<std::size_t>(tile);
@@ -599,11 +605,12 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // written on every row, and a line shared by two threads' regions would
     // bounce between cores.
     const std::size_t stride = 8 * t + 16, stride_f32 = 3 * t + 32;
-    double* scratch = new double[stride * static_cast<std::size_t>(nt)];
-    float* scratch_f32 =  // pass 1 of float32 data only
-        sizeof(T) == 4 ? new float[stride_f32 * static_cast<std::size_t>(nt)] : nullptr;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    Scratch<double> scratch_buf(stride * static_cast<std::size_t>(nt));
+    Scratch<float> scratch_f32_buf(  // pass 1 of float32 data only
+        sizeof(T) == 4 ? stride_f32 * static_cast<std::size_t>(nt) : 0);
+    double* scratch = scratch_buf.get();
+    float* scratch_f32 = sizeof(T) == 4 ? scratch_f32_buf.get() : nullptr;
+    parallel_region(nt, [&] {
         double* buf = scratch + stride * static_cast<std::size_t>(thread_index());
         float* fbuf = scratch_f32 == nullptr
                           ? nullptr
@@ -633,9 +640,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
                     partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c]};
             }
         }
-    }
-    delete[] scratch;
-    delete[] scratch_f32;
+    });
     if (groups > 1) {
         for (std::int64_t c = 0; c < v.C; ++c) {
             Moments1 m = partial[c];
@@ -643,9 +648,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
             mean[c] = ref[c] + m.mean;
             m2[c] = m.m2;
         }
-        delete[] partial;
     }
-    delete[] ref;
 }
 
 template <class T>

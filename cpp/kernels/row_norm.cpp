@@ -68,8 +68,7 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
                     const T* b, double eps, bool rms, double* mean, double* m2, double* rstd,
                     int nt) {
     const std::int64_t R = xv.C, D = xv.B;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    parallel_region(nt, [&] {
 #pragma omp for schedule(dynamic, 4) nowait
         for (std::int64_t r = 0; r < R; ++r) {
             const T* xr = x + r * xv.sC;
@@ -82,7 +81,7 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
                                b);
         }
         if constexpr (kStream) stream_fence();
-    }
+    });
 }
 
 template <class T>
@@ -103,7 +102,8 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
                       R >= 4 * static_cast<std::int64_t>(nthreads);
     if (!rows) {  // other layouts: the two general kernels
         moments_impl(x, xv, mean, m2, nthreads);
-        T* params = new T[3 * static_cast<std::size_t>(R)];
+        Scratch<T> params_buf(3 * static_cast<std::size_t>(R));
+        T* params = params_buf.get();
         T* hi = params;
         T* lo = params + R;
         T* scale = params + 2 * R;
@@ -118,7 +118,6 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
             row_affine_f32_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
         else
             row_affine_f64_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
-        delete[] params;
         return;
     }
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
@@ -210,28 +209,31 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
     const std::int64_t blocks = max_i64(1, min_i64(min_i64(R, 64), (std::int64_t(1) << 21) / D));
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
-    double* partial = new double[2 * static_cast<std::size_t>(blocks * D)];
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (std::int64_t blk = 0; blk < blocks; ++blk) {
-        double* pw = partial + 2 * blk * D;
-        double* pb = pw + D;
-        for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
-        for (std::int64_t r = part_begin(blk, R, blocks); r < part_begin(blk + 1, R, blocks); ++r) {
-            const T* xr = x + r * xv.sC;
-            const T* gr = dy + r * dyv.sC;
-            T* out = dx + r * dxv.sC;
-            if (unit && rms)
-                backward_row<true, true>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
-            else if (unit)
-                backward_row<true, false>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
-            else if (rms)
-                backward_row<false, true>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r], rstd[r],
-                                          w, pw, pb);
-            else
-                backward_row<false, false>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r],
-                                           rstd[r], w, pw, pb);
+    Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
+    double* partial = partial_buf.get();
+    parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t blk = 0; blk < blocks; ++blk) {
+            double* pw = partial + 2 * blk * D;
+            double* pb = pw + D;
+            for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
+            for (std::int64_t r = part_begin(blk, R, blocks); r < part_begin(blk + 1, R, blocks); ++r) {
+                const T* xr = x + r * xv.sC;
+                const T* gr = dy + r * dyv.sC;
+                T* out = dx + r * dxv.sC;
+                if (unit && rms)
+                    backward_row<true, true>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
+                else if (unit)
+                    backward_row<true, false>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
+                else if (rms)
+                    backward_row<false, true>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r], rstd[r],
+                                              w, pw, pb);
+                else
+                    backward_row<false, false>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r],
+                                               rstd[r], w, pw, pb);
+            }
         }
-    }
+    });
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
         const double* pw = partial + 2 * blk * D;
         for (std::int64_t j = 0; j < D; ++j) {
@@ -239,7 +241,6 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
             dbias[j] += pw[D + j];
         }
     }
-    delete[] partial;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // NEON code for the baseline, AVX2 for avx2 and AVX-512 for avx512.
 // Only for files under cpp/kernels/ (compiled once per ISA).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #if defined(__SSE2__)
@@ -199,7 +200,8 @@ inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneF
 template <class T>
 inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
     const std::int64_t n = C + NativeVec<T>::lanes;
-    for (std::int64_t j = 0; j < n; ++j) ext[j] = p[j % C];
+    for (std::int64_t j = 0; j < n; j += C)  // whole copies: no division per entry
+        std::memcpy(ext + j, p, static_cast<std::size_t>(n - j < C ? n - j : C) * sizeof(T));
 }
 
 // The work items of periodic runs over A whole rows of C elements: blocks
@@ -216,6 +218,38 @@ inline void for_each_periodic_block(std::int64_t A, std::int64_t C, F&& f) {
         f(r0, A - r0 < rows_per ? A - r0 : rows_per);
     }
 }
+
+// Runs body() on nt threads, with work-sharing loops inside it (orphaned
+// `omp for`). One thread calls it directly: an OpenMP region of one thread
+// still builds and frees a team, a third of a tiny call's time.
+template <class F>
+inline void parallel_region(int nt, F&& body) {
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        body();
+    } else {
+        body();
+    }
+}
+
+// A kernel's scratch array: inline (on the caller's stack) when it is
+// small, on the heap otherwise, and freed on every exit. Tiny calls (a
+// (4, 16) batch) spent more time in malloc/free than in arithmetic.
+template <class T, std::size_t kInline = 256>
+class Scratch {
+public:
+    explicit Scratch(std::size_t n) : ptr_(n <= kInline ? inline_ : new T[n]) {}
+    ~Scratch() {
+        if (ptr_ != inline_) delete[] ptr_;
+    }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    T* get() { return ptr_; }
+
+private:
+    T inline_[kInline];
+    T* ptr_;
+};
 
 // Lane-wise min/max that ignore NaN in `v` (callers check NaN separately).
 template <class V>
