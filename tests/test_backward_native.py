@@ -123,7 +123,13 @@ def test_eval_backward_ignores_nan_in_x(backend):
     np.testing.assert_array_equal(dx, np.full_like(x, 2.0))
 
 
-@pytest.mark.parametrize("shape, axis, order", CASES[:6] + REDUCE_CASES[-2:])
+# (3, 9, 100_000): the fused training backward (one channel per thread, several
+# groups, streaming stores) at 1 and 2 threads, the two-pass form at 3; (4, 6, 33)
+# is fused at 1 thread only.
+FUSED_CASES = [((3, 9, 100_000), 1, "C")]
+
+
+@pytest.mark.parametrize("shape, axis, order", CASES[:6] + REDUCE_CASES[-2:] + FUSED_CASES)
 def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, order):
     rng = np.random.default_rng(14)
     x = np.asarray(rng.standard_normal(shape).astype(np.float32), order=order)
@@ -237,3 +243,61 @@ def test_group_norm_backward_matches_reference_and_threads(native_backend, axis)
     mag = np.abs(g).max() * rs.max()
     np.testing.assert_allclose(got, ref, rtol=0, atol=32 * np.finfo(np.float32).eps * mag)
     np.testing.assert_allclose(dw, (g4 * xhat).sum(axis=(0, 3)).ravel(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 6, 33), (3, 9, 100_000), (5, 12, 17), (300, 37, 1)])
+def test_train_kernel_fused_and_two_pass_give_the_same_bits(native_backend, shape, dtype):
+    # The fused loop (one channel per thread) runs where C >= 4 * threads and
+    # rows are long enough; otherwise the two-pass form. Their float64 sums
+    # and dx must agree bit for bit (float32 dx alone would hide a last-bit
+    # difference in the sums).
+    rng = np.random.default_rng(15)
+    x3 = (3 + rng.standard_normal(shape)).astype(dtype)
+    dy3 = rng.standard_normal(shape).astype(dtype)
+    mean = x3.astype(np.float64).mean(axis=(0, 2)).astype(dtype).astype(np.float64)
+    invstd = 1.0 / x3.astype(np.float64).std(axis=(0, 2))
+    weight = rng.standard_normal(shape[1])
+    results = []
+    for n in (1, 2, 3):
+        dx3 = np.empty_like(x3)
+        with bnfast.threads(n):
+            sums = _backend.impl().bn_backward_train(x3, dy3, dx3, mean, invstd, weight)
+        results.append(dx3.tobytes() + b"".join(s.tobytes() for s in sums))
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis, order", REDUCE_CASES + FUSED_CASES)
+def test_train_kernel_matches_twin(shape, axis, order, dtype):
+    if len(_backend.choices()) == 1:
+        pytest.skip("native module not built")
+    from bnfast import _layout, _numpy
+
+    rng = np.random.default_rng(16)
+    x = np.asarray((3 + rng.standard_normal(shape)).astype(dtype), order=order)
+    dy = np.asarray(rng.standard_normal(shape).astype(dtype), order=order)
+    groups = _layout.canonical_groups(x, (axis % x.ndim,))
+    x3 = _layout.fold(x, groups)
+    dy3 = _layout.fold(dy, groups)
+    if x3 is None or dy3 is None:
+        pytest.skip("layout needs a copy")
+    c = x3.shape[1]
+    mean = x3.astype(np.float64).mean(axis=(0, 2)).astype(dtype).astype(np.float64)
+    invstd = 1.0 / (x3.astype(np.float64).std(axis=(0, 2)) + 0.1)
+    weight = rng.standard_normal(c)
+    dx_ref = np.empty_like(x3)
+    ref = _numpy.bn_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
+    eps = np.finfo(dtype).eps
+    for cap in _backend.supported_capabilities():
+        dx = np.empty_like(x3)
+        with _backend.using(cap):
+            got = _backend.impl().bn_backward_train(x3, dy3, dx, mean, invstd, weight)
+        # The float64 sums differ from NumPy's only in summation order.
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)
+        # p, q, r are rounded to the dtype once each (an ulp apart at most
+        # when the sums differ in the last bits), then three roundings in
+        # dx = dy*p + ((x - hi) - lo)*q + r: a few ulps of the largest term.
+        scale = np.max(np.abs(dx_ref)) + np.max(np.abs(dy3)) * np.max(np.abs(invstd * weight))
+        np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=8 * eps * scale)

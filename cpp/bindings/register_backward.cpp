@@ -62,6 +62,35 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
 }
 
 template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> train_typed(
+    const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+    const py::array& invstd, const py::object& weight, bn_backward_train_fn<T> kernel) {
+    const View3 xv = view3_of(x, "x");
+    const View3 dyv = matching_view(dy, xv, "dy", "bn_backward_train");
+    const View3 dxv = matching_view(dx, xv, "dx", "bn_backward_train");
+    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
+        throw py::type_error("bn_backward_train: dy and dx must have x's dtype");
+    if (!dx.writeable()) throw py::value_error("bn_backward_train: dx is read-only");
+    const double* mp = channel_param<double>(mean, xv.C, "mean");
+    const double* ip = channel_param<double>(invstd, xv.C, "invstd");
+    const double* wp =
+        weight.is_none() ? nullptr
+                         : channel_param<double>(existing_array(weight, "weight"), xv.C, "weight");
+    py::array_t<double> sum_dy(xv.C), sum_dy_xc(xv.C);
+    double* s1 = sum_dy.mutable_data();
+    double* s2 = sum_dy_xc.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    T* dxd = static_cast<T*>(dx.mutable_data());
+    const int nthreads = num_threads();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads);
+    }
+    return {std::move(sum_dy), std::move(sum_dy_xc)};
+}
+
+template <class T>
 std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> row_forward_typed(
     const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
     bool rms, row_norm_forward_fn<T> kernel) {
@@ -156,6 +185,21 @@ void register_backward(py::module_& m) {
         py::arg("x"), py::arg("dy"), py::arg("center"),
         "Per-C (sum(d), sum(dy), sum(dy*d)) in float64 with d = x - center[c], over "
         "axes 0 and 2 of (A, C, B) views x and dy.");
+    m.def(
+        "bn_backward_train",
+        [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+           const py::array& invstd, const py::object& weight) {
+            const KernelTable& t = active_table();
+            if (has_dtype<float>(x))
+                return train_typed<float>(x, dy, dx, mean, invstd, weight, t.bn_backward_train_f32);
+            if (has_dtype<double>(x))
+                return train_typed<double>(x, dy, dx, mean, invstd, weight, t.bn_backward_train_f64);
+            throw py::type_error("bn_backward_train: x must be float32 or float64");
+        },
+        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("mean"), py::arg("invstd"),
+        py::arg("weight"),
+        "Training backward of batch norm on (A, C, B) views: writes dx, returns "
+        "(sum_dy, sum_dy_xc) in float64 (sum of dy * (x - exact mean)).");
     m.def(
         "bn_backward_apply",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,

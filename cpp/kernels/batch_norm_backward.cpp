@@ -298,6 +298,23 @@ inline void apply_run_periodic(const T* x, const T* dy, T* out, std::int64_t n, 
         });
 }
 
+// One contiguous run of B values of one channel (NCHW rows).
+template <bool kStream, class T>
+inline void apply_row(const T* xr, const T* dr, T* out, std::int64_t B, T hi, T lo, T p, T q,
+                      T r) {
+    using V = typename NativeVec<T>::type;
+    const V hv = splat<V>(hi), lv = splat<V>(lo);
+    const V pv = splat<V>(p), qv = splat<V>(q), rv = splat<V>(r);
+    write_run<kStream>(
+        out, B,
+        [&](std::int64_t i) {
+            const V xvv = load_vec<V>(xr + i);
+            const V dv = load_vec<V>(dr + i);
+            return dv * pv + (((xvv - hv) - lv) * qv + rv);
+        },
+        [&](std::int64_t i) { return apply_one(xr[i], dr[i], hi, lo, p, q, r); });
+}
+
 template <bool kStream, class T>
 void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
                 const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
@@ -316,21 +333,9 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
 #pragma omp for schedule(static) nowait
             for (std::int64_t row = 0; row < A * C; ++row) {
                 const std::int64_t a = row / C, c = row % C;
-                const T* xr = x + a * xv.sA + c * xv.sC;
-                const T* dr = dy + a * dyv.sA + c * dyv.sC;
-                T* out = dx + a * dxv.sA + c * dxv.sC;
-                const V hv = splat<V>(hi[c]), lv = splat<V>(lo[c]);
-                const V pv = splat<V>(p[c]), qv = splat<V>(q[c]), rv = splat<V>(r[c]);
-                write_run<kStream>(
-                    out, B,
-                    [&](std::int64_t i) {
-                        const V xvv = load_vec<V>(xr + i);
-                        const V dv = load_vec<V>(dr + i);
-                        return dv * pv + (((xvv - hv) - lv) * qv + rv);
-                    },
-                    [&](std::int64_t i) {
-                        return apply_one(xr[i], dr[i], hi[c], lo[c], p[c], q[c], r[c]);
-                    });
+                apply_row<kStream>(x + a * xv.sA + c * xv.sC, dy + a * dyv.sA + c * dyv.sC,
+                                   dx + a * dxv.sA + c * dxv.sC, B, hi[c], lo[c], p[c], q[c],
+                                   r[c]);
             }
         } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
 #pragma omp for schedule(static) nowait
@@ -390,6 +395,101 @@ void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, 
         apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
 }
 
+// ---------------------------------------------------------------------------
+// Training backward in one call (bn_backward_train_fn).
+
+// The per-channel epilogue, one function for the fused and the two-pass
+// loops so both give the same bits. Not contracted into FMAs: it is the
+// float64 arithmetic of the NumPy twin, operation for operation.
+template <class T>
+__attribute__((noinline, optimize("fp-contract=off"))) void train_params(
+    const Sums3& s, double n, double mean, double invstd, double w, double& sum_dy,
+    double& sum_dy_xc, T out[5]) {
+    const double delta = s.d / n;  // the stored mean's rounding
+    const double mu_exact = mean + delta;
+    sum_dy = s.dy;
+    sum_dy_xc = s.dy_d - delta * s.dy;
+    const double k = sum_dy_xc * invstd * invstd / n;
+    const double p = invstd * w;
+    const T hi = static_cast<T>(mu_exact);
+    out[0] = hi;
+    out[1] = static_cast<T>(mu_exact - static_cast<double>(hi));
+    out[2] = static_cast<T>(p);
+    out[3] = static_cast<T>(-k * p);
+    out[4] = static_cast<T>(-(s.dy / n) * p);
+}
+
+// NCHW-like rows: each channel is reduced (the same groups and order as
+// reduce_rows) and its dx written by one thread right away, while the x and
+// dy slabs are still in cache: the second read costs little.
+template <bool kStream, class T>
+void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                      const View3& dxv, const double* mean, const double* invstd,
+                      const double* weight, double* sum_dy, double* sum_dy_xc, int nt) {
+    const std::int64_t n = xv.A * xv.B;
+    const std::int64_t groups = group_count(n);
+    parallel_region(nt, [&] {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (std::int64_t c = 0; c < xv.C; ++c) {
+            const T* xc = x + c * xv.sC;
+            const T* dyc = dy + c * dyv.sC;
+            Sums3 s = row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(0, n, groups),
+                                     part_begin(1, n, groups));
+            for (std::int64_t g = 1; g < groups; ++g)
+                s.add(row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(g, n, groups),
+                                     part_begin(g + 1, n, groups)));
+            T prm[5];
+            train_params(s, static_cast<double>(n), mean[c], invstd[c],
+                         weight != nullptr ? weight[c] : 1.0, sum_dy[c], sum_dy_xc[c], prm);
+            for (std::int64_t a = 0; a < xv.A; ++a)
+                apply_row<kStream>(xc + a * xv.sA, dyc + a * dyv.sA, dx + c * dxv.sC + a * dxv.sA,
+                                   xv.B, prm[0], prm[1], prm[2], prm[3], prm[4]);
+        }
+        if constexpr (kStream) stream_fence();
+    });
+}
+
+template <class T>
+void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                const View3& dxv, const double* mean, const double* invstd, const double* weight,
+                double* sum_dy, double* sum_dy_xc, int nthreads) {
+    const std::int64_t C = xv.C;
+    if (C == 0) return;
+    if (nthreads < 1) nthreads = 1;
+    const std::int64_t total = xv.A * xv.B * C;
+    // One channel per thread in the fused loop: only with enough channels
+    // for the threads (the same rule as the fused training forward).
+    const bool fused = total > 0 && xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 &&
+                       xv.B >= kMinRowLength && C >= 4 * static_cast<std::int64_t>(nthreads);
+    if (fused) {
+        const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
+        if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+            train_fused_rows<true>(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy,
+                                   sum_dy_xc, nt);
+        else
+            train_fused_rows<false>(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy,
+                                    sum_dy_xc, nt);
+        return;
+    }
+    Scratch<double> sums_buf(3 * static_cast<std::size_t>(C));
+    double* sum_d = sums_buf.get();
+    double* sums_dy = sum_d + C;
+    double* sum_dy_d = sum_d + 2 * C;
+    reduce_impl(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
+    Scratch<T> params_buf(5 * static_cast<std::size_t>(C));
+    T* prm = params_buf.get();
+    for (std::int64_t c = 0; c < C; ++c) {
+        T one[5];
+        train_params(Sums3{sum_d[c], sums_dy[c], sum_dy_d[c]}, static_cast<double>(xv.A * xv.B),
+                     mean[c], invstd[c], weight != nullptr ? weight[c] : 1.0, sum_dy[c],
+                     sum_dy_xc[c], one);
+        for (int k = 0; k < 5; ++k) prm[k * C + c] = one[k];
+    }
+    if (total > 0)
+        apply_dispatch(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C, prm + 3 * C,
+                       prm + 4 * C, nthreads);
+}
+
 }  // namespace
 
 void bn_backward_reduce_f32_kernel(const float* x, const View3& xv, const float* dy,
@@ -413,6 +513,19 @@ void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double
                                   const double* hi, const double* lo, const double* p,
                                   const double* q, const double* r, int nthreads) {
     apply_dispatch(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+}
+
+void bn_backward_train_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const double* mean, const double* invstd, const double* weight,
+                                  double* sum_dy, double* sum_dy_xc, int nthreads) {
+    train_impl(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy, sum_dy_xc, nthreads);
+}
+void bn_backward_train_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* mean, const double* invstd, const double* weight,
+                                  double* sum_dy, double* sum_dy_xc, int nthreads) {
+    train_impl(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy, sum_dy_xc, nthreads);
 }
 
 }  // namespace bnfast::kernels::BNFAST_ISA

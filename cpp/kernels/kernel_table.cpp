@@ -18,6 +18,8 @@ const KernelTable& kernel_table() {
         &bn_backward_reduce_f64_kernel,
         &bn_backward_apply_f32_kernel,
         &bn_backward_apply_f64_kernel,
+        &bn_backward_train_f32_kernel,
+        &bn_backward_train_f64_kernel,
         &row_norm_forward_f32_kernel,
         &row_norm_forward_f64_kernel,
         &row_norm_backward_f32_kernel,

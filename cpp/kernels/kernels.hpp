@@ -52,6 +52,14 @@ void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double
                                   const View3& dyv, double* dx, const View3& dxv,
                                   const double* hi, const double* lo, const double* p,
                                   const double* q, const double* r, int nthreads);
+void bn_backward_train_f32_kernel(const float* x, const View3& xv, const float* dy,
+                                  const View3& dyv, float* dx, const View3& dxv,
+                                  const double* mean, const double* invstd, const double* weight,
+                                  double* sum_dy, double* sum_dy_xc, int nthreads);
+void bn_backward_train_f64_kernel(const double* x, const View3& xv, const double* dy,
+                                  const View3& dyv, double* dx, const View3& dxv,
+                                  const double* mean, const double* invstd, const double* weight,
+                                  double* sum_dy, double* sum_dy_xc, int nthreads);
 
 void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
                                  const float* w, const float* b, double eps, bool rms,

@@ -86,7 +86,6 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
     mu = _stat(mean, "mean", (c,), "batch_norm_backward")
     inv = _stat(invstd, "invstd", (c,), "batch_norm_backward")
     w = _weight(weight, (c,), "batch_norm_backward")
-    n = math.prod(x.shape[i] for i in range(x.ndim) if i != axis)
     dx = output_for(x, out, "batch_norm_backward")
     if x.size == 0:
         _, dweight, dbias = _empty_grads(x, (c,), w)
@@ -95,27 +94,19 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
     groups = _layout.canonical_groups(x, (axis,))
     x3 = _layout.view_or_copy(x, groups)
     dy3 = _layout.view_or_copy(dy, groups)
-    sum_d, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
-    gamma = np.ones(c) if w is None else w
     # dx overlapping an input it is computed from goes through a temporary.
     private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"), \
             _layout.output_view(dx, groups, x3.shape, private) as dx3_work:
         if training:
-            # The stored mean was rounded to x's dtype: move the centre to the
-            # exact batch mean (sum_d / n is that rounding).
-            delta = sum_d / n
-            mu_exact = mu + delta
-            sum_dy_xc = sum_dy_xc - delta * sum_dy
-            k = sum_dy_xc * inv * inv / n
-            p = inv * gamma
-            q = -k * p
-            r = -(sum_dy / n) * p
-            hi, lo = split_center(mu_exact, dtype)
-            impl.bn_backward_apply(x3, dy3, dx3_work, hi, lo, as_param(p, dtype),
-                                   as_param(q, dtype), as_param(r, dtype))
+            # One kernel: the sums about the stored mean, the move to the exact
+            # batch mean, and dx (fused per channel where the layout allows).
+            sum_dy, sum_dy_xc = impl.bn_backward_train(
+                x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w)
         else:
             # Eval: dx = dy * invstd * weight, independent of x.
+            _, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
+            gamma = np.ones(c) if w is None else w
             impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
                         np.zeros(c, dtype=dtype))
         dweight = None if w is None else (sum_dy_xc * inv).astype(dtype)

@@ -44,6 +44,14 @@ def bn_backward_apply(
     q: np.ndarray,
     r: np.ndarray,
 ) -> None: ...
+def bn_backward_train(
+    x: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    mean: np.ndarray,
+    invstd: np.ndarray,
+    weight: Optional[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]: ...
 def row_norm_forward(
     x: np.ndarray, y: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, rms: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...

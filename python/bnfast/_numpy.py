@@ -96,6 +96,36 @@ def bn_backward_apply(x3, dy3, dx3, hi, lo, p, q, r) -> None:
         dx3[...] = dy3 * p[col] + (((x3 - hi[col]) - lo[col]) * q[col] + r[col])
 
 
+def bn_backward_train(x3, dy3, dx3, mean, invstd, weight):
+    """Training backward of batch norm: writes dx3, returns per-C
+    ``(sum_dy, sum_dy_xc)`` in float64, ``sum_dy_xc = sum(dy * (x - exact mean))``.
+
+    The sums are taken about the stored ``mean`` (rounded to x's dtype by the
+    forward pass); ``sum_d / n`` is that rounding, so the centre moves to the
+    exact batch mean. Then ``dx = dy*p + ((x - hi) - lo)*q + r`` with
+    ``p = invstd*w``, ``q = -(sum_dy_xc*invstd*invstd/n)*p``,
+    ``r = -(sum_dy/n)*p`` and ``hi + lo`` the exact mean, all rounded to x's
+    dtype.
+    """
+    n = x3.shape[0] * x3.shape[2]
+    sum_d, sum_dy, sum_dy_d = bn_backward_reduce(x3, dy3, mean)
+    gamma = np.ones(x3.shape[1]) if weight is None else weight
+    dtype = x3.dtype
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        delta = sum_d / n
+        mu_exact = mean + delta
+        sum_dy_xc = sum_dy_d - delta * sum_dy
+        k = sum_dy_xc * invstd * invstd / n
+        p = invstd * gamma
+        q = -k * p
+        r = -(sum_dy / n) * p
+        hi = mu_exact.astype(dtype)
+        lo = (mu_exact - hi).astype(dtype)
+        bn_backward_apply(x3, dy3, dx3, hi, lo, p.astype(dtype), q.astype(dtype),
+                          r.astype(dtype))
+    return sum_dy, sum_dy_xc
+
+
 def row_rstd(mean, m2, d, eps, rms):
     """Per-row 1/sqrt(var + eps), or 1/sqrt(mean(x**2) + eps) for RMS norm."""
     var = m2 / d

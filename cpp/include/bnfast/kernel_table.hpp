@@ -61,6 +61,21 @@ using bn_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
                                       const T* lo, const T* p, const T* q, const T* r,
                                       int nthreads);
 
+// Batch-norm training backward in one call: the sums of bn_backward_reduce_fn
+// about center = mean, then per channel, with n = A*B,
+//   delta = sum_d/n (the stored mean's rounding), sum_dy_xc = sum_dy_d - delta*sum_dy,
+//   p = invstd*w, q = -(sum_dy_xc*invstd*invstd/n)*p, r = -(sum_dy/n)*p,
+// and dx = dy*p + ((x - hi) - lo)*q + r with hi + lo = mean + delta (p, q,
+// r, hi, lo rounded to T). Writes sum_dy[c] and sum_dy_xc[c] (for dweight
+// and dbias). weight (double, length C) may be null. NCHW-like layouts
+// reduce and apply each channel while its slab is in cache; the results are
+// bit-identical to the two-pass form and to any nthreads.
+template <class T>
+using bn_backward_train_fn = void (*)(const T* x, const View3& xv, const T* dy,
+                                      const View3& dyv, T* dx, const View3& dxv,
+                                      const double* mean, const double* invstd,
+                                      const double* weight, double* sum_dy, double* sum_dy_xc,
+                                      int nthreads);
 // Row normalization forward on (1, R, D): per-row mean and M2 (bit-identical
 // to moments_fn), rstd, and y = ((x - mean) * rstd) * w + b, or
 // (x * rstd) * w + b for RMS norm (rstd = 1/sqrt(M2/D + mean^2 + eps); 0 for a
@@ -92,6 +107,8 @@ struct KernelTable {
     bn_backward_reduce_fn<double> bn_backward_reduce_f64;
     bn_backward_apply_fn<float> bn_backward_apply_f32;
     bn_backward_apply_fn<double> bn_backward_apply_f64;
+    bn_backward_train_fn<float> bn_backward_train_f32;
+    bn_backward_train_fn<double> bn_backward_train_f64;
     row_norm_forward_fn<float> row_norm_forward_f32;
     row_norm_forward_fn<double> row_norm_forward_f64;
     row_norm_backward_fn<float> row_norm_backward_f32;
