@@ -165,3 +165,33 @@ def test_fused_batch_norm_statistics_equal_moments(backend, shape, dtype):
     y_ref = np.empty_like(x3)
     impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
     np.testing.assert_array_equal(y3, y_ref)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 150_001), (2, 9, 300_001), (3, 8, 100_003)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shared_channel_batch_norm_matches_moments_and_affine(native_backend, shape, dtype):
+    # Channel slabs over 1 MiB with at least one group per thread are shared
+    # by the threads (each normalizes the groups it reduced); groups cut
+    # rows in the middle here, and (2, 9, 300_001) gives 3 groups to 2
+    # threads. Statistics must be the moments kernel's bits, the output the
+    # unfused moments + affine path's, at 1, 2 and 3 threads.
+    from bnfast import _backend
+
+    impl = _backend.impl()
+    rng = np.random.default_rng(17)
+    x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)
+    w = rng.standard_normal(shape[1])
+    b = rng.standard_normal(shape[1])
+    ref_mean, ref_m2 = impl.moments(x3)
+    n = shape[0] * shape[2]
+    scale = (1.0 / np.sqrt(ref_m2 / n + 1e-5) * w).astype(dtype)
+    hi = ref_mean.astype(dtype)
+    lo = (ref_mean - hi).astype(dtype)
+    y_ref = np.empty_like(x3)
+    impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
+    for threads in (1, 2, 3):
+        y3 = np.empty_like(x3)
+        with bnfast.threads(threads):
+            mean, m2 = impl.batch_norm_train(x3, y3, w, b, 1e-5)
+        assert mean.tobytes() == ref_mean.tobytes() and m2.tobytes() == ref_m2.tobytes()
+        np.testing.assert_array_equal(y3, y_ref)

@@ -17,6 +17,10 @@
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
 
+// Channel slabs above this are shared by the threads (fused_rows_shared):
+// about half of a core's L2 on current x86 server cores (1-2 MB).
+constexpr std::int64_t kSharedSlabBytes = std::int64_t(1) << 20;
+
 // Per-channel scale and shift in double, exactly as the Python layer forms
 // them for the unfused path: invstd = 1/sqrt(m2/n + eps), scale = invstd*w.
 inline void channel_affine(double m2, double count, const double* weight,
@@ -50,6 +54,58 @@ void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double*
     });
 }
 
+// Channel slabs larger than a core's L2: the threads share each channel,
+// one contiguous range of its groups per thread, so the range a thread
+// reduced is still in its own L2 when it normalizes it (with a whole slab
+// per thread, the second read came from memory again). Every thread merges
+// the groups' moments in index order, as slab_moments does: the same bits.
+template <bool kStream, class T>
+void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
+                       const double* bias, double eps, double* mean, double* m2, int nt) {
+    const std::int64_t n = v.A * v.B;
+    const double count = static_cast<double>(n);
+    const std::int64_t groups = group_count(n);
+    Scratch<Moments1, 64> partial_buf(static_cast<std::size_t>(2 * groups));
+    Moments1* partial = partial_buf.get();
+    parallel_region(nt, [&] {
+        const std::int64_t t = thread_index(), nteam = team_size();
+        const std::int64_t g0 = part_begin(t, groups, nteam), g1 = part_begin(t + 1, groups, nteam);
+        for (std::int64_t c = 0; c < v.C; ++c) {
+            // Two slots per group, alternating by channel: a fast thread may
+            // write channel c + 1's partials while another still reads c's.
+            Moments1* part = partial + (c % 2) * groups;
+            const T* xc = x + c * v.sC;
+            const double ref = reference_value(xc);
+            for (std::int64_t g = g0; g < g1; ++g)
+                part[g] = row_range_moments(xc, v, part_begin(g, n, groups),
+                                            part_begin(g + 1, n, groups), ref);
+#pragma omp barrier
+            Moments1 m = part[0];
+            for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, part[g]);
+            const double mean_c = ref + m.mean;
+            if (t == 0) {
+                mean[c] = mean_c;
+                m2[c] = m.m2;
+            }
+            double scale, shift;
+            channel_affine(m.m2, count, weight, bias, c, eps, scale, shift);
+            const T hi = static_cast<T>(mean_c);
+            const T lo = static_cast<T>(mean_c - static_cast<double>(hi));
+            const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
+            T* yc = y + c * yv.sC;
+            const std::int64_t begin = part_begin(g0, n, groups), end = part_begin(g1, n, groups);
+            std::int64_t a = begin / v.B, b = begin % v.B;  // row pieces (sB == 1)
+            for (std::int64_t left = end - begin; left > 0; ++a, b = 0) {
+                const std::int64_t len = min_i64(v.B - b, left);
+                affine_run_bcast<true, kStream>(xc + a * v.sA + b, yc + a * yv.sA + b, len, hi, lo,
+                                                scale_t, shift_t);
+                left -= len;
+            }
+        }
+        if constexpr (kStream) stream_fence();
+    });
+}
+
 template <class T>
 void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
                            const double* weight, const double* bias, double eps,
@@ -64,6 +120,15 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
     if (rows) {
         const std::int64_t total = xv.A * xv.B * xv.C;
         const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
+        const std::int64_t slab_bytes = xv.A * xv.B * static_cast<std::int64_t>(sizeof(T));
+        if (nt > 1 && slab_bytes > kSharedSlabBytes &&
+            group_count(xv.A * xv.B) >= static_cast<std::int64_t>(nt)) {
+            if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+                fused_rows_shared<true>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
+            else
+                fused_rows_shared<false>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
+            return;
+        }
         if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
             fused_rows<true>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
         else

@@ -63,6 +63,14 @@ inline int thread_index() {
 #endif
 }
 
+inline int team_size() {
+#if defined(_OPENMP)
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 inline std::int64_t min_i64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t max_i64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
