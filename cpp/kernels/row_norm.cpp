@@ -173,7 +173,18 @@ inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t
     if constexpr (kRms) {
         // dx = rstd * g - x * rstd^3 * mean(g * x)
         const double k = rs * rs * rs * s_gd / dd;
-        for (std::int64_t j = 0; j < D; ++j) {
+        std::int64_t j1 = 0;
+        if constexpr (kUnit) {  // explicit vectors, as in the layer-norm branch
+            const f64v rs_v = splat<f64v>(rs), k_v = splat<f64v>(k);
+            for (; j1 + kLanesF64 <= D; j1 += kLanesF64) {
+                const f64v xj = load_as_f64(xr + j1);
+                const f64v dyj = load_as_f64(gr + j1);
+                store_from_f64(out + j1, rs_v * (dyj * load_as_f64(w + j1)) - xj * k_v);
+                store_vec(pw + j1, load_vec<f64v>(pw + j1) + (dyj * xj) * rs_v);
+                store_vec(pb + j1, load_vec<f64v>(pb + j1) + dyj);
+            }
+        }
+        for (std::int64_t j = j1; j < D; ++j) {
             const double xj = static_cast<double>(xr[j * ax]);
             const double dyj = static_cast<double>(gr[j * ag]);
             out[j * ao] = static_cast<T>(rs * (dyj * static_cast<double>(w[j])) - xj * k);
@@ -185,7 +196,23 @@ inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t
         const double delta = s_d / dd;
         const double mean_g = s_g / dd;
         const double mean_gx = rs * (s_gd - delta * s_g) / dd;
-        for (std::int64_t j = 0; j < D; ++j) {
+        std::int64_t j1 = 0;
+        if constexpr (kUnit) {
+            // Explicit vectors: the compiler's own vectorization of this loop
+            // converted float32 <-> float64 through 128-bit pieces.
+            const f64v mu_v = splat<f64v>(mu), delta_v = splat<f64v>(delta);
+            const f64v rs_v = splat<f64v>(rs), mg_v = splat<f64v>(mean_g);
+            const f64v mgx_v = splat<f64v>(mean_gx);
+            for (; j1 + kLanesF64 <= D; j1 += kLanesF64) {
+                const f64v xhat = ((load_as_f64(xr + j1) - mu_v) - delta_v) * rs_v;
+                const f64v dyj = load_as_f64(gr + j1);
+                const f64v g = dyj * load_as_f64(w + j1);
+                store_from_f64(out + j1, rs_v * ((g - mg_v) - xhat * mgx_v));
+                store_vec(pw + j1, load_vec<f64v>(pw + j1) + dyj * xhat);
+                store_vec(pb + j1, load_vec<f64v>(pb + j1) + dyj);
+            }
+        }
+        for (std::int64_t j = j1; j < D; ++j) {
             const double xhat = ((static_cast<double>(xr[j * ax]) - mu) - delta) * rs;
             const double dyj = static_cast<double>(gr[j * ag]);
             const double g = dyj * static_cast<double>(w[j]);

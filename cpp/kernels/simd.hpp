@@ -69,6 +69,18 @@ inline f64v load_as_f64(const float* p) {
 #endif
 }
 
+// kLanesF64 doubles rounded to T and stored at p (unaligned).
+inline void store_from_f64(double* p, const f64v& v) { store_vec(p, v); }
+inline void store_from_f64(float* p, const f64v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm256_storeu_ps(p, _mm512_cvtpd_ps(reinterpret_cast<const __m512d&>(v)));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm_storeu_ps(p, _mm256_cvtpd_ps(reinterpret_cast<const __m256d&>(v)));
+#else
+    store_vec(p, __builtin_convertvector(v, f32h));
+#endif
+}
+
 // Non-temporal ("streaming") store of one full vector to p, which must be
 // aligned to kVecBytes: the cache line is written to memory without being
 // read first (a plain store reads every line it writes: a third of a large
