@@ -370,8 +370,10 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     const int nt = (v.A * v.B * v.C <= kParallelMinElements) ? 1 : nthreads;
 
     if (groups == 1) {
+        // Runs of consecutive slabs per item (see fused_row_norm).
+        const std::int64_t per_item = max_i64(1, min_i64(64, v.C / (8 * nt)));
         parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, per_item)
             for (std::int64_t c = 0; c < v.C; ++c) slab_moments(x + c * v.sC, v, mean[c], m2[c]);
         });
         return;

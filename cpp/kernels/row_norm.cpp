@@ -68,8 +68,13 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
                     const T* b, double eps, bool rms, double* mean, double* m2, double* rstd,
                     int nt) {
     const std::int64_t R = xv.C, D = xv.B;
+    // Runs of up to 64 consecutive rows per work item: each thread then reads
+    // and writes long sequential streams, which the hardware prefetcher
+    // follows (4 rows per item interleaved the two threads' rows: layer norm
+    // of 8192x768 took 2.1 ms instead of 1.65).
+    const std::int64_t rows_per_item = max_i64(1, min_i64(64, R / (8 * nt)));
     parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 4) nowait
+#pragma omp for schedule(dynamic, rows_per_item) nowait
         for (std::int64_t r = 0; r < R; ++r) {
             const T* xr = x + r * xv.sC;
             slab_moments(xr, xv, mean[r], m2[r]);
