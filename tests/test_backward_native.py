@@ -143,7 +143,11 @@ def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, ord
     assert results[0] == results[1] == results[2]
 
 
-ROW_CASES = [((7, 33), "C"), ((5, 4097), "C"), ((40, 9), "C"), ((33, 17), "F"), ((3, 300_000), "C")]
+# Rows wider than 1024 go through the backward's column chunks, 8 rows at a
+# time: (19, 2053) and (70, 1500) have partial chunks and partial groups of
+# rows, (9, 1031) the same with strided rows.
+ROW_CASES = [((7, 33), "C"), ((5, 4097), "C"), ((40, 9), "C"), ((33, 17), "F"), ((3, 300_000), "C"),
+             ((19, 2053), "C"), ((70, 1500), "C"), ((9, 1031), "F")]
 
 
 @pytest.mark.parametrize("shape, order", ROW_CASES)
@@ -180,12 +184,13 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
         np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(3000, 130), (300, 2053)])
 @pytest.mark.parametrize("rms", [False, True])
-def test_row_norm_backward_bits_do_not_depend_on_threads(native_backend, rms):
+def test_row_norm_backward_bits_do_not_depend_on_threads(native_backend, rms, shape):
     rng = np.random.default_rng(16)
-    x = rng.standard_normal((3000, 130)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    w = rng.standard_normal(130).astype(np.float32)
+    w = rng.standard_normal(shape[1]).astype(np.float32)
     if rms:
         _, rstd = bnfast.rms_norm(x, w, return_stats=True)
         run = lambda: bnfast.rms_norm_backward(dy, x, rstd, w)  # noqa: E731

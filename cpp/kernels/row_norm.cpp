@@ -134,13 +134,19 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
 
 // ---------------------------------------------------------------------------
 
-// One row of the backward pass; column gradients added into pw, pb.
-// kUnit: all three rows are contiguous (lets the compiler vectorize).
+// The backward pass of one row in two steps: its sums (pass 1) give the
+// row's constants, then dx and the column gradients (added into pw, pb) over
+// a range of its columns (pass 2), so that wide rows can be done a column
+// chunk at a time. kUnit: all three rows are contiguous.
+struct RowGrad {
+    double delta, mean_g, mean_gx;  // layer norm
+    double k;                       // RMS norm: rstd^3 * mean(g * x)
+};
+
 template <bool kUnit, bool kRms, class T>
-inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg, T* out,
-                         std::int64_t so, std::int64_t D, double mu, double rs, const T* w,
-                         double* __restrict pw, double* __restrict pb) {
-    const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg, ao = kUnit ? 1 : so;
+inline RowGrad backward_row_sums(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg,
+                                 std::int64_t D, double mu, double rs, const T* w) {
+    const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg;
     const double dd = static_cast<double>(D);
     double s_d = 0.0, s_g = 0.0, s_gd = 0.0;
     std::int64_t j0 = 0;
@@ -175,55 +181,98 @@ inline void backward_row(const T* xr, std::int64_t sx, const T* gr, std::int64_t
         s_g += g;
         s_gd += g * d;
     }
+    RowGrad c{};
     if constexpr (kRms) {
         // dx = rstd * g - x * rstd^3 * mean(g * x)
-        const double k = rs * rs * rs * s_gd / dd;
-        std::int64_t j1 = 0;
-        if constexpr (kUnit) {  // explicit vectors, as in the layer-norm branch
-            const f64v rs_v = splat<f64v>(rs), k_v = splat<f64v>(k);
-            for (; j1 + kLanesF64 <= D; j1 += kLanesF64) {
-                const f64v xj = load_as_f64(xr + j1);
-                const f64v dyj = load_as_f64(gr + j1);
-                store_from_f64(out + j1, rs_v * (dyj * load_as_f64(w + j1)) - xj * k_v);
-                store_vec(pw + j1, load_vec<f64v>(pw + j1) + (dyj * xj) * rs_v);
-                store_vec(pb + j1, load_vec<f64v>(pb + j1) + dyj);
+        c.k = rs * rs * rs * s_gd / dd;
+    } else {
+        // The stored mean was rounded to T: s_d / D moves it to the exact one.
+        c.delta = s_d / dd;
+        c.mean_g = s_g / dd;
+        c.mean_gx = rs * (s_gd - c.delta * s_g) / dd;
+    }
+    return c;
+}
+
+// Pass 2 over columns [j0, j1). Chunk edges are multiples of the vector
+// width, so each element takes the same (vector or scalar) path as in a
+// whole-row pass: the bits do not depend on the chunking.
+template <bool kUnit, bool kRms, class T>
+inline void backward_row_apply(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg,
+                               T* out, std::int64_t so, std::int64_t j0, std::int64_t j1,
+                               double mu, double rs, const RowGrad& c, const T* w,
+                               double* __restrict pw, double* __restrict pb) {
+    const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg, ao = kUnit ? 1 : so;
+    std::int64_t j = j0;
+    if constexpr (kRms) {
+        if constexpr (kUnit) {  // explicit vectors (one-instruction conversions)
+            const f64v rs_v = splat<f64v>(rs), k_v = splat<f64v>(c.k);
+            for (; j + kLanesF64 <= j1; j += kLanesF64) {
+                const f64v xj = load_as_f64(xr + j);
+                const f64v dyj = load_as_f64(gr + j);
+                store_from_f64(out + j, rs_v * (dyj * load_as_f64(w + j)) - xj * k_v);
+                store_vec(pw + j, load_vec<f64v>(pw + j) + (dyj * xj) * rs_v);
+                store_vec(pb + j, load_vec<f64v>(pb + j) + dyj);
             }
         }
-        for (std::int64_t j = j1; j < D; ++j) {
+        for (; j < j1; ++j) {
             const double xj = static_cast<double>(xr[j * ax]);
             const double dyj = static_cast<double>(gr[j * ag]);
-            out[j * ao] = static_cast<T>(rs * (dyj * static_cast<double>(w[j])) - xj * k);
+            out[j * ao] = static_cast<T>(rs * (dyj * static_cast<double>(w[j])) - xj * c.k);
             pw[j] += dyj * xj * rs;
             pb[j] += dyj;
         }
     } else {
-        // The stored mean was rounded to T: s_d / D moves it to the exact one.
-        const double delta = s_d / dd;
-        const double mean_g = s_g / dd;
-        const double mean_gx = rs * (s_gd - delta * s_g) / dd;
-        std::int64_t j1 = 0;
         if constexpr (kUnit) {
-            // Explicit vectors: the compiler's own vectorization of this loop
-            // converted float32 <-> float64 through 128-bit pieces.
-            const f64v mu_v = splat<f64v>(mu), delta_v = splat<f64v>(delta);
-            const f64v rs_v = splat<f64v>(rs), mg_v = splat<f64v>(mean_g);
-            const f64v mgx_v = splat<f64v>(mean_gx);
-            for (; j1 + kLanesF64 <= D; j1 += kLanesF64) {
-                const f64v xhat = ((load_as_f64(xr + j1) - mu_v) - delta_v) * rs_v;
-                const f64v dyj = load_as_f64(gr + j1);
-                const f64v g = dyj * load_as_f64(w + j1);
-                store_from_f64(out + j1, rs_v * ((g - mg_v) - xhat * mgx_v));
-                store_vec(pw + j1, load_vec<f64v>(pw + j1) + dyj * xhat);
-                store_vec(pb + j1, load_vec<f64v>(pb + j1) + dyj);
+            const f64v mu_v = splat<f64v>(mu), delta_v = splat<f64v>(c.delta);
+            const f64v rs_v = splat<f64v>(rs), mg_v = splat<f64v>(c.mean_g);
+            const f64v mgx_v = splat<f64v>(c.mean_gx);
+            for (; j + kLanesF64 <= j1; j += kLanesF64) {
+                const f64v xhat = ((load_as_f64(xr + j) - mu_v) - delta_v) * rs_v;
+                const f64v dyj = load_as_f64(gr + j);
+                const f64v g = dyj * load_as_f64(w + j);
+                store_from_f64(out + j, rs_v * ((g - mg_v) - xhat * mgx_v));
+                store_vec(pw + j, load_vec<f64v>(pw + j) + dyj * xhat);
+                store_vec(pb + j, load_vec<f64v>(pb + j) + dyj);
             }
         }
-        for (std::int64_t j = j1; j < D; ++j) {
-            const double xhat = ((static_cast<double>(xr[j * ax]) - mu) - delta) * rs;
+        for (; j < j1; ++j) {
+            const double xhat = ((static_cast<double>(xr[j * ax]) - mu) - c.delta) * rs;
             const double dyj = static_cast<double>(gr[j * ag]);
             const double g = dyj * static_cast<double>(w[j]);
-            out[j * ao] = static_cast<T>(rs * (g - mean_g - xhat * mean_gx));
+            out[j * ao] = static_cast<T>(rs * (g - c.mean_g - xhat * c.mean_gx));
             pw[j] += dyj * xhat;
             pb[j] += dyj;
+        }
+    }
+}
+
+// Rows wider than kColChunk go kSubRows at a time: their sums first, then
+// pass 2 a chunk of kColChunk columns at a time over all of them, so that
+// the chunk's column gradients stay in L1 (4096 columns of pw and pb are 64 KB,
+// more than L1: wide rows ran at half the speed of 768-wide ones).
+constexpr std::int64_t kSubRows = 8;
+constexpr std::int64_t kColChunk = 1024;  // a multiple of every vector width
+
+template <bool kUnit, bool kRms, class T>
+void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                   const View3& dxv, const double* mean, const double* rstd, const T* w,
+                   std::int64_t r_begin, std::int64_t r_end, double* pw, double* pb) {
+    const std::int64_t D = xv.B;
+    // Rows of one chunk: row by row, while each row is still in L1.
+    const std::int64_t sub = D > kColChunk ? kSubRows : 1;
+    RowGrad consts[kSubRows];
+    for (std::int64_t r0 = r_begin; r0 < r_end; r0 += sub) {
+        const std::int64_t r1 = min_i64(r0 + sub, r_end);
+        for (std::int64_t r = r0; r < r1; ++r)
+            consts[r - r0] = backward_row_sums<kUnit, kRms>(x + r * xv.sC, xv.sB, dy + r * dyv.sC,
+                                                            dyv.sB, D, mean[r], rstd[r], w);
+        for (std::int64_t j0 = 0; j0 < D; j0 += kColChunk) {
+            const std::int64_t j1 = min_i64(j0 + kColChunk, D);
+            for (std::int64_t r = r0; r < r1; ++r)
+                backward_row_apply<kUnit, kRms>(x + r * xv.sC, xv.sB, dy + r * dyv.sC, dyv.sB,
+                                                dx + r * dxv.sC, dxv.sB, j0, j1, mean[r], rstd[r],
+                                                consts[r - r0], w, pw, pb);
         }
     }
 }
@@ -236,9 +285,11 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
     for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
     if (R == 0 || D == 0) return;
     if (nthreads < 1) nthreads = 1;
-    // Fixed blocks of rows (shape-only) for the column sums, added in order;
-    // at most ~32 MB of partial sums however long the rows are.
-    const std::int64_t blocks = max_i64(1, min_i64(min_i64(R, 64), (std::int64_t(1) << 21) / D));
+    // Fixed blocks of rows (shape-only) for the column sums, added in order:
+    // at least kSubRows rows each (a block of one row paid for a whole
+    // column-gradient buffer), at most 64 blocks and ~32 MB of partial sums.
+    const std::int64_t blocks =
+        max_i64(1, min_i64(min_i64(R / kSubRows, 64), (std::int64_t(1) << 21) / D));
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
     Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
@@ -249,21 +300,15 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
             double* pw = partial + 2 * blk * D;
             double* pb = pw + D;
             for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
-            for (std::int64_t r = part_begin(blk, R, blocks); r < part_begin(blk + 1, R, blocks); ++r) {
-                const T* xr = x + r * xv.sC;
-                const T* gr = dy + r * dyv.sC;
-                T* out = dx + r * dxv.sC;
-                if (unit && rms)
-                    backward_row<true, true>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
-                else if (unit)
-                    backward_row<true, false>(xr, 1, gr, 1, out, 1, D, mean[r], rstd[r], w, pw, pb);
-                else if (rms)
-                    backward_row<false, true>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r], rstd[r],
-                                              w, pw, pb);
-                else
-                    backward_row<false, false>(xr, xv.sB, gr, dyv.sB, out, dxv.sB, D, mean[r],
-                                               rstd[r], w, pw, pb);
-            }
+            const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
+            if (unit && rms)
+                backward_rows<true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+            else if (unit)
+                backward_rows<true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+            else if (rms)
+                backward_rows<false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+            else
+                backward_rows<false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
         }
     });
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
