@@ -306,3 +306,39 @@ def test_train_kernel_matches_twin(shape, axis, order, dtype):
         # dx = dy*p + ((x - hi) - lo)*q + r: a few ulps of the largest term.
         scale = np.max(np.abs(dx_ref)) + np.max(np.abs(dy3)) * np.max(np.abs(invstd * weight))
         np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=8 * eps * scale)
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_row_norm_backward_out_may_be_dy_or_overlap_x(backend, rms):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((6, 5, 1100)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(1100).astype(np.float32)
+    if rms:
+        _, rstd = bnfast.rms_norm(x, w, return_stats=True)
+        call = lambda dy_, x_, out: bnfast.rms_norm_backward(dy_, x_, rstd, w, out=out)  # noqa: E731
+    else:
+        _, mean, rstd = bnfast.layer_norm(x, w, return_stats=True)
+        call = lambda dy_, x_, out: bnfast.layer_norm_backward(dy_, x_, mean, rstd, w, out=out)  # noqa: E731
+    ref = call(dy, x, None)
+    out = np.empty_like(x)
+    got = call(dy, x, out)
+    assert got[0] is out
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)
+    dy_inplace = dy.copy()
+    call(dy_inplace, x, dy_inplace)
+    np.testing.assert_array_equal(dy_inplace, ref[0])
+    x_inplace = x.copy()
+    call(dy, x_inplace, x_inplace)
+    np.testing.assert_array_equal(x_inplace, ref[0])
+    # A shifted overlap with x: computed from the original x all the same.
+    buf = np.concatenate([x.ravel(), np.zeros(7, np.float32)])
+    x_view = buf[:x.size].reshape(x.shape)
+    out_view = buf[7:].reshape(x.shape)
+    call(dy, x_view, out_view)
+    np.testing.assert_array_equal(out_view, ref[0])
+    with pytest.raises(ValueError, match="out"):
+        call(dy, x, np.empty((6, 5), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        call(dy, x, np.empty(x.shape, np.float64))

@@ -119,7 +119,7 @@ def _empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:
     return np.zeros_like(x), (None if w is None else zeros.copy()), zeros
 
 
-def _row_backward(dy, x, mean, rstd, weight, axis, func, rms):
+def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
     """Shared by layer and RMS norm backward: the native row kernel on the
     (1, rows, D) views, whatever the layout."""
     dy, x = _check_pair(dy, x, func)
@@ -129,42 +129,49 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms):
     mu = None if rms else _stat(mean, "mean", kept_shape, func).ravel()
     rs = _stat(rstd, "rstd", kept_shape, func).ravel()
     w = _weight(weight, norm_shape, func)
+    dx = output_for(x, out, func)
     if x.size == 0:
-        return _empty_grads(x, norm_shape, w)
+        _, dweight, dbias = _empty_grads(x, norm_shape, w)
+        return dx, dweight, dbias
     from ._norms import _row_groups
 
     dtype = x.dtype
     groups = _row_groups(x, norm_axes)
     x3 = _layout.view_or_copy(x, groups)
     dy3 = _layout.view_or_copy(dy, groups)
-    dx = np.empty_like(x, order="K")
     d = math.prod(norm_shape)
     w_t = as_param(np.ones(d) if w is None else w, dtype)
+    # Each element of dy is read before dx is written at the same place, so
+    # out=dy works in place; any other overlap goes through a temporary.
+    private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
     with np.errstate(invalid="ignore", over="ignore"), \
-            _layout.output_view(dx, groups, x3.shape) as dx3:
+            _layout.output_view(dx, groups, x3.shape, private) as dx3:
         dweight, dbias = _backend.impl().row_norm_backward(
             x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
     dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
     return dx, dweight, dbias.reshape(norm_shape).astype(dtype)
 
 
-def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
     """Gradients of :func:`bnfast.layer_norm`: ``(dx, dweight, dbias)``.
 
     ``mean``/``rstd`` are the statistics ``layer_norm(..., return_stats=True)``
     returned; ``dweight``/``dbias`` have the normalized shape (``dweight``
-    is None when ``weight`` is).
+    is None when ``weight`` is). ``out``: an array of x's shape and dtype
+    for dx (it may be ``dy``), which saves allocating one.
     """
-    return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False)
+    return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False,
+                         out=out)
 
 
-def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     """Gradients of :func:`bnfast.rms_norm`: ``(dx, dweight)``.
 
     ``rstd`` is what ``rms_norm(..., return_stats=True)`` returned
-    (``1 / sqrt(mean(x**2) + eps)``).
+    (``1 / sqrt(mean(x**2) + eps)``); ``out`` as in :func:`layer_norm_backward`.
     """
-    dx, dweight, _ = _row_backward(dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True)
+    dx, dweight, _ = _row_backward(dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True,
+                                   out=out)
     return dx, dweight
 
 

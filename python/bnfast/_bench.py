@@ -211,13 +211,13 @@ def _build(index, op_name, shape, layout, dtype, extra, rng):
         if op == "layer_norm":
             return lambda: bnfast.layer_norm(x, wd, out=y)
         if op == "layer_norm backward":
-            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
-            return lambda: bnfast.layer_norm_backward(dy, x, mean, rstd, wd)
+            dy, mean, rstd, dx = a["dy"], a["mean"], a["rstd"], a["dx"]
+            return lambda: bnfast.layer_norm_backward(dy, x, mean, rstd, wd, out=dx)
         if op == "rms_norm":
             return lambda: bnfast.rms_norm(x, wd, out=y)
         if op == "rms_norm backward":
-            dy, rstd = a["dy"], a["rstd"]
-            return lambda: bnfast.rms_norm_backward(dy, x, rstd, wd)
+            dy, rstd, dx = a["dy"], a["rstd"], a["dx"]
+            return lambda: bnfast.rms_norm_backward(dy, x, rstd, wd, out=dx)
         if op == "group_norm":
             groups = extra["groups"]
             return lambda: bnfast.group_norm(x, groups, w, b, out=y)
