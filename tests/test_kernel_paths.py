@@ -140,12 +140,33 @@ def test_batch_norm_affine_paths_match_numpy_twin(native_backend, name, dtype):
         np.testing.assert_allclose(y, y_ref, rtol=0, atol=8 * eps * mag)
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 4097), (2, 3, 150_001), (4, 6, 17), (5, 4, 3)])
+def _moments_then_affine(impl, x3, mean, m2, w, b):
+    """The unfused training output for statistics (mean, m2): the affine
+    kernel with the same float64 scale and split centre."""
+    dtype = x3.dtype
+    n = x3.shape[0] * x3.shape[2]
+    scale = (1.0 / np.sqrt(m2 / n + 1e-5) * w).astype(dtype)
+    hi = mean.astype(dtype)
+    lo = (mean - hi).astype(dtype)
+    y_ref = np.empty_like(x3)
+    impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
+    return y_ref
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 5, 4097), (2, 3, 150_001), (4, 6, 17), (5, 4, 3),
+     (2, 9, 150_001), (2, 9, 300_001), (3, 8, 100_003)],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_batch_norm_statistics_equal_moments(backend, shape, dtype):
-    # The fused training kernel must reproduce the moments kernel's
-    # statistics bit for bit (same chunks, groups and merge order), and the
-    # same output as the unfused moments + affine path.
+    # The training kernel must reproduce the moments kernel's statistics bit
+    # for bit (same chunks, groups and merge order), and the output of the
+    # unfused moments + affine path, whichever loop the thread count picks:
+    # fused per channel where C >= 4 * threads, channels over 1 MiB with a
+    # group per thread shared by the threads (the last three shapes at 2
+    # threads; groups cut rows in the middle, and (2, 9, 300_001) gives 3
+    # groups to 2 threads), moments + affine otherwise.
     from bnfast import _backend
 
     impl = _backend.impl()
@@ -153,42 +174,8 @@ def test_fused_batch_norm_statistics_equal_moments(backend, shape, dtype):
     x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)
     w = rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1])
-    y3 = np.empty_like(x3)
-    with bnfast.threads(1):  # the fused loop is used when C >= 4 * threads
-        mean, m2 = impl.batch_norm_train(x3, y3, w, b, 1e-5)
     ref_mean, ref_m2 = impl.moments(x3)
-    assert mean.tobytes() == ref_mean.tobytes() and m2.tobytes() == ref_m2.tobytes()
-    n = shape[0] * shape[2]
-    scale = (1.0 / np.sqrt(m2 / n + 1e-5) * w).astype(dtype)
-    hi = mean.astype(dtype)
-    lo = (mean - hi).astype(dtype)
-    y_ref = np.empty_like(x3)
-    impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
-    np.testing.assert_array_equal(y3, y_ref)
-
-
-@pytest.mark.parametrize("shape", [(2, 9, 150_001), (2, 9, 300_001), (3, 8, 100_003)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_shared_channel_batch_norm_matches_moments_and_affine(native_backend, shape, dtype):
-    # Channel slabs over 1 MiB with at least one group per thread are shared
-    # by the threads (each normalizes the groups it reduced); groups cut
-    # rows in the middle here, and (2, 9, 300_001) gives 3 groups to 2
-    # threads. Statistics must be the moments kernel's bits, the output the
-    # unfused moments + affine path's, at 1, 2 and 3 threads.
-    from bnfast import _backend
-
-    impl = _backend.impl()
-    rng = np.random.default_rng(17)
-    x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)
-    w = rng.standard_normal(shape[1])
-    b = rng.standard_normal(shape[1])
-    ref_mean, ref_m2 = impl.moments(x3)
-    n = shape[0] * shape[2]
-    scale = (1.0 / np.sqrt(ref_m2 / n + 1e-5) * w).astype(dtype)
-    hi = ref_mean.astype(dtype)
-    lo = (ref_mean - hi).astype(dtype)
-    y_ref = np.empty_like(x3)
-    impl.affine(x3, y_ref, hi, lo, scale, b.astype(dtype))
+    y_ref = _moments_then_affine(impl, x3, ref_mean, ref_m2, w, b)
     for threads in (1, 2, 3):
         y3 = np.empty_like(x3)
         with bnfast.threads(threads):

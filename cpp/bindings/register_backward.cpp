@@ -38,16 +38,29 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     return {std::move(sum_d), std::move(sum_dy), std::move(sum_dy_d)};
 }
 
+// The views of x, dy and dx for a kernel that writes dx: the same shape,
+// x's dtype, dx writeable.
+struct GradViews {
+    View3 x, dy, dx;
+};
+
+template <class T>
+GradViews grad_views(const py::array& x, const py::array& dy, const py::array& dx,
+                     const char* func) {
+    const View3 xv = view3_of(x, "x");
+    const View3 dyv = matching_view(dy, xv, "dy", func);
+    const View3 dxv = matching_view(dx, xv, "dx", func);
+    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
+        throw py::type_error(std::string(func) + ": dy and dx must have x's dtype");
+    if (!dx.writeable()) throw py::value_error(std::string(func) + ": dx is read-only");
+    return {xv, dyv, dxv};
+}
+
 template <class T>
 void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
                  const py::array& lo, const py::array& p, const py::array& q,
                  const py::array& r, bn_backward_apply_fn<T> kernel) {
-    const View3 xv = view3_of(x, "x");
-    const View3 dyv = matching_view(dy, xv, "dy", "bn_backward_apply");
-    const View3 dxv = matching_view(dx, xv, "dx", "bn_backward_apply");
-    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
-        throw py::type_error("bn_backward_apply: dy and dx must have x's dtype");
-    if (!dx.writeable()) throw py::value_error("bn_backward_apply: dx is read-only");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "bn_backward_apply");
     const T* h = channel_param<T>(hi, xv.C, "hi");
     const T* l = channel_param<T>(lo, xv.C, "lo");
     const T* pp = channel_param<T>(p, xv.C, "p");
@@ -65,12 +78,7 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> train_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& invstd, const py::object& weight, bn_backward_train_fn<T> kernel) {
-    const View3 xv = view3_of(x, "x");
-    const View3 dyv = matching_view(dy, xv, "dy", "bn_backward_train");
-    const View3 dxv = matching_view(dx, xv, "dx", "bn_backward_train");
-    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
-        throw py::type_error("bn_backward_train: dy and dx must have x's dtype");
-    if (!dx.writeable()) throw py::value_error("bn_backward_train: dx is read-only");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "bn_backward_train");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* ip = channel_param<double>(invstd, xv.C, "invstd");
     const double* wp =
@@ -120,12 +128,7 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> row_backward_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& rstd, const py::array& w, bool rms, row_norm_backward_fn<T> kernel) {
-    const View3 xv = view3_of(x, "x");
-    const View3 dyv = matching_view(dy, xv, "dy", "row_norm_backward");
-    const View3 dxv = matching_view(dx, xv, "dx", "row_norm_backward");
-    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
-        throw py::type_error("row_norm_backward: dy and dx must have x's dtype");
-    if (!dx.writeable()) throw py::value_error("row_norm_backward: dx is read-only");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "row_norm_backward");
     if (xv.A != 1) throw py::value_error("row_norm_backward: x must be a (1, R, D) view");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* rp = channel_param<double>(rstd, xv.C, "rstd");
