@@ -94,13 +94,10 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
             const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
             T* yc = y + c * yv.sC;
             const std::int64_t begin = part_begin(g0, n, groups), end = part_begin(g1, n, groups);
-            std::int64_t a = begin / v.B, b = begin % v.B;  // row pieces (sB == 1)
-            for (std::int64_t left = end - begin; left > 0; ++a, b = 0) {
-                const std::int64_t len = min_i64(v.B - b, left);
+            for_each_row_span(v.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
                 affine_run_bcast<true, kStream>(xc + a * v.sA + b, yc + a * yv.sA + b, len, hi, lo,
-                                                scale_t, shift_t);
-                left -= len;
-            }
+                                                scale_t, shift_t);  // sB == 1
+            });
         }
         if constexpr (kStream) stream_fence();
     });

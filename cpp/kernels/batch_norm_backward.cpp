@@ -37,11 +37,7 @@ Sums3 row_range_sums(const T* xc, const View3& xv, const T* dyc, const View3& dy
     double d_t = 0.0, dy_t = 0.0, dyd_t = 0.0;
     const f64v center_v = splat<f64v>(center);
     const bool contiguous = xv.sB == 1 && dyv.sB == 1;
-    std::int64_t a = begin / xv.B;
-    std::int64_t b = begin % xv.B;
-    std::int64_t left = end - begin;
-    while (left > 0) {
-        const std::int64_t len = min_i64(xv.B - b, left);
+    for_each_row_span(xv.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
         const T* xp = xc + a * xv.sA + b * xv.sB;
         const T* dp = dyc + a * dyv.sA + b * dyv.sB;
         std::int64_t i = 0;
@@ -74,10 +70,7 @@ Sums3 row_range_sums(const T* xc, const View3& xv, const T* dyc, const View3& dy
                 dyd_t += g * d;
             }
         }
-        left -= len;
-        ++a;
-        b = 0;
-    }
+    });
     Sums3 s;
     s.d = sum_lanes(d0 + d1) + d_t;
     s.dy = sum_lanes(dy0 + dy1) + dy_t;
@@ -158,14 +151,8 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
             const double* __restrict ctr = center + c0;
             const std::int64_t r_end = part_begin(g + 1, rows, groups);
             std::int64_t r = part_begin(g, rows, groups);
-            const auto x_row = [&](std::int64_t i) {
-                return xv.B == 1 ? x + i * xv.sA + c0 * xv.sC
-                                 : x + (i / xv.B) * xv.sA + (i % xv.B) * xv.sB + c0 * xv.sC;
-            };
-            const auto dy_row = [&](std::int64_t i) {
-                return xv.B == 1 ? dy + i * dyv.sA + c0 * dyv.sC
-                                 : dy + (i / xv.B) * dyv.sA + (i % xv.B) * dyv.sB + c0 * dyv.sC;
-            };
+            const auto x_row = [&](std::int64_t i) { return row_ptr(x, xv, i) + c0 * xv.sC; };
+            const auto dy_row = [&](std::int64_t i) { return row_ptr(dy, dyv, i) + c0 * dyv.sC; };
             if (unit) {
                 // Two rows per pass over the accumulators: half the loads and
                 // stores of them (the loop was bound by those, not by memory),

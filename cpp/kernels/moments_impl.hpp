@@ -271,21 +271,26 @@ inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
     }
 }
 
-// Calls f(pointer, length) for the row pieces covering the flat index range
-// [begin, end) of one channel's A x B slab (flat index = a*B + b).
+// Calls f(a, b, length) for the row pieces covering the flat index range
+// [begin, end) of an A x B slab with rows of B (flat index = a*B + b).
+template <class F>
+inline void for_each_row_span(std::int64_t B, std::int64_t begin, std::int64_t end, F&& f) {
+    std::int64_t a = begin / B;
+    std::int64_t b = begin % B;
+    for (std::int64_t left = end - begin; left > 0; ++a, b = 0) {
+        const std::int64_t len = min_i64(B - b, left);
+        f(a, b, len);
+        left -= len;
+    }
+}
+
+// The same pieces of one channel's slab as f(pointer, length).
 template <class T, class F>
 inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
                                std::int64_t end, F&& f) {
-    std::int64_t a = begin / v.B;
-    std::int64_t b = begin % v.B;
-    std::int64_t left = end - begin;
-    while (left > 0) {
-        const std::int64_t len = min_i64(v.B - b, left);
+    for_each_row_span(v.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
         f(xc + a * v.sA + b * v.sB, len);
-        left -= len;
-        ++a;
-        b = 0;
-    }
+    });
 }
 
 // Reference value of a channel: its first element if finite, else 0.
