@@ -175,9 +175,9 @@ def _stateful(bnfast, key, x, dy, axis, dtype):
 
 
 def _flatten(value):
-    if isinstance(value, tuple):
-        return [np.asarray(v) for v in value]
-    return [np.asarray(value)]
+    # None (an absent gradient) is recorded as an empty marker array.
+    items = value if isinstance(value, tuple) else (value,)
+    return [np.zeros(0, np.int8) if v is None else np.asarray(v) for v in items]
 
 
 def run_one(out_path: str) -> None:
