@@ -1,4 +1,11 @@
-"""Batch normalization forward with torch.nn.functional.batch_norm semantics."""
+"""Batch normalization, forward and backward, with
+torch.nn.functional.batch_norm semantics.
+
+The backward runs on native kernels (a float64 reduction pass and an apply
+pass over the canonical (A, C, B) views, fused per channel where the layout
+allows); each has a NumPy twin, and results do not depend on the thread
+count.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +13,23 @@ import math
 
 import numpy as np
 
-from . import _backend, _layout
-from ._common import as_param, output_for
+from . import _layout, _runtime
+from ._layout import as_param
 from ._validate import (
     as_array,
     channel_vector,
     check_axis,
+    check_batched,
     check_eps,
     check_float_dtype,
+    check_grad_pair,
     check_momentum,
+    check_running,
+    empty_grads,
+    grad_weight,
+    output_for,
+    saved_stat,
 )
-
-
-def _check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> np.ndarray:
-    if updating and not isinstance(stat, np.ndarray):
-        raise TypeError(
-            f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
-        )
-    arr = channel_vector(stat, name, c)
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
-    if updating and not arr.flags.writeable:
-        raise ValueError(f"{name} is read-only, but training updates it in place")
-    return arr
 
 
 def batch_norm(
@@ -58,18 +59,14 @@ def batch_norm(
     Returns ``y`` (``out`` if given; ``out`` may be ``x``), or
     ``(y, mean, invstd)`` with ``return_stats=True``.
     """
-    if not return_stats and _backend.native_active():
-        y = _backend.core().batch_norm_fast(x, running_mean, running_var, weight, bias,
+    if not return_stats and _runtime.native_active():
+        y = _runtime.core().batch_norm_fast(x, running_mean, running_var, weight, bias,
                                             training, momentum, eps, axis, out)
         if y is not None:  # the common case, done in C++ exactly as below
             return y
     x = as_array(x)
     check_float_dtype(x, "x", "batch_norm")
-    if x.ndim < 2:
-        raise ValueError(
-            f"batch_norm expects x with at least 2 dimensions (N, C, ...), got {x.ndim}-D "
-            f"input of shape {x.shape}"
-        )
+    check_batched(x, "batch_norm")
     axis = check_axis(axis, x.ndim)
     eps = check_eps(eps)
     training = bool(training)
@@ -86,8 +83,8 @@ def batch_norm(
             "(eval mode normalizes with the running statistics)"
         )
     if has_running:
-        running_mean = _check_running(running_mean, "running_mean", c, dtype, training)
-        running_var = _check_running(running_var, "running_var", c, dtype, training)
+        running_mean = check_running(running_mean, "running_mean", c, dtype, training)
+        running_var = check_running(running_var, "running_var", c, dtype, training)
     w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
     b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
     y = output_for(x, out, "batch_norm")
@@ -100,7 +97,7 @@ def batch_norm(
             f"Expected more than 1 value per channel when training, got input size {x.shape}"
         )
 
-    impl = _backend.impl()
+    impl = _runtime.impl()
     kept = (axis,)
     if training:
         groups = _layout.canonical_groups(x, kept)
@@ -129,3 +126,50 @@ def batch_norm(
     if return_stats:
         return y, mean.astype(dtype), invstd.astype(dtype)
     return y
+
+
+def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=True, out=None):
+    """Gradients of :func:`bnfast.batch_norm`.
+
+    ``mean``/``invstd`` are what ``batch_norm(..., return_stats=True)``
+    returned: the batch statistics (``training=True``) or the running ones
+    (``training=False``, where ``dx = dy * invstd * weight``).
+    Returns ``(dx, dweight, dbias)``; ``dweight`` is None when ``weight`` is.
+    ``out=`` receives dx (it may be ``dy`` itself).
+
+    Runs on the native kernels: one pass reducing sum(dy) and
+    sum(dy * (x - mean)) per channel in float64, one pass writing dx.
+    """
+    dy, x = check_grad_pair(dy, x, "batch_norm_backward")
+    check_batched(x, "batch_norm_backward")
+    axis = check_axis(axis, x.ndim)
+    c = x.shape[axis]
+    dtype = x.dtype
+    mu = saved_stat(mean, "mean", (c,), "batch_norm_backward")
+    inv = saved_stat(invstd, "invstd", (c,), "batch_norm_backward")
+    w = grad_weight(weight, (c,), "batch_norm_backward")
+    dx = output_for(x, out, "batch_norm_backward")
+    if x.size == 0:
+        _, dweight, dbias = empty_grads(x, (c,), w)
+        return dx, dweight, dbias
+    impl = _runtime.impl()
+    groups = _layout.canonical_groups(x, (axis,))
+    x3 = _layout.view_or_copy(x, groups)
+    dy3 = _layout.view_or_copy(dy, groups)
+    # dx overlapping an input it is computed from goes through a temporary.
+    private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"), \
+            _layout.output_view(dx, groups, x3.shape, private) as dx3_work:
+        if training:
+            # One kernel: the sums about the stored mean, the move to the exact
+            # batch mean, and dx (fused per channel where the layout allows).
+            sum_dy, sum_dy_xc = impl.bn_backward_train(
+                x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w)
+        else:
+            # Eval: dx = dy * invstd * weight, independent of x.
+            _, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
+            gamma = np.ones(c) if w is None else w
+            impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
+                        np.zeros(c, dtype=dtype))
+        dweight = None if w is None else (sum_dy_xc * inv).astype(dtype)
+    return dx, dweight, sum_dy.astype(dtype)

@@ -5,25 +5,25 @@ from __future__ import annotations
 import contextlib
 import platform
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from . import _backend
+from . import _runtime
 from ._version import __version__
 
 
 def config() -> dict:
     """The build and runtime configuration as a dict."""
-    core = _backend._core
+    core = _runtime._core
     return {
         "version": __version__,
-        "backend": _backend.backend_name(),
-        "capability": _backend.capability(),
-        "compiled_capabilities": _backend.compiled_capabilities(),
-        "supported_capabilities": _backend.supported_capabilities(),
+        "backend": _runtime.backend_name(),
+        "capability": _runtime.capability(),
+        "compiled_capabilities": _runtime.compiled_capabilities(),
+        "supported_capabilities": _runtime.supported_capabilities(),
         "openmp": bool(core.openmp()) if core is not None else False,
-        "num_threads": _backend.get_num_threads(),
+        "num_threads": _runtime.get_num_threads(),
         "compiler": core.compiler if core is not None else None,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
@@ -34,8 +34,8 @@ def config() -> dict:
 def show_config() -> None:
     """Print :func:`config` as an aligned table."""
     cfg = config()
-    if _backend._core is None:
-        cfg["native_import_error"] = str(_backend._core_import_error)
+    if _runtime._core is None:
+        cfg["native_import_error"] = str(_runtime._core_import_error)
     width = max(len(k) for k in cfg)
     for key, value in cfg.items():
         if isinstance(value, list):
@@ -47,12 +47,12 @@ def show_config() -> None:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the native kernels (results do not depend on it)."""
-    _backend.set_num_threads(n)
+    _runtime.set_num_threads(n)
 
 
 def get_num_threads() -> int:
     """The number of threads the native kernels use."""
-    return _backend.get_num_threads()
+    return _runtime.get_num_threads()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ import contextlib
 import math
 
 import numpy as np
-
 from numpy.lib.stride_tricks import as_strided
 
 Groups = tuple  # (a_axes, c_axes, b_axes), each a tuple of axis numbers
@@ -161,3 +160,16 @@ def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *arg
         x3 = x3.copy()
     with output_view(y, groups, x3.shape) as y3:
         return kernel(x3, y3, *args)
+
+
+def as_param(values, dtype: np.dtype) -> np.ndarray:
+    """A contiguous 1-D parameter vector of ``dtype`` for the kernels."""
+    return np.ascontiguousarray(np.ravel(values), dtype=dtype)
+
+
+def split_center(mean64: np.ndarray, dtype: np.dtype) -> tuple:
+    """mean = hi + lo in ``dtype``: ``x - hi`` is exact for x near the mean, so
+    float32 data is centred on the float64 mean to float32 precision."""
+    hi = np.ascontiguousarray(mean64, dtype=dtype)
+    lo = np.ascontiguousarray(mean64 - hi, dtype=dtype)
+    return hi, lo

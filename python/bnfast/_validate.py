@@ -126,3 +126,110 @@ def channel_vector(v, name: str, c: int) -> np.ndarray:
     if arr.shape[0] != c:
         raise ValueError(f"{name} should contain {c} elements not {arr.shape[0]}")
     return arr
+
+
+def check_ddof(ddof):
+    """``ddof`` as given, after checking it is a real number (not a bool)."""
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
+        raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
+    return ddof
+
+
+def check_batched(x: np.ndarray, func: str) -> None:
+    """Batched input (N, C, ...): at least two dimensions."""
+    if x.ndim < 2:
+        raise ValueError(
+            f"{func} expects x with at least 2 dimensions (N, C, ...), got {x.ndim}-D "
+            f"input of shape {x.shape}"
+        )
+
+
+def channel_axis(axis, ndim: int, func: str) -> int:
+    """The channel axis of batched input: any axis but the batch axis 0."""
+    axis = check_axis(axis, ndim)
+    if axis == 0:
+        raise ValueError(f"{func}: axis 0 is the batch axis; the channel axis must be another one")
+    return axis
+
+
+def check_num_groups(num_groups, shape: tuple, c: int) -> int:
+    """``num_groups`` as an int dividing the channel count ``c``."""
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
+        raise TypeError(f"num_groups must be an integer, got {type(num_groups).__name__}")
+    num_groups = int(num_groups)
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(
+            f"Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {shape} and num_groups={num_groups}"
+        )
+    return num_groups
+
+
+def check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> np.ndarray:
+    """A running statistic (batch and instance norm): 1-D, length c, x's
+    dtype; an ndarray that is writeable when ``updating`` (in place)."""
+    if updating and not isinstance(stat, np.ndarray):
+        raise TypeError(
+            f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
+        )
+    arr = channel_vector(stat, name, c)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
+    if updating and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only, but training updates it in place")
+    return arr
+
+
+def output_for(x: np.ndarray, out, func: str) -> np.ndarray:
+    """``out`` after validation, or a fresh array laid out like ``x``."""
+    if out is None:
+        return np.empty_like(x, order="K")
+    return check_out(out, x.shape, x.dtype, func)
+
+
+# -- backward passes ---------------------------------------------------------
+
+
+def check_grad_pair(dy, x, func: str) -> tuple:
+    """``(dy, x)`` as arrays of one float dtype and one shape."""
+    dy = as_array(dy, "dy")
+    x = as_array(x)
+    check_float_dtype(x, "x", func)
+    check_float_dtype(dy, "dy", func)
+    if dy.shape != x.shape:
+        raise ValueError(f"{func}: dy has shape {dy.shape} but x has shape {x.shape}")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{func}: dy has dtype {dy.dtype} but x has dtype {x.dtype}")
+    return dy, x
+
+
+def saved_stat(v, name: str, shape: tuple, func: str) -> np.ndarray:
+    """A statistic saved by a forward pass, as float64 of ``shape`` (squeezed
+    shapes such as PyTorch's (N, 1) are accepted)."""
+    arr = as_array(v, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: {name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(n for n in shape if n != 1):
+            arr = arr.reshape(shape)  # e.g. PyTorch's (N, 1) statistics
+        else:
+            raise ValueError(f"{func}: {name} should have shape {shape}, got {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def grad_weight(weight, shape: tuple, func: str):
+    """The weight of a backward pass as float64 of ``shape``, or None."""
+    if weight is None:
+        return None
+    arr = as_array(weight, "weight")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: weight must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{func}: weight should have shape {shape}, got {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:
+    """Gradients of an empty input: empty dx, zero parameter gradients."""
+    zeros = np.zeros(param_shape, dtype=x.dtype)
+    return np.zeros_like(x), (None if w is None else zeros.copy()), zeros

@@ -11,21 +11,14 @@ and fills ``grad_weight``/``grad_bias``. ``state_dict()`` and
 
 from __future__ import annotations
 
-import math
 import numbers
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from ._backward import (
-    batch_norm_backward,
-    group_norm_backward,
-    instance_norm_backward,
-    layer_norm_backward,
-    rms_norm_backward,
-)
-from ._batch_norm import batch_norm
-from ._norms import group_norm, instance_norm, layer_norm, rms_norm
+from ._batch_norm import batch_norm, batch_norm_backward
+from ._group_norm import group_norm, group_norm_backward, instance_norm, instance_norm_backward
+from ._layer_norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from ._validate import FLOAT_TYPES, as_array, check_eps, check_momentum
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]

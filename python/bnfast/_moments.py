@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from . import _backend, _layout
-from ._validate import as_array, check_real_dtype, normalize_axes
+from . import _layout, _runtime
+from ._validate import as_array, check_ddof, check_real_dtype, normalize_axes
 
 
 def _work_dtype(dtype: np.dtype) -> tuple:
@@ -39,7 +38,7 @@ def _reduce(x, axis):
     if x.dtype != work_dtype:
         x = x.astype(work_dtype)
     x3, _ = _layout.canonical(x, kept)
-    mean, m2 = _backend.impl().moments(x3)
+    mean, m2 = _runtime.impl().moments(x3)
     return mean, m2, count, axes, kept, x, result_dtype
 
 
@@ -47,12 +46,6 @@ def _shape_out(x_shape, axes, kept, keepdims) -> tuple:
     if keepdims:
         return tuple(1 if i in axes else n for i, n in enumerate(x_shape))
     return tuple(x_shape[i] for i in kept)
-
-
-def _check_ddof(ddof):
-    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
-        raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
-    return ddof
 
 
 def mean_var(x, axis=None, *, ddof=0, keepdims=False):
@@ -68,7 +61,7 @@ def mean_var(x, axis=None, *, ddof=0, keepdims=False):
     Returns ``(mean, var)``. Raises ValueError for a reduction over zero
     elements, TypeError for complex, object or string arrays.
     """
-    ddof = _check_ddof(ddof)
+    ddof = check_ddof(ddof)
     mean, m2, count, axes, kept, x, result_dtype = _reduce(x, axis)
     shape = _shape_out(x.shape, axes, kept, keepdims)
     if count == 0:
@@ -92,7 +85,7 @@ def mean_var(x, axis=None, *, ddof=0, keepdims=False):
     return mean_out, var_out
 
 
-def moments(x, axis=None, *, keepdims=False) -> "Moments":
+def moments(x, axis=None, *, keepdims=False) -> Moments:
     """Mergeable moments (count, mean, M2) of ``x`` along ``axis``.
 
     Same axis rules as :func:`mean_var`. The result is kept in float64
@@ -162,7 +155,7 @@ class Moments:
 
     def var(self, ddof=0) -> np.ndarray:
         """``m2 / (count - ddof)``; NaN or inf where that is not positive."""
-        _check_ddof(ddof)
+        check_ddof(ddof)
         dof = np.maximum(self.count - ddof, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.m2 / dof
@@ -170,7 +163,7 @@ class Moments:
     def std(self, ddof=0) -> np.ndarray:
         return np.sqrt(self.var(ddof))
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         """Moments of the union of the two sets (Chan et al.)."""
         if not isinstance(other, Moments):
             raise TypeError(f"can only merge Moments with Moments, not {type(other).__name__}")
@@ -195,7 +188,7 @@ class Moments:
     __add__ = merge
 
     @classmethod
-    def combine(cls, items: Iterable["Moments"]) -> "Moments":
+    def combine(cls, items: Iterable[Moments]) -> Moments:
         """Merge moments in order; the iterable must not be empty."""
         it = iter(items)
         try:

@@ -1,140 +1,38 @@
-"""Layer, RMS, group and instance normalization (forward), with
-torch.nn.functional semantics."""
+"""Group and instance normalization, forward and backward, with
+torch.nn.functional semantics.
+
+Statistics are per (sample, group) -- per (sample, channel) for instance
+norm. The forward runs the moments and affine kernels; the backward runs
+batch norm's reduction and apply kernels with one row per (sample, channel).
+Instance norm with running statistics is batch norm's eval path.
+"""
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from . import _backend, _layout
-from ._common import as_param, output_for, split_center
+from . import _layout, _runtime
+from ._batch_norm import batch_norm, batch_norm_backward
+from ._layout import as_param, split_center
 from ._validate import (
     as_array,
+    channel_axis,
     channel_vector,
     check_axis,
+    check_batched,
     check_eps,
     check_float_dtype,
+    check_grad_pair,
     check_momentum,
-    normalize_axes,
+    check_num_groups,
+    check_running,
+    empty_grads,
+    grad_weight,
+    output_for,
+    saved_stat,
 )
-
-
-def _shaped_param(p, name: str, shape: tuple, dtype: np.dtype):
-    """weight/bias of layer/RMS norm: exactly the normalized shape."""
-    if p is None:
-        return None
-    arr = as_array(p, name)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(
-            f"{name} should have shape {shape} (the normalized axes of x), got {arr.shape}"
-        )
-    return arr
-
-
-def _row_groups(x: np.ndarray, norm_axes: tuple) -> _layout.Groups:
-    """(A, C, B) groups with the kept axes as rows (C) and the normalized axes
-    as columns (B), both in their original order (weight is indexed by B)."""
-    kept = tuple(i for i in range(x.ndim) if i not in norm_axes and x.shape[i] != 1)
-    cols = tuple(i for i in norm_axes if x.shape[i] != 1)
-    return (), kept, cols
-
-
-def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
-    norm_shape = tuple(x.shape[i] for i in norm_axes)
-    kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
-    d = math.prod(norm_shape)
-    w = _shaped_param(weight, "weight", norm_shape, x.dtype)
-    b = _shaped_param(bias, "bias", norm_shape, x.dtype)
-    y = output_for(x, out, func)
-    impl = _backend.impl()
-    dtype = x.dtype
-    if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
-        undefined = np.full(kept_shape, np.nan, dtype=dtype)
-        return y, undefined, undefined.copy()
-    groups = _row_groups(x, norm_axes)
-    w_t = as_param(np.ones(d) if w is None else w, dtype)
-    b_t = as_param(np.zeros(d) if b is None else b, dtype)
-    # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
-    # for that or for an rstd beyond the float32 range.
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        mean, _, rstd = _layout.apply_elementwise(impl.row_norm_forward, x, y, groups, w_t,
-                                                  b_t, eps, rms)
-        return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
-
-
-def _norm_axes(axis, ndim: int) -> tuple:
-    """The normalized axes of layer/RMS norm: an int or a non-empty tuple."""
-    if axis is None:
-        raise TypeError("axis must be an int or a tuple of ints, not None")
-    axes = normalize_axes(axis, ndim)
-    if not axes:
-        raise ValueError("axis must name at least one axis to normalize over")
-    return axes
-
-
-def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False):
-    """Layer normalization, as ``torch.nn.functional.layer_norm``.
-
-    Normalizes over ``axis`` (an int or a tuple of axes; PyTorch's
-    ``normalized_shape`` is the trailing axes, ``axis=(-2, -1)`` etc.).
-    ``weight``/``bias`` have the shape of the normalized axes. Statistics
-    are exact (float64 two-pass) and a constant row maps to exactly ``bias``.
-
-    Returns ``y``, or ``(y, mean, rstd)`` with ``return_stats=True`` (shape of
-    the axes not normalized).
-    """
-    if not return_stats and _backend.native_active():
-        y = _backend.core().row_norm_fast(x, weight, bias, axis, eps, False, out)
-        if y is not None:  # the common case (last axis, contiguous), done in C++
-            return y
-    x = as_array(x)
-    check_float_dtype(x, "x", "layer_norm")
-    eps = check_eps(eps)
-    norm_axes = _norm_axes(axis, x.ndim)
-    y, mean, rstd = _rows_forward(x, norm_axes, weight, bias, eps, out, "layer_norm", rms=False)
-    return (y, mean, rstd) if return_stats else y
-
-
-def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False):
-    """RMS normalization, as ``torch.nn.functional.rms_norm``:
-    ``y = x / sqrt(mean(x**2) + eps) * weight`` over ``axis``.
-
-    ``eps=None`` uses ``np.finfo(x.dtype).eps``. Returns ``y``, or
-    ``(y, rstd)`` with ``return_stats=True``.
-    """
-    if not return_stats and _backend.native_active():
-        y = _backend.core().row_norm_fast(x, weight, None, axis, eps, True, out)
-        if y is not None:
-            return y
-    x = as_array(x)
-    check_float_dtype(x, "x", "rms_norm")
-    eps = np.finfo(x.dtype).eps if eps is None else check_eps(eps)
-    norm_axes = _norm_axes(axis, x.ndim)
-    y, _, rstd = _rows_forward(x, norm_axes, weight, None, eps, out, "rms_norm", rms=True)
-    return (y, rstd) if return_stats else y
-
-
-# ---------------------------------------------------------------------------
-# Group and instance normalization: statistics per (sample, group).
-
-
-def _check_batched(x: np.ndarray, func: str) -> None:
-    if x.ndim < 2:
-        raise ValueError(
-            f"{func} expects x with at least 2 dimensions (N, C, ...), got {x.ndim}-D "
-            f"input of shape {x.shape}"
-        )
-
-
-def _channel_axis(axis, x: np.ndarray, func: str) -> int:
-    axis = check_axis(axis, x.ndim)
-    if axis == 0:
-        raise ValueError(f"{func}: axis 0 is the batch axis; the channel axis must be another one")
-    return axis
 
 
 def _group_moments(impl, x: np.ndarray, axis: int, groups_count: int) -> tuple:
@@ -179,7 +77,7 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func, zero_var_r
     w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
     b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
     y = output_for(x, out, func)
-    impl = _backend.impl()
+    impl = _runtime.impl()
     dtype = x.dtype
     count = _spatial_size(x, axis) * (c // num_groups) if num_groups else 0
     if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
@@ -214,18 +112,11 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, axis=1, out=N
     """
     x = as_array(x)
     check_float_dtype(x, "x", "group_norm")
-    _check_batched(x, "group_norm")
-    axis = _channel_axis(axis, x, "group_norm")
+    check_batched(x, "group_norm")
+    axis = channel_axis(axis, x.ndim, "group_norm")
     eps = check_eps(eps)
-    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
-        raise TypeError(f"num_groups must be an integer, got {type(num_groups).__name__}")
-    num_groups = int(num_groups)
     c = x.shape[axis]
-    if num_groups < 1 or c % num_groups:
-        raise ValueError(
-            f"Expected number of channels in input to be divisible by num_groups, but got "
-            f"input of shape {x.shape} and num_groups={num_groups}"
-        )
+    num_groups = check_num_groups(num_groups, x.shape, c)
     if x.shape[0] * (c // num_groups) * _spatial_size(x, axis) == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {x.shape}"
@@ -247,15 +138,13 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     ``(y, mean, rstd)`` with ``return_stats=True`` (shape (N, C) with input
     statistics, (C,) with running ones).
     """
-    from ._batch_norm import _check_running  # shared validation of running stats
-
     x = as_array(x)
     check_float_dtype(x, "x", "instance_norm")
-    _check_batched(x, "instance_norm")
-    axis = _channel_axis(axis, x, "instance_norm")
+    check_batched(x, "instance_norm")
+    axis = channel_axis(axis, x.ndim, "instance_norm")
     eps = check_eps(eps)
     momentum = check_momentum(momentum)
-    n, c = x.shape[0], x.shape[axis]
+    c = x.shape[axis]
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
     has_running = running_mean is not None
@@ -265,8 +154,8 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
             "running_mean and running_var are required when use_input_stats=False"
         )
     if has_running:
-        running_mean = _check_running(running_mean, "running_mean", c, x.dtype, use_input_stats)
-        running_var = _check_running(running_var, "running_var", c, x.dtype, use_input_stats)
+        running_mean = check_running(running_mean, "running_mean", c, x.dtype, use_input_stats)
+        running_var = check_running(running_var, "running_var", c, x.dtype, use_input_stats)
     spatial = _spatial_size(x, axis)
     if use_input_stats and spatial == 1:
         raise ValueError(
@@ -274,8 +163,6 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
         )
     if not use_input_stats:
         # Running statistics per channel: exactly batch norm's eval path.
-        from ._batch_norm import batch_norm
-
         return batch_norm(x, running_mean, running_var, weight, bias, training=False,
                           eps=eps, axis=axis, out=out, return_stats=return_stats)
     y, mean, rstd, mean64, m2 = _group_forward(x, c, weight, bias, eps, axis, out,
@@ -285,3 +172,110 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
         running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64.mean(axis=0)
         running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased.mean(axis=0)
     return (y, mean, rstd) if return_stats else y
+
+
+# ---------------------------------------------------------------------------
+# Backward
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+    """Gradients of :func:`bnfast.group_norm`: ``(dx, dweight, dbias)``.
+
+    ``mean``/``rstd`` have shape (N, num_groups), as
+    ``group_norm(..., return_stats=True)`` returned them.
+    """
+    dy, x = check_grad_pair(dy, x, "group_norm_backward")
+    check_batched(x, "group_norm_backward")
+    axis = channel_axis(axis, x.ndim, "group_norm_backward")
+    n, c = x.shape[0], x.shape[axis]
+    g_count = check_num_groups(num_groups, x.shape, c)
+    mu = saved_stat(mean, "mean", (n, g_count), "group_norm_backward")
+    rs = saved_stat(rstd, "rstd", (n, g_count), "group_norm_backward")
+    w = grad_weight(weight, (c,), "group_norm_backward")
+    if x.size == 0:
+        return empty_grads(x, (c,), w)
+    dtype = x.dtype
+    per = c // g_count
+    spatial = tuple(i for i in range(1, x.ndim) if i != axis and x.shape[i] != 1)
+    count = per * math.prod(x.shape[i] for i in spatial)
+    impl = _runtime.impl()
+    dx = np.empty_like(x, order="K")
+    x_blocks, dy_blocks, dx_blocks, finish = _sample_channel_blocks(x, dy, dx, axis, spatial)
+    # Per (sample, channel) sums, centred on the stored group mean.
+    center = np.repeat(mu, per, axis=1)  # (N, C)
+    s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
+    for (lo_n, hi_n), xb, dyb in zip(_block_ranges(n, len(x_blocks)), x_blocks, dy_blocks):
+        sums = impl.bn_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
+        for dst, src in zip((s_d, s_dy, s_dyd), sums):
+            dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
+    gamma = np.ones(c) if w is None else w
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # The stored mean was rounded to x's dtype: move to the exact one.
+        delta = s_d.reshape(n, g_count, per).sum(axis=2) / count  # (N, G)
+        delta_c = np.repeat(delta, per, axis=1)
+        t = s_dyd - delta_c * s_dy  # sum dy * (x - exact mean), per (n, c)
+        rs_c = np.repeat(rs, per, axis=1)
+        sum_g = (gamma * s_dy).reshape(n, g_count, per).sum(axis=2)
+        sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
+        mean_g = np.repeat(sum_g / count, per, axis=1)
+        mean_gx = np.repeat(sum_gx / count, per, axis=1)
+        p = rs_c * gamma
+        q = -rs_c * rs_c * mean_gx
+        r = -rs_c * mean_g
+        hi_all, lo_all = split_center(center + delta_c, dtype)
+        params = [as_param(a, dtype) for a in (p, q, r)]
+        for (lo_n, hi_n), xb, dyb, dxb in zip(_block_ranges(n, len(x_blocks)), x_blocks,
+                                              dy_blocks, dx_blocks):
+            sl = slice(lo_n * c, hi_n * c)
+            impl.bn_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
+                                   *(a[sl] for a in params))
+        finish()
+        dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
+    return dx, dweight, s_dy.sum(axis=0).astype(dtype)
+
+
+def _block_ranges(n: int, blocks: int) -> list:
+    """Sample ranges of the blocks: one block of all N, or one per sample."""
+    return [(0, n)] if blocks == 1 else [(i, i + 1) for i in range(n)]
+
+
+def _sample_channel_blocks(x, dy, dx, axis, spatial):
+    """(1, K, S) views of x, dy and dx with rows = (sample, channel) pairs.
+
+    One block of N*C rows when batch and channel axes collapse in all three
+    (channels first), else one block per sample (channels last). Inputs that
+    cannot be viewed are copied; an output that cannot be viewed goes through
+    a temporary written back by the returned ``finish()``."""
+    merged = ((), (0, axis), spatial)
+    views = [_layout.fold(a, merged) for a in (x, dy, dx)]
+    if all(v is not None for v in views):
+        return [views[0]], [views[1]], [views[2]], lambda: None
+    per_sample = ((0,), (axis,), spatial)
+    x3 = _layout.view_or_copy(x, per_sample)
+    dy3 = _layout.view_or_copy(dy, per_sample)
+    dx3 = _layout.fold(dx, per_sample)
+    work = np.empty(x3.shape, dtype=dx.dtype) if dx3 is None else dx3
+
+    def finish():
+        if dx3 is None:
+            _layout.copy_from_groups(work, dx, per_sample)
+
+    n = x.shape[0]
+    return ([x3[i:i + 1] for i in range(n)], [dy3[i:i + 1] for i in range(n)],
+            [work[i:i + 1] for i in range(n)], finish)
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, use_input_stats=True):
+    """Gradients of :func:`bnfast.instance_norm`: ``(dx, dweight, dbias)``.
+
+    With input statistics ``mean``/``rstd`` have shape (N, C); with
+    ``use_input_stats=False`` they are the running statistics' mean and
+    ``1/sqrt(var + eps)``, shape (C,), and the gradient is batch norm's eval
+    gradient.
+    """
+    dy, x = check_grad_pair(dy, x, "instance_norm_backward")
+    check_batched(x, "instance_norm_backward")
+    axis = check_axis(axis, x.ndim)
+    if not use_input_stats:
+        return batch_norm_backward(dy, x, mean, rstd, weight, axis=axis, training=False)
+    return group_norm_backward(dy, x, mean, rstd, x.shape[axis], weight, axis=axis)
