@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 pytestmark = pytest.mark.skipif(
-    "avx512" not in _backend.choices() and "scalar" not in _backend.choices(),
+    "avx512" not in _runtime.choices() and "scalar" not in _runtime.choices(),
     reason="no native backend in this build",
 )
 
@@ -27,7 +27,7 @@ class _Sub(np.ndarray):
 
 
 def _fast(name):
-    return getattr(_backend.core(), name)
+    return getattr(_runtime.core(), name)
 
 
 def _bn_both(x, axis, training, dtype, with_running, with_affine, momentum=0.1, eps=1e-5, out=None):
@@ -182,7 +182,7 @@ def test_row_norm_fast_steps_aside(native_backend):
 @given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([2, 7, 16, 17, 64]),
        hw=st.sampled_from([1, 3, 8]), training=st.booleans(), channels_last=st.booleans())
 def test_hypothesis_bn_fast_vs_general(n, c, hw, training, channels_last):
-    with _backend.using(_backend.choices()[-1]):
+    with _runtime.using(_runtime.choices()[-1]):
         shape = (n, hw, hw, c) if channels_last else (n, c, hw, hw)
         axis = -1 if channels_last else 1
         x = np.random.default_rng(n * c + hw).standard_normal(shape).astype(np.float32)
