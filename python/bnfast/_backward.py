@@ -101,11 +101,11 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
         if training:
             # One kernel: the sums about the stored mean, the move to the exact
             # batch mean, and dx (fused per channel where the layout allows).
-            sum_dy, sum_dy_xc = impl.bn_backward_train(
+            sum_dy, sum_dy_xc = impl.batch_norm_backward_train(
                 x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w)
         else:
             # Eval: dx = dy * invstd * weight, independent of x.
-            _, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
+            _, sum_dy, sum_dy_xc = impl.batch_norm_backward_reduce(x3, dy3, mu)
             gamma = np.ones(c) if w is None else w
             impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
                         np.zeros(c, dtype=dtype))
@@ -146,7 +146,7 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
     private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
     with np.errstate(invalid="ignore", over="ignore"), \
             _layout.output_view(dx, groups, x3.shape, private) as dx3:
-        dweight, dbias = _backend.impl().row_norm_backward(
+        dweight, dbias = _backend.impl().layer_norm_backward(
             x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
     dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
     return dx, dweight, dbias.reshape(norm_shape).astype(dtype)
@@ -212,7 +212,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     center = np.repeat(mu, per, axis=1)  # (N, C)
     s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
     for (lo_n, hi_n), xb, dyb in zip(_block_ranges(n, len(x_blocks)), x_blocks, dy_blocks):
-        sums = impl.bn_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
+        sums = impl.batch_norm_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
         for dst, src in zip((s_d, s_dy, s_dyd), sums):
             dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
     gamma = np.ones(c) if w is None else w
@@ -234,7 +234,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
         for (lo_n, hi_n), xb, dyb, dxb in zip(_block_ranges(n, len(x_blocks)), x_blocks,
                                               dy_blocks, dx_blocks):
             sl = slice(lo_n * c, hi_n * c)
-            impl.bn_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
+            impl.batch_norm_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
                                    *(a[sl] for a in params))
         finish()
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
