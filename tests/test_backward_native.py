@@ -93,10 +93,10 @@ def test_reduce_kernel_matches_twin(shape, axis, order, dtype):
     rng = np.random.default_rng(12)
     x3, dy3 = _folded_pair(shape, axis, order, dtype, rng)
     center = rng.standard_normal(x3.shape[1])
-    ref = _numpy.bn_backward_reduce(x3, dy3, center)
+    ref = _numpy.batch_norm_backward_reduce(x3, dy3, center)
     for cap in _runtime.supported_capabilities():
         with _runtime.using(cap):
-            got = _runtime.impl().bn_backward_reduce(x3, dy3, center)
+            got = _runtime.impl().batch_norm_backward_reduce(x3, dy3, center)
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)
 
@@ -174,17 +174,17 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
     w = rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1])
     y_ref = np.empty_like(x)
-    mean_ref, m2_ref, rstd = _numpy.row_norm_forward(x, y_ref, w, b, 1e-5, rms)
+    mean_ref, m2_ref, rstd = _numpy.layer_norm_forward(x, y_ref, w, b, 1e-5, rms)
     dx_ref = np.empty_like(x)
-    dw_ref, db_ref = _numpy.row_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
+    dw_ref, db_ref = _numpy.layer_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
     for cap in _runtime.supported_capabilities():
         with _runtime.using(cap):
             impl = _runtime.impl()
             y = np.empty_like(x)
-            mean, m2, rstd_native = impl.row_norm_forward(x, y, w, b, 1e-5, rms)
+            mean, m2, rstd_native = impl.layer_norm_forward(x, y, w, b, 1e-5, rms)
             np.testing.assert_allclose(rstd_native, rstd, rtol=1e-14)
             dx = np.empty_like(x)
-            dw, db = impl.row_norm_backward(x, dy, dx, mean, rstd, w, rms)
+            dw, db = impl.layer_norm_backward(x, dy, dx, mean, rstd, w, rms)
         np.testing.assert_allclose(mean, mean_ref, rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(m2, m2_ref, rtol=1e-11)
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -276,7 +276,7 @@ def test_train_kernel_fused_and_two_pass_give_the_same_bits(native_backend, shap
     for n in (1, 2, 3):
         dx3 = np.empty_like(x3)
         with bnfast.threads(n):
-            sums = _runtime.impl().bn_backward_train(x3, dy3, dx3, mean, invstd, weight)
+            sums = _runtime.impl().batch_norm_backward_train(x3, dy3, dx3, mean, invstd, weight)
         results.append(dx3.tobytes() + b"".join(s.tobytes() for s in sums))
     assert results[0] == results[1] == results[2]
 
@@ -293,12 +293,12 @@ def test_train_kernel_matches_twin(shape, axis, order, dtype):
     invstd = 1.0 / (x3.astype(np.float64).std(axis=(0, 2)) + 0.1)
     weight = rng.standard_normal(c)
     dx_ref = np.empty_like(x3)
-    ref = _numpy.bn_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
+    ref = _numpy.batch_norm_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
     eps = np.finfo(dtype).eps
     for cap in _runtime.supported_capabilities():
         dx = np.empty_like(x3)
         with _runtime.using(cap):
-            got = _runtime.impl().bn_backward_train(x3, dy3, dx, mean, invstd, weight)
+            got = _runtime.impl().batch_norm_backward_train(x3, dy3, dx, mean, invstd, weight)
         # The float64 sums differ from NumPy's only in summation order.
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)

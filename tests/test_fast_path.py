@@ -1,4 +1,4 @@
-"""The C++ fast entry points (batch_norm_fast, row_norm_fast) give bit for
+"""The C++ fast entry points (batch_norm_fast, layer_norm_fast) give bit for
 bit what the general Python path gives, and step aside (returning None) for
 everything they do not handle, so errors still come from the general path.
 
@@ -154,12 +154,12 @@ def test_row_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtype,
                  (rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype))]:
         if rms:
             for eps in (None, 1e-6):
-                fast = _fast("row_norm_fast")(x, w, None, -1, eps, True, None)
+                fast = _fast("layer_norm_fast")(x, w, None, -1, eps, True, None)
                 assert fast is not None
                 ref = bnfast.rms_norm(x, w, eps=eps, return_stats=True)[0]
                 np.testing.assert_array_equal(fast, ref)
         else:
-            fast = _fast("row_norm_fast")(x, w, b, -1, 1e-5, False, None)
+            fast = _fast("layer_norm_fast")(x, w, b, -1, 1e-5, False, None)
             assert fast is not None
             ref = bnfast.layer_norm(x, w, b, return_stats=True)[0]
             np.testing.assert_array_equal(fast, ref)
@@ -167,7 +167,7 @@ def test_row_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtype,
 
 def test_row_norm_fast_steps_aside(native_backend):
     x = np.random.default_rng(6).standard_normal((4, 8)).astype(np.float32)
-    f = _fast("row_norm_fast")
+    f = _fast("layer_norm_fast")
     assert f(x, None, None, 0, 1e-5, False, None) is None          # not the last axis
     assert f(x, None, None, (-1,), 1e-5, False, None) is None      # tuple axis
     assert f(x.T, None, None, -1, 1e-5, False, None) is None       # not C-contiguous

@@ -110,15 +110,15 @@ def test_backward_apply_streamed_equals_pieces(native_backend, layout, offset):
     c = shape[1]
     hi, lo, p, q, r = (rng.standard_normal(c).astype(np.float32) for _ in range(5))
     dx = _misaligned_like(shape, np.float32, offset)
-    core.bn_backward_apply(x, dy, dx, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(x, dy, dx, hi, lo, p, q, r)
     # Fortran order takes another path (no periodic run, no streaming of
     # whole rows); same operations per element, so the same bits.
     xf, dyf = np.asfortranarray(x), np.asfortranarray(dy)
     ref = np.empty_like(xf)
-    core.bn_backward_apply(xf, dyf, ref, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(xf, dyf, ref, hi, lo, p, q, r)
     np.testing.assert_array_equal(dx, ref)
     step = max(1, shape[0] // 8)
     for a in range(0, shape[0], step):  # small pieces: plain stores
         piece = np.empty_like(x[a:a + 2])
-        core.bn_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
+        core.batch_norm_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
         np.testing.assert_array_equal(dx[a:a + 2], piece)

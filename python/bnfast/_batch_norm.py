@@ -163,11 +163,11 @@ def batch_norm_backward(dy, x, mean, invstd, weight=None, *, axis=1, training=Tr
         if training:
             # One kernel: the sums about the stored mean, the move to the exact
             # batch mean, and dx (fused per channel where the layout allows).
-            sum_dy, sum_dy_xc = impl.bn_backward_train(
+            sum_dy, sum_dy_xc = impl.batch_norm_backward_train(
                 x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w)
         else:
             # Eval: dx = dy * invstd * weight, independent of x.
-            _, sum_dy, sum_dy_xc = impl.bn_backward_reduce(x3, dy3, mu)
+            _, sum_dy, sum_dy_xc = impl.batch_norm_backward_reduce(x3, dy3, mu)
             gamma = np.ones(c) if w is None else w
             impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
                         np.zeros(c, dtype=dtype))

@@ -205,7 +205,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     center = np.repeat(mu, per, axis=1)  # (N, C)
     s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
     for (lo_n, hi_n), xb, dyb in zip(_block_ranges(n, len(x_blocks)), x_blocks, dy_blocks):
-        sums = impl.bn_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
+        sums = impl.batch_norm_backward_reduce(xb, dyb, np.ascontiguousarray(center[lo_n:hi_n].ravel()))
         for dst, src in zip((s_d, s_dy, s_dyd), sums):
             dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
     gamma = np.ones(c) if w is None else w
@@ -227,7 +227,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
         for (lo_n, hi_n), xb, dyb, dxb in zip(_block_ranges(n, len(x_blocks)), x_blocks,
                                               dy_blocks, dx_blocks):
             sl = slice(lo_n * c, hi_n * c)
-            impl.bn_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
+            impl.batch_norm_backward_apply(xb, dyb, dxb, hi_all.ravel()[sl], lo_all.ravel()[sl],
                                    *(a[sl] for a in params))
         finish()
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)

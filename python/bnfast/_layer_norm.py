@@ -66,7 +66,7 @@ def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
     # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
     # for that or for an rstd beyond the float32 range.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        mean, _, rstd = _layout.apply_elementwise(impl.row_norm_forward, x, y, groups, w_t,
+        mean, _, rstd = _layout.apply_elementwise(impl.layer_norm_forward, x, y, groups, w_t,
                                                   b_t, eps, rms)
         return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
@@ -93,7 +93,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     the axes not normalized).
     """
     if not return_stats and _runtime.native_active():
-        y = _runtime.core().row_norm_fast(x, weight, bias, axis, eps, False, out)
+        y = _runtime.core().layer_norm_fast(x, weight, bias, axis, eps, False, out)
         if y is not None:  # the common case (last axis, contiguous), done in C++
             return y
     x = as_array(x)
@@ -112,7 +112,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False)
     ``(y, rstd)`` with ``return_stats=True``.
     """
     if not return_stats and _runtime.native_active():
-        y = _runtime.core().row_norm_fast(x, weight, None, axis, eps, True, out)
+        y = _runtime.core().layer_norm_fast(x, weight, None, axis, eps, True, out)
         if y is not None:
             return y
     x = as_array(x)
@@ -152,7 +152,7 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
     private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
     with np.errstate(invalid="ignore", over="ignore"), \
             _layout.output_view(dx, groups, x3.shape, private) as dx3:
-        dweight, dbias = _runtime.impl().row_norm_backward(
+        dweight, dbias = _runtime.impl().layer_norm_backward(
             x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
     dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
     return dx, dweight, dbias.reshape(norm_shape).astype(dtype)

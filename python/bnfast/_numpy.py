@@ -82,21 +82,21 @@ def batch_norm_train(x3, y3, weight, bias, eps):
     return mean, m2
 
 
-def bn_backward_reduce(x3, dy3, center):
+def batch_norm_backward_reduce(x3, dy3, center):
     """Per-C ``(sum(d), sum(dy), sum(dy * d))`` in float64, ``d = x - center[c]``."""
     d = x3.astype(np.float64) - center[None, :, None]
     g = dy3.astype(np.float64)
     return d.sum(axis=(0, 2)), g.sum(axis=(0, 2)), np.einsum("acb,acb->c", g, d)
 
 
-def bn_backward_apply(x3, dy3, dx3, hi, lo, p, q, r) -> None:
+def batch_norm_backward_apply(x3, dy3, dx3, hi, lo, p, q, r) -> None:
     """``dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c]`` written into dx3."""
     col = (None, slice(None), None)
     with np.errstate(invalid="ignore", over="ignore"):
         dx3[...] = dy3 * p[col] + (((x3 - hi[col]) - lo[col]) * q[col] + r[col])
 
 
-def bn_backward_train(x3, dy3, dx3, mean, invstd, weight):
+def batch_norm_backward_train(x3, dy3, dx3, mean, invstd, weight):
     """Training backward of batch norm: writes dx3, returns per-C
     ``(sum_dy, sum_dy_xc)`` in float64, ``sum_dy_xc = sum(dy * (x - exact mean))``.
 
@@ -108,7 +108,7 @@ def bn_backward_train(x3, dy3, dx3, mean, invstd, weight):
     dtype.
     """
     n = x3.shape[0] * x3.shape[2]
-    sum_d, sum_dy, sum_dy_d = bn_backward_reduce(x3, dy3, mean)
+    sum_d, sum_dy, sum_dy_d = batch_norm_backward_reduce(x3, dy3, mean)
     gamma = np.ones(x3.shape[1]) if weight is None else weight
     dtype = x3.dtype
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -121,7 +121,7 @@ def bn_backward_train(x3, dy3, dx3, mean, invstd, weight):
         r = -(sum_dy / n) * p
         hi = mu_exact.astype(dtype)
         lo = (mu_exact - hi).astype(dtype)
-        bn_backward_apply(x3, dy3, dx3, hi, lo, p.astype(dtype), q.astype(dtype),
+        batch_norm_backward_apply(x3, dy3, dx3, hi, lo, p.astype(dtype), q.astype(dtype),
                           r.astype(dtype))
     return sum_dy, sum_dy_xc
 
@@ -133,7 +133,7 @@ def row_rstd(mean, m2, d, eps, rms):
         return 1.0 / np.sqrt(var + mean * mean + eps) if rms else 1.0 / np.sqrt(var + eps)
 
 
-def row_norm_forward(x3, y3, weight, bias, eps, rms):
+def layer_norm_forward(x3, y3, weight, bias, eps, rms):
     """Layer (``rms=False``) or RMS normalization of the rows of a (1, R, D)
     view into y3; returns per-row ``(mean, m2, rstd)`` in float64. For RMS
     norm a row with +-inf and no NaN has mean(x**2) = inf: rstd = 0."""
@@ -150,8 +150,8 @@ def row_norm_forward(x3, y3, weight, bias, eps, rms):
     return mean, m2, rstd
 
 
-def row_norm_backward(x3, dy3, dx3, mean, rstd, weight, rms):
-    """Backward of :func:`row_norm_forward` on (1, R, D) views: writes dx3,
+def layer_norm_backward(x3, dy3, dx3, mean, rstd, weight, rms):
+    """Backward of :func:`layer_norm_forward` on (1, R, D) views: writes dx3,
     returns ``(dweight, dbias)`` in float64."""
     x = x3[0].astype(np.float64)
     dy = dy3[0].astype(np.float64)
