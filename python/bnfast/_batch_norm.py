@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import _layout, _runtime
-from ._layout import as_param
+from ._layout import as_float64, as_param
 from ._validate import (
     as_array,
     channel_vector,
@@ -24,12 +24,39 @@ from ._validate import (
     check_float_dtype,
     check_grad_pair,
     check_momentum,
-    check_running,
     empty_grads,
     grad_weight,
     output_for,
     saved_stat,
 )
+
+
+def check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> np.ndarray:
+    """A running statistic (batch and instance norm): 1-D, length c, x's
+    dtype; an ndarray that is writeable when ``updating`` (in place)."""
+    if updating and not isinstance(stat, np.ndarray):
+        raise TypeError(
+            f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
+        )
+    arr = channel_vector(stat, name, c)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
+    if updating and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only, but training updates it in place")
+    return arr
+
+
+def update_running(running: np.ndarray, value: np.ndarray, momentum: float) -> None:
+    """``impl().running_update`` (float64, rounded once) on a running
+    statistic of any layout: a non-contiguous one is updated through a
+    contiguous copy, with the same bits."""
+    update = _runtime.impl().running_update
+    if running.flags.c_contiguous and running.flags.aligned:
+        update(running, value, momentum)
+    else:
+        work = np.ascontiguousarray(running)
+        update(work, value, momentum)
+        running[...] = work
 
 
 def batch_norm(
@@ -85,8 +112,8 @@ def batch_norm(
     if has_running:
         running_mean = check_running(running_mean, "running_mean", c, dtype, training)
         running_var = check_running(running_var, "running_var", c, dtype, training)
-    w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
-    b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
+    w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
+    b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
     y = output_for(x, out, "batch_norm")
 
     if training and eps == 0:
@@ -102,15 +129,11 @@ def batch_norm(
     if training:
         groups = _layout.canonical_groups(x, kept)
         mean, m2 = _layout.apply_elementwise(impl.batch_norm_train, x, y, groups, w, b, eps)
-        with np.errstate(divide="ignore"):
-            invstd = 1.0 / np.sqrt(m2 / count + eps)
+        invstd = impl.invstd(m2, count, eps)
     else:
-        mean = running_mean.astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
-        scale = invstd if w is None else invstd * w
-        with np.errstate(invalid="ignore"):
-            shift = (0.0 if b is None else b) - mean * scale
+        mean = as_float64(running_mean)
+        invstd = impl.invstd(as_float64(running_var), 1.0, eps)  # 1 / sqrt(var + eps)
+        scale, shift = impl.eval_fold(mean, invstd, w, b)
         if x.size:
             groups = _layout.canonical_groups(x, kept)
             _layout.apply_elementwise(impl.affine, x, y, groups, None, None,
@@ -119,9 +142,8 @@ def batch_norm(
     if training and has_running:
         # In float64, rounded once (the C++ fast path does the same).
         unbiased = m2 / (count - 1)
-        keep = 1.0 - momentum
-        running_mean[...] = keep * running_mean.astype(np.float64) + momentum * mean
-        running_var[...] = keep * running_var.astype(np.float64) + momentum * unbiased
+        update_running(running_mean, mean, momentum)
+        update_running(running_var, unbiased, momentum)
 
     if return_stats:
         return y, mean.astype(dtype), invstd.astype(dtype)

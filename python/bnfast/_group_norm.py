@@ -14,8 +14,8 @@ import math
 import numpy as np
 
 from . import _layout, _runtime
-from ._batch_norm import batch_norm, batch_norm_backward
-from ._layout import as_param, split_center
+from ._batch_norm import batch_norm, batch_norm_backward, check_running, update_running
+from ._layout import as_float64, as_param
 from ._validate import (
     as_array,
     channel_axis,
@@ -27,7 +27,6 @@ from ._validate import (
     check_grad_pair,
     check_momentum,
     check_num_groups,
-    check_running,
     empty_grads,
     grad_weight,
     output_for,
@@ -74,8 +73,8 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func, zero_var_r
     ``zero_var_rstd``: rstd = 0 where variance and eps are both 0 (instance
     norm, which PyTorch runs through its batch-norm kernel), instead of inf."""
     n, c = x.shape[0], x.shape[axis]
-    w = None if weight is None else channel_vector(weight, "weight", c).astype(np.float64)
-    b = None if bias is None else channel_vector(bias, "bias", c).astype(np.float64)
+    w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
+    b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
     y = output_for(x, out, func)
     impl = _runtime.impl()
     dtype = x.dtype
@@ -84,8 +83,7 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func, zero_var_r
         undefined = np.full((n, num_groups), np.nan, dtype=dtype)
         return y, undefined, undefined.copy(), None, None
     mean, m2 = _group_moments(impl, x, axis, num_groups)
-    with np.errstate(divide="ignore"):
-        rstd = 1.0 / np.sqrt(m2 / count + eps)
+    rstd = impl.invstd(m2.ravel(), count, eps).reshape(m2.shape)
     if zero_var_rstd and eps == 0:
         rstd[m2 == 0] = 0.0
     per_group = c // num_groups
@@ -94,7 +92,7 @@ def _group_forward(x, num_groups, weight, bias, eps, axis, out, func, zero_var_r
     if w is not None:
         scale_nc = scale_nc * w
     shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
-    hi, lo = split_center(mean_nc, dtype)
+    hi, lo = impl.split_center(mean_nc.ravel(), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         _apply_per_sample_channel(impl, x, y, axis, hi.ravel(), lo.ravel(),
                                   as_param(scale_nc, dtype), as_param(shift_nc, dtype))
@@ -168,9 +166,10 @@ def instance_norm(x, weight=None, bias=None, *, running_mean=None, running_var=N
     y, mean, rstd, mean64, m2 = _group_forward(x, c, weight, bias, eps, axis, out,
                                                "instance_norm", zero_var_rstd=True)
     if has_running and mean64 is not None:
-        unbiased = m2 / (spatial - 1)
-        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean64.mean(axis=0)
-        running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased.mean(axis=0)
+        # Batch averages of the instance statistics, in float64 and rounded
+        # once, by the same formula as batch norm's update.
+        update_running(running_mean, mean64.mean(axis=0), momentum)
+        update_running(running_var, (m2 / (spatial - 1)).mean(axis=0), momentum)
     return (y, mean, rstd) if return_stats else y
 
 
@@ -222,7 +221,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
         p = rs_c * gamma
         q = -rs_c * rs_c * mean_gx
         r = -rs_c * mean_g
-        hi_all, lo_all = split_center(center + delta_c, dtype)
+        hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
         params = [as_param(a, dtype) for a in (p, q, r)]
         for (lo_n, hi_n), xb, dyb, dxb in zip(_block_ranges(n, len(x_blocks)), x_blocks,
                                               dy_blocks, dx_blocks):

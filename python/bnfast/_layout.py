@@ -167,9 +167,7 @@ def as_param(values, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(np.ravel(values), dtype=dtype)
 
 
-def split_center(mean64: np.ndarray, dtype: np.dtype) -> tuple:
-    """mean = hi + lo in ``dtype``: ``x - hi`` is exact for x near the mean, so
-    float32 data is centred on the float64 mean to float32 precision."""
-    hi = np.ascontiguousarray(mean64, dtype=dtype)
-    lo = np.ascontiguousarray(mean64 - hi, dtype=dtype)
-    return hi, lo
+def as_float64(values) -> np.ndarray:
+    """A contiguous float64 copy of ``values`` (for the formula kernels)."""
+    return np.array(values, dtype=np.float64, order="C")
+

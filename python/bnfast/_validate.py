@@ -165,21 +165,6 @@ def check_num_groups(num_groups, shape: tuple, c: int) -> int:
     return num_groups
 
 
-def check_running(stat, name: str, c: int, dtype: np.dtype, updating: bool) -> np.ndarray:
-    """A running statistic (batch and instance norm): 1-D, length c, x's
-    dtype; an ndarray that is writeable when ``updating`` (in place)."""
-    if updating and not isinstance(stat, np.ndarray):
-        raise TypeError(
-            f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
-        )
-    arr = channel_vector(stat, name, c)
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
-    if updating and not arr.flags.writeable:
-        raise ValueError(f"{name} is read-only, but training updates it in place")
-    return arr
-
-
 def output_for(x: np.ndarray, out, func: str) -> np.ndarray:
     """``out`` after validation, or a fresh array laid out like ``x``."""
     if out is None:
