@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 
 from . import _layout, _runtime, _scan
-from ._layout import as_param, split_center
+from ._layout import as_param
 from ._moments import Moments
 from ._validate import as_array, check_ddof, check_out, check_real_dtype, normalize_axes
 
@@ -375,7 +375,7 @@ class Standardizer:
         inv = 1.0 / self.scale_ if self.with_std else np.ones(self.feature_shape_)
         zero = np.zeros(c, dtype=dtype)
         if self.with_mean:
-            hi, lo = split_center(self.mean_.reshape(-1), dtype)
+            hi, lo = _runtime.impl().split_center(self.mean_.reshape(-1), dtype)
         else:
             hi = lo = None
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
