@@ -88,12 +88,12 @@ def _folded_pair(shape, axis, order, dtype, rng, offset=0.0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis, order", REDUCE_CASES)
 def test_reduce_kernel_matches_twin(shape, axis, order, dtype):
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(12)
     x3, dy3 = _folded_pair(shape, axis, order, dtype, rng)
     center = rng.standard_normal(x3.shape[1])
-    ref = _numpy.batch_norm_backward_reduce(x3, dy3, center)
+    ref = _twin.batch_norm_backward_reduce(x3, dy3, center)
     for cap in _runtime.supported_capabilities():
         with _runtime.using(cap):
             got = _runtime.impl().batch_norm_backward_reduce(x3, dy3, center)
@@ -166,7 +166,7 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
     # the NumPy twin, on contiguous, Fortran (strided rows) and short rows.
     if len(_runtime.choices()) == 1:
         pytest.skip("native module not built")
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(15)
     x = np.asarray(3 + rng.standard_normal(shape), order=order)[None]
@@ -174,9 +174,9 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
     w = rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1])
     y_ref = np.empty_like(x)
-    mean_ref, m2_ref, rstd = _numpy.layer_norm_forward(x, y_ref, w, b, 1e-5, rms)
+    mean_ref, m2_ref, rstd = _twin.layer_norm_forward(x, y_ref, w, b, 1e-5, rms)
     dx_ref = np.empty_like(x)
-    dw_ref, db_ref = _numpy.layer_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
+    dw_ref, db_ref = _twin.layer_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
     for cap in _runtime.supported_capabilities():
         with _runtime.using(cap):
             impl = _runtime.impl()
@@ -284,7 +284,7 @@ def test_train_kernel_fused_and_two_pass_give_the_same_bits(native_backend, shap
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis, order", REDUCE_CASES + FUSED_CASES)
 def test_train_kernel_matches_twin(shape, axis, order, dtype):
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(16)
     x3, dy3 = _folded_pair(shape, axis, order, dtype, rng, offset=3.0)
@@ -293,7 +293,7 @@ def test_train_kernel_matches_twin(shape, axis, order, dtype):
     invstd = 1.0 / (x3.astype(np.float64).std(axis=(0, 2)) + 0.1)
     weight = rng.standard_normal(c)
     dx_ref = np.empty_like(x3)
-    ref = _numpy.batch_norm_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
+    ref = _twin.batch_norm_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
     eps = np.finfo(dtype).eps
     for cap in _runtime.supported_capabilities():
         dx = np.empty_like(x3)
