@@ -8,12 +8,15 @@ kept axes are the rows, the normalized axes the columns.
 from __future__ import annotations
 
 import math
+from typing import Literal, Optional, Union, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
 from ._layout import as_param
 from ._validate import (
+    FloatArray,
     as_array,
     check_eps,
     check_float_dtype,
@@ -25,8 +28,10 @@ from ._validate import (
     saved_stat,
 )
 
+Axes = Union[int, tuple[int, ...]]
 
-def _shaped_param(p, name: str, shape: tuple, dtype: np.dtype):
+
+def _shaped_param(p: Optional[ArrayLike], name: str, shape: tuple[int, ...]) -> Optional[np.ndarray]:
     """weight/bias of layer/RMS norm: exactly the normalized shape."""
     if p is None:
         return None
@@ -40,7 +45,7 @@ def _shaped_param(p, name: str, shape: tuple, dtype: np.dtype):
     return arr
 
 
-def _row_groups(x: np.ndarray, norm_axes: tuple) -> _layout.Groups:
+def _row_groups(x: np.ndarray, norm_axes: tuple[int, ...]) -> _layout.Groups:
     """(A, C, B) groups with the kept axes as rows (C) and the normalized axes
     as columns (B), both in their original order (weight is indexed by B)."""
     kept = tuple(i for i in range(x.ndim) if i not in norm_axes and x.shape[i] != 1)
@@ -48,12 +53,21 @@ def _row_groups(x: np.ndarray, norm_axes: tuple) -> _layout.Groups:
     return (), kept, cols
 
 
-def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
+def _rows_forward(
+    x: np.ndarray,
+    norm_axes: tuple[int, ...],
+    weight: Optional[ArrayLike],
+    bias: Optional[ArrayLike],
+    eps: float,
+    out: Optional[FloatArray],
+    func: str,
+    rms: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
     d = math.prod(norm_shape)
-    w = _shaped_param(weight, "weight", norm_shape, x.dtype)
-    b = _shaped_param(bias, "bias", norm_shape, x.dtype)
+    w = _shaped_param(weight, "weight", norm_shape)
+    b = _shaped_param(bias, "bias", norm_shape)
     y = output_for(x, out, func)
     impl = _runtime.impl()
     dtype = x.dtype
@@ -71,7 +85,7 @@ def _rows_forward(x, norm_axes, weight, bias, eps, out, func, rms):
         return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
 
-def _norm_axes(axis, ndim: int) -> tuple:
+def _norm_axes(axis: object, ndim: int) -> tuple[int, ...]:
     """The normalized axes of layer/RMS norm: an int or a non-empty tuple."""
     if axis is None:
         raise TypeError("axis must be an int or a tuple of ints, not None")
@@ -81,45 +95,226 @@ def _norm_axes(axis, ndim: int) -> tuple:
     return axes
 
 
-def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False):
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: float = 1e-5,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: float = 1e-5,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[True],
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: float = 1e-5,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, tuple[FloatArray, FloatArray, FloatArray]]: ...
+
+
+def layer_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: float = 1e-5,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, tuple[FloatArray, FloatArray, FloatArray]]:
     """Layer normalization, as ``torch.nn.functional.layer_norm``.
 
-    Normalizes over ``axis`` (an int or a tuple of axes; PyTorch's
-    ``normalized_shape`` is the trailing axes, ``axis=(-2, -1)`` etc.).
-    ``weight``/``bias`` have the shape of the normalized axes. Statistics
-    are exact (float64 two-pass) and a constant row maps to exactly ``bias``.
+    Each row -- the elements sharing the indices of the axes not normalized
+    -- is normalized to mean 0 and variance 1 (biased), then scaled by
+    ``weight`` and shifted by ``bias``. Statistics are exact (float64
+    two-pass), a constant row maps to exactly ``bias``, and results do not
+    depend on the thread count.
 
-    Returns ``y``, or ``(y, mean, rstd)`` with ``return_stats=True`` (shape of
-    the axes not normalized).
+    Parameters
+    ----------
+    x : array_like
+        Input of any shape and layout; float32 or float64.
+    weight, bias : array_like, optional
+        Affine parameters with the shape of the normalized axes (PyTorch's
+        ``normalized_shape``), real numbers.
+    axis : int or tuple of ints, optional
+        The normalized axes (not empty); ``-1`` (the default) for the last,
+        ``(-2, -1)`` for a 2-D ``normalized_shape``, etc.
+    eps : float, optional
+        Added to the variance; non-negative.
+    out : ndarray, optional
+        Array of x's shape and dtype for the result; may be ``x``.
+    return_stats : bool, optional
+        Also return the statistics (what :func:`layer_norm_backward` needs).
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype (``out`` if given).
+    mean, rstd : ndarray
+        Only with ``return_stats=True``: the shape of the axes not
+        normalized, x's dtype; ``rstd = 1 / sqrt(var + eps)`` (inf for a
+        constant row with ``eps = 0``). NaN for an empty input.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not float32/float64, ``axis`` is None or a parameter is
+        not real.
+    ValueError
+        For a bad, repeated or empty ``axis``, parameters of the wrong
+        shape, or a negative ``eps``.
+
+    See Also
+    --------
+    layer_norm_backward : the gradients.
+    bnfast.nn.LayerNorm : the layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
+    >>> bnfast.layer_norm(x).round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [ 0.    ,  0.    ,  0.    ]])
+    >>> y, mean, rstd = bnfast.layer_norm(x, return_stats=True)
+    >>> mean
+    array([2., 2.])
     """
     if not return_stats and _runtime.native_active():
         y = _runtime.core().layer_norm_fast(x, weight, bias, axis, eps, False, out)
         if y is not None:  # the common case (last axis, contiguous), done in C++
-            return y
-    x = as_array(x)
-    check_float_dtype(x, "x", "layer_norm")
+            fast: FloatArray = y
+            return fast
+    xa = as_array(x)
+    check_float_dtype(xa, "x", "layer_norm")
     eps = check_eps(eps)
-    norm_axes = _norm_axes(axis, x.ndim)
-    y, mean, rstd = _rows_forward(x, norm_axes, weight, bias, eps, out, "layer_norm", rms=False)
+    norm_axes = _norm_axes(axis, xa.ndim)
+    y, mean, rstd = _rows_forward(xa, norm_axes, weight, bias, eps, out, "layer_norm", rms=False)
     return (y, mean, rstd) if return_stats else y
 
 
-def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False):
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: Optional[float] = None,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: Optional[float] = None,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[True],
+) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: Optional[float] = None,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, tuple[FloatArray, FloatArray]]: ...
+
+
+def rms_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    eps: Optional[float] = None,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, tuple[FloatArray, FloatArray]]:
     """RMS normalization, as ``torch.nn.functional.rms_norm``:
     ``y = x / sqrt(mean(x**2) + eps) * weight`` over ``axis``.
 
-    ``eps=None`` uses ``np.finfo(x.dtype).eps``. Returns ``y``, or
-    ``(y, rstd)`` with ``return_stats=True``.
+    Parameters
+    ----------
+    x : array_like
+        Input of any shape and layout; float32 or float64.
+    weight : array_like, optional
+        Scale with the shape of the normalized axes, real numbers.
+    axis : int or tuple of ints, optional
+        The normalized axes (not empty); ``-1`` by default.
+    eps : float, optional
+        Added to the mean of the squares; None (the default) uses
+        ``np.finfo(x.dtype).eps``, as PyTorch.
+    out : ndarray, optional
+        Array of x's shape and dtype for the result; may be ``x``.
+    return_stats : bool, optional
+        Also return ``rstd`` (what :func:`rms_norm_backward` needs).
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype (``out`` if given).
+    rstd : ndarray
+        Only with ``return_stats=True``: ``1 / sqrt(mean(x**2) + eps)``, the
+        shape of the axes not normalized, x's dtype (0 for a row holding
+        +-inf and no NaN).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not float32/float64, ``axis`` is None or ``weight`` is
+        not real.
+    ValueError
+        For a bad, repeated or empty ``axis``, a weight of the wrong shape,
+        or a negative ``eps``.
+
+    See Also
+    --------
+    rms_norm_backward : the gradients.
+    bnfast.nn.RMSNorm : the layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0], [1.0, -1.0]])
+    >>> bnfast.rms_norm(x).round(4)
+    array([[ 0.8485,  1.1314],
+           [ 1.    , -1.    ]])
     """
     if not return_stats and _runtime.native_active():
         y = _runtime.core().layer_norm_fast(x, weight, None, axis, eps, True, out)
         if y is not None:
-            return y
-    x = as_array(x)
-    check_float_dtype(x, "x", "rms_norm")
-    eps = np.finfo(x.dtype).eps if eps is None else check_eps(eps)
-    norm_axes = _norm_axes(axis, x.ndim)
-    y, _, rstd = _rows_forward(x, norm_axes, weight, None, eps, out, "rms_norm", rms=True)
+            fast: FloatArray = y
+            return fast
+    xa = as_array(x)
+    check_float_dtype(xa, "x", "rms_norm")
+    eps_ = float(np.finfo(xa.dtype).eps) if eps is None else check_eps(eps)
+    norm_axes = _norm_axes(axis, xa.ndim)
+    y, _, rstd = _rows_forward(xa, norm_axes, weight, None, eps_, out, "rms_norm", rms=True)
     return (y, rstd) if return_stats else y
 
 
@@ -127,10 +322,34 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None, return_stats=False)
 # Backward
 
 
-def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
+def _row_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: Optional[ArrayLike],
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike],
+    axis: Axes,
+    func: str,
+    rms: bool,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
     """Shared by layer and RMS norm backward: the native row kernel on the
     (1, rows, D) views, whatever the layout."""
-    dy, x = check_grad_pair(dy, x, func)
+    dya, xa = check_grad_pair(dy, x, func)
+    return _row_backward_arrays(dya, xa, mean, rstd, weight, axis, func, rms, out)
+
+
+def _row_backward_arrays(
+    dy: np.ndarray,
+    x: np.ndarray,
+    mean: Optional[ArrayLike],
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike],
+    axis: Axes,
+    func: str,
+    rms: bool,
+    out: Optional[FloatArray],
+) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
     norm_axes = _norm_axes(axis, x.ndim)
     norm_shape = tuple(x.shape[i] for i in norm_axes)
     kept_shape = tuple(n for i, n in enumerate(x.shape) if i not in norm_axes)
@@ -139,8 +358,8 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
     w = grad_weight(weight, norm_shape, func)
     dx = output_for(x, out, func)
     if x.size == 0:
-        _, dweight, dbias = empty_grads(x, norm_shape, w)
-        return dx, dweight, dbias
+        _, dw0, db0 = empty_grads(x, norm_shape, w)
+        return dx, dw0, db0
     dtype = x.dtype
     groups = _row_groups(x, norm_axes)
     x3 = _layout.view_or_copy(x, groups)
@@ -154,27 +373,194 @@ def _row_backward(dy, x, mean, rstd, weight, axis, func, rms, out=None):
             _layout.output_view(dx, groups, x3.shape, private) as dx3:
         dweight, dbias = _runtime.impl().layer_norm_backward(
             x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
-    dweight = None if w is None else dweight.reshape(norm_shape).astype(dtype)
-    return dx, dweight, dbias.reshape(norm_shape).astype(dtype)
+    dw = None if w is None else dweight.reshape(norm_shape).astype(dtype)
+    return dx, dw, dbias.reshape(norm_shape).astype(dtype)
 
 
-def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
-    """Gradients of :func:`bnfast.layer_norm`: ``(dx, dweight, dbias)``.
+@overload
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: None = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, None, FloatArray]: ...
+@overload
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, Optional[FloatArray], FloatArray]: ...
 
-    ``mean``/``rstd`` are the statistics ``layer_norm(..., return_stats=True)``
-    returned; ``dweight``/``dbias`` have the normalized shape (``dweight``
-    is None when ``weight`` is). ``out``: an array of x's shape and dtype
-    for dx (it may be ``dy``), which saves allocating one.
+
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
+    """Gradients of :func:`bnfast.layer_norm` with respect to x, weight and
+    bias (as ``torch.autograd``); results do not depend on the thread count.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to y; x's shape and dtype.
+    x : array_like
+        The forward input; float32 or float64.
+    mean, rstd : array_like
+        What ``layer_norm(..., return_stats=True)`` returned: the shape of
+        the axes not normalized (squeezed shapes such as PyTorch's (N, 1)
+        are accepted).
+    weight : array_like, optional
+        The forward's weight, the shape of the normalized axes.
+    axis : int or tuple of ints, optional
+        The normalized axes, as in the forward.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx (it may be ``dy``), which saves
+        allocating one.
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype (``out`` if given).
+    dweight : ndarray or None
+        The shape of the normalized axes, x's dtype; None when ``weight``
+        is None.
+    dbias : ndarray
+        The shape of the normalized axes, x's dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``x``/``dy`` are not float32/float64 or differ in dtype, or a
+        statistic or the weight is not real.
+    ValueError
+        For mismatched shapes or a bad ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 0.0, 4.0]])
+    >>> y, mean, rstd = bnfast.layer_norm(x, return_stats=True)
+    >>> dx, dw, db = bnfast.layer_norm_backward(np.ones_like(x), x, mean, rstd)
+    >>> np.abs(dx).max() < 1e-12, dw, db
+    (np.True_, None, array([2., 2., 2.]))
     """
     return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False,
                          out=out)
 
 
-def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
-    """Gradients of :func:`bnfast.rms_norm`: ``(dx, dweight)``.
+@overload
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: None = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, None]: ...
+@overload
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, Optional[FloatArray]]: ...
 
-    ``rstd`` is what ``rms_norm(..., return_stats=True)`` returned
-    (``1 / sqrt(mean(x**2) + eps)``); ``out`` as in :func:`layer_norm_backward`.
+
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: Axes = -1,
+    out: Optional[FloatArray] = None,
+) -> tuple[FloatArray, Optional[FloatArray]]:
+    """Gradients of :func:`bnfast.rms_norm` with respect to x and weight (as
+    ``torch.autograd``); results do not depend on the thread count.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to y; x's shape and dtype.
+    x : array_like
+        The forward input; float32 or float64.
+    rstd : array_like
+        What ``rms_norm(..., return_stats=True)`` returned
+        (``1 / sqrt(mean(x**2) + eps)``), the shape of the axes not
+        normalized.
+    weight : array_like, optional
+        The forward's weight, the shape of the normalized axes.
+    axis : int or tuple of ints, optional
+        The normalized axes, as in the forward.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx (it may be ``dy``).
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype (``out`` if given).
+    dweight : ndarray or None
+        The shape of the normalized axes, x's dtype; None when ``weight``
+        is None.
+
+    Raises
+    ------
+    TypeError
+        If ``x``/``dy`` are not float32/float64 or differ in dtype, or
+        ``rstd`` or the weight is not real.
+    ValueError
+        For mismatched shapes or a bad ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0]])
+    >>> y, rstd = bnfast.rms_norm(x, np.ones(2), return_stats=True)
+    >>> dx, dw = bnfast.rms_norm_backward(np.ones_like(x), x, rstd, np.ones(2))
+    >>> dw.round(4)
+    array([0.8485, 1.1314])
     """
     dx, dweight, _ = _row_backward(dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True,
                                    out=out)

@@ -5,14 +5,28 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
+from typing import Any, Literal, NoReturn, Optional, Union, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
-from ._validate import as_array, check_ddof, check_real_dtype, normalize_axes
+from ._validate import (
+    F64Array,
+    F64Result,
+    FloatArray,
+    FloatResult,
+    FloatScalar,
+    as_array,
+    check_ddof,
+    check_real_dtype,
+    normalize_axes,
+)
+
+Axis = Union[int, tuple[int, ...], None]
 
 
-def _work_dtype(dtype: np.dtype) -> tuple:
+def _work_dtype(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], np.dtype[Any]]:
     """(dtype the kernels read, dtype of the result) for an input dtype."""
     if dtype == np.float32 or dtype == np.float64:
         return dtype, dtype
@@ -23,7 +37,10 @@ def _work_dtype(dtype: np.dtype) -> tuple:
     return np.dtype(np.float64), np.dtype(np.float64)  # bool, integers (as np.mean)
 
 
-def _reduce(x, axis):
+def _reduce(x: ArrayLike, axis: Axis) -> tuple[
+    Optional[F64Array], Optional[F64Array], int, tuple[int, ...], tuple[int, ...],
+    np.ndarray[Any, Any], np.dtype[Any],
+]:
     """Shared front end: returns (mean64, m2_64, count, out_shape, result dtype)
     with mean64/m2_64 flat over the kept axes (C order)."""
     x = as_array(x)
@@ -42,34 +59,88 @@ def _reduce(x, axis):
     return mean, m2, count, axes, kept, x, result_dtype
 
 
-def _shape_out(x_shape, axes, kept, keepdims) -> tuple:
+def _shape_out(
+    x_shape: tuple[int, ...], axes: tuple[int, ...], kept: tuple[int, ...], keepdims: bool
+) -> tuple[int, ...]:
     if keepdims:
         return tuple(1 if i in axes else n for i, n in enumerate(x_shape))
     return tuple(x_shape[i] for i in kept)
 
 
-def mean_var(x, axis=None, *, ddof=0, keepdims=False):
+@overload
+def mean_var(
+    x: ArrayLike, axis: None = None, *, ddof: float = 0, keepdims: Literal[False] = False
+) -> tuple[FloatScalar, FloatScalar]: ...
+@overload
+def mean_var(
+    x: ArrayLike, axis: Axis = None, *, ddof: float = 0, keepdims: bool = False
+) -> tuple[FloatResult, FloatResult]: ...
+
+
+def mean_var(
+    x: ArrayLike, axis: Axis = None, *, ddof: float = 0, keepdims: bool = False
+) -> tuple[FloatResult, FloatResult]:
     """Mean and variance of ``x`` along ``axis``, in one exact pass over memory.
 
-    NumPy conventions: ``axis`` is None (all axes), an int or a tuple of ints;
-    ``keepdims`` keeps reduced axes as size 1; ``var = sum((x - mean)**2) /
-    (n - ddof)``. float32 gives float32, float64 gives float64, integers and
-    bool give float64. Statistics are accumulated in float64 with a blocked
-    two-pass algorithm and rounded once, and are bit-identical for any thread
-    count.
+    NumPy conventions: ``var = sum((x - mean)**2) / (n - ddof)``.
+    Statistics are accumulated in float64 with a blocked two-pass algorithm
+    and rounded once, and are bit-identical for any thread count.
 
-    Returns ``(mean, var)``. Raises ValueError for a reduction over zero
-    elements, TypeError for complex, object or string arrays.
+    Parameters
+    ----------
+    x : array_like
+        Data of any shape and layout; bool, integer or floating dtype.
+    axis : None, int or tuple of ints, optional
+        Axes to reduce: None (the default) for all of them; negative axes
+        count from the end.
+    ddof : float, optional
+        Delta degrees of freedom: the divisor is ``n - ddof`` (0 by default;
+        1 for the unbiased estimate).
+    keepdims : bool, optional
+        Keep the reduced axes with size 1 (broadcasts against ``x``).
+
+    Returns
+    -------
+    mean, var : ndarray or NumPy scalar
+        The shape of ``x`` without the reduced axes (with them as size 1
+        when ``keepdims``); a NumPy scalar when that shape is ``()``, as
+        NumPy's reductions give. float32 gives float32, float64 gives
+        float64, float16 and longdouble keep their dtype, integers and bool
+        give float64. ``var`` is inf or NaN (with a RuntimeWarning) where
+        ``n - ddof <= 0``.
+
+    Raises
+    ------
+    ValueError
+        For a reduction over zero elements, or a bad or repeated axis.
+    TypeError
+        For complex, object, string or masked arrays, or a non-real ``ddof``.
+
+    See Also
+    --------
+    moments : the same statistics as a mergeable :class:`Moments` value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> mean, var = bnfast.mean_var(x, axis=0)
+    >>> mean, var
+    (array([2., 4.]), array([1., 4.]))
+    >>> mean, var = bnfast.mean_var(x, ddof=1)
+    >>> float(mean), float(var)
+    (3.0, 4.666666666666667)
     """
     ddof = check_ddof(ddof)
-    mean, m2, count, axes, kept, x, result_dtype = _reduce(x, axis)
-    shape = _shape_out(x.shape, axes, kept, keepdims)
+    mean, m2, count, axes, kept, xa, result_dtype = _reduce(x, axis)
+    shape = _shape_out(xa.shape, axes, kept, keepdims)
     if count == 0:
         raise ValueError(
             f"mean_var: cannot compute a mean or variance over zero elements "
-            f"(array of shape {x.shape}, axis={axis!r})"
+            f"(array of shape {xa.shape}, axis={axis!r})"
         )
-    if mean is None:  # nothing kept: empty result
+    if mean is None or m2 is None:  # nothing kept: empty result
         empty = np.empty(shape, dtype=result_dtype)
         return empty, empty.copy()
     dof = count - ddof
@@ -78,93 +149,212 @@ def mean_var(x, axis=None, *, ddof=0, keepdims=False):
         dof = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.divide(m2, dof, out=m2)  # m2 is ours: no new temporary
-    mean_out = mean.reshape(shape).astype(result_dtype, copy=False)
-    var_out = var.reshape(shape).astype(result_dtype, copy=False)
+    mean_out: FloatArray = mean.reshape(shape).astype(result_dtype, copy=False)
+    var_out: FloatArray = var.reshape(shape).astype(result_dtype, copy=False)
     if mean_out.ndim == 0:
         return mean_out[()], var_out[()]
     return mean_out, var_out
 
 
-def moments(x, axis=None, *, keepdims=False) -> Moments:
+def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Moments:
     """Mergeable moments (count, mean, M2) of ``x`` along ``axis``.
 
-    Same axis rules as :func:`mean_var`. The result is kept in float64
-    whatever the input dtype, so that merging many chunks stays exact. A
-    reduction over zero elements gives count 0 (the identity of ``merge``).
+    The result is kept in float64 whatever the input dtype, so that merging
+    many chunks stays exact; ``Moments.combine`` of the chunks' moments
+    equals the moments of their concatenation.
+
+    Parameters
+    ----------
+    x : array_like
+        Data of any shape and layout; bool, integer or floating dtype.
+    axis : None, int or tuple of ints, optional
+        Axes to reduce, as in :func:`mean_var` (None: all).
+    keepdims : bool, optional
+        Keep the reduced axes with size 1.
+
+    Returns
+    -------
+    Moments
+        ``count`` (int64), ``mean`` and ``m2`` (float64), of the shape of
+        ``x`` without the reduced axes (size 1 with ``keepdims``). A
+        reduction over zero elements gives count 0 (the identity of
+        :meth:`Moments.merge`).
+
+    Raises
+    ------
+    ValueError
+        For a bad or repeated axis.
+    TypeError
+        For complex, object, string or masked arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> a = bnfast.moments(np.array([1.0, 2.0, 3.0]))
+    >>> b = bnfast.moments(np.array([4.0, 5.0]))
+    >>> a + b
+    Moments(count=5, mean=3.0, m2=10.0)
+    >>> float((a + b).var(ddof=1))
+    2.5
     """
-    mean, m2, count, axes, kept, x, _ = _reduce(x, axis)
-    shape = _shape_out(x.shape, axes, kept, keepdims)
-    if mean is None:
+    mean, m2, count, axes, kept, xa, _ = _reduce(x, axis)
+    shape = _shape_out(xa.shape, axes, kept, keepdims)
+    counts = np.full(shape, count, dtype=np.int64)
+    if mean is None or m2 is None:
         zeros = np.zeros(shape)
-        return Moments(np.full(shape, count, dtype=np.int64), zeros, zeros)
-    return Moments(np.full(shape, count, dtype=np.int64), mean.reshape(shape), m2.reshape(shape))
+        return Moments(counts, zeros, zeros)
+    return Moments(counts, mean.reshape(shape), m2.reshape(shape))
 
 
 class Moments:
     """Count, mean and M2 (sum of squared deviations) of a set of values, per
     slot of an array of statistics.
 
-    ``count`` is int64 (float64 for weighted moments, where it is the total
-    weight), ``mean`` and ``m2`` are float64, all of one shape.
     Moments of disjoint sets merge exactly with Chan's parallel formula:
     ``a.merge(b)`` or ``a + b``; ``Moments.combine(iterable)`` merges many in
     order. Instances are immutable values: comparable with ``==`` and
-    picklable.
+    picklable. :func:`moments` computes them from data.
+
+    Parameters
+    ----------
+    count : array_like of int or float
+        Number of values per slot (int64), or for weighted moments the total
+        weight (float64, finite); non-negative, broadcast to ``mean``'s
+        shape.
+    mean : array_like
+        Mean per slot, stored as float64.
+    m2 : array_like
+        Sum of squared deviations from the mean per slot, stored as float64;
+        the same shape as ``mean``.
+
+    Attributes
+    ----------
+    count : ndarray of int64 or float64
+        Read-only.
+    mean : ndarray of float64
+        Read-only.
+    m2 : ndarray of float64
+        Read-only.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, or a count is negative, does not fit in
+        int64 or (as a weight) is not finite.
+    TypeError
+        If ``count`` is neither integers nor floats.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> m = bnfast.Moments(4, 2.5, 5.0)
+    >>> m
+    Moments(count=4, mean=2.5, m2=5.0)
+    >>> float(m.var()), float(m.var(ddof=1))
+    (1.25, 1.6666666666666667)
     """
 
     __slots__ = ("count", "mean", "m2")
 
-    def __init__(self, count, mean, m2):
+    count: NDArray[Union[np.int64, np.float64]]
+    mean: F64Array
+    m2: F64Array
+
+    def __init__(self, count: ArrayLike, mean: ArrayLike, m2: ArrayLike) -> None:
         mean = np.array(mean, dtype=np.float64)
         m2 = np.array(m2, dtype=np.float64)
         if mean.shape != m2.shape:
             raise ValueError(f"mean has shape {mean.shape} but m2 has shape {m2.shape}")
-        count = np.asarray(count)
-        if count.dtype.kind in "iu":
-            if count.dtype.kind == "u" and np.any(count > np.iinfo(np.int64).max):
+        given = np.asarray(count)
+        count_dtype: type[Union[np.int64, np.float64]]
+        if given.dtype.kind in "iu":
+            if given.dtype.kind == "u" and np.any(given > np.iinfo(np.int64).max):
                 raise ValueError("count does not fit in int64")
             count_dtype = np.int64
-        elif count.dtype.kind == "f":  # total weight of weighted samples
-            if not np.all(np.isfinite(count)):
+        elif given.dtype.kind == "f":  # total weight of weighted samples
+            if not np.all(np.isfinite(given)):
                 raise ValueError("count (total weight) must be finite")
             count_dtype = np.float64
         else:
             raise TypeError(
-                f"count must be integers (or floats for a total weight), got dtype {count.dtype}"
+                f"count must be integers (or floats for a total weight), got dtype {given.dtype}"
             )
         try:
-            count = np.broadcast_to(count, mean.shape).astype(count_dtype)
+            counts = np.broadcast_to(given, mean.shape).astype(count_dtype)
         except ValueError:
             raise ValueError(
-                f"count of shape {count.shape} does not match mean of shape {mean.shape}"
+                f"count of shape {given.shape} does not match mean of shape {mean.shape}"
             ) from None
-        if np.any(count < 0):
+        if np.any(counts < 0):
             raise ValueError("count must be non-negative")
-        for arr in (count, mean, m2):
+        for arr in (counts, mean, m2):
             arr.flags.writeable = False
-        object.__setattr__(self, "count", count)
+        object.__setattr__(self, "count", counts)
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "m2", m2)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Moments is immutable")
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the statistics (that of ``mean``)."""
         return self.mean.shape
 
-    def var(self, ddof=0) -> np.ndarray:
-        """``m2 / (count - ddof)``; NaN or inf where that is not positive."""
+    def var(self, ddof: float = 0) -> F64Result:
+        """Variance per slot: ``m2 / (count - ddof)``.
+
+        Parameters
+        ----------
+        ddof : float, optional
+            Delta degrees of freedom (0: population variance, 1: unbiased).
+
+        Returns
+        -------
+        ndarray or numpy.float64
+            float64 of :attr:`shape` (a scalar when the shape is ``()``);
+            inf or NaN where ``count - ddof`` is not positive.
+
+        Raises
+        ------
+        TypeError
+            If ``ddof`` is not a real number.
+        """
         check_ddof(ddof)
         dof = np.maximum(self.count - ddof, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return self.m2 / dof
+            var: F64Result = self.m2 / dof
+        return var
 
-    def std(self, ddof=0) -> np.ndarray:
-        return np.sqrt(self.var(ddof))
+    def std(self, ddof: float = 0) -> F64Result:
+        """Standard deviation per slot: ``sqrt(var(ddof))`` (see :meth:`var`)."""
+        std: F64Result = np.sqrt(self.var(ddof))
+        return std
 
     def merge(self, other: Moments) -> Moments:
-        """Moments of the union of the two sets (Chan et al.)."""
+        """Moments of the union of the two sets (Chan et al.).
+
+        Parameters
+        ----------
+        other : Moments
+            Moments of a disjoint set, of the same :attr:`shape`.
+
+        Returns
+        -------
+        Moments
+            Counts add; a slot with count 0 on one side takes the other
+            side's values; equal means merge exactly (constant data stays
+            exact); inf or NaN means propagate as NumPy's mean would, with
+            M2 NaN.
+
+        Raises
+        ------
+        TypeError
+            If ``other`` is not a Moments.
+        ValueError
+            If the shapes differ.
+        """
         if not isinstance(other, Moments):
             raise TypeError(f"can only merge Moments with Moments, not {type(other).__name__}")
         if other.shape != self.shape:
@@ -189,7 +379,24 @@ class Moments:
 
     @classmethod
     def combine(cls, items: Iterable[Moments]) -> Moments:
-        """Merge moments in order; the iterable must not be empty."""
+        """Merge moments in order (left to right, with :meth:`merge`).
+
+        Parameters
+        ----------
+        items : iterable of Moments
+            At least one, all of one shape.
+
+        Returns
+        -------
+        Moments
+
+        Raises
+        ------
+        ValueError
+            If ``items`` is empty or the shapes differ.
+        TypeError
+            If an item is not a Moments.
+        """
         it = iter(items)
         try:
             total = next(it)
@@ -201,7 +408,7 @@ class Moments:
             total = total.merge(m)
         return total
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Moments):
             return NotImplemented
         return (
@@ -211,9 +418,9 @@ class Moments:
             and np.array_equal(self.m2, other.m2, equal_nan=True)
         )
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Moments], tuple[Any, Any, Any]]:
         return (Moments, (self.count, self.mean, self.m2))
 
     def __repr__(self) -> str:

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, Optional, Union, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 try:
     from numpy.exceptions import AxisError
 except ImportError:  # NumPy < 1.25
-    from numpy import AxisError
+    from numpy import AxisError  # type: ignore[attr-defined,no-redef]
 
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# The array types of the public signatures.
+FloatArray = NDArray[np.floating[Any]]  # float32 or float64 (x's dtype)
+F64Array = NDArray[np.float64]
+FloatScalar = np.floating[Any]
+# A statistic that is a NumPy scalar when it has no axes (as NumPy's own
+# reductions return), else an array.
+FloatResult = Union[FloatArray, FloatScalar]
+F64Result = Union[F64Array, np.float64]
 
-def as_array(x, name: str = "x") -> np.ndarray:
+
+def as_array(x: object, name: str = "x") -> np.ndarray:
     """A plain ndarray in native byte order (no copy when ``x`` already is one).
 
     Masked arrays are refused (their mask would be silently ignored); other
@@ -66,7 +77,7 @@ def check_float_dtype(arr: np.ndarray, name: str, func: str) -> None:
         )
 
 
-def check_eps(eps) -> float:
+def check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
     eps = float(eps)
@@ -75,7 +86,7 @@ def check_eps(eps) -> float:
     return eps
 
 
-def check_momentum(momentum) -> float:
+def check_momentum(momentum: object) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum must be a real number in [0, 1], got {type(momentum).__name__}")
     momentum = float(momentum)
@@ -84,7 +95,7 @@ def check_momentum(momentum) -> float:
     return momentum
 
 
-def check_axis(axis, ndim: int) -> int:
+def check_axis(axis: object, ndim: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
     axis = int(axis)
@@ -93,7 +104,7 @@ def check_axis(axis, ndim: int) -> int:
     return axis % ndim
 
 
-def normalize_axes(axis, ndim: int) -> tuple:
+def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
     """NumPy's rules: None = all axes; an int or a tuple of ints, negative
     counting from the end; repeats are an error. Returns sorted axes."""
     if axis is None:
@@ -105,7 +116,7 @@ def normalize_axes(axis, ndim: int) -> tuple:
     return tuple(sorted(axes))
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, func: str) -> np.ndarray:
+def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: str) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
@@ -117,7 +128,7 @@ def check_out(out, shape: tuple, dtype: np.dtype, func: str) -> np.ndarray:
     return out
 
 
-def channel_vector(v, name: str, c: int) -> np.ndarray:
+def channel_vector(v: object, name: str, c: int) -> np.ndarray:
     """A per-channel parameter: 1-D, length c, real numbers."""
     arr = as_array(v, name)
     check_real_dtype(arr, name)
@@ -128,11 +139,11 @@ def channel_vector(v, name: str, c: int) -> np.ndarray:
     return arr
 
 
-def check_ddof(ddof):
+def check_ddof(ddof: object) -> float:
     """``ddof`` as given, after checking it is a real number (not a bool)."""
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
         raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
-    return ddof
+    return cast(float, ddof)  # kept as given (a Real), like NumPy
 
 
 def check_batched(x: np.ndarray, func: str) -> None:
@@ -144,7 +155,7 @@ def check_batched(x: np.ndarray, func: str) -> None:
         )
 
 
-def channel_axis(axis, ndim: int, func: str) -> int:
+def channel_axis(axis: object, ndim: int, func: str) -> int:
     """The channel axis of batched input: any axis but the batch axis 0."""
     axis = check_axis(axis, ndim)
     if axis == 0:
@@ -152,7 +163,7 @@ def channel_axis(axis, ndim: int, func: str) -> int:
     return axis
 
 
-def check_num_groups(num_groups, shape: tuple, c: int) -> int:
+def check_num_groups(num_groups: object, shape: tuple[int, ...], c: int) -> int:
     """``num_groups`` as an int dividing the channel count ``c``."""
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
         raise TypeError(f"num_groups must be an integer, got {type(num_groups).__name__}")
@@ -165,7 +176,7 @@ def check_num_groups(num_groups, shape: tuple, c: int) -> int:
     return num_groups
 
 
-def output_for(x: np.ndarray, out, func: str) -> np.ndarray:
+def output_for(x: np.ndarray, out: object, func: str) -> np.ndarray:
     """``out`` after validation, or a fresh array laid out like ``x``."""
     if out is None:
         return np.empty_like(x, order="K")
@@ -175,7 +186,7 @@ def output_for(x: np.ndarray, out, func: str) -> np.ndarray:
 # -- backward passes ---------------------------------------------------------
 
 
-def check_grad_pair(dy, x, func: str) -> tuple:
+def check_grad_pair(dy: object, x: object, func: str) -> tuple[np.ndarray, np.ndarray]:
     """``(dy, x)`` as arrays of one float dtype and one shape."""
     dy = as_array(dy, "dy")
     x = as_array(x)
@@ -188,7 +199,7 @@ def check_grad_pair(dy, x, func: str) -> tuple:
     return dy, x
 
 
-def saved_stat(v, name: str, shape: tuple, func: str) -> np.ndarray:
+def saved_stat(v: object, name: str, shape: tuple[int, ...], func: str) -> F64Array:
     """A statistic saved by a forward pass, as float64 of ``shape`` (squeezed
     shapes such as PyTorch's (N, 1) are accepted)."""
     arr = as_array(v, name)
@@ -202,7 +213,7 @@ def saved_stat(v, name: str, shape: tuple, func: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def grad_weight(weight, shape: tuple, func: str):
+def grad_weight(weight: object, shape: tuple[int, ...], func: str) -> Optional[F64Array]:
     """The weight of a backward pass as float64 of ``shape``, or None."""
     if weight is None:
         return None
@@ -214,7 +225,9 @@ def grad_weight(weight, shape: tuple, func: str):
     return arr.astype(np.float64)
 
 
-def empty_grads(x: np.ndarray, param_shape: tuple, w) -> tuple:
+def empty_grads(
+    x: np.ndarray, param_shape: tuple[int, ...], w: Optional[F64Array]
+) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
     """Gradients of an empty input: empty dx, zero parameter gradients."""
     zeros = np.zeros(param_shape, dtype=x.dtype)
     return np.zeros_like(x), (None if w is None else zeros.copy()), zeros

@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 F64 = NDArray[np.float64]
 FloatArray = NDArray[np.floating[Any]]
-
-_QUIET = {"divide": "ignore", "over": "ignore", "invalid": "ignore"}
 
 
 def _f64(a: Any) -> F64:
@@ -28,7 +26,7 @@ def invstd(m2: F64, count: float, eps: float) -> F64:
     """``1 / sqrt(m2 / count + eps)`` per channel: inf where the sum is 0,
     NaN propagates. ``count = 1`` gives ``1 / sqrt(var + eps)`` for a
     variance (the eval path)."""
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         return 1.0 / np.sqrt(_f64(m2) / float(count) + float(eps))
 
 
@@ -39,7 +37,7 @@ def eval_fold(
     ``scale = invstd * weight``, ``shift = bias - mean * scale`` (an absent
     weight is 1.0, an absent bias 0.0)."""
     mean, inv = _f64(mean), _f64(invstd)
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         scale = inv * (1.0 if weight is None else _f64(weight))
         shift = (0.0 if bias is None else _f64(bias)) - mean * scale
     return scale, shift
@@ -50,7 +48,7 @@ def running_update(running: FloatArray, value: F64, momentum: float) -> None:
     rounded once to running's dtype, in place."""
     momentum = float(momentum)
     value = np.array(value, dtype=np.float64)  # read in full before running is written
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         running[...] = (1.0 - momentum) * running.astype(np.float64) + momentum * value
 
 
@@ -62,7 +60,7 @@ def split_center(mean: F64, dtype: DTypeLike) -> tuple[FloatArray, FloatArray]:
         raise TypeError("split_center: dtype must be float32 or float64")
     mean = _f64(mean)
     hi = np.array(mean, dtype=dt)
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         lo = np.array(mean - hi.astype(np.float64), dtype=dt)
     return hi, lo
 
@@ -92,7 +90,7 @@ def batch_norm_backward_params(
     invstd * invstd / n) * p``, ``r = -(sum_dy / n) * p``.
     """
     inv = _f64(invstd)
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         delta = sum_d / n
         sum_dy_xc = sum_dy_d - delta * sum_dy
         center = mean + delta
@@ -106,12 +104,12 @@ def batch_norm_backward_params(
 def row_rstd(mean: F64, m2: F64, count: float, eps: float, rms: bool) -> F64:
     """Per-row ``1 / sqrt(m2 / count + eps)`` (layer norm) or ``1 / sqrt(m2 /
     count + mean * mean + eps)`` (RMS norm: the mean of the squares)."""
-    with np.errstate(**_QUIET):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         var = m2 / count
         return 1.0 / np.sqrt(var + mean * mean + eps) if rms else 1.0 / np.sqrt(var + eps)
 
 
-def rms_inf_row_rstd(rstd: F64, row_has_nan: NDArray[np.bool_]) -> F64:
+def rms_inf_row_rstd(rstd: F64, row_has_nan: ArrayLike) -> F64:
     """RMS norm of a row holding +-inf but no NaN gets rstd 0 (mean(x**2) is
     inf), where the moments gave NaN; other rows keep their rstd."""
-    return np.where(np.isnan(rstd) & ~row_has_nan, 0.0, rstd)
+    return np.where(np.isnan(rstd) & ~np.asarray(row_has_nan, dtype=bool), 0.0, rstd)
