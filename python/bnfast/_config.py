@@ -6,6 +6,7 @@ import contextlib
 import platform
 import sys
 from collections.abc import Iterator
+from typing import Optional, TypedDict
 
 import numpy as np
 
@@ -13,9 +14,52 @@ from . import _runtime
 from ._version import __version__
 
 
-def config() -> dict:
-    """The build and runtime configuration as a dict."""
+class Config(TypedDict):
+    """The dict :func:`config` returns (a plain dict at run time)."""
+
+    version: str
+    backend: str
+    capability: Optional[str]
+    compiled_capabilities: list[str]
+    supported_capabilities: list[str]
+    openmp: bool
+    num_threads: int
+    compiler: Optional[str]
+    numpy: str
+    python: str
+    machine: str
+
+
+def config() -> Config:
+    """The build and runtime configuration.
+
+    Returns
+    -------
+    dict
+        ``version``; ``backend`` (``"native"`` or ``"numpy"``);
+        ``capability`` (the CPU level the native kernels run at:
+        ``"scalar"``, ``"avx2"`` or ``"avx512"``; None under the NumPy
+        backend); ``compiled_capabilities`` and ``supported_capabilities``
+        (lists of levels this build has and this CPU runs); ``openmp``
+        (bool); ``num_threads``; ``compiler`` (None without the native
+        module); ``numpy``, ``python`` and ``machine`` (versions and
+        architecture).
+
+    See Also
+    --------
+    show_config : the same, printed as a table.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> cfg = bnfast.config()
+    >>> cfg["backend"] in ("native", "numpy")
+    True
+    >>> cfg["num_threads"] == bnfast.get_num_threads()
+    True
+    """
     core = _runtime._core
+    compiler: Optional[str] = core.compiler if core is not None else None
     return {
         "version": __version__,
         "backend": _runtime.backend_name(),
@@ -24,7 +68,7 @@ def config() -> dict:
         "supported_capabilities": _runtime.supported_capabilities(),
         "openmp": bool(core.openmp()) if core is not None else False,
         "num_threads": _runtime.get_num_threads(),
-        "compiler": core.compiler if core is not None else None,
+        "compiler": compiler,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
@@ -32,8 +76,17 @@ def config() -> dict:
 
 
 def show_config() -> None:
-    """Print :func:`config` as an aligned table."""
-    cfg = config()
+    """Print :func:`config` as an aligned table (plus the reason the native
+    module could not be imported, when it could not).
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> bnfast.show_config()  # doctest: +ELLIPSIS
+    version ...
+    backend ...
+    """
+    cfg: dict[str, object] = dict(config())
     if _runtime._core is None:
         cfg["native_import_error"] = str(_runtime._core_import_error)
     width = max(len(k) for k in cfg)
@@ -46,18 +99,77 @@ def show_config() -> None:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the native kernels (results do not depend on it)."""
+    """Use ``n`` threads in the native kernels (results do not depend on it).
+
+    Parameters
+    ----------
+    n : int
+        Between 1 and 1024. The default is ``BNFAST_NUM_THREADS`` or, without
+        it, OpenMP's maximum thread count (1 without OpenMP).
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is out of range.
+
+    See Also
+    --------
+    threads : the same for a block of code.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> previous = bnfast.get_num_threads()
+    >>> bnfast.set_num_threads(1)
+    >>> bnfast.get_num_threads()
+    1
+    >>> bnfast.set_num_threads(previous)
+    """
     _runtime.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """The number of threads the native kernels use."""
+    """The number of threads the native kernels use.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> bnfast.get_num_threads() >= 1
+    True
+    """
     return _runtime.get_num_threads()
 
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Context manager: use ``n`` threads inside the block, then restore."""
+    """Context manager: use ``n`` threads inside the block, then restore the
+    previous count.
+
+    Parameters
+    ----------
+    n : int
+        Between 1 and 1024, as for :func:`set_num_threads`.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is out of range.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> with bnfast.threads(1):
+    ...     bnfast.get_num_threads()
+    1
+    """
     previous = get_num_threads()
     set_num_threads(n)
     try:
