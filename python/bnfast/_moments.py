@@ -13,9 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _layout, _runtime
 from ._validate import (
     F64Array,
-    F64Result,
     FloatArray,
-    FloatResult,
     FloatScalar,
     as_array,
     check_ddof,
@@ -74,12 +72,12 @@ def mean_var(
 @overload
 def mean_var(
     x: ArrayLike, axis: Axis = None, *, ddof: float = 0, keepdims: bool = False
-) -> tuple[FloatResult, FloatResult]: ...
+) -> tuple[FloatArray, FloatArray]: ...
 
 
 def mean_var(
     x: ArrayLike, axis: Axis = None, *, ddof: float = 0, keepdims: bool = False
-) -> tuple[FloatResult, FloatResult]:
+) -> Union[tuple[FloatArray, FloatArray], tuple[FloatScalar, FloatScalar]]:
     """Mean and variance of ``x`` along ``axis``, in one exact pass over memory.
 
     NumPy conventions: ``var = sum((x - mean)**2) / (n - ddof)``.
@@ -104,7 +102,9 @@ def mean_var(
     mean, var : ndarray or NumPy scalar
         The shape of ``x`` without the reduced axes (with them as size 1
         when ``keepdims``); a NumPy scalar when that shape is ``()``, as
-        NumPy's reductions give. float32 gives float32, float64 gives
+        NumPy's reductions give (typed as a scalar for ``axis=None``
+        without ``keepdims``, else as an array, which a NumPy scalar stands
+        in for as a 0-d one). float32 gives float32, float64 gives
         float64, float16 and longdouble keep their dtype, integers and bool
         give float64. ``var`` is inf or NaN (with a RuntimeWarning) where
         ``n - ddof <= 0``.
@@ -152,7 +152,7 @@ def mean_var(
     mean_out: FloatArray = mean.reshape(shape).astype(result_dtype, copy=False)
     var_out: FloatArray = var.reshape(shape).astype(result_dtype, copy=False)
     if mean_out.ndim == 0:
-        return mean_out[()], var_out[()]
+        return mean_out[()], var_out[()]  # NumPy scalars, as NumPy's reductions
     return mean_out, var_out
 
 
@@ -302,7 +302,7 @@ class Moments:
         """The shape of the statistics (that of ``mean``)."""
         return self.mean.shape
 
-    def var(self, ddof: float = 0) -> F64Result:
+    def var(self, ddof: float = 0) -> F64Array:
         """Variance per slot: ``m2 / (count - ddof)``.
 
         Parameters
@@ -312,9 +312,10 @@ class Moments:
 
         Returns
         -------
-        ndarray or numpy.float64
-            float64 of :attr:`shape` (a scalar when the shape is ``()``);
-            inf or NaN where ``count - ddof`` is not positive.
+        ndarray
+            float64 of :attr:`shape` (a NumPy scalar, standing in for a 0-d
+            array, when the shape is ``()``); inf or NaN where
+            ``count - ddof`` is not positive.
 
         Raises
         ------
@@ -324,12 +325,12 @@ class Moments:
         check_ddof(ddof)
         dof = np.maximum(self.count - ddof, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            var: F64Result = self.m2 / dof
+            var: F64Array = self.m2 / dof
         return var
 
-    def std(self, ddof: float = 0) -> F64Result:
+    def std(self, ddof: float = 0) -> F64Array:
         """Standard deviation per slot: ``sqrt(var(ddof))`` (see :meth:`var`)."""
-        std: F64Result = np.sqrt(self.var(ddof))
+        std: F64Array = np.sqrt(self.var(ddof))
         return std
 
     def merge(self, other: Moments) -> Moments:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Union, cast
+from typing import Any, Optional, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,10 +20,6 @@ FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 FloatArray = NDArray[np.floating[Any]]  # float32 or float64 (x's dtype)
 F64Array = NDArray[np.float64]
 FloatScalar = np.floating[Any]
-# A statistic that is a NumPy scalar when it has no axes (as NumPy's own
-# reductions return), else an array.
-FloatResult = Union[FloatArray, FloatScalar]
-F64Result = Union[F64Array, np.float64]
 
 
 def as_array(x: object, name: str = "x") -> np.ndarray:
