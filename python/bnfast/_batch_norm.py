@@ -206,8 +206,8 @@ def batch_norm(
 
     See Also
     --------
-    batch_norm_backward : the gradients.
-    bnfast.nn.BatchNorm : the layer, with PyTorch's state dict.
+    batch_norm_backward : The gradients.
+    bnfast.nn.BatchNorm : The layer, with PyTorch's state dict.
 
     Examples
     --------
@@ -331,8 +331,7 @@ def batch_norm_backward(
     training: bool = True,
     out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
-    """Gradients of :func:`bnfast.batch_norm` with respect to x, weight and
-    bias.
+    """Compute the gradients of :func:`bnfast.batch_norm` (x, weight, bias).
 
     With ``training=True`` the gradient flows through the batch statistics
     (as ``torch.autograd``); with ``training=False`` the statistics are
@@ -364,7 +363,7 @@ def batch_norm_backward(
     Returns
     -------
     dx : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         Shape (C,), x's dtype; None when ``weight`` is None.
     dbias : ndarray

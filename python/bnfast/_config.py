@@ -47,7 +47,7 @@ def config() -> Config:
 
     See Also
     --------
-    show_config : the same, printed as a table.
+    show_config : The same, printed as a table.
 
     Examples
     --------
@@ -76,8 +76,10 @@ def config() -> Config:
 
 
 def show_config() -> None:
-    """Print :func:`config` as an aligned table (plus the reason the native
-    module could not be imported, when it could not).
+    """Print :func:`config` as an aligned table.
+
+    Without the native module, the reason it could not be imported is
+    printed too.
 
     Examples
     --------
@@ -116,7 +118,7 @@ def set_num_threads(n: int) -> None:
 
     See Also
     --------
-    threads : the same for a block of code.
+    threads : The same for a block of code.
 
     Examples
     --------
@@ -136,6 +138,7 @@ def get_num_threads() -> int:
     Returns
     -------
     int
+        Between 1 and 1024 (the NumPy backend ignores it).
 
     Examples
     --------
@@ -148,13 +151,17 @@ def get_num_threads() -> int:
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Context manager: use ``n`` threads inside the block, then restore the
-    previous count.
+    """Use ``n`` threads inside a ``with`` block, then restore the count.
 
     Parameters
     ----------
     n : int
         Between 1 and 1024, as for :func:`set_num_threads`.
+
+    Yields
+    ------
+    None
+        The block runs with ``n`` threads.
 
     Raises
     ------

@@ -1,10 +1,8 @@
 """Group and instance normalization, forward and backward, with
-torch.nn.functional semantics.
-
-Statistics are per (sample, group) -- per (sample, channel) for instance
-norm. The forward runs the moments and affine kernels; the backward runs
-batch norm's reduction and apply kernels with one row per (sample, channel).
-Instance norm with running statistics is batch norm's eval path.
+torch.nn.functional semantics: statistics per (sample, group), computed by
+the (sample, group) machinery of ``_layout`` on the moments, affine and
+batch-norm backward kernels. Instance norm with running statistics is batch
+norm's eval path.
 """
 
 from __future__ import annotations
@@ -41,25 +39,12 @@ Stats3 = tuple[FloatArray, FloatArray, FloatArray]
 Grads = tuple[FloatArray, Optional[FloatArray], FloatArray]
 
 
-def _group_forward(
-    x: np.ndarray,
-    num_groups: int,
-    weight: Optional[ArrayLike],
-    bias: Optional[ArrayLike],
-    eps: float,
-    axis: int,
-    out: Optional[FloatArray],
-    func: str,
-    zero_var_rstd: bool = False,
-) -> tuple[FloatArray, FloatArray, FloatArray, Optional[F64Array], Optional[F64Array]]:
-    """Shared forward of group and instance norm with input statistics: the
-    parameters checked, then :func:`bnfast._layout.group_forward`."""
-    c = x.shape[axis]
+def _affine_params(
+    weight: Optional[ArrayLike], bias: Optional[ArrayLike], c: int
+) -> tuple[Optional[F64Array], Optional[F64Array]]:
+    """weight and bias per channel, as float64 (or None)."""
     w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
-    b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
-    y = output_for(x, out, func)
-    return _layout.group_forward(_runtime.impl(), x, y, num_groups, w, b, eps, axis,
-                                 zero_var_rstd)
+    return w, None if bias is None else as_float64(channel_vector(bias, "bias", c))
 
 
 @overload
@@ -138,7 +123,7 @@ def group_norm(
     Returns
     -------
     y : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
         Only with ``return_stats=True``: shape (N, num_groups), x's dtype;
         ``rstd = 1 / sqrt(var + eps)``. NaN for an empty input.
@@ -174,7 +159,9 @@ def group_norm(
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {xa.shape}"
         )
-    y, mean, rstd, _, _ = _group_forward(xa, groups, weight, bias, eps, axis, out, "group_norm")
+    w, b = _affine_params(weight, bias, c)
+    y, mean, rstd, _, _ = _layout.group_forward(
+        _runtime.impl(), xa, output_for(xa, out, "group_norm"), groups, w, b, eps, axis, False)
     return (y, mean, rstd) if return_stats else y
 
 
@@ -272,7 +259,7 @@ def instance_norm(
     Returns
     -------
     y : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
         Only with ``return_stats=True``, x's dtype: shape (N, C), or (C,)
         with running statistics (``1 / sqrt(running_var + eps)``). ``rstd``
@@ -320,8 +307,9 @@ def instance_norm(
         # Running statistics per channel: exactly batch norm's eval path.
         return batch_norm(xa, rm, rv, weight, bias, training=False,
                           eps=eps, axis=axis, out=out, return_stats=return_stats)
-    y, mean, rstd, mean64, m2 = _group_forward(xa, c, weight, bias, eps, axis, out,
-                                               "instance_norm", zero_var_rstd=True)
+    w, b = _affine_params(weight, bias, c)
+    y, mean, rstd, mean64, m2 = _layout.group_forward(
+        _runtime.impl(), xa, output_for(xa, out, "instance_norm"), c, w, b, eps, axis, True)
     if rm is not None and rv is not None and mean64 is not None and m2 is not None:
         # Batch averages of the instance statistics, in float64 and rounded
         # once, by the same formula as batch norm's update.
@@ -379,8 +367,9 @@ def group_norm_backward(
     *,
     axis: int = 1,
 ) -> Grads:
-    """Gradients of :func:`bnfast.group_norm` (x, weight, bias), as
-    ``torch.autograd`` computes them.
+    """Compute the gradients of :func:`bnfast.group_norm` (x, weight, bias).
+
+    As ``torch.autograd`` computes them.
 
     Parameters
     ----------
@@ -402,7 +391,7 @@ def group_norm_backward(
     Returns
     -------
     dx : ndarray
-        x's shape and dtype.
+        Same shape and dtype as x.
     dweight : ndarray or None
         Shape (C,), x's dtype; None when ``weight`` is None.
     dbias : ndarray
@@ -522,8 +511,9 @@ def instance_norm_backward(
     axis: int = 1,
     use_input_stats: bool = True,
 ) -> Grads:
-    """Gradients of :func:`bnfast.instance_norm` (x, weight, bias), as
-    ``torch.autograd`` computes them.
+    """Compute the gradients of :func:`bnfast.instance_norm` (x, weight, bias).
+
+    As ``torch.autograd`` computes them.
 
     Parameters
     ----------
@@ -546,7 +536,7 @@ def instance_norm_backward(
     Returns
     -------
     dx : ndarray
-        x's shape and dtype.
+        Same shape and dtype as x.
     dweight : ndarray or None
         Shape (C,), x's dtype; None when ``weight`` is None.
     dbias : ndarray

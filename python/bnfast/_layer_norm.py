@@ -168,7 +168,7 @@ def layer_norm(
     Returns
     -------
     y : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
         Only with ``return_stats=True``: the shape of the axes not
         normalized, x's dtype; ``rstd = 1 / sqrt(var + eps)`` (inf for a
@@ -185,8 +185,8 @@ def layer_norm(
 
     See Also
     --------
-    layer_norm_backward : the gradients.
-    bnfast.nn.LayerNorm : the layer.
+    layer_norm_backward : The gradients.
+    bnfast.nn.LayerNorm : The layer.
 
     Examples
     --------
@@ -254,7 +254,8 @@ def rms_norm(
     out: Optional[FloatArray] = None,
     return_stats: bool = False,
 ) -> Union[FloatArray, tuple[FloatArray, FloatArray]]:
-    """RMS normalization, as ``torch.nn.functional.rms_norm``:
+    """RMS normalization, as ``torch.nn.functional.rms_norm``.
+
     ``y = x / sqrt(mean(x**2) + eps) * weight`` over ``axis``.
 
     Parameters
@@ -276,7 +277,7 @@ def rms_norm(
     Returns
     -------
     y : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     rstd : ndarray
         Only with ``return_stats=True``: ``1 / sqrt(mean(x**2) + eps)``, the
         shape of the axes not normalized, x's dtype (0 for a row holding
@@ -293,8 +294,8 @@ def rms_norm(
 
     See Also
     --------
-    rms_norm_backward : the gradients.
-    bnfast.nn.RMSNorm : the layer.
+    rms_norm_backward : The gradients.
+    bnfast.nn.RMSNorm : The layer.
 
     Examples
     --------
@@ -422,8 +423,10 @@ def layer_norm_backward(
     axis: Axes = -1,
     out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
-    """Gradients of :func:`bnfast.layer_norm` with respect to x, weight and
-    bias (as ``torch.autograd``); results do not depend on the thread count.
+    """Compute the gradients of :func:`bnfast.layer_norm` (x, weight, bias).
+
+    As ``torch.autograd`` computes them; results do not depend on the
+    thread count.
 
     Parameters
     ----------
@@ -446,7 +449,7 @@ def layer_norm_backward(
     Returns
     -------
     dx : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         The shape of the normalized axes, x's dtype; None when ``weight``
         is None.
@@ -516,8 +519,10 @@ def rms_norm_backward(
     axis: Axes = -1,
     out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, Optional[FloatArray]]:
-    """Gradients of :func:`bnfast.rms_norm` with respect to x and weight (as
-    ``torch.autograd``); results do not depend on the thread count.
+    """Compute the gradients of :func:`bnfast.rms_norm` (x, weight).
+
+    As ``torch.autograd`` computes them; results do not depend on the
+    thread count.
 
     Parameters
     ----------
@@ -539,7 +544,7 @@ def rms_norm_backward(
     Returns
     -------
     dx : ndarray
-        x's shape and dtype (``out`` if given).
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         The shape of the normalized axes, x's dtype; None when ``weight``
         is None.

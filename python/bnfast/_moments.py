@@ -99,15 +99,17 @@ def mean_var(
 
     Returns
     -------
-    mean, var : ndarray or NumPy scalar
+    mean : ndarray or NumPy scalar
         The shape of ``x`` without the reduced axes (with them as size 1
         when ``keepdims``); a NumPy scalar when that shape is ``()``, as
         NumPy's reductions give (typed as a scalar for ``axis=None``
         without ``keepdims``, else as an array, which a NumPy scalar stands
         in for as a 0-d one). float32 gives float32, float64 gives
         float64, float16 and longdouble keep their dtype, integers and bool
-        give float64. ``var`` is inf or NaN (with a RuntimeWarning) where
-        ``n - ddof <= 0``.
+        give float64.
+    var : ndarray or NumPy scalar
+        Shape and dtype as ``mean``; inf or NaN (with a RuntimeWarning)
+        where ``n - ddof <= 0``.
 
     Raises
     ------
@@ -118,7 +120,7 @@ def mean_var(
 
     See Also
     --------
-    moments : the same statistics as a mergeable :class:`Moments` value.
+    moments : The same statistics as a mergeable :class:`Moments` value.
 
     Examples
     --------
@@ -208,10 +210,9 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
 
 
 class Moments:
-    """Count, mean and M2 (sum of squared deviations) of a set of values, per
-    slot of an array of statistics.
+    """Mergeable count, mean and M2 of sets of values, one set per slot.
 
-    Moments of disjoint sets merge exactly with Chan's parallel formula:
+    M2 is the sum of squared deviations from the mean. Moments of disjoint sets merge exactly with Chan's parallel formula:
     ``a.merge(b)`` or ``a + b``; ``Moments.combine(iterable)`` merges many in
     order. Instances are immutable values: comparable with ``==`` and
     picklable. :func:`moments` computes them from data.
@@ -313,7 +314,7 @@ class Moments:
         Returns
         -------
         ndarray
-            float64 of :attr:`shape` (a NumPy scalar, standing in for a 0-d
+            Float64, of :attr:`shape` (a NumPy scalar, standing in for a 0-d
             array, when the shape is ``()``); inf or NaN where
             ``count - ddof`` is not positive.
 
@@ -329,12 +330,23 @@ class Moments:
         return var
 
     def std(self, ddof: float = 0) -> F64Array:
-        """Standard deviation per slot: ``sqrt(var(ddof))`` (see :meth:`var`)."""
+        """Standard deviation per slot: ``sqrt(var(ddof))``.
+
+        Parameters
+        ----------
+        ddof : float, optional
+            Delta degrees of freedom, as in :meth:`var`.
+
+        Returns
+        -------
+        ndarray
+            Float64, of :attr:`shape` (see :meth:`var`).
+        """
         std: F64Array = np.sqrt(self.var(ddof))
         return std
 
     def merge(self, other: Moments) -> Moments:
-        """Moments of the union of the two sets (Chan et al.).
+        """Merge with the moments of a disjoint set (Chan et al.).
 
         Parameters
         ----------

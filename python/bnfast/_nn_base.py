@@ -75,12 +75,29 @@ class Layer:
 
     # -- mode ---------------------------------------------------------------
     def train(self: _L, mode: bool = True) -> _L:
-        """Set training mode (``mode=True``) or eval mode; returns the layer."""
+        """Set training mode (or eval mode with ``mode=False``).
+
+        Parameters
+        ----------
+        mode : bool, optional
+            Training (True) or eval (False) mode.
+
+        Returns
+        -------
+        Layer
+            The layer itself.
+        """
         self.training = bool(mode)
         return self
 
     def eval(self: _L) -> _L:
-        """Set eval mode (``train(False)``); returns the layer."""
+        """Set eval mode (``train(False)``).
+
+        Returns
+        -------
+        Layer
+            The layer itself.
+        """
         return self.train(False)
 
     def __call__(self, x: ArrayLike) -> FloatArray:
@@ -101,11 +118,12 @@ class Layer:
         self.grad_bias = None
 
     def parameters(self) -> list[FloatArray]:
-        """The learnable arrays (weight, bias) that exist, to update in place.
+        """Return the learnable arrays (weight, bias) that exist.
 
         Returns
         -------
         list of ndarray
+            The parameters themselves, to update in place.
         """
         return [p for p in (self.weight, self.bias) if p is not None]
 
@@ -129,7 +147,7 @@ class Layer:
         return [k for k in self._state_keys if getattr(self, k) is not None]
 
     def state_dict(self) -> dict[str, StateArray]:
-        """Copies of the parameters and buffers, under PyTorch's key names.
+        """Return copies of the parameters and buffers, under PyTorch's names.
 
         Returns
         -------
@@ -148,8 +166,10 @@ class Layer:
         return state
 
     def load_state_dict(self, state: Mapping[str, ArrayLike], strict: bool = True) -> None:
-        """Load parameters and buffers saved by :meth:`state_dict` or by the
-        matching PyTorch module (values converted with ``.numpy()``).
+        """Load parameters and buffers from a state dict.
+
+        The dict comes from :meth:`state_dict` or from the matching PyTorch
+        module (values converted with ``.numpy()``).
 
         Parameters
         ----------

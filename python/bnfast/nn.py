@@ -32,8 +32,9 @@ from ._validate import FloatArray, check_eps
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
-_FORWARD_DOC = """The layer's output for ``x`` (also ``layer(x)``); saves a copy of
-        what :meth:`backward` needs.
+_FORWARD_DOC = """Compute the layer's output for ``x`` (also ``layer(x)``).
+
+        A copy of what :meth:`backward` needs is kept.
 
         Parameters
         ----------
@@ -43,7 +44,7 @@ _FORWARD_DOC = """The layer's output for ``x`` (also ``layer(x)``); saves a copy
         Returns
         -------
         ndarray
-            x's shape and dtype.
+            Same shape and dtype as x.
 
         Raises
         ------
@@ -53,9 +54,9 @@ _FORWARD_DOC = """The layer's output for ``x`` (also ``layer(x)``); saves a copy
             If x's shape does not fit the layer{extra}.
         """
 
-_BACKWARD_DOC = """The gradient with respect to the input of the last
-        :meth:`forward`; fills ``grad_weight``{bias} (None without
-        {params}).
+_BACKWARD_DOC = """Compute the gradient with respect to the last forward input.
+
+        Fills ``grad_weight``{bias} (None without {params}).
 
         Parameters
         ----------
@@ -66,7 +67,7 @@ _BACKWARD_DOC = """The gradient with respect to the input of the last
         Returns
         -------
         ndarray
-            dx, the input's shape and dtype.
+            The input gradient dx: same shape and dtype as the input.
 
         Raises
         ------
@@ -82,8 +83,9 @@ def _doc(template: str, **fields: str) -> str:
 
 
 class BatchNorm(RunningStatsLayer):
-    """Batch normalization over the channel ``axis``, as
-    ``torch.nn.BatchNorm1d/2d/3d`` (see :func:`bnfast.batch_norm`).
+    """Batch normalization layer, as ``torch.nn.BatchNorm1d/2d/3d``.
+
+    Channels on ``axis``; see :func:`bnfast.batch_norm`.
 
     In training mode the batch statistics normalize and, when tracked, update
     the running statistics; in eval mode the running statistics normalize
@@ -106,7 +108,7 @@ class BatchNorm(RunningStatsLayer):
     axis : int, optional
         The channel axis: 1 for (N, C, ...), -1 for channels last.
     dtype : dtype, optional
-        float32 (the default) or float64, of the parameters and the input.
+        Float32 (the default) or float64, of the parameters and the input.
 
     Raises
     ------
@@ -170,8 +172,9 @@ class BatchNorm(RunningStatsLayer):
 
 
 class InstanceNorm(RunningStatsLayer):
-    """Instance normalization, as ``torch.nn.InstanceNorm1d/2d/3d`` (batched
-    input, channels on ``axis``; see :func:`bnfast.instance_norm`).
+    """Instance normalization layer, as ``torch.nn.InstanceNorm1d/2d/3d``.
+
+    Batched input, channels on ``axis``; see :func:`bnfast.instance_norm`.
 
     Parameters
     ----------
@@ -190,7 +193,7 @@ class InstanceNorm(RunningStatsLayer):
     axis : int, optional
         The channel axis (not 0): 1, or -1 for channels last.
     dtype : dtype, optional
-        float32 (the default) or float64.
+        Float32 (the default) or float64.
 
     Raises
     ------
@@ -250,8 +253,9 @@ class InstanceNorm(RunningStatsLayer):
 
 
 class GroupNorm(Layer):
-    """Group normalization, as ``torch.nn.GroupNorm`` (channels on ``axis``;
-    see :func:`bnfast.group_norm`).
+    """Group normalization layer, as ``torch.nn.GroupNorm``.
+
+    Channels on ``axis``; see :func:`bnfast.group_norm`.
 
     Parameters
     ----------
@@ -266,7 +270,7 @@ class GroupNorm(Layer):
     axis : int, optional
         The channel axis (not 0): 1, or -1 for channels last.
     dtype : dtype, optional
-        float32 (the default) or float64.
+        Float32 (the default) or float64.
 
     Raises
     ------
@@ -347,8 +351,9 @@ class GroupNorm(Layer):
 
 
 class LayerNorm(Layer):
-    """Layer normalization over the trailing ``normalized_shape``, as
-    ``torch.nn.LayerNorm`` (see :func:`bnfast.layer_norm`).
+    """Layer normalization layer, as ``torch.nn.LayerNorm``.
+
+    Over the trailing ``normalized_shape``; see :func:`bnfast.layer_norm`.
 
     Parameters
     ----------
@@ -361,7 +366,7 @@ class LayerNorm(Layer):
     bias : bool, optional
         With ``elementwise_affine``: also a learnable ``bias`` (zeros).
     dtype : dtype, optional
-        float32 (the default) or float64.
+        Float32 (the default) or float64.
 
     Raises
     ------
@@ -429,8 +434,9 @@ class LayerNorm(Layer):
 
 
 class RMSNorm(Layer):
-    """RMS normalization over the trailing ``normalized_shape``, as
-    ``torch.nn.RMSNorm`` (see :func:`bnfast.rms_norm`).
+    """RMS normalization layer, as ``torch.nn.RMSNorm``.
+
+    Over the trailing ``normalized_shape``; see :func:`bnfast.rms_norm`.
 
     Parameters
     ----------
@@ -441,7 +447,7 @@ class RMSNorm(Layer):
     elementwise_affine : bool, optional
         Learnable ``weight`` (ones) of ``normalized_shape``.
     dtype : dtype, optional
-        float32 (the default) or float64.
+        Float32 (the default) or float64.
 
     Raises
     ------
