@@ -96,6 +96,12 @@ bool isa_supported(Isa isa) {
     return false;
 }
 
+std::vector<std::string> all_isa_names() {
+    std::vector<std::string> names;
+    for (Isa isa : kAllIsas) names.emplace_back(isa_name(isa));
+    return names;
+}
+
 std::vector<std::string> compiled_isa_names() {
     std::vector<std::string> names;
     for (Isa isa : kAllIsas)

@@ -1,7 +1,7 @@
 """Shared fixtures and reference helpers for the bnfast test suite.
 
 Every test that takes the ``backend`` fixture runs once per backend/CPU
-capability reported by ``bnfast._backend.choices()`` ("numpy", "scalar",
+capability reported by ``bnfast._runtime.choices()`` ("numpy", "scalar",
 "avx2", "avx512", ...).  Reference values (see _util.py) are computed with
 plain NumPy in float64, never with bnfast itself.
 """
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 # Hypothesis: a small number of examples per test (each test is multiplied by
 # the number of backends) and no deadline (first calls may JIT/thread-spawn).
@@ -30,13 +30,13 @@ settings.register_profile("bnfast-ci", parent=settings.get_profile("bnfast"),
                           derandomize=True, database=None)
 settings.load_profile("bnfast-ci" if os.environ.get("CI") else "bnfast")
 
-CHOICES = list(_backend.choices())
+CHOICES = list(_runtime.choices())
 NATIVE_CHOICES = [c for c in CHOICES if c != "numpy"]
 
 @pytest.fixture(params=CHOICES, ids=CHOICES)
 def backend(request):
     """Run the test under one backend/capability (whole library switched)."""
-    with _backend.using(request.param):
+    with _runtime.using(request.param):
         yield request.param
 
 
@@ -47,7 +47,7 @@ def backend(request):
 )
 def native_backend(request):
     """Run the test under every native (C++) capability only."""
-    with _backend.using(request.param):
+    with _runtime.using(request.param):
         yield request.param
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 # (shape, channel axis, order): rows along B, channels unit-stride, channels
 # strided (small B), single channel, Fortran (generic/swapped), groups > 1.
@@ -71,7 +71,7 @@ def test_backward_matches_float64_formula(backend, shape, axis, order, dtype):
 def _folded_pair(shape, axis, order, dtype, rng, offset=0.0):
     """x (offset + noise) and dy of a case as (A, C, B) views; skips the
     test where the layout has no view, or where only NumPy is built."""
-    if len(_backend.choices()) == 1:
+    if len(_runtime.choices()) == 1:
         pytest.skip("native module not built")
     from bnfast import _layout
 
@@ -88,15 +88,15 @@ def _folded_pair(shape, axis, order, dtype, rng, offset=0.0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis, order", REDUCE_CASES)
 def test_reduce_kernel_matches_twin(shape, axis, order, dtype):
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(12)
     x3, dy3 = _folded_pair(shape, axis, order, dtype, rng)
     center = rng.standard_normal(x3.shape[1])
-    ref = _numpy.bn_backward_reduce(x3, dy3, center)
-    for cap in _backend.supported_capabilities():
-        with _backend.using(cap):
-            got = _backend.impl().bn_backward_reduce(x3, dy3, center)
+    ref = _twin.batch_norm_backward_reduce(x3, dy3, center)
+    for cap in _runtime.supported_capabilities():
+        with _runtime.using(cap):
+            got = _runtime.impl().batch_norm_backward_reduce(x3, dy3, center)
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)
 
@@ -164,9 +164,9 @@ ROW_CASES = [((7, 33), "C"), ((5, 4097), "C"), ((40, 9), "C"), ((33, 17), "F"), 
 def test_row_norm_kernels_match_twin(shape, order, rms):
     # Native row kernels (fused forward, backward with column sums) against
     # the NumPy twin, on contiguous, Fortran (strided rows) and short rows.
-    if len(_backend.choices()) == 1:
+    if len(_runtime.choices()) == 1:
         pytest.skip("native module not built")
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(15)
     x = np.asarray(3 + rng.standard_normal(shape), order=order)[None]
@@ -174,17 +174,17 @@ def test_row_norm_kernels_match_twin(shape, order, rms):
     w = rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1])
     y_ref = np.empty_like(x)
-    mean_ref, m2_ref, rstd = _numpy.row_norm_forward(x, y_ref, w, b, 1e-5, rms)
+    mean_ref, m2_ref, rstd = _twin.layer_norm_forward(x, y_ref, w, b, 1e-5, rms)
     dx_ref = np.empty_like(x)
-    dw_ref, db_ref = _numpy.row_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
-    for cap in _backend.supported_capabilities():
-        with _backend.using(cap):
-            impl = _backend.impl()
+    dw_ref, db_ref = _twin.layer_norm_backward(x, dy, dx_ref, mean_ref, rstd, w, rms)
+    for cap in _runtime.supported_capabilities():
+        with _runtime.using(cap):
+            impl = _runtime.impl()
             y = np.empty_like(x)
-            mean, m2, rstd_native = impl.row_norm_forward(x, y, w, b, 1e-5, rms)
+            mean, m2, rstd_native = impl.layer_norm_forward(x, y, w, b, 1e-5, rms)
             np.testing.assert_allclose(rstd_native, rstd, rtol=1e-14)
             dx = np.empty_like(x)
-            dw, db = impl.row_norm_backward(x, dy, dx, mean, rstd, w, rms)
+            dw, db = impl.layer_norm_backward(x, dy, dx, mean, rstd, w, rms)
         np.testing.assert_allclose(mean, mean_ref, rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(m2, m2_ref, rtol=1e-11)
         np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -276,7 +276,7 @@ def test_train_kernel_fused_and_two_pass_give_the_same_bits(native_backend, shap
     for n in (1, 2, 3):
         dx3 = np.empty_like(x3)
         with bnfast.threads(n):
-            sums = _backend.impl().bn_backward_train(x3, dy3, dx3, mean, invstd, weight)
+            sums = _runtime.impl().batch_norm_backward_train(x3, dy3, dx3, mean, invstd, weight)
         results.append(dx3.tobytes() + b"".join(s.tobytes() for s in sums))
     assert results[0] == results[1] == results[2]
 
@@ -284,7 +284,7 @@ def test_train_kernel_fused_and_two_pass_give_the_same_bits(native_backend, shap
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis, order", REDUCE_CASES + FUSED_CASES)
 def test_train_kernel_matches_twin(shape, axis, order, dtype):
-    from bnfast import _numpy
+    from bnfast import _twin
 
     rng = np.random.default_rng(16)
     x3, dy3 = _folded_pair(shape, axis, order, dtype, rng, offset=3.0)
@@ -293,12 +293,12 @@ def test_train_kernel_matches_twin(shape, axis, order, dtype):
     invstd = 1.0 / (x3.astype(np.float64).std(axis=(0, 2)) + 0.1)
     weight = rng.standard_normal(c)
     dx_ref = np.empty_like(x3)
-    ref = _numpy.bn_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
+    ref = _twin.batch_norm_backward_train(x3, dy3, dx_ref, mean, invstd, weight)
     eps = np.finfo(dtype).eps
-    for cap in _backend.supported_capabilities():
+    for cap in _runtime.supported_capabilities():
         dx = np.empty_like(x3)
-        with _backend.using(cap):
-            got = _backend.impl().bn_backward_train(x3, dy3, dx, mean, invstd, weight)
+        with _runtime.using(cap):
+            got = _runtime.impl().batch_norm_backward_train(x3, dy3, dx, mean, invstd, weight)
         # The float64 sums differ from NumPy's only in summation order.
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)

@@ -8,9 +8,9 @@ from importlib import metadata
 import pytest
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
-NATIVE = [c for c in _backend.choices() if c != "numpy"]
+NATIVE = [c for c in _runtime.choices() if c != "numpy"]
 KEYS = {"version", "backend", "capability", "compiled_capabilities",
         "supported_capabilities", "openmp", "num_threads"}
 
@@ -38,7 +38,7 @@ def test_version_matches_distribution_metadata():
 
 
 def test_choices_are_consistent_with_config():
-    choices = _backend.choices()
+    choices = _runtime.choices()
     assert "numpy" in choices
     assert set(choices) <= {"numpy", "scalar", "avx2", "avx512"}
     assert len(set(choices)) == len(choices)
@@ -60,7 +60,7 @@ def test_config_follows_backend(backend):
 
 def test_using_restores_previous_backend():
     before = bnfast.config()
-    with _backend.using("numpy"):
+    with _runtime.using("numpy"):
         assert bnfast.config()["backend"] == "numpy"
     after = bnfast.config()
     assert (after["backend"], after["capability"]) == (before["backend"], before["capability"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 from _util import assert_stats_close, ref_batch_norm
 
 
@@ -169,7 +169,7 @@ def test_repeated_calls_identical(native_backend, det_inputs):
 # native vs numpy backend parity
 # --------------------------------------------------------------------------
 def _with(choice, fn):
-    with _backend.using(choice):
+    with _runtime.using(choice):
         return fn()
 
 

@@ -57,8 +57,8 @@ def test_scalar_can_always_be_forced():
 
 
 def test_set_capability_rejects_unknown_names():
-    from bnfast import _backend
+    from bnfast import _runtime
 
     with pytest.raises(ValueError, match="unknown CPU capability"):
-        with _backend.using("sse9"):
+        with _runtime.using("sse9"):
             pass

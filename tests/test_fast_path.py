@@ -1,4 +1,4 @@
-"""The C++ fast entry points (batch_norm_fast, row_norm_fast) give bit for
+"""The C++ fast entry points (batch_norm_fast, layer_norm_fast) give bit for
 bit what the general Python path gives, and step aside (returning None) for
 everything they do not handle, so errors still come from the general path.
 
@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 pytestmark = pytest.mark.skipif(
-    "avx512" not in _backend.choices() and "scalar" not in _backend.choices(),
+    "avx512" not in _runtime.choices() and "scalar" not in _runtime.choices(),
     reason="no native backend in this build",
 )
 
@@ -27,7 +27,7 @@ class _Sub(np.ndarray):
 
 
 def _fast(name):
-    return getattr(_backend.core(), name)
+    return getattr(_runtime.core(), name)
 
 
 def _bn_both(x, axis, training, dtype, with_running, with_affine, momentum=0.1, eps=1e-5, out=None):
@@ -154,12 +154,12 @@ def test_row_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtype,
                  (rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype))]:
         if rms:
             for eps in (None, 1e-6):
-                fast = _fast("row_norm_fast")(x, w, None, -1, eps, True, None)
+                fast = _fast("layer_norm_fast")(x, w, None, -1, eps, True, None)
                 assert fast is not None
                 ref = bnfast.rms_norm(x, w, eps=eps, return_stats=True)[0]
                 np.testing.assert_array_equal(fast, ref)
         else:
-            fast = _fast("row_norm_fast")(x, w, b, -1, 1e-5, False, None)
+            fast = _fast("layer_norm_fast")(x, w, b, -1, 1e-5, False, None)
             assert fast is not None
             ref = bnfast.layer_norm(x, w, b, return_stats=True)[0]
             np.testing.assert_array_equal(fast, ref)
@@ -167,7 +167,7 @@ def test_row_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtype,
 
 def test_row_norm_fast_steps_aside(native_backend):
     x = np.random.default_rng(6).standard_normal((4, 8)).astype(np.float32)
-    f = _fast("row_norm_fast")
+    f = _fast("layer_norm_fast")
     assert f(x, None, None, 0, 1e-5, False, None) is None          # not the last axis
     assert f(x, None, None, (-1,), 1e-5, False, None) is None      # tuple axis
     assert f(x.T, None, None, -1, 1e-5, False, None) is None       # not C-contiguous
@@ -182,7 +182,7 @@ def test_row_norm_fast_steps_aside(native_backend):
 @given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([2, 7, 16, 17, 64]),
        hw=st.sampled_from([1, 3, 8]), training=st.booleans(), channels_last=st.booleans())
 def test_hypothesis_bn_fast_vs_general(n, c, hw, training, channels_last):
-    with _backend.using(_backend.choices()[-1]):
+    with _runtime.using(_runtime.choices()[-1]):
         shape = (n, hw, hw, c) if channels_last else (n, c, hw, hw)
         axis = -1 if channels_last else 1
         x = np.random.default_rng(n * c + hw).standard_normal(shape).astype(np.float32)

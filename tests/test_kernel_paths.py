@@ -130,7 +130,7 @@ def test_batch_norm_affine_paths_match_numpy_twin(native_backend, name, dtype):
     for training in (True, False):
         y = bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch) if not training else \
             bnfast.batch_norm(x, None, None, w, b, training=True, axis=ch)
-        with bnfast._backend.using("numpy"):
+        with bnfast._runtime.using("numpy"):
             y_ref = bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch) if not training else \
                 bnfast.batch_norm(x, None, None, w, b, training=True, axis=ch)
         # Same formula, same per-channel constants; only FMA contraction
@@ -167,9 +167,9 @@ def test_fused_batch_norm_statistics_equal_moments(backend, shape, dtype):
     # group per thread shared by the threads (the last three shapes at 2
     # threads; groups cut rows in the middle, and (2, 9, 300_001) gives 3
     # groups to 2 threads), moments + affine otherwise.
-    from bnfast import _backend
+    from bnfast import _runtime
 
-    impl = _backend.impl()
+    impl = _runtime.impl()
     rng = np.random.default_rng(6)
     x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)
     w = rng.standard_normal(shape[1])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import bnfast
 from bnfast import _scan
-from bnfast._stats import Moments
+from bnfast._moments import Moments
 
 
 def ref_stats(x, axis, weights=None):

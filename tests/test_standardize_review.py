@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 
 def _peak_bytes(fn):
@@ -26,11 +26,11 @@ def test_fit_temporaries_stay_bounded_when_the_first_axis_is_short(case):
     # two indices there, one slab was (almost) all of X, converted to float64.
     # Bound: a handful of 2 MB slab temporaries, far below the float64 copy.
     if case == "uint8-short-first-axis":
-        x, axis, ctx = np.ones((1, 1024, 1024, 3), np.uint8), (0, 1, 2), _backend.using("avx512" if "avx512" in _backend.choices() else _backend.choices()[-1])
+        x, axis, ctx = np.ones((1, 1024, 1024, 3), np.uint8), (0, 1, 2), _runtime.using("avx512" if "avx512" in _runtime.choices() else _runtime.choices()[-1])
     elif case == "int16-axis-None":
-        x, axis, ctx = np.ones((2, 2_000_000), np.int16), None, _backend.using(_backend.choices()[-1])
+        x, axis, ctx = np.ones((2, 2_000_000), np.int16), None, _runtime.using(_runtime.choices()[-1])
     else:
-        x, axis, ctx = np.random.default_rng(0).random((2, 2_000_000)), None, _backend.using("numpy")
+        x, axis, ctx = np.random.default_rng(0).random((2, 2_000_000)), None, _runtime.using("numpy")
     float64_copy = x.size * 8
     with ctx:
         peak_fit = _peak_bytes(lambda: bnfast.Standardizer(axis=axis).fit(x))

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 EPS64 = float(np.finfo(np.float64).eps)
-NATIVE = [c for c in _backend.choices() if c != "numpy"]
+NATIVE = [c for c in _runtime.choices() if c != "numpy"]
 
 
 def _rtol(dtype):
@@ -648,7 +648,7 @@ def _chunked_fit(X, params, kw):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_backends_agree_with_numpy_backend(backend):
     for name, X, params, kw in _fit_cases():
-        with _backend.using("numpy"):
+        with _runtime.using("numpy"):
             ref = bnfast.Standardizer(**params).fit(X, **kw)
             ref_y = ref.transform(X)
             ref_pf = _chunked_fit(X, params, kw)
@@ -675,7 +675,7 @@ def test_native_statistics_bit_identical_across_threads(cap, dtype):
     rng = np.random.default_rng(62)
     X = (7 + rng.standard_normal((60_000, 12))).astype(dtype)
     img = (1 + rng.standard_normal((16, 8, 64, 64))).astype(dtype)
-    with _backend.using(cap):
+    with _runtime.using(cap):
         for data, ax in ((X, 0), (img, (0, 2, 3))):
             res = []
             for t in (1, 2, 3):
@@ -1254,7 +1254,7 @@ def test_fit_makes_no_full_size_copy(big_arrays, case, which):
     """
     X = big_arrays[case]
     w = big_arrays["w"] if case == "f64-weighted" else None
-    ctx = _backend.using("numpy") if which == "numpy" else contextlib.nullcontext()
+    ctx = _runtime.using("numpy") if which == "numpy" else contextlib.nullcontext()
 
     def run(A, wa):
         s = bnfast.Standardizer()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import _backend
+from bnfast import _runtime
 
 STREAM_BYTES = 8 << 20
 
@@ -68,7 +68,7 @@ def test_fused_batch_norm_train_streamed_equals_plain_affine(native_backend, off
     """The fused NCHW training kernel streams its output; redo its apply
     step with the same float64-derived parameters on small pieces (plain
     stores) through the affine kernel and compare bitwise."""
-    core = _backend.core()
+    core = _runtime.core()
     x = np.random.default_rng(2).standard_normal((8, 16, 128, 130)).astype(np.float32) * 2 + 1
     assert x.nbytes >= STREAM_BYTES
     y = _misaligned_like(x.shape, np.float32, offset)
@@ -101,7 +101,7 @@ def test_standardizer_transform_streamed_equals_pieces(native_backend, c):
 @pytest.mark.parametrize("layout", ["rows", "channels"])
 @pytest.mark.parametrize("offset", [0, 3])
 def test_backward_apply_streamed_equals_pieces(native_backend, layout, offset):
-    core = _backend.core()
+    core = _runtime.core()
     rng = np.random.default_rng(4)
     shape = (40, 16, 3300) if layout == "rows" else (131072, 17, 1)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -110,15 +110,15 @@ def test_backward_apply_streamed_equals_pieces(native_backend, layout, offset):
     c = shape[1]
     hi, lo, p, q, r = (rng.standard_normal(c).astype(np.float32) for _ in range(5))
     dx = _misaligned_like(shape, np.float32, offset)
-    core.bn_backward_apply(x, dy, dx, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(x, dy, dx, hi, lo, p, q, r)
     # Fortran order takes another path (no periodic run, no streaming of
     # whole rows); same operations per element, so the same bits.
     xf, dyf = np.asfortranarray(x), np.asfortranarray(dy)
     ref = np.empty_like(xf)
-    core.bn_backward_apply(xf, dyf, ref, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(xf, dyf, ref, hi, lo, p, q, r)
     np.testing.assert_array_equal(dx, ref)
     step = max(1, shape[0] // 8)
     for a in range(0, shape[0], step):  # small pieces: plain stores
         piece = np.empty_like(x[a:a + 2])
-        core.bn_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
+        core.batch_norm_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
         np.testing.assert_array_equal(dx[a:a + 2], piece)

@@ -21,6 +21,15 @@ bool has_dtype(const py::array& a) {
     return py::isinstance<py::array_t<T>>(a);
 }
 
+// Calls f(T{}) with T the element type of a, float or double: the one place
+// that maps a NumPy dtype to a kernel's type.
+template <class F>
+decltype(auto) with_dtype(const py::array& a, const char* func, const char* name, F&& f) {
+    if (has_dtype<float>(a)) return f(float{});
+    if (has_dtype<double>(a)) return f(double{});
+    throw py::type_error(std::string(func) + ": " + name + " must be float32 or float64");
+}
+
 // The (A, C, B) view of a 3-D array, strides converted to elements.
 inline View3 view3_of(const py::array& a, const char* name) {
     if (a.ndim() != 3) throw py::value_error(std::string(name) + " must be a 3-D (A, C, B) view");

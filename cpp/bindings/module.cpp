@@ -12,6 +12,7 @@ void register_stats(py::module_& m);
 void register_norm(py::module_& m);
 void register_backward(py::module_& m);
 void register_fast(py::module_& m);
+void register_formulas(py::module_& m);
 }  // namespace bnfast::bindings
 
 namespace py = pybind11;
@@ -30,6 +31,7 @@ PYBIND11_MODULE(_core, m) {
         }
         bnfast::set_active_isa(isa);
     });
+    m.def("all_capabilities", &bnfast::all_isa_names);
     m.def("compiled_capabilities", &bnfast::compiled_isa_names);
     m.def("supported_capabilities", &bnfast::supported_isa_names);
     m.def("openmp", &bnfast::have_openmp);
@@ -45,4 +47,5 @@ PYBIND11_MODULE(_core, m) {
     bnfast::bindings::register_norm(m);
     bnfast::bindings::register_backward(m);
     bnfast::bindings::register_fast(m);
+    bnfast::bindings::register_formulas(m);
 }

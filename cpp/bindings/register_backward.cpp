@@ -21,8 +21,8 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     const py::array& x, const py::array& dy, const py::array& center,
     bn_backward_reduce_fn<T> kernel) {
     const View3 xv = view3_of(x, "x");
-    const View3 dyv = matching_view(dy, xv, "dy", "bn_backward_reduce");
-    if (!has_dtype<T>(dy)) throw py::type_error("bn_backward_reduce: dy must have x's dtype");
+    const View3 dyv = matching_view(dy, xv, "dy", "batch_norm_backward_reduce");
+    if (!has_dtype<T>(dy)) throw py::type_error("batch_norm_backward_reduce: dy must have x's dtype");
     const double* ctr = channel_param<double>(center, xv.C, "center");
     py::array_t<double> sum_d(xv.C), sum_dy(xv.C), sum_dy_d(xv.C);
     double* p1 = sum_d.mutable_data();
@@ -60,7 +60,7 @@ template <class T>
 void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
                  const py::array& lo, const py::array& p, const py::array& q,
                  const py::array& r, bn_backward_apply_fn<T> kernel) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "bn_backward_apply");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
     const T* h = channel_param<T>(hi, xv.C, "hi");
     const T* l = channel_param<T>(lo, xv.C, "lo");
     const T* pp = channel_param<T>(p, xv.C, "p");
@@ -78,7 +78,7 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> train_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& invstd, const py::object& weight, bn_backward_train_fn<T> kernel) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "bn_backward_train");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_train");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* ip = channel_param<double>(invstd, xv.C, "invstd");
     const double* wp =
@@ -103,11 +103,11 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> row_fo
     const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
     bool rms, row_norm_forward_fn<T> kernel) {
     const View3 xv = view3_of(x, "x");
-    const View3 yv = matching_view(y, xv, "y", "row_norm_forward");
-    if (!has_dtype<T>(y)) throw py::type_error("row_norm_forward: y must have x's dtype");
-    if (!y.writeable()) throw py::value_error("row_norm_forward: y is read-only");
-    if (xv.A != 1) throw py::value_error("row_norm_forward: x must be a (1, R, D) view");
-    if (!(eps >= 0.0)) throw py::value_error("row_norm_forward: eps must be >= 0");
+    const View3 yv = matching_view(y, xv, "y", "layer_norm_forward");
+    if (!has_dtype<T>(y)) throw py::type_error("layer_norm_forward: y must have x's dtype");
+    if (!y.writeable()) throw py::value_error("layer_norm_forward: y is read-only");
+    if (xv.A != 1) throw py::value_error("layer_norm_forward: x must be a (1, R, D) view");
+    if (!(eps >= 0.0)) throw py::value_error("layer_norm_forward: eps must be >= 0");
     const T* wp = channel_param<T>(w, xv.B, "weight");
     const T* bp = channel_param<T>(b, xv.B, "bias");
     py::array_t<double> mean(xv.C), m2(xv.C), rstd(xv.C);
@@ -128,8 +128,8 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> row_backward_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& rstd, const py::array& w, bool rms, row_norm_backward_fn<T> kernel) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "row_norm_backward");
-    if (xv.A != 1) throw py::value_error("row_norm_backward: x must be a (1, R, D) view");
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "layer_norm_backward");
+    if (xv.A != 1) throw py::value_error("layer_norm_backward: x must be a (1, R, D) view");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* rp = channel_param<double>(rstd, xv.C, "rstd");
     const T* wp = channel_param<T>(w, xv.B, "weight");
@@ -151,20 +151,20 @@ std::pair<py::array_t<double>, py::array_t<double>> row_backward_typed(
 
 void register_backward(py::module_& m) {
     m.def(
-        "row_norm_forward",
+        "layer_norm_forward",
         [](const py::array& x, py::array& y, const py::array& w, const py::array& b, double eps,
            bool rms) {
             const KernelTable& t = active_table();
             if (has_dtype<float>(x)) return row_forward_typed<float>(x, y, w, b, eps, rms, t.row_norm_forward_f32);
             if (has_dtype<double>(x)) return row_forward_typed<double>(x, y, w, b, eps, rms, t.row_norm_forward_f64);
-            throw py::type_error("row_norm_forward: x must be float32 or float64");
+            throw py::type_error("layer_norm_forward: x must be float32 or float64");
         },
         py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
         py::arg("rms"),
         "Layer (rms=False) or RMS (rms=True) normalization of the rows of a (1, R, D) view: "
         "returns per-row (mean, m2, rstd) in float64 and writes y.");
     m.def(
-        "row_norm_backward",
+        "layer_norm_backward",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
            const py::array& rstd, const py::array& w, bool rms) {
             const KernelTable& t = active_table();
@@ -172,24 +172,24 @@ void register_backward(py::module_& m) {
                 return row_backward_typed<float>(x, dy, dx, mean, rstd, w, rms, t.row_norm_backward_f32);
             if (has_dtype<double>(x))
                 return row_backward_typed<double>(x, dy, dx, mean, rstd, w, rms, t.row_norm_backward_f64);
-            throw py::type_error("row_norm_backward: x must be float32 or float64");
+            throw py::type_error("layer_norm_backward: x must be float32 or float64");
         },
         py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("mean"), py::arg("rstd"),
         py::arg("weight"), py::arg("rms"),
-        "Backward of row_norm_forward: writes dx, returns (dweight, dbias) in float64.");
+        "Backward of layer_norm_forward: writes dx, returns (dweight, dbias) in float64.");
     m.def(
-        "bn_backward_reduce",
+        "batch_norm_backward_reduce",
         [](const py::array& x, const py::array& dy, const py::array& center) {
             const KernelTable& t = active_table();
             if (has_dtype<float>(x)) return reduce_typed<float>(x, dy, center, t.bn_backward_reduce_f32);
             if (has_dtype<double>(x)) return reduce_typed<double>(x, dy, center, t.bn_backward_reduce_f64);
-            throw py::type_error("bn_backward_reduce: x must be float32 or float64");
+            throw py::type_error("batch_norm_backward_reduce: x must be float32 or float64");
         },
         py::arg("x"), py::arg("dy"), py::arg("center"),
         "Per-C (sum(d), sum(dy), sum(dy*d)) in float64 with d = x - center[c], over "
         "axes 0 and 2 of (A, C, B) views x and dy.");
     m.def(
-        "bn_backward_train",
+        "batch_norm_backward_train",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
            const py::array& invstd, const py::object& weight) {
             const KernelTable& t = active_table();
@@ -197,14 +197,14 @@ void register_backward(py::module_& m) {
                 return train_typed<float>(x, dy, dx, mean, invstd, weight, t.bn_backward_train_f32);
             if (has_dtype<double>(x))
                 return train_typed<double>(x, dy, dx, mean, invstd, weight, t.bn_backward_train_f64);
-            throw py::type_error("bn_backward_train: x must be float32 or float64");
+            throw py::type_error("batch_norm_backward_train: x must be float32 or float64");
         },
         py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("mean"), py::arg("invstd"),
         py::arg("weight"),
         "Training backward of batch norm on (A, C, B) views: writes dx, returns "
         "(sum_dy, sum_dy_xc) in float64 (sum of dy * (x - exact mean)).");
     m.def(
-        "bn_backward_apply",
+        "batch_norm_backward_apply",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
            const py::array& lo, const py::array& p, const py::array& q, const py::array& r) {
             const KernelTable& t = active_table();
@@ -213,7 +213,7 @@ void register_backward(py::module_& m) {
             else if (has_dtype<double>(x))
                 apply_typed<double>(x, dy, dx, hi, lo, p, q, r, t.bn_backward_apply_f64);
             else
-                throw py::type_error("bn_backward_apply: x must be float32 or float64");
+                throw py::type_error("batch_norm_backward_apply: x must be float32 or float64");
         },
         py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("hi"), py::arg("lo"), py::arg("p"),
         py::arg("q"), py::arg("r"),

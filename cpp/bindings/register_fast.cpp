@@ -263,7 +263,7 @@ void register_fast(py::module_& m) {
         },
         "batch_norm for the common case, or None (then use the general path).");
     m.def(
-        "row_norm_fast",
+        "layer_norm_fast",
         [](py::handle x, py::handle w, py::handle b, py::handle axis, py::handle eps, bool rms,
            py::handle out) -> py::object {
             // eps=None: RMS norm's default, the dtype's machine epsilon.

@@ -49,28 +49,6 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads);
 }
 
-template <class T>
-void row_affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
-                      const py::object& center_lo, const py::array& scale,
-                      const py::array& weight, const py::array& bias,
-                      row_affine_fn<T> kernel) {
-    const auto [xv, yv] = check_xy<T>(x, y, "row_affine");
-    const T* hi = nullptr;
-    const T* lo = nullptr;
-    if (!center_hi.is_none()) {
-        hi = channel_param<T>(existing_array(center_hi, "center_hi"), xv.C, "center_hi");
-        lo = channel_param<T>(existing_array(center_lo, "center_lo"), xv.C, "center_lo");
-    }
-    const T* sc = channel_param<T>(scale, xv.C, "scale");
-    const T* w = channel_param<T>(weight, xv.B, "weight");
-    const T* b = channel_param<T>(bias, xv.B, "bias");
-    const T* xd = static_cast<const T*>(x.data());
-    T* yd = static_cast<T*>(y.mutable_data());
-    const int nthreads = num_threads();
-    py::gil_scoped_release release;
-    kernel(xd, xv, yd, yv, hi, lo, sc, w, b, nthreads);
-}
-
 const double* optional_f64_param(const py::object& p, std::int64_t n, const char* name) {
     if (p.is_none()) return nullptr;
     return channel_param<double>(existing_array(p, name), n, name);
@@ -133,25 +111,6 @@ void register_norm(py::module_& m) {
         py::arg("scale"), py::arg("shift"), py::arg("param_stride_a") = 0,
         "y[a,c,b] = ((x - center_hi[p]) - center_lo[p]) * scale[p] + shift[p] with "
         "p = a * param_stride_a + c; y = x * scale[p] + shift[p] when center_hi is None.");
-    m.def(
-        "row_affine",
-        [](const py::array& x, py::array& y, const py::object& center_hi,
-           const py::object& center_lo, const py::array& scale, const py::array& weight,
-           const py::array& bias) {
-            const KernelTable& t = active_table();
-            if (has_dtype<float>(x))
-                row_affine_typed<float>(x, y, center_hi, center_lo, scale, weight, bias,
-                                        t.row_affine_f32);
-            else if (has_dtype<double>(x))
-                row_affine_typed<double>(x, y, center_hi, center_lo, scale, weight, bias,
-                                         t.row_affine_f64);
-            else
-                throw py::type_error("row_affine: x must be float32 or float64");
-        },
-        py::arg("x"), py::arg("y"), py::arg("center_hi"), py::arg("center_lo"),
-        py::arg("scale"), py::arg("weight"), py::arg("bias"),
-        "y[a,c,b] = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b]; "
-        "no centring when center_hi is None.");
 }
 
 }  // namespace bnfast::bindings

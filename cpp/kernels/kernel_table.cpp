@@ -10,8 +10,6 @@ const KernelTable& kernel_table() {
         &moments_f64_kernel,
         &affine_f32_kernel,
         &affine_f64_kernel,
-        &row_affine_f32_kernel,
-        &row_affine_f64_kernel,
         &batch_norm_train_f32_kernel,
         &batch_norm_train_f64_kernel,
         &bn_backward_reduce_f32_kernel,

@@ -5,21 +5,15 @@ threads, AVX2 / AVX-512 chosen at run time), with a pure-NumPy backend that
 gives the same answers.
 """
 
-from ._backward import (
-    batch_norm_backward,
-    group_norm_backward,
-    instance_norm_backward,
-    layer_norm_backward,
-    rms_norm_backward,
-)
-from ._batch_norm import batch_norm
+from . import nn
+from ._batch_norm import batch_norm, batch_norm_backward
 from ._config import config, get_num_threads, set_num_threads, show_config, threads
-from ._norms import group_norm, instance_norm, layer_norm, rms_norm
-from ._stats import Moments, mean_var, moments
-from ._standardize import NotFittedError, Standardizer
 from ._diagnose import DataReport, diagnose
+from ._group_norm import group_norm, group_norm_backward, instance_norm, instance_norm_backward
+from ._layer_norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from ._moments import Moments, mean_var, moments
+from ._standardize import NotFittedError, Standardizer
 from ._version import __version__
-from . import nn  # noqa: E402  (stateful layers, built on the functions above)
 
 __all__ = [
     "DataReport",

@@ -1,11 +1,17 @@
 """Type stubs for the native module (internal; use the bnfast package)."""
 
-from typing import Optional
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+_F64 = NDArray[np.float64]
+_Float = NDArray[np.floating[Any]]
 
 compiler: str
 
+# runtime
+def all_capabilities() -> list[str]: ...
 def capability() -> str: ...
 def set_capability(name: str) -> None: ...
 def compiled_capabilities() -> list[str]: ...
@@ -14,69 +20,76 @@ def openmp() -> bool: ...
 def default_num_threads() -> int: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
-def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+# moments
+def moments(x: _Float) -> tuple[_F64, _F64]: ...
+
+# affine
 def affine(
-    x: np.ndarray,
-    y: np.ndarray,
-    center_hi: Optional[np.ndarray],
-    center_lo: Optional[np.ndarray],
-    scale: np.ndarray,
-    shift: np.ndarray,
+    x: _Float,
+    y: _Float,
+    center_hi: _Float | None,
+    center_lo: _Float | None,
+    scale: _Float,
+    shift: _Float,
     param_stride_a: int = 0,
 ) -> None: ...
+
+# batch_norm
 def batch_norm_train(
-    x: np.ndarray,
-    y: np.ndarray,
-    weight: Optional[np.ndarray],
-    bias: Optional[np.ndarray],
-    eps: float,
-) -> tuple[np.ndarray, np.ndarray]: ...
-def bn_backward_reduce(
-    x: np.ndarray, dy: np.ndarray, center: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def bn_backward_apply(
-    x: np.ndarray,
-    dy: np.ndarray,
-    dx: np.ndarray,
-    hi: np.ndarray,
-    lo: np.ndarray,
-    p: np.ndarray,
-    q: np.ndarray,
-    r: np.ndarray,
+    x: _Float, y: _Float, weight: _F64 | None, bias: _F64 | None, eps: float
+) -> tuple[_F64, _F64]: ...
+def batch_norm_backward_reduce(
+    x: _Float, dy: _Float, center: _F64
+) -> tuple[_F64, _F64, _F64]: ...
+def batch_norm_backward_apply(
+    x: _Float,
+    dy: _Float,
+    dx: _Float,
+    hi: _Float,
+    lo: _Float,
+    p: _Float,
+    q: _Float,
+    r: _Float,
 ) -> None: ...
-def bn_backward_train(
-    x: np.ndarray,
-    dy: np.ndarray,
-    dx: np.ndarray,
-    mean: np.ndarray,
-    invstd: np.ndarray,
-    weight: Optional[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]: ...
-def row_norm_forward(
-    x: np.ndarray, y: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, rms: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def row_norm_backward(
-    x: np.ndarray,
-    dy: np.ndarray,
-    dx: np.ndarray,
-    mean: np.ndarray,
-    rstd: np.ndarray,
-    weight: np.ndarray,
-    rms: bool,
-) -> tuple[np.ndarray, np.ndarray]: ...
-def row_affine(
-    x: np.ndarray,
-    y: np.ndarray,
-    center_hi: Optional[np.ndarray],
-    center_lo: Optional[np.ndarray],
-    scale: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray,
-) -> None: ...
+def batch_norm_backward_train(
+    x: _Float, dy: _Float, dx: _Float, mean: _F64, invstd: _F64, weight: _F64 | None
+) -> tuple[_F64, _F64]: ...
 def batch_norm_fast(
-    x: object, running_mean: object, running_var: object, weight: object, bias: object,
-    training: object, momentum: object, eps: object, axis: object, out: object,
-) -> np.ndarray | None: ...
-def row_norm_fast(
-    x: object, weight: object, bias: object, axis: object, eps: object, rms: bool, out: object,
-) -> np.ndarray | None: ...
+    x: object,
+    running_mean: object,
+    running_var: object,
+    weight: object,
+    bias: object,
+    training: object,
+    momentum: object,
+    eps: object,
+    axis: object,
+    out: object,
+    /,
+) -> _Float | None: ...
+
+# layer_norm (layer and RMS norm)
+def layer_norm_forward(
+    x: _Float, y: _Float, weight: _Float, bias: _Float, eps: float, rms: bool
+) -> tuple[_F64, _F64, _F64]: ...
+def layer_norm_backward(
+    x: _Float,
+    dy: _Float,
+    dx: _Float,
+    mean: _F64,
+    rstd: _F64,
+    weight: _Float,
+    rms: bool,
+) -> tuple[_F64, _F64]: ...
+def layer_norm_fast(
+    x: object, weight: object, bias: object, axis: object, eps: object, rms: bool, out: object, /
+) -> _Float | None: ...
+
+# formulas (per channel, float64)
+def invstd(m2: _F64, count: float, eps: float) -> _F64: ...
+def eval_fold(
+    mean: _F64, invstd: _F64, weight: _F64 | None, bias: _F64 | None
+) -> tuple[_F64, _F64]: ...
+def running_update(running: _Float, value: _F64, momentum: float) -> None: ...
+def split_center(mean: _F64, dtype: DTypeLike) -> tuple[_Float, _Float]: ...

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _scan
 from ._standardize import constant_features
-from ._stats import Moments
+from ._moments import Moments
 from ._validate import as_array, check_real_dtype, normalize_axes
 
 # A feature's std this many times above or below the median std of the

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, Callable, Optional
 
 import numpy as np
-
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import ArrayLike, NDArray
 
-Groups = tuple  # (a_axes, c_axes, b_axes), each a tuple of axis numbers
+F64Array = NDArray[np.float64]
+
+# (a_axes, c_axes, b_axes), each a tuple of axis numbers
+Groups = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
-def _collapses(shape, strides, axes) -> bool:
+def _collapses(
+    shape: tuple[int, ...], strides: tuple[int, ...], axes: tuple[int, ...]
+) -> bool:
     """Whether ``axes`` (outer to inner) collapse into one strided dimension."""
     for outer, inner in zip(axes, axes[1:]):
         if strides[outer] != strides[inner] * shape[inner]:
@@ -30,7 +38,7 @@ def _collapses(shape, strides, axes) -> bool:
     return True
 
 
-def plan_groups(x: np.ndarray, kept: tuple) -> Groups | None:
+def plan_groups(x: np.ndarray, kept: tuple[int, ...]) -> Optional[Groups]:
     """Group ``x``'s non-unit axes into (A, C, B) without a copy, or None."""
     shape, strides = x.shape, x.strides
     c_axes = tuple(i for i in kept if shape[i] != 1)
@@ -60,7 +68,7 @@ def plan_groups(x: np.ndarray, kept: tuple) -> Groups | None:
     return (), c_axes, ()
 
 
-def fold(arr: np.ndarray, groups: Groups) -> np.ndarray | None:
+def fold(arr: np.ndarray, groups: Groups) -> Optional[np.ndarray]:
     """The (A, C, B) view of ``arr`` for ``groups``, or None if it would copy
     (or if ``arr`` is not aligned: the kernels need aligned elements)."""
     if not arr.flags.aligned:
@@ -84,7 +92,7 @@ def fold(arr: np.ndarray, groups: Groups) -> np.ndarray | None:
     return as_strided(arr, shape3, strides3, writeable=arr.flags.writeable)
 
 
-def full_order(ndim: int, groups: Groups) -> tuple:
+def full_order(ndim: int, groups: Groups) -> tuple[int, ...]:
     """An axis permutation putting the groups first (unit axes last)."""
     order = groups[0] + groups[1] + groups[2]
     return order + tuple(i for i in range(ndim) if i not in order)
@@ -104,7 +112,7 @@ def copy_from_groups(y3: np.ndarray, y: np.ndarray, groups: Groups) -> None:
     np.copyto(np.transpose(y, perm), y3.reshape([y.shape[i] for i in perm]))
 
 
-def canonical(x: np.ndarray, kept: tuple) -> tuple:
+def canonical(x: np.ndarray, kept: tuple[int, ...]) -> tuple[np.ndarray, Groups]:
     """``(x3, groups)``: a no-copy (A, C, B) view of ``x`` when one exists,
     else a contiguous copy (reduced axes first, kept axes last)."""
     groups = plan_groups(x, kept)
@@ -116,7 +124,7 @@ def canonical(x: np.ndarray, kept: tuple) -> tuple:
     return copy_to_groups(x, groups), groups
 
 
-def canonical_groups(x: np.ndarray, kept: tuple) -> Groups:
+def canonical_groups(x: np.ndarray, kept: tuple[int, ...]) -> Groups:
     """The groups :func:`canonical` would use for ``x``."""
     groups = plan_groups(x, kept)
     if groups is not None and fold(x, groups) is not None:
@@ -124,7 +132,7 @@ def canonical_groups(x: np.ndarray, kept: tuple) -> Groups:
     return _copy_groups(x, kept)
 
 
-def _copy_groups(x: np.ndarray, kept: tuple) -> Groups:
+def _copy_groups(x: np.ndarray, kept: tuple[int, ...]) -> Groups:
     reduced = tuple(i for i in range(x.ndim) if i not in kept and x.shape[i] != 1)
     return reduced, tuple(i for i in kept if x.shape[i] != 1), ()
 
@@ -136,7 +144,9 @@ def view_or_copy(arr: np.ndarray, groups: Groups) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def output_view(y: np.ndarray, groups: Groups, shape3: tuple, private: bool = False):
+def output_view(
+    y: np.ndarray, groups: Groups, shape3: tuple[int, ...], private: bool = False
+) -> Iterator[np.ndarray]:
     """The (A, C, B) view of an output for ``groups``, or (when no view
     exists, or ``private`` because y overlaps an input) a temporary that is
     copied into ``y`` when the block ends."""
@@ -149,7 +159,9 @@ def output_view(y: np.ndarray, groups: Groups, shape3: tuple, private: bool = Fa
     copy_from_groups(work, y, groups)
 
 
-def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *args):
+def apply_elementwise(
+    kernel: Callable[..., Any], x: np.ndarray, y: np.ndarray, groups: Groups, *args: Any
+) -> Any:
     """Run ``kernel(x3, y3, *args)`` on the (A, C, B) views of ``x`` and ``y``
     for ``groups``, going through contiguous temporaries where a view is
     impossible, and reading a private copy of ``x`` if ``y`` overlaps it
@@ -161,3 +173,130 @@ def apply_elementwise(kernel, x: np.ndarray, y: np.ndarray, groups: Groups, *arg
         x3 = x3.copy()
     with output_view(y, groups, x3.shape) as y3:
         return kernel(x3, y3, *args)
+
+
+def as_param(values: ArrayLike, dtype: np.dtype[Any]) -> np.ndarray:
+    """A contiguous 1-D parameter vector of ``dtype`` for the kernels."""
+    return np.ascontiguousarray(np.ravel(values), dtype=dtype)
+
+
+def as_float64(values: ArrayLike) -> F64Array:
+    """A contiguous float64 copy of ``values`` (for the formula kernels)."""
+    return np.array(values, dtype=np.float64, order="C")
+
+
+# -- group and instance norm: statistics per (sample, group) ------------------
+
+
+def group_moments(
+    impl: ModuleType, x: np.ndarray, axis: int, groups_count: int
+) -> tuple[F64Array, F64Array]:
+    """Per-(n, g) mean and M2 (float64, shape (N, G)) over the spatial axes and
+    the channels of each group."""
+    n, c = x.shape[0], x.shape[axis]
+    split = x.shape[:axis] + (groups_count, c // groups_count) + x.shape[axis + 1:]
+    xs = x.reshape(split)  # splitting an axis never copies
+    kept = (0, axis)
+    plan = plan_groups(xs, kept)
+    x3 = fold(xs, plan) if plan is not None else None
+    if x3 is not None:
+        mean, m2 = impl.moments(x3)
+        return mean.reshape(n, groups_count), m2.reshape(n, groups_count)
+    # Batch and group axes do not collapse (channels last): one call per sample.
+    means = np.empty((n, groups_count))
+    m2s = np.empty((n, groups_count))
+    for i in range(n):
+        x3, _ = canonical(xs[i], (axis - 1,))
+        means[i], m2s[i] = impl.moments(x3)
+    return means, m2s
+
+
+def affine_per_sample_channel(
+    impl: ModuleType, x: np.ndarray, y: np.ndarray, axis: int, hi: np.ndarray, lo: np.ndarray,
+    scale: np.ndarray, shift: np.ndarray,
+) -> None:
+    """y[n, c, ...] = ((x - hi[n, c]) - lo[n, c]) * scale[n, c] + shift[n, c]."""
+    spatial = tuple(i for i in range(1, x.ndim) if i != axis and x.shape[i] != 1)
+    groups = ((0,), (axis,), spatial)
+    c = x.shape[axis]
+    apply_elementwise(impl.affine, x, y, groups, hi, lo, scale, shift, c)
+
+
+def spatial_size(x: np.ndarray, axis: int) -> int:
+    return math.prod(n for i, n in enumerate(x.shape) if i not in (0, axis))
+
+
+def group_forward(
+    impl: ModuleType,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_groups: int,
+    w: Optional[F64Array],
+    b: Optional[F64Array],
+    eps: float,
+    axis: int,
+    zero_var_rstd: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[F64Array], Optional[F64Array]]:
+    """Group (or, one channel per group, instance) normalization of x into y
+    with the statistics of each (sample, group); returns ``(y, mean, rstd)``
+    in x's dtype and the float64 ``(mean, m2)`` (None for an empty x).
+
+    ``zero_var_rstd``: rstd = 0 where variance and eps are both 0 (instance
+    norm, which PyTorch runs through its batch-norm kernel), instead of inf."""
+    n, c = x.shape[0], x.shape[axis]
+    dtype = x.dtype
+    count = spatial_size(x, axis) * (c // num_groups)
+    if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
+        undefined = np.full((n, num_groups), np.nan, dtype=dtype)
+        return y, undefined, undefined.copy(), None, None
+    mean, m2 = group_moments(impl, x, axis, num_groups)
+    rstd = impl.invstd(m2.ravel(), count, eps).reshape(m2.shape)
+    if zero_var_rstd and eps == 0:
+        rstd[m2 == 0] = 0.0
+    per_group = c // num_groups
+    mean_nc = np.repeat(mean, per_group, axis=1)  # (N, C)
+    scale_nc = np.repeat(rstd, per_group, axis=1)
+    if w is not None:
+        scale_nc = scale_nc * w
+    shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
+    hi, lo = impl.split_center(mean_nc.ravel(), dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        affine_per_sample_channel(impl, x, y, axis, hi, lo, as_param(scale_nc, dtype),
+                                  as_param(shift_nc, dtype))
+        return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
+
+
+# -- group norm's backward: rows of (sample, channel) pairs --------------------
+
+
+def block_ranges(n: int, blocks: int) -> list[tuple[int, int]]:
+    """Sample ranges of the blocks: one block of all N, or one per sample."""
+    return [(0, n)] if blocks == 1 else [(i, i + 1) for i in range(n)]
+
+
+def sample_channel_blocks(
+    x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int, spatial: tuple[int, ...]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], Callable[[], None]]:
+    """(1, K, S) views of x, dy and dx with rows = (sample, channel) pairs.
+
+    One block of N*C rows when batch and channel axes collapse in all three
+    (channels first), else one block per sample (channels last). Inputs that
+    cannot be viewed are copied; an output that cannot be viewed goes through
+    a temporary written back by the returned ``finish()``."""
+    merged: Groups = ((), (0, axis), spatial)
+    xv, dyv, dxv = (fold(a, merged) for a in (x, dy, dx))
+    if xv is not None and dyv is not None and dxv is not None:
+        return [xv], [dyv], [dxv], lambda: None
+    per_sample: Groups = ((0,), (axis,), spatial)
+    x3 = view_or_copy(x, per_sample)
+    dy3 = view_or_copy(dy, per_sample)
+    dx3 = fold(dx, per_sample)
+    work = np.empty(x3.shape, dtype=dx.dtype) if dx3 is None else dx3
+
+    def finish() -> None:
+        if dx3 is None:
+            copy_from_groups(work, dx, per_sample)
+
+    n = x.shape[0]
+    return ([x3[i:i + 1] for i in range(n)], [dy3[i:i + 1] for i in range(n)],
+            [work[i:i + 1] for i in range(n)], finish)

@@ -16,8 +16,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from . import _backend, _layout
-from ._stats import Moments, moments
+from . import _layout, _runtime
+from ._moments import Moments, moments
 
 # 2**18 values: float64 slab temporaries of 2 MB each (a NaN-aware slab
 # needs about ten of them at once), large enough that the per-slab Python
@@ -79,7 +79,7 @@ def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
     call for float32/float64 data the kernels can view in place, else slabs
     (integers, float16, odd layouts and the NumPy backend would otherwise
     copy the data whole)."""
-    if _backend.native_active() and x.dtype in (np.float32, np.float64) and _viewable(x, axes):
+    if _runtime.native_active() and x.dtype in (np.float32, np.float64) and _viewable(x, axes):
         return moments(x, axis=axes)  # no temporary at all
     # (The NumPy backend converts its input to float64 whole: feed it slabs.)
     if not axes or x.size == 0:

@@ -11,10 +11,10 @@ import zipfile
 
 import numpy as np
 
-from . import _backend, _layout, _scan
-from ._common import as_param, split_center
-from ._stats import Moments, _check_ddof
-from ._validate import as_array, check_out, check_real_dtype, normalize_axes
+from . import _layout, _runtime, _scan
+from ._layout import as_param
+from ._moments import Moments
+from ._validate import as_array, check_ddof, check_out, check_real_dtype, normalize_axes
 
 NAN_POLICIES = ("omit", "propagate", "raise")
 _FORMAT = "bnfast.Standardizer"
@@ -174,7 +174,7 @@ class Standardizer:
                 f"nan_policy must be one of {', '.join(map(repr, NAN_POLICIES))}, "
                 f"got {self.nan_policy!r}"
             )
-        _check_ddof(self.ddof)
+        check_ddof(self.ddof)
         return _check_axis_param(self.axis)
 
     def _reset(self) -> None:
@@ -375,7 +375,7 @@ class Standardizer:
         inv = 1.0 / self.scale_ if self.with_std else np.ones(self.feature_shape_)
         zero = np.zeros(c, dtype=dtype)
         if self.with_mean:
-            hi, lo = split_center(self.mean_.reshape(-1), dtype)
+            hi, lo = _runtime.impl().split_center(self.mean_.reshape(-1), dtype)
         else:
             hi = lo = None
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
@@ -399,7 +399,7 @@ class Standardizer:
         if x.size == 0:
             return
         groups = _layout.canonical_groups(x, kept)
-        _layout.apply_elementwise(_backend.impl().affine, x, y, groups, hi, lo, scale, shift)
+        _layout.apply_elementwise(_runtime.impl().affine, x, y, groups, hi, lo, scale, shift)
 
     def fit_transform(self, X, y=None, sample_weight=None) -> np.ndarray:
         """``fit(X)`` then ``transform(X)``."""

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, Optional, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 try:
     from numpy.exceptions import AxisError
 except ImportError:  # NumPy < 1.25
-    from numpy import AxisError
+    from numpy import AxisError  # type: ignore[attr-defined,no-redef]
 
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# The array types of the public signatures.
+FloatArray = NDArray[np.floating[Any]]  # float32 or float64 (x's dtype)
+F64Array = NDArray[np.float64]
+FloatScalar = np.floating[Any]
 
-def as_array(x, name: str = "x") -> np.ndarray:
+
+def as_array(x: object, name: str = "x") -> np.ndarray:
     """A plain ndarray in native byte order (no copy when ``x`` already is one).
 
     Masked arrays are refused (their mask would be silently ignored); other
@@ -66,7 +73,7 @@ def check_float_dtype(arr: np.ndarray, name: str, func: str) -> None:
         )
 
 
-def check_eps(eps) -> float:
+def check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
     eps = float(eps)
@@ -75,7 +82,7 @@ def check_eps(eps) -> float:
     return eps
 
 
-def check_momentum(momentum) -> float:
+def check_momentum(momentum: object) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum must be a real number in [0, 1], got {type(momentum).__name__}")
     momentum = float(momentum)
@@ -84,7 +91,7 @@ def check_momentum(momentum) -> float:
     return momentum
 
 
-def check_axis(axis, ndim: int) -> int:
+def check_axis(axis: object, ndim: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
     axis = int(axis)
@@ -93,7 +100,7 @@ def check_axis(axis, ndim: int) -> int:
     return axis % ndim
 
 
-def normalize_axes(axis, ndim: int) -> tuple:
+def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
     """NumPy's rules: None = all axes; an int or a tuple of ints, negative
     counting from the end; repeats are an error. Returns sorted axes."""
     if axis is None:
@@ -105,7 +112,7 @@ def normalize_axes(axis, ndim: int) -> tuple:
     return tuple(sorted(axes))
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, func: str) -> np.ndarray:
+def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: str) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
@@ -117,7 +124,7 @@ def check_out(out, shape: tuple, dtype: np.dtype, func: str) -> np.ndarray:
     return out
 
 
-def channel_vector(v, name: str, c: int) -> np.ndarray:
+def channel_vector(v: object, name: str, c: int) -> np.ndarray:
     """A per-channel parameter: 1-D, length c, real numbers."""
     arr = as_array(v, name)
     check_real_dtype(arr, name)
@@ -126,3 +133,97 @@ def channel_vector(v, name: str, c: int) -> np.ndarray:
     if arr.shape[0] != c:
         raise ValueError(f"{name} should contain {c} elements not {arr.shape[0]}")
     return arr
+
+
+def check_ddof(ddof: object) -> float:
+    """``ddof`` as given, after checking it is a real number (not a bool)."""
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
+        raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
+    return cast(float, ddof)  # kept as given (a Real), like NumPy
+
+
+def check_batched(x: np.ndarray, func: str) -> None:
+    """Batched input (N, C, ...): at least two dimensions."""
+    if x.ndim < 2:
+        raise ValueError(
+            f"{func} expects x with at least 2 dimensions (N, C, ...), got {x.ndim}-D "
+            f"input of shape {x.shape}"
+        )
+
+
+def channel_axis(axis: object, ndim: int, func: str) -> int:
+    """The channel axis of batched input: any axis but the batch axis 0."""
+    axis = check_axis(axis, ndim)
+    if axis == 0:
+        raise ValueError(f"{func}: axis 0 is the batch axis; the channel axis must be another one")
+    return axis
+
+
+def check_num_groups(num_groups: object, shape: tuple[int, ...], c: int) -> int:
+    """``num_groups`` as an int dividing the channel count ``c``."""
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
+        raise TypeError(f"num_groups must be an integer, got {type(num_groups).__name__}")
+    num_groups = int(num_groups)
+    if num_groups < 1 or c % num_groups:
+        raise ValueError(
+            f"Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {shape} and num_groups={num_groups}"
+        )
+    return num_groups
+
+
+def output_for(x: np.ndarray, out: object, func: str) -> np.ndarray:
+    """``out`` after validation, or a fresh array laid out like ``x``."""
+    if out is None:
+        return np.empty_like(x, order="K")
+    return check_out(out, x.shape, x.dtype, func)
+
+
+# -- backward passes ---------------------------------------------------------
+
+
+def check_grad_pair(dy: object, x: object, func: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(dy, x)`` as arrays of one float dtype and one shape."""
+    dy = as_array(dy, "dy")
+    x = as_array(x)
+    check_float_dtype(x, "x", func)
+    check_float_dtype(dy, "dy", func)
+    if dy.shape != x.shape:
+        raise ValueError(f"{func}: dy has shape {dy.shape} but x has shape {x.shape}")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{func}: dy has dtype {dy.dtype} but x has dtype {x.dtype}")
+    return dy, x
+
+
+def saved_stat(v: object, name: str, shape: tuple[int, ...], func: str) -> F64Array:
+    """A statistic saved by a forward pass, as float64 of ``shape`` (squeezed
+    shapes such as PyTorch's (N, 1) are accepted)."""
+    arr = as_array(v, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: {name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(n for n in shape if n != 1):
+            arr = arr.reshape(shape)  # e.g. PyTorch's (N, 1) statistics
+        else:
+            raise ValueError(f"{func}: {name} should have shape {shape}, got {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def grad_weight(weight: object, shape: tuple[int, ...], func: str) -> Optional[F64Array]:
+    """The weight of a backward pass as float64 of ``shape``, or None."""
+    if weight is None:
+        return None
+    arr = as_array(weight, "weight")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: weight must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{func}: weight should have shape {shape}, got {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def empty_grads(
+    x: np.ndarray, param_shape: tuple[int, ...], w: Optional[F64Array]
+) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    """Gradients of an empty input: empty dx, zero parameter gradients."""
+    zeros = np.zeros(param_shape, dtype=x.dtype)
+    return np.zeros_like(x), (None if w is None else zeros.copy()), zeros

@@ -11,221 +11,156 @@ and fills ``grad_weight``/``grad_bias``. ``state_dict()`` and
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Mapping
+from typing import Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-from ._backward import (
-    batch_norm_backward,
-    group_norm_backward,
-    instance_norm_backward,
-    layer_norm_backward,
-    rms_norm_backward,
+from ._batch_norm import batch_norm, batch_norm_backward
+from ._group_norm import group_norm, group_norm_backward, instance_norm, instance_norm_backward
+from ._layer_norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from ._nn_base import (
+    Layer,
+    RunningStatsLayer,
+    check_batched,
+    check_channels,
+    check_trailing,
+    positive_int,
+    shape_tuple,
 )
-from ._batch_norm import batch_norm
-from ._norms import group_norm, instance_norm, layer_norm, rms_norm
-from ._validate import FLOAT_TYPES, as_array, check_eps, check_momentum
+from ._validate import FloatArray, check_eps
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 
+_FORWARD_DOC = """Compute the layer's output for ``x`` (also ``layer(x)``).
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
+        A copy of what :meth:`backward` needs is kept.
 
+        Parameters
+        ----------
+        x : array_like
+            Input of the layer's dtype{shape}.
 
-def _float_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype not in FLOAT_TYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
+        Returns
+        -------
+        ndarray
+            Same shape and dtype as x.
 
+        Raises
+        ------
+        TypeError
+            If x's dtype is not the layer's.
+        ValueError
+            If x's shape does not fit the layer{extra}.
+        """
 
-def _shape_tuple(shape, name: str) -> tuple:
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        shape = tuple(_positive_int(n, name) for n in shape)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {shape!r}") from None
-    if not shape:
-        raise ValueError(f"{name} must not be empty")
-    return shape
+_BACKWARD_DOC = """Compute the gradient with respect to the last forward input.
 
+        Fills ``grad_weight``{bias} (None without {params}).
 
-class _Layer:
-    """What every layer shares: train/eval, the call, gradients, state."""
+        Parameters
+        ----------
+        dy : array_like
+            Gradient of the loss with respect to the output; the output's
+            shape and dtype.
 
-    _state_keys: tuple = ()
+        Returns
+        -------
+        ndarray
+            The input gradient dx: same shape and dtype as the input.
 
-    def __init__(self, dtype) -> None:
-        self.dtype = _float_dtype(dtype)
-        self.training = True
-        self.weight = None
-        self.bias = None
-        self.grad_weight = None
-        self.grad_bias = None
-        self._saved = None
-
-    # -- mode ---------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def __call__(self, x):
-        return self.forward(x)
-
-    def forward(self, x):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def zero_grad(self) -> None:
-        self.grad_weight = None
-        self.grad_bias = None
-
-    def parameters(self) -> list:
-        """The learnable arrays (weight, bias) that exist."""
-        return [p for p in (self.weight, self.bias) if p is not None]
-
-    # -- input checks -------------------------------------------------------
-    def _input(self, x) -> np.ndarray:
-        x = as_array(x)
-        if x.dtype != self.dtype:
-            raise TypeError(
-                f"{type(self).__name__} has {self.dtype} parameters but x is {x.dtype}; "
-                f"create the layer with dtype=np.{x.dtype} or convert x"
-            )
-        return x
-
-    def _saved_or_raise(self):
-        if self._saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return self._saved
-
-    # -- state --------------------------------------------------------------
-    def _present_keys(self) -> list:
-        return [k for k in self._state_keys if getattr(self, k) is not None]
-
-    def state_dict(self) -> dict:
-        """Copies of the parameters and buffers, under PyTorch's key names."""
-        state = {}
-        for key in self._present_keys():
-            value = getattr(self, key)
-            if key == "num_batches_tracked":
-                state[key] = np.array(value, dtype=np.int64)
-            else:
-                state[key] = np.array(value, copy=True)
-        return state
-
-    def load_state_dict(self, state: Mapping, strict: bool = True) -> None:
-        """Load parameters and buffers saved by :meth:`state_dict` or by the
-        matching PyTorch module (values converted with ``.numpy()``)."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
-        expected = self._present_keys()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if strict and (missing or unexpected):
-            parts = []
-            if missing:
-                parts.append("missing key(s) " + ", ".join(repr(k) for k in missing))
-            if unexpected:
-                parts.append("unexpected key(s) " + ", ".join(repr(k) for k in unexpected))
-            raise ValueError(f"Error loading state_dict for {type(self).__name__}: " + "; ".join(parts))
-        values = {}
-        for key in expected:
-            if key not in state:
-                continue
-            try:
-                value = np.asarray(state[key])
-            except Exception as exc:
-                raise TypeError(f"state_dict entry {key!r} is not array-like: {exc}") from None
-            if value.dtype.kind not in "biuf":
-                raise TypeError(f"state_dict entry {key!r} must hold real numbers, got {value.dtype}")
-            current_shape = () if key == "num_batches_tracked" else getattr(self, key).shape
-            if value.shape != current_shape:
-                raise ValueError(
-                    f"size mismatch for {key!r}: got shape {value.shape}, the layer has "
-                    f"shape {current_shape}"
-                )
-            values[key] = value
-        for key, value in values.items():  # all checked: now assign
-            if key == "num_batches_tracked":
-                self.num_batches_tracked = int(value)
-            else:
-                getattr(self, key)[...] = value
+        Raises
+        ------
+        RuntimeError
+            If :meth:`forward` was not called first.
+        TypeError, ValueError
+            If dy does not match the output.
+        """
 
 
-class _RunningStatsLayer(_Layer):
-    """Shared by BatchNorm and InstanceNorm: per-channel affine parameters
-    and optional running statistics (PyTorch's _NormBase)."""
-
-    _state_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-    def __init__(self, num_features, eps, momentum, affine, track_running_stats, axis, dtype):
-        super().__init__(dtype)
-        self.num_features = _positive_int(num_features, "num_features")
-        self.eps = check_eps(eps)
-        self.momentum = None if momentum is None else check_momentum(momentum)
-        self.affine = bool(affine)
-        self.axis = axis
-        if self.affine:
-            self.weight = np.ones(self.num_features, dtype=self.dtype)
-            self.bias = np.zeros(self.num_features, dtype=self.dtype)
-        self.track_running_stats = bool(track_running_stats)
-        if self.track_running_stats:
-            self.running_mean = np.zeros(self.num_features, dtype=self.dtype)
-            self.running_var = np.ones(self.num_features, dtype=self.dtype)
-            self.num_batches_tracked = 0
-        else:
-            self.running_mean = None
-            self.running_var = None
-            self.num_batches_tracked = None
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked = 0
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}, axis={self.axis})")
+def _doc(template: str, **fields: str) -> str:
+    return template.format(**fields)
 
 
-class BatchNorm(_RunningStatsLayer):
-    """Batch normalization over the channel ``axis`` (1 for (N, C, ...), -1
-    for channels last), as ``torch.nn.BatchNorm1d/2d/3d``."""
+class BatchNorm(RunningStatsLayer):
+    """Batch normalization layer, as ``torch.nn.BatchNorm1d/2d/3d``.
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, axis=1, dtype=np.float32):
+    Channels on ``axis``; see :func:`bnfast.batch_norm`.
+
+    In training mode the batch statistics normalize and, when tracked, update
+    the running statistics; in eval mode the running statistics normalize
+    (the batch statistics without tracking).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, optional
+        Added to the variance.
+    momentum : float or None, optional
+        Weight of a batch in the running statistics; None for a cumulative
+        average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learnable ``weight`` (ones) and ``bias`` (zeros), shape (C,).
+    track_running_stats : bool, optional
+        Keep ``running_mean`` (zeros), ``running_var`` (ones) and
+        ``num_batches_tracked``.
+    axis : int, optional
+        The channel axis: 1 for (N, C, ...), -1 for channels last.
+    dtype : dtype, optional
+        Float32 (the default) or float64, of the parameters and the input.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-positive ``num_features``, ``eps``/``momentum`` out of
+        range or a dtype other than float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast.nn import BatchNorm
+    >>> layer = BatchNorm(2, dtype=np.float64)
+    >>> y = layer(np.array([[1.0, 2.0], [3.0, 6.0]]))
+    >>> layer.running_mean
+    array([0.2, 0.4])
+    >>> dx = layer.backward(np.ones((2, 2)))
+    >>> layer.grad_bias
+    array([2., 2.])
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        axis: int = 1,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, axis, dtype)
 
-    def forward(self, x):
-        x = self._input(x)
-        _check_channels(self, x, self.axis, self.num_features)
+    def forward(self, x: ArrayLike) -> FloatArray:
+        xa = self._input(x)
+        check_channels(self, xa, self.axis, self.num_features)
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked += 1
             factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         use_batch_stats = self.training or not self.track_running_stats
         y, mean, invstd = batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias,
+            xa, self.running_mean, self.running_var, self.weight, self.bias,
             training=use_batch_stats, momentum=factor, eps=self.eps, axis=self.axis,
             return_stats=True,
         )
-        self._saved = (x.copy(), mean, invstd, use_batch_stats)
+        self._saved = (xa.copy(), mean, invstd, use_batch_stats)
         return y
 
-    def backward(self, dy):
+    forward.__doc__ = _doc(_FORWARD_DOC, shape=", (N, C, ...) with C on ``axis``",
+                           extra=", or a training batch has one value per channel")
+
+    def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, invstd, use_batch_stats = self._saved_or_raise()
         dx, dweight, dbias = batch_norm_backward(
             dy, x, mean, invstd, self.weight, axis=self.axis, training=use_batch_stats
@@ -233,31 +168,80 @@ class BatchNorm(_RunningStatsLayer):
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
 
+    backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
 
-class InstanceNorm(_RunningStatsLayer):
-    """Instance normalization, as ``torch.nn.InstanceNorm1d/2d/3d`` (batched
-    input, channels on ``axis``)."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, axis=1, dtype=np.float32):
+class InstanceNorm(RunningStatsLayer):
+    """Instance normalization layer, as ``torch.nn.InstanceNorm1d/2d/3d``.
+
+    Batched input, channels on ``axis``; see :func:`bnfast.instance_norm`.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, optional
+        Added to the variance.
+    momentum : float or None, optional
+        Weight of a batch in the running statistics (None: 0).
+    affine : bool, optional
+        Learnable ``weight`` (ones) and ``bias`` (zeros), shape (C,); off by
+        default, as in PyTorch.
+    track_running_stats : bool, optional
+        Keep running statistics, updated in training mode and used in eval
+        mode; off by default.
+    axis : int, optional
+        The channel axis (not 0): 1, or -1 for channels last.
+    dtype : dtype, optional
+        Float32 (the default) or float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-positive ``num_features``, ``eps``/``momentum`` out of
+        range or a dtype other than float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast.nn import InstanceNorm
+    >>> layer = InstanceNorm(2, dtype=np.float64)
+    >>> layer(np.array([[[1.0, 3.0], [2.0, 8.0]]])).round(4)
+    array([[[-1.,  1.],
+            [-1.,  1.]]])
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        axis: int = 1,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, axis, dtype)
 
-    def forward(self, x):
-        x = self._input(x)
-        _check_batched(self, x)
+    def forward(self, x: ArrayLike) -> FloatArray:
+        xa = self._input(x)
+        check_batched(self, xa)
         if self.affine or self.track_running_stats:  # per-channel state must fit
-            _check_channels(self, x, self.axis, self.num_features)
+            check_channels(self, xa, self.axis, self.num_features)
         use_input_stats = self.training or not self.track_running_stats
         y, mean, rstd = instance_norm(
-            x, self.weight, self.bias, running_mean=self.running_mean,
+            xa, self.weight, self.bias, running_mean=self.running_mean,
             running_var=self.running_var, use_input_stats=use_input_stats,
             momentum=0.0 if self.momentum is None else self.momentum, eps=self.eps,
             axis=self.axis, return_stats=True,
         )
-        self._saved = (x.copy(), mean, rstd, use_input_stats)
+        self._saved = (xa.copy(), mean, rstd, use_input_stats)
         return y
 
-    def backward(self, dy):
+    forward.__doc__ = _doc(_FORWARD_DOC, shape=", (N, C, ...) with C on ``axis``",
+                           extra=", or has one spatial element in training mode")
+
+    def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd, use_input_stats = self._saved_or_raise()
         dx, dweight, dbias = instance_norm_backward(
             dy, x, mean, rstd, self.weight, axis=self.axis, use_input_stats=use_input_stats
@@ -265,17 +249,71 @@ class InstanceNorm(_RunningStatsLayer):
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
 
+    backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
 
-class GroupNorm(_Layer):
-    """Group normalization, as ``torch.nn.GroupNorm`` (channels on ``axis``)."""
+
+class GroupNorm(Layer):
+    """Group normalization layer, as ``torch.nn.GroupNorm``.
+
+    Channels on ``axis``; see :func:`bnfast.group_norm`.
+
+    Parameters
+    ----------
+    num_groups : int
+        Number of groups; must divide ``num_channels``.
+    num_channels : int
+        C, the number of channels.
+    eps : float, optional
+        Added to the variance.
+    affine : bool, optional
+        Learnable ``weight`` (ones) and ``bias`` (zeros), shape (C,).
+    axis : int, optional
+        The channel axis (not 0): 1, or -1 for channels last.
+    dtype : dtype, optional
+        Float32 (the default) or float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For non-positive counts, ``num_groups`` not dividing
+        ``num_channels``, a negative ``eps`` or a dtype other than
+        float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast.nn import GroupNorm
+    >>> layer = GroupNorm(1, 2, eps=0.0, dtype=np.float64)
+    >>> layer(np.array([[[1.0, 3.0], [5.0, 7.0]]])).round(4)
+    array([[[-1.3416, -0.4472],
+            [ 0.4472,  1.3416]]])
+    """
 
     _state_keys = ("weight", "bias")
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, axis=1,
-                 dtype=np.float32):
+    num_groups: int
+    """The number of groups."""
+    num_channels: int
+    """C, the number of channels."""
+    eps: float
+    """Added to the variance."""
+    affine: bool
+    """Whether the layer has ``weight`` and ``bias``."""
+    axis: int
+    """The channel axis of the input."""
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        axis: int = 1,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__(dtype)
-        self.num_groups = _positive_int(num_groups, "num_groups")
-        self.num_channels = _positive_int(num_channels, "num_channels")
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.num_channels = positive_int(num_channels, "num_channels")
         if self.num_channels % self.num_groups:
             raise ValueError(
                 f"num_channels must be divisible by num_groups (got num_channels="
@@ -288,36 +326,82 @@ class GroupNorm(_Layer):
             self.weight = np.ones(self.num_channels, dtype=self.dtype)
             self.bias = np.zeros(self.num_channels, dtype=self.dtype)
 
-    def forward(self, x):
-        x = self._input(x)
-        _check_channels(self, x, self.axis, self.num_channels)
-        y, mean, rstd = group_norm(x, self.num_groups, self.weight, self.bias, eps=self.eps,
+    def forward(self, x: ArrayLike) -> FloatArray:
+        xa = self._input(x)
+        check_channels(self, xa, self.axis, self.num_channels)
+        y, mean, rstd = group_norm(xa, self.num_groups, self.weight, self.bias, eps=self.eps,
                                    axis=self.axis, return_stats=True)
-        self._saved = (x.copy(), mean, rstd)
+        self._saved = (xa.copy(), mean, rstd)
         return y
 
-    def backward(self, dy):
+    forward.__doc__ = _doc(_FORWARD_DOC, shape=", (N, C, ...) with C on ``axis``", extra="")
+
+    def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd = self._saved_or_raise()
         dx, dweight, dbias = group_norm_backward(dy, x, mean, rstd, self.num_groups,
                                                  self.weight, axis=self.axis)
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
 
+    backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
+
     def __repr__(self) -> str:
         return (f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, "
                 f"affine={self.affine}, axis={self.axis})")
 
 
-class LayerNorm(_Layer):
-    """Layer normalization over the trailing ``normalized_shape``, as
-    ``torch.nn.LayerNorm``."""
+class LayerNorm(Layer):
+    """Layer normalization layer, as ``torch.nn.LayerNorm``.
+
+    Over the trailing ``normalized_shape``; see :func:`bnfast.layer_norm`.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of ints
+        The shape of the trailing axes normalized over.
+    eps : float, optional
+        Added to the variance.
+    elementwise_affine : bool, optional
+        Learnable ``weight`` (ones) of ``normalized_shape``.
+    bias : bool, optional
+        With ``elementwise_affine``: also a learnable ``bias`` (zeros).
+    dtype : dtype, optional
+        Float32 (the default) or float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an empty or non-positive ``normalized_shape``, a negative
+        ``eps`` or a dtype other than float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast.nn import LayerNorm
+    >>> layer = LayerNorm(3, dtype=np.float64)
+    >>> layer(np.array([[1.0, 2.0, 3.0]])).round(4)
+    array([[-1.2247,  0.    ,  1.2247]])
+    """
 
     _state_keys = ("weight", "bias")
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
-                 dtype=np.float32):
+    normalized_shape: tuple[int, ...]
+    """The shape of the trailing axes normalized over."""
+    eps: float
+    """Added to the variance."""
+    elementwise_affine: bool
+    """Whether the layer has a ``weight`` (and, unless ``bias=False``, a ``bias``)."""
+
+    def __init__(
+        self,
+        normalized_shape: Union[int, tuple[int, ...]],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__(dtype)
-        self.normalized_shape = _shape_tuple(normalized_shape, "normalized_shape")
+        self.normalized_shape = shape_tuple(normalized_shape, "normalized_shape")
         self.eps = check_eps(eps)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
@@ -325,85 +409,102 @@ class LayerNorm(_Layer):
             if bias:
                 self.bias = np.zeros(self.normalized_shape, dtype=self.dtype)
 
-    def forward(self, x):
-        x = self._input(x)
-        axes = _check_trailing(self, x, self.normalized_shape)
-        y, mean, rstd = layer_norm(x, self.weight, self.bias, axis=axes, eps=self.eps,
+    def forward(self, x: ArrayLike) -> FloatArray:
+        xa = self._input(x)
+        axes = check_trailing(self, xa, self.normalized_shape)
+        y, mean, rstd = layer_norm(xa, self.weight, self.bias, axis=axes, eps=self.eps,
                                    return_stats=True)
-        self._saved = (x.copy(), mean, rstd, axes)
+        self._saved = (xa.copy(), mean, rstd, axes)
         return y
 
-    def backward(self, dy):
+    forward.__doc__ = _doc(_FORWARD_DOC, shape=" ending with ``normalized_shape``", extra="")
+
+    def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd, axes = self._saved_or_raise()
         dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=axes)
         self.grad_weight = dweight if self.weight is not None else None
         self.grad_bias = dbias if self.bias is not None else None
         return dx
 
+    backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="the parameter")
+
     def __repr__(self) -> str:
         return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})")
 
 
-class RMSNorm(_Layer):
-    """RMS normalization over the trailing ``normalized_shape``, as
-    ``torch.nn.RMSNorm`` (``eps=None`` -> ``finfo(dtype).eps``)."""
+class RMSNorm(Layer):
+    """RMS normalization layer, as ``torch.nn.RMSNorm``.
+
+    Over the trailing ``normalized_shape``; see :func:`bnfast.rms_norm`.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of ints
+        The shape of the trailing axes normalized over.
+    eps : float or None, optional
+        Added to the mean of the squares; None for ``finfo(dtype).eps``.
+    elementwise_affine : bool, optional
+        Learnable ``weight`` (ones) of ``normalized_shape``.
+    dtype : dtype, optional
+        Float32 (the default) or float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an empty or non-positive ``normalized_shape``, a negative
+        ``eps`` or a dtype other than float32/float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast.nn import RMSNorm
+    >>> layer = RMSNorm(2, dtype=np.float64)
+    >>> layer(np.array([[3.0, 4.0]])).round(4)
+    array([[0.8485, 1.1314]])
+    """
 
     _state_keys = ("weight",)
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+    normalized_shape: tuple[int, ...]
+    """The shape of the trailing axes normalized over."""
+    eps: Optional[float]
+    """Added to the mean of the squares (None: ``finfo(dtype).eps``)."""
+    elementwise_affine: bool
+    """Whether the layer has a ``weight``."""
+
+    def __init__(
+        self,
+        normalized_shape: Union[int, tuple[int, ...]],
+        eps: Optional[float] = None,
+        elementwise_affine: bool = True,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__(dtype)
-        self.normalized_shape = _shape_tuple(normalized_shape, "normalized_shape")
+        self.normalized_shape = shape_tuple(normalized_shape, "normalized_shape")
         self.eps = None if eps is None else check_eps(eps)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
             self.weight = np.ones(self.normalized_shape, dtype=self.dtype)
 
-    def forward(self, x):
-        x = self._input(x)
-        axes = _check_trailing(self, x, self.normalized_shape)
-        y, rstd = rms_norm(x, self.weight, axis=axes, eps=self.eps, return_stats=True)
-        self._saved = (x.copy(), rstd, axes)
+    def forward(self, x: ArrayLike) -> FloatArray:
+        xa = self._input(x)
+        axes = check_trailing(self, xa, self.normalized_shape)
+        y, rstd = rms_norm(xa, self.weight, axis=axes, eps=self.eps, return_stats=True)
+        self._saved = (xa.copy(), rstd, axes)
         return y
 
-    def backward(self, dy):
+    forward.__doc__ = _doc(_FORWARD_DOC, shape=" ending with ``normalized_shape``", extra="")
+
+    def backward(self, dy: ArrayLike) -> FloatArray:
         x, rstd, axes = self._saved_or_raise()
         dx, dweight = rms_norm_backward(dy, x, rstd, self.weight, axis=axes)
         self.grad_weight = dweight if self.weight is not None else None
         self.grad_bias = None
         return dx
 
+    backward.__doc__ = _doc(_BACKWARD_DOC, bias="", params="``weight``")
+
     def __repr__(self) -> str:
         return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine})")
-
-
-def _check_batched(layer, x: np.ndarray) -> None:
-    if x.ndim < 2:
-        raise ValueError(
-            f"{type(layer).__name__} expects batched input (N, C, ...) with at least 2 "
-            f"dimensions, got shape {x.shape}"
-        )
-
-
-def _check_channels(layer, x: np.ndarray, axis, expected: int) -> None:
-    _check_batched(layer, x)
-    try:
-        c = x.shape[axis]
-    except (IndexError, TypeError):
-        raise ValueError(f"{type(layer).__name__}: axis {axis} is out of range for input of shape {x.shape}") from None
-    if c != expected:
-        raise ValueError(
-            f"{type(layer).__name__} expected {expected} channels on axis {axis}, got input "
-            f"of shape {x.shape}"
-        )
-
-
-def _check_trailing(layer, x: np.ndarray, shape: tuple) -> tuple:
-    k = len(shape)
-    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
-        raise ValueError(
-            f"{type(layer).__name__} normalizes over trailing shape {shape}, got input of "
-            f"shape {x.shape}"
-        )
-    return tuple(range(x.ndim - k, x.ndim))

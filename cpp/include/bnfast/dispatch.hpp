@@ -9,6 +9,7 @@ namespace bnfast {
 
 bool isa_compiled(Isa isa);
 bool isa_supported(Isa isa);  // compiled, and the CPU/OS can run it
+std::vector<std::string> all_isa_names();  // every ISA bnfast knows, compiled or not
 std::vector<std::string> compiled_isa_names();
 std::vector<std::string> supported_isa_names();
 

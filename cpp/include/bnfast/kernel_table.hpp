@@ -30,15 +30,6 @@ using affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
                            const T* scale, const T* shift,
                            std::int64_t param_stride_a, int nthreads);
 
-// Row normalization with per-column affine (layer norm, RMS norm):
-// y[a,c,b] = ((x - center_hi[c]) - center_lo[c]) * scale[c] * weight[b] + bias[b],
-// without the centring when center_hi is null. weight/bias have length B.
-template <class T>
-using row_affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
-                               const T* center_hi, const T* center_lo,
-                               const T* scale, const T* weight, const T* bias,
-                               int nthreads);
-
 // Batch-norm training forward: per-C mean and M2 (as moments_fn, bit-identical
 // to it) and y = ((x - mean) * invstd) * weight + bias with
 // invstd = 1/sqrt(M2/(A*B) + eps); weight/bias (length C, double) may be null.
@@ -99,8 +90,6 @@ struct KernelTable {
     moments_fn<double> moments_f64;
     affine_fn<float> affine_f32;
     affine_fn<double> affine_f64;
-    row_affine_fn<float> row_affine_f32;
-    row_affine_fn<double> row_affine_f64;
     batch_norm_train_fn<float> batch_norm_train_f32;
     batch_norm_train_fn<double> batch_norm_train_f64;
     bn_backward_reduce_fn<float> bn_backward_reduce_f32;

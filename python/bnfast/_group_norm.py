@@ -1,0 +1,568 @@
+"""Group and instance normalization, forward and backward, with
+torch.nn.functional semantics: statistics per (sample, group), computed by
+the (sample, group) machinery of ``_layout`` on the moments, affine and
+batch-norm backward kernels. Instance norm with running statistics is batch
+norm's eval path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Union, overload
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _layout, _runtime
+from ._batch_norm import batch_norm, batch_norm_backward, check_running_pair, update_running
+from ._layout import as_float64, as_param
+from ._validate import (
+    F64Array,
+    FloatArray,
+    as_array,
+    channel_axis,
+    channel_vector,
+    check_axis,
+    check_batched,
+    check_eps,
+    check_float_dtype,
+    check_grad_pair,
+    check_momentum,
+    check_num_groups,
+    empty_grads,
+    grad_weight,
+    output_for,
+    saved_stat,
+)
+
+Stats3 = tuple[FloatArray, FloatArray, FloatArray]
+Grads = tuple[FloatArray, Optional[FloatArray], FloatArray]
+
+
+def _affine_params(
+    weight: Optional[ArrayLike], bias: Optional[ArrayLike], c: int
+) -> tuple[Optional[F64Array], Optional[F64Array]]:
+    """weight and bias per channel, as float64 (or None)."""
+    w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
+    return w, None if bias is None else as_float64(channel_vector(bias, "bias", c))
+
+
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[True],
+) -> Stats3: ...
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, Stats3]: ...
+
+
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, Stats3]:
+    """Group normalization, as ``torch.nn.functional.group_norm``.
+
+    Each (sample, group of ``C // num_groups`` consecutive channels) is
+    normalized over its channels and the spatial axes, then scaled and
+    shifted per channel. Statistics are exact (float64 two-pass).
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C, ...) -- at least 2-D -- with the channels on
+        ``axis``; float32 or float64.
+    num_groups : int
+        Number of groups; must divide C.
+    weight, bias : array_like, optional
+        Affine parameters per channel, shape (C,), real numbers.
+    eps : float, optional
+        Added to the variance; non-negative.
+    axis : int, optional
+        The channel axis (not the batch axis 0): 1, or -1 for channels last.
+    out : ndarray, optional
+        Array of x's shape and dtype for the result; may be ``x``.
+    return_stats : bool, optional
+        Also return the statistics (what :func:`group_norm_backward` needs).
+
+    Returns
+    -------
+    y : ndarray
+        Same shape and dtype as x (``out`` if given).
+    mean, rstd : ndarray
+        Only with ``return_stats=True``: shape (N, num_groups), x's dtype;
+        ``rstd = 1 / sqrt(var + eps)``. NaN for an empty input.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not float32/float64 or ``num_groups`` not an integer.
+    ValueError
+        For fewer than 2 dimensions, ``axis`` 0, ``num_groups`` not dividing
+        C, mismatched shapes, a negative ``eps`` or a single value in all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[[1.0, 3.0], [5.0, 7.0]]])  # N=1, C=2, L=2
+    >>> bnfast.group_norm(x, 1, eps=0.0).round(4)
+    array([[[-1.3416, -0.4472],
+            [ 0.4472,  1.3416]]])
+    >>> bnfast.group_norm(x, 2, eps=0.0)
+    array([[[-1.,  1.],
+            [-1.,  1.]]])
+    """
+    xa = as_array(x)
+    check_float_dtype(xa, "x", "group_norm")
+    check_batched(xa, "group_norm")
+    axis = channel_axis(axis, xa.ndim, "group_norm")
+    eps = check_eps(eps)
+    c = xa.shape[axis]
+    groups = check_num_groups(num_groups, xa.shape, c)
+    if xa.shape[0] * (c // groups) * _layout.spatial_size(xa, axis) == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {xa.shape}"
+        )
+    w, b = _affine_params(weight, bias, c)
+    y, mean, rstd, _, _ = _layout.group_forward(
+        _runtime.impl(), xa, output_for(xa, out, "group_norm"), groups, w, b, eps, axis, False)
+    return (y, mean, rstd) if return_stats else y
+
+
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    running_mean: Optional[ArrayLike] = None,
+    running_var: Optional[ArrayLike] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[False] = False,
+) -> FloatArray: ...
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    running_mean: Optional[ArrayLike] = None,
+    running_var: Optional[ArrayLike] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: Literal[True],
+) -> Stats3: ...
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    running_mean: Optional[ArrayLike] = None,
+    running_var: Optional[ArrayLike] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, Stats3]: ...
+
+
+def instance_norm(
+    x: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    bias: Optional[ArrayLike] = None,
+    *,
+    running_mean: Optional[ArrayLike] = None,
+    running_var: Optional[ArrayLike] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    out: Optional[FloatArray] = None,
+    return_stats: bool = False,
+) -> Union[FloatArray, Stats3]:
+    """Instance normalization, as ``torch.nn.functional.instance_norm``.
+
+    Statistics per sample and channel over the spatial axes. Running
+    statistics, when given, are updated in place with the batch average of
+    the instance statistics (unbiased variance), in float64 and rounded once;
+    with ``use_input_stats=False`` they normalize, as batch norm's eval mode.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of shape (N, C, ...) -- at least 2-D -- with the channels on
+        ``axis``; float32 or float64.
+    weight, bias : array_like, optional
+        Affine parameters per channel, shape (C,), real numbers.
+    running_mean, running_var : ndarray, optional
+        Shape (C,), x's dtype; both or neither; required when
+        ``use_input_stats=False``, else writeable (updated in place).
+    use_input_stats : bool, optional
+        Normalize with the instance statistics (True) or the running ones.
+    momentum : float, optional
+        Weight of the batch in the running update, in [0, 1].
+    eps : float, optional
+        Added to the variance; non-negative.
+    axis : int, optional
+        The channel axis (not the batch axis 0): 1, or -1 for channels last.
+    out : ndarray, optional
+        Array of x's shape and dtype for the result; may be ``x``.
+    return_stats : bool, optional
+        Also return the statistics (for :func:`instance_norm_backward`).
+
+    Returns
+    -------
+    y : ndarray
+        Same shape and dtype as x (``out`` if given).
+    mean, rstd : ndarray
+        Only with ``return_stats=True``, x's dtype: shape (N, C), or (C,)
+        with running statistics (``1 / sqrt(running_var + eps)``). ``rstd``
+        is 0 where the variance and ``eps`` are both 0, as PyTorch.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not float32/float64 or a running statistic is not of
+        x's dtype (or not an ndarray when updated).
+    ValueError
+        For fewer than 2 dimensions, ``axis`` 0, mismatched shapes, a
+        missing running statistic, a single spatial element with input
+        statistics, or ``eps``/``momentum`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[[1.0, 3.0], [2.0, 8.0]]])  # N=1, C=2, L=2
+    >>> rm, rv = np.zeros(2), np.ones(2)
+    >>> bnfast.instance_norm(x, running_mean=rm, running_var=rv, eps=0.0)
+    array([[[-1.,  1.],
+            [-1.,  1.]]])
+    >>> rm, rv
+    (array([0.2, 0.5]), array([1.1, 2.7]))
+    """
+    xa = as_array(x)
+    check_float_dtype(xa, "x", "instance_norm")
+    check_batched(xa, "instance_norm")
+    axis = channel_axis(axis, xa.ndim, "instance_norm")
+    eps = check_eps(eps)
+    momentum = check_momentum(momentum)
+    c = xa.shape[axis]
+    use_input_stats = bool(use_input_stats)
+    rm, rv = check_running_pair(
+        running_mean, running_var, c, xa.dtype, use_input_stats, required=not use_input_stats,
+        why="when use_input_stats=False")
+    spatial = _layout.spatial_size(xa, axis)
+    if use_input_stats and spatial == 1:
+        raise ValueError(
+            f"Expected more than 1 spatial element when training, got input size {xa.shape}"
+        )
+    if not use_input_stats:
+        # Running statistics per channel: exactly batch norm's eval path.
+        return batch_norm(xa, rm, rv, weight, bias, training=False,
+                          eps=eps, axis=axis, out=out, return_stats=return_stats)
+    w, b = _affine_params(weight, bias, c)
+    y, mean, rstd, mean64, m2 = _layout.group_forward(
+        _runtime.impl(), xa, output_for(xa, out, "instance_norm"), c, w, b, eps, axis, True)
+    if rm is not None and rv is not None and mean64 is not None and m2 is not None:
+        # Batch averages of the instance statistics, in float64 and rounded
+        # once, by the same formula as batch norm's update.
+        update_running(rm, mean64.mean(axis=0), momentum)
+        update_running(rv, (m2 / (spatial - 1)).mean(axis=0), momentum)
+    return (y, mean, rstd) if return_stats else y
+
+
+# ---------------------------------------------------------------------------
+# Backward
+
+
+@overload
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: None = None,
+    *,
+    axis: int = 1,
+) -> tuple[FloatArray, None, FloatArray]: ...
+@overload
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike,
+    *,
+    axis: int = 1,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: int = 1,
+) -> Grads: ...
+
+
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: int = 1,
+) -> Grads:
+    """Compute the gradients of :func:`bnfast.group_norm` (x, weight, bias).
+
+    As ``torch.autograd`` computes them.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to y; x's shape and dtype.
+    x : array_like
+        The forward input, (N, C, ...) with channels on ``axis``; float32 or
+        float64.
+    mean, rstd : array_like
+        What ``group_norm(..., return_stats=True)`` returned, shape
+        (N, num_groups).
+    num_groups : int
+        The forward's number of groups.
+    weight : array_like, optional
+        The forward's weight, shape (C,).
+    axis : int, optional
+        The channel axis, as in the forward.
+
+    Returns
+    -------
+    dx : ndarray
+        Same shape and dtype as x.
+    dweight : ndarray or None
+        Shape (C,), x's dtype; None when ``weight`` is None.
+    dbias : ndarray
+        Shape (C,), x's dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``x``/``dy`` are not float32/float64 or differ in dtype.
+    ValueError
+        For fewer than 2 dimensions, ``axis`` 0, ``num_groups`` not dividing
+        C, or mismatched shapes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[[1.0, 3.0], [5.0, 7.0]]])
+    >>> y, mean, rstd = bnfast.group_norm(x, 1, return_stats=True)
+    >>> dx, dw, db = bnfast.group_norm_backward(np.ones_like(x), x, mean, rstd, 1)
+    >>> np.abs(dx).max() < 1e-12, dw, db
+    (np.True_, None, array([2., 2.]))
+    """
+    dya, xa = check_grad_pair(dy, x, "group_norm_backward")
+    check_batched(xa, "group_norm_backward")
+    axis = channel_axis(axis, xa.ndim, "group_norm_backward")
+    n, c = xa.shape[0], xa.shape[axis]
+    g_count = check_num_groups(num_groups, xa.shape, c)
+    mu = saved_stat(mean, "mean", (n, g_count), "group_norm_backward")
+    rs = saved_stat(rstd, "rstd", (n, g_count), "group_norm_backward")
+    w = grad_weight(weight, (c,), "group_norm_backward")
+    if xa.size == 0:
+        return empty_grads(xa, (c,), w)
+    dtype = xa.dtype
+    per = c // g_count
+    spatial = tuple(i for i in range(1, xa.ndim) if i != axis and xa.shape[i] != 1)
+    count = per * math.prod(xa.shape[i] for i in spatial)
+    impl = _runtime.impl()
+    dx = np.empty_like(xa, order="K")
+    x_blocks, dy_blocks, dx_blocks, finish = _layout.sample_channel_blocks(
+        xa, dya, dx, axis, spatial)
+    ranges = _layout.block_ranges(n, len(x_blocks))
+    # Per (sample, channel) sums, centred on the stored group mean.
+    center = np.repeat(mu, per, axis=1)  # (N, C)
+    s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
+    for (lo_n, hi_n), xb, dyb in zip(ranges, x_blocks, dy_blocks):
+        sums = impl.batch_norm_backward_reduce(xb, dyb, center[lo_n:hi_n].ravel())
+        for dst, src in zip((s_d, s_dy, s_dyd), sums):
+            dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
+    gamma = np.ones(c) if w is None else w
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # The stored mean was rounded to x's dtype: move to the exact one.
+        delta = s_d.reshape(n, g_count, per).sum(axis=2) / count  # (N, G)
+        delta_c = np.repeat(delta, per, axis=1)
+        t = s_dyd - delta_c * s_dy  # sum dy * (x - exact mean), per (n, c)
+        rs_c = np.repeat(rs, per, axis=1)
+        sum_g = (gamma * s_dy).reshape(n, g_count, per).sum(axis=2)
+        sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
+        mean_g = np.repeat(sum_g / count, per, axis=1)
+        mean_gx = np.repeat(sum_gx / count, per, axis=1)
+        p = rs_c * gamma
+        q = -rs_c * rs_c * mean_gx
+        r = -rs_c * mean_g
+        hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
+        params = [as_param(a, dtype) for a in (p, q, r)]
+        for (lo_n, hi_n), xb, dyb, dxb in zip(ranges, x_blocks, dy_blocks, dx_blocks):
+            sl = slice(lo_n * c, hi_n * c)
+            impl.batch_norm_backward_apply(xb, dyb, dxb, hi_all[sl], lo_all[sl],
+                                           *(a[sl] for a in params))
+        finish()
+        dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
+    return dx, dweight, s_dy.sum(axis=0).astype(dtype)
+
+
+@overload
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: None = None,
+    *,
+    axis: int = 1,
+    use_input_stats: bool = True,
+) -> tuple[FloatArray, None, FloatArray]: ...
+@overload
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike,
+    *,
+    axis: int = 1,
+    use_input_stats: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: int = 1,
+    use_input_stats: bool = True,
+) -> Grads: ...
+
+
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    *,
+    axis: int = 1,
+    use_input_stats: bool = True,
+) -> Grads:
+    """Compute the gradients of :func:`bnfast.instance_norm` (x, weight, bias).
+
+    As ``torch.autograd`` computes them.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to y; x's shape and dtype.
+    x : array_like
+        The forward input, (N, C, ...) with channels on ``axis``; float32 or
+        float64.
+    mean, rstd : array_like
+        What ``instance_norm(..., return_stats=True)`` returned: (N, C), or
+        (C,) with running statistics (then the gradient is batch norm's eval
+        gradient).
+    weight : array_like, optional
+        The forward's weight, shape (C,).
+    axis : int, optional
+        The channel axis, as in the forward.
+    use_input_stats : bool, optional
+        Whether the forward normalized with the instance statistics.
+
+    Returns
+    -------
+    dx : ndarray
+        Same shape and dtype as x.
+    dweight : ndarray or None
+        Shape (C,), x's dtype; None when ``weight`` is None.
+    dbias : ndarray
+        Shape (C,), x's dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``x``/``dy`` are not float32/float64 or differ in dtype.
+    ValueError
+        For fewer than 2 dimensions, a bad ``axis`` or mismatched shapes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[[1.0, 3.0], [2.0, 8.0]]])
+    >>> w = np.array([1.0, 2.0])
+    >>> y, mean, rstd = bnfast.instance_norm(x, w, return_stats=True)
+    >>> dx, dw, db = bnfast.instance_norm_backward(x.copy(), x, mean, rstd, w)
+    >>> dw.round(4), db
+    (array([2., 6.]), array([ 4., 10.]))
+    """
+    dya, xa = check_grad_pair(dy, x, "instance_norm_backward")
+    check_batched(xa, "instance_norm_backward")
+    axis = check_axis(axis, xa.ndim)
+    if not use_input_stats:
+        return batch_norm_backward(dya, xa, mean, rstd, weight, axis=axis, training=False)
+    return group_norm_backward(dya, xa, mean, rstd, xa.shape[axis], weight, axis=axis)

@@ -1,0 +1,67 @@
+"""The twins of the layer-norm row kernels (layer and RMS norm, forward and
+backward) on (1, rows, D) views."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .affine import check_xy
+from .formulas import F64, FloatArray, rms_inf_row_rstd, row_rstd, split_center
+from .moments import moments
+
+
+def layer_norm_forward(
+    x: FloatArray, y: FloatArray, weight: FloatArray, bias: FloatArray, eps: float, rms: bool
+) -> tuple[F64, F64, F64]:
+    """Layer (``rms=False``) or RMS normalization of the rows of a (1, R, D)
+    view into y: ``y = ((x - hi[r]) - lo[r]) * rstd[r] * weight[j] + bias[j]``
+    (no centring for RMS norm); returns per-row ``(mean, m2, rstd)`` in
+    float64. For RMS norm a row with +-inf and no NaN has mean(x**2) = inf:
+    rstd = 0."""
+    check_xy(x, y)
+    mean, m2 = moments(x)
+    dtype = x.dtype
+    rstd = row_rstd(mean, m2, x.shape[0] * x.shape[2], eps, rms)
+    if rms:
+        rstd = rms_inf_row_rstd(rstd, np.isnan(x).any(axis=(0, 2)))
+    col = (None, slice(None), None)
+    row = (None, None, slice(None))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = rstd.astype(dtype)[col]
+        if rms:
+            t = x * scale
+        else:
+            hi, lo = split_center(mean, dtype)
+            t = ((x - hi[col]) - lo[col]) * scale
+        y[...] = t * weight[row] + bias[row]
+    return mean, m2, rstd
+
+
+def layer_norm_backward(
+    x: FloatArray,
+    dy: FloatArray,
+    dx: FloatArray,
+    mean: F64,
+    rstd: F64,
+    weight: FloatArray,
+    rms: bool,
+) -> tuple[F64, F64]:
+    """Backward of :func:`layer_norm_forward` on (1, R, D) views: writes dx,
+    returns ``(dweight, dbias)`` in float64."""
+    x2 = x[0].astype(np.float64)
+    dy2 = dy[0].astype(np.float64)
+    rs = rstd[:, None]
+    g = dy2 * weight.astype(np.float64)[None, :]
+    d = x.shape[2]
+    if rms:
+        dx2 = rs * g - x2 * rs**3 * (g * x2).mean(axis=1, keepdims=True)
+        dweight = (dy2 * x2 * rs).sum(axis=0)
+    else:
+        xc = x2 - mean[:, None]
+        xc -= xc.mean(axis=1, keepdims=True)  # the stored mean was rounded
+        xhat = xc * rs
+        dx2 = rs * (g - g.mean(axis=1, keepdims=True)
+                    - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
+        dweight = (dy2 * xhat).sum(axis=0)
+    dx[0] = dx2
+    return dweight, dy2.sum(axis=0)
