@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _scan
 from ._standardize import constant_features
-from ._stats import Moments
+from ._table import MAX_ROWS, feature_label, feature_table, format_value
 from ._validate import as_array, check_real_dtype, normalize_axes
 
 # A feature's std this many times above or below the median std of the
@@ -17,7 +17,7 @@ SCALE_RATIO = 1000.0
 # Already standardized: every non-constant feature has |mean| and |std - 1|
 # within this.
 STANDARDIZED_TOL = 0.1
-_TABLE_ROWS = 20  # more features than this print as head ... tail
+_TABLE_ROWS = MAX_ROWS  # more features than this print as head ... tail
 
 
 class DiagnoseAccumulator:
@@ -117,12 +117,6 @@ def diagnose(X, axis=0) -> "DataReport":
     return DiagnoseAccumulator(axis).update(X).report()
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return f"{float(v):.6g}"
-
-
 class DataReport:
     """What :func:`diagnose` found. Arrays have the feature shape;
     ``print(report)`` shows a table, ``to_dict()`` gives plain Python values,
@@ -166,9 +160,7 @@ class DataReport:
         self.warnings = self._warnings()
 
     def _index(self, flat: int) -> str:
-        if len(self.feature_shape) <= 1:
-            return str(flat)
-        return str(tuple(int(i) for i in np.unravel_index(flat, self.feature_shape)))
+        return feature_label(self.feature_shape, int(flat))
 
     def _list(self, mask: np.ndarray) -> str:
         idx = np.flatnonzero(mask.reshape(-1))
@@ -226,28 +218,13 @@ class DataReport:
         }
 
     def table(self, max_rows: int = _TABLE_ROWS) -> str:
-        header = ("feature", "count", "nan", "inf", "mean", "std", "min", "max", "flags")
-        n = self.n_features
-        if n <= max_rows:
-            rows = list(range(n))
-        else:
-            half = max_rows // 2
-            rows = list(range(half)) + [None] + list(range(n - half, n))
-        cols = [self.count, self.nan_count, self.inf_count, self.mean, self.std, self.min, self.max]
-        flat = [c.reshape(-1) for c in cols]
-        const, outl = self.constant.reshape(-1), self.scale_outliers.reshape(-1)
-        lines = []
-        for r in rows:
-            if r is None:
-                lines.append(("...",) + ("",) * (len(header) - 1))
-                continue
-            flags = ",".join(f for f, on in (("constant", const[r]), ("scale", outl[r])) if on)
-            lines.append((self._index(r),) + tuple(_fmt(c[r]) for c in flat) + (flags,))
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        fmt = lambda cells: "  ".join(  # noqa: E731
-            c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-        return "\n".join([fmt(header)] + [fmt(line) for line in lines])
+        return feature_table(
+            self.feature_shape,
+            [("count", self.count), ("nan", self.nan_count), ("inf", self.inf_count),
+             ("mean", self.mean), ("std", self.std), ("min", self.min), ("max", self.max)],
+            flags=[("constant", self.constant), ("scale", self.scale_outliers)],
+            max_rows=max_rows,
+        )
 
     def __str__(self) -> str:
         head = (f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
@@ -267,7 +244,7 @@ class DataReport:
             v = v[np.isfinite(v)]
             if v.size:
                 lo, med, hi = np.min(v), np.median(v), np.max(v)
-                lines.append(f"  {name:<5} {_fmt(lo)} / {_fmt(med)} / {_fmt(hi)}")
+                lines.append(f"  {name:<5} {format_value(lo)} / {format_value(med)} / {format_value(hi)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
