@@ -563,7 +563,7 @@ def diagnose_file(src: DataSource, axes: tuple, *, chunk_bytes: int = int(DEFAUL
 def _stats_axes(st, src: DataSource, stats_path: str) -> tuple:
     """The axes the statistics were fitted over (not the current parameter,
     which may have been changed after the fit); all axes for a global fit."""
-    fitted = st._fit_axes if len(st._fit_axes) < st._fit_ndim else None
+    fitted = st.sample_axes_ if st.feature_shape_ else None
     return resolve_axes(fitted, src, option=f"the axis of {stats_path}:")
 
 

@@ -179,7 +179,7 @@ class Standardizer:
 
     def _reset(self) -> None:
         for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_",
-                     "n_features_in_", "feature_shape_", "_fit_ndim", "_fit_axes"):
+                     "n_features_in_", "feature_shape_", "sample_axes_", "_fit_ndim"):
             self.__dict__.pop(name, None)
 
     def fit(self, X, y=None, sample_weight=None):
@@ -230,7 +230,7 @@ class Standardizer:
         # not leave a half-updated estimator.
         self.moments_ = chunk
         self._fit_ndim = x.ndim
-        self._fit_axes = axes
+        self.sample_axes_ = axes
         self.feature_shape_ = feature_shape
         self.n_features_in_ = math.prod(feature_shape)
         for name, value in derived.items():
@@ -352,14 +352,14 @@ class Standardizer:
     def _axes_for(self, x: np.ndarray, method: str) -> tuple:
         """The fitted sample axes, for input ``x`` of a fitted Standardizer.
         Fitted over all axes (one global mean), any shape will do."""
-        if len(self._fit_axes) == self._fit_ndim:
+        if len(self.sample_axes_) == self._fit_ndim:
             return tuple(range(x.ndim))
         if x.ndim != self._fit_ndim:
             raise ValueError(
                 f"{method}: X has {x.ndim} dimensions, but this Standardizer was fitted on "
                 f"{self._fit_ndim}-D data"
             )
-        return self._fit_axes
+        return self.sample_axes_
 
     def transform(self, X, out=None) -> np.ndarray:
         """``(X - mean_) / scale_`` per feature (no centring when
@@ -414,7 +414,7 @@ class Standardizer:
         meta = {
             "params": {k: _plain(v) for k, v in self.get_params().items()},
             "ndim": self._fit_ndim,
-            "axes": list(self._fit_axes),
+            "axes": list(self.sample_axes_),
             "feature_shape": list(self.feature_shape_),
         }
         np.savez(
@@ -486,7 +486,7 @@ class Standardizer:
             raise refuse(exc) from None
         obj.moments_ = moments
         obj._fit_ndim = ndim
-        obj._fit_axes = axes
+        obj.sample_axes_ = axes
         obj.feature_shape_ = feature_shape
         obj.n_features_in_ = math.prod(feature_shape)
         for attr, value in derived.items():
