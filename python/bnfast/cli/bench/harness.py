@@ -21,7 +21,7 @@ import numpy as np
 import bnfast
 
 # The peers script is a plain module with no bnfast imports: one timer for both.
-from ._bench_peers import median_ms as _median_ms
+from .peers import median_ms as _median_ms
 
 EPS = 1e-5
 NEW_OUTPUT = " (new output)"  # op suffix: the same call without out=
@@ -289,7 +289,7 @@ def _build(index, op_name, shape, layout, dtype, extra, rng):
 
 def torch_times(cases: list, threads: int, repeats: int) -> tuple:
     """Time the PyTorch peers in a child process: (torch version, {id: ms})."""
-    script = Path(__file__).with_name("_bench_peers.py")
+    script = Path(__file__).with_name("peers.py")
     request = {
         "threads": threads,
         "repeats": repeats,
