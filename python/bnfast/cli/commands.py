@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._diagnose import DataReport, DiagnoseAccumulator
-from .._standardize import Standardizer, result_dtype
+from .._standardize import Standardizer
+from .._standardize_rules import result_dtype
 from .._table import feature_table
 from .args import (
     DEFAULT_CHUNK_MB,
@@ -55,7 +57,8 @@ def _check_has_data(src: DataSource, what: str) -> None:
         raise CliError(f"{src.label}: no values to {what} (shape {src.shape})")
 
 
-def fit_file(src: DataSource, axes: tuple[int, ...], *, nan_policy: str = "omit",
+def fit_file(src: DataSource, axes: tuple[int, ...], *,
+             nan_policy: Literal["omit", "propagate", "raise"] = "omit",
              chunk_bytes: int = _CHUNK_BYTES, progress: bool = False,
              extremes: bool = True) -> FileStats:
     """One pass over ``src``: ``Standardizer.partial_fit`` per chunk (and
@@ -157,14 +160,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
             check_writable_dir(args.out, "--out")
         res = fit_file(src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes,
                        progress=args.progress)
-    st = res.standardizer
+    st, nans, lo, hi = res.standardizer, res.nan_count, res.min, res.max
+    assert nans is not None and lo is not None and hi is not None  # extremes=True
     fshape = tuple(st.feature_shape_)
     count = np.broadcast_to(np.asarray(st.n_samples_seen_), fshape)
     std = np.sqrt(np.asarray(st.var_, np.float64))
     print(f"{src.describe()}; axis {axes}; {math.prod(fshape)} feature(s) of shape {fshape}")
-    print(feature_table(fshape, [("count", count), ("nan", res.nan_count),
+    print(feature_table(fshape, [("count", count), ("nan", nans),
                                  ("mean", np.asarray(st.mean_)), ("std", std),
-                                 ("min", res.min), ("max", res.max)], whole="all"))
+                                 ("min", lo), ("max", hi)], whole="all"))
     if args.out is not None:
         with library_errors(args.out):
             st.save(args.out)

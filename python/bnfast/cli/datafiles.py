@@ -230,7 +230,7 @@ class _StreamSource(DataSource):
                 for start in range(0, n, rows):
                     stop = min(n, start + rows)
                     nbytes = (stop - start) * self.row_bytes
-                    _read_exactly(f, memoryview(buf)[:nbytes], self.label)
+                    _read_exactly(f, buf.data[:nbytes], self.label)
                     chunk = buf[:nbytes].view(self.dtype).reshape((stop - start,) + self.shape[1:])
                     yield self._native(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
@@ -315,9 +315,10 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
                            f"choose one as {path}:NAME")
         info = next(iter(names.values()))
     else:
-        info = names.get(member[:-4] if member.endswith(".npy") else member)
-        if info is None:
+        found = names.get(member[:-4] if member.endswith(".npy") else member)
+        if found is None:
             raise CliError(f"{path}: has no array {member!r}; available: {available}")
+        info = found
     if info.flag_bits & 0x1:
         raise CliError(f"{label}: the member is encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
