@@ -27,9 +27,9 @@ from ._validate import as_array, check_real_dtype, normalize_axes
 NAN_POLICIES = ("omit", "propagate", "raise")
 
 _S = TypeVar("_S", bound="Standardizer")
+_F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
 if TYPE_CHECKING:
-    # Inputs that transform converts to float64 (float32 stays float32).
-    _ToFloat64 = Union[np.float64, np.integer[Any], np.bool_]
+    _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
     AxisLike = Union[int, tuple[int, ...], None]
 
 
@@ -334,12 +334,10 @@ class Standardizer(EstimatorParams, Persistence):
             )
         return self.sample_axes_
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], out: NDArray[np.float32] | None = None,
-    ) -> NDArray[np.float32]: ...
+    @overload  # float32 stays float32, float64 float64
+    def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def transform(self, X: NDArray[_ToFloat64],
+    def transform(self, X: NDArray[_IntOrBool],
                   out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
     @overload
     def transform(self, X: ArrayLike,
@@ -406,12 +404,11 @@ class Standardizer(EstimatorParams, Persistence):
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
         return result
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def inverse_transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], out: NDArray[np.float32] | None = None,
-    ) -> NDArray[np.float32]: ...
     @overload
-    def inverse_transform(self, X: NDArray[_ToFloat64],
+    def inverse_transform(self, X: NDArray[_F],
+                          out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload
+    def inverse_transform(self, X: NDArray[_IntOrBool],
                           out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
     @overload
     def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
@@ -464,12 +461,11 @@ class Standardizer(EstimatorParams, Persistence):
         groups = _layout.canonical_groups(x, kept)
         _layout.apply_elementwise(_backend.impl().affine, x, y, groups, hi, lo, scale, shift)
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def fit_transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], y: object = None,
-            sample_weight: ArrayLike | None = None) -> NDArray[np.float32]: ...
     @overload
-    def fit_transform(self, X: NDArray[_ToFloat64], y: object = None,
+    def fit_transform(self, X: NDArray[_F], y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[_F]: ...
+    @overload
+    def fit_transform(self, X: NDArray[_IntOrBool], y: object = None,
                       sample_weight: ArrayLike | None = None) -> NDArray[np.float64]: ...
     @overload
     def fit_transform(self, X: ArrayLike, y: object = None,

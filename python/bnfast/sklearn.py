@@ -27,8 +27,9 @@ from . import _standardize
 
 _FLOATS = (np.float64, np.float32)
 _S = TypeVar("_S", bound="Standardizer")
+_F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
 if TYPE_CHECKING:
-    _ToFloat64 = Union[np.float64, np.integer[Any], np.bool_]
+    _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
 
 
 class Standardizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
@@ -162,12 +163,10 @@ sample_axes_, moments_
         X = self._validate(X, reset=first)
         return super().partial_fit(X, None, sample_weight)
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], out: NDArray[np.float32] | None = None,
-    ) -> NDArray[np.float32]: ...
+    @overload  # float32 stays float32, float64 float64
+    def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def transform(self, X: NDArray[_ToFloat64],
+    def transform(self, X: NDArray[_IntOrBool],
                   out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
     @overload
     def transform(self, X: ArrayLike,
@@ -210,12 +209,11 @@ sample_axes_, moments_
         X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
         return super().transform(X, out=out)
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def inverse_transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], out: NDArray[np.float32] | None = None,
-    ) -> NDArray[np.float32]: ...
     @overload
-    def inverse_transform(self, X: NDArray[_ToFloat64],
+    def inverse_transform(self, X: NDArray[_F],
+                          out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload
+    def inverse_transform(self, X: NDArray[_IntOrBool],
                           out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
     @overload
     def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
@@ -253,12 +251,11 @@ sample_axes_, moments_
         X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
         return super().inverse_transform(X, out=out)
 
-    @overload  # float32 stays float32 (mypy sees the dtypes of NDArray overlap)
-    def fit_transform(  # type: ignore[overload-overlap]
-            self, X: NDArray[np.float32], y: object = None,
-            sample_weight: ArrayLike | None = None) -> NDArray[np.float32]: ...
     @overload
-    def fit_transform(self, X: NDArray[_ToFloat64], y: object = None,
+    def fit_transform(self, X: NDArray[_F], y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[_F]: ...
+    @overload
+    def fit_transform(self, X: NDArray[_IntOrBool], y: object = None,
                       sample_weight: ArrayLike | None = None) -> NDArray[np.float64]: ...
     @overload
     def fit_transform(self, X: ArrayLike, y: object = None,
