@@ -410,7 +410,8 @@ class DataReport:
             v = v[np.isfinite(v)]
             if v.size:
                 lo, med, hi = np.min(v), np.median(v), np.max(v)
-                lines.append(f"  {name:<5} {format_value(lo)} / {format_value(med)} / {format_value(hi)}")
+                lines.append(f"  {name:<5} {format_value(lo)} / {format_value(med)} / "
+                             f"{format_value(hi)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -246,7 +246,8 @@ class Standardizer(EstimatorParams, Persistence):
         x = as_array(X, "X")
         check_real_dtype(x, "X")
         if x.ndim == 0:
-            raise ValueError("Standardizer needs an array with at least one dimension, got a scalar")
+            raise ValueError(
+                "Standardizer needs an array with at least one dimension, got a scalar")
         fitted = hasattr(self, "moments_")
         # Later chunks are read with the axes of the first fit, even if the
         # axis parameter changed since (it applies from the next fit()).

@@ -234,7 +234,8 @@ class _StreamSource(DataSource):
                     chunk = buf[:nbytes].view(self.dtype).reshape((stop - start,) + self.shape[1:])
                     yield self._native(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            raise CliError(f"{self.label}: cannot read the compressed member ({one_line(exc)})") from None
+            raise CliError(
+                f"{self.label}: cannot read the compressed member ({one_line(exc)})") from None
 
 
 def _read_exactly(f: Any, view: memoryview, label: str, piece: int = MiB) -> None:
@@ -244,7 +245,8 @@ def _read_exactly(f: Any, view: memoryview, label: str, piece: int = MiB) -> Non
     while done < len(view):
         got = f.readinto(view[done:done + piece])
         if not got:
-            raise CliError(f"{label}: truncated (the data ends before the size its header promises)")
+            raise CliError(
+                f"{label}: truncated (the data ends before the size its header promises)")
         done += got
 
 
@@ -326,7 +328,8 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
             f.seek(info.header_offset)
             raw = f.read(_ZIP_LOCAL_HEADER.size)
             if len(raw) != _ZIP_LOCAL_HEADER.size or raw[:4] != _ZIP_MAGIC:
-                raise CliError(f"{path}: not a valid .npz archive (bad local header of {info.filename})")
+                raise CliError(f"{path}: not a valid .npz archive "
+                               f"(bad local header of {info.filename})")
             fields = _ZIP_LOCAL_HEADER.unpack(raw)
             name_len, extra_len = fields[-2], fields[-1]
             member_start = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len

@@ -57,7 +57,8 @@ def torch_times(cases: list[Case], threads: int,
     proc = subprocess.run([sys.executable, str(script)], input=json.dumps(request),
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        print(f"note: PyTorch peers failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        print(f"note: PyTorch peers failed: {proc.stderr.strip().splitlines()[-1:]}",
+              file=sys.stderr)
         return None, {}
     out = json.loads(proc.stdout)
     return out["torch"], out["times"]

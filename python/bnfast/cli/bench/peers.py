@@ -50,7 +50,8 @@ def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
     gen = torch.Generator().manual_seed(0)
     if layout == "NHWC":  # logical NCHW, channels-last memory
         n, h, w, c = shape
-        x = torch.randn((n, c, h, w), generator=gen, dtype=dtype).to(memory_format=torch.channels_last)
+        x = torch.randn((n, c, h, w), generator=gen, dtype=dtype)
+        x = x.to(memory_format=torch.channels_last)
     else:
         x = torch.randn(shape, generator=gen, dtype=dtype)
     c = x.shape[1] if x.ndim > 1 else 1
@@ -62,7 +63,8 @@ def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
     if op == "batch_norm eval":
         return lambda: F.batch_norm(x, zeros, ones, ones, zeros, training=False)
     if op == "batch_norm backward":
-        _, mean, invstd = torch.ops.aten.native_batch_norm(x, ones, zeros, None, None, True, 0.1, 1e-5)
+        _, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, ones, zeros, None, None, True, 0.1, 1e-5)
         dy = torch.randn(x.shape, generator=gen, dtype=dtype)
         if layout == "NHWC":
             dy = dy.to(memory_format=torch.channels_last)
