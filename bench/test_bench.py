@@ -1,7 +1,8 @@
 """pytest-benchmark view of the benchmark cases of ``python -m bnfast bench``.
 
 The cases come from the one registry, ``bnfast.cli.bench.cases``, at its
-``moderate`` size (a full run takes minutes). Each case is a benchmark
+``moderate`` size (a full run takes minutes; a smoke run with
+``--benchmark-disable`` uses the ``quick`` size). Each case is a benchmark
 group: bnfast beside np.copyto of the same bytes (the memory floor), the
 plain NumPy expression, PyTorch (CPU, same thread count, in this process)
 when installed, and scikit-learn's StandardScaler for dataset statistics
@@ -17,17 +18,20 @@ import pytest
 from bnfast.cli.bench import cases
 from bnfast.cli.bench.peers import make_peer
 
-SPECS = cases.case_specs("moderate")
-
 
 def _id(spec):
     return re.sub(r"[^\w=.-]+", "_", spec.name).strip("_")
 
 
-# (case, implementation) pairs, a case's implementations one after another
-# so that its arrays are made once (see ``built``).
-PAIRS = [pytest.param(spec, impl, id=f"{_id(spec)}-{impl}")
-         for spec in SPECS for impl in ("bnfast", "copy", *spec.baselines, "torch")]
+def pytest_generate_tests(metafunc):
+    # (case, implementation) pairs, a case's implementations one after
+    # another so that its arrays are made once (see ``built``).
+    if "spec" in metafunc.fixturenames:
+        smoke = metafunc.config.getoption("benchmark_disable", default=False)
+        specs = cases.case_specs("quick" if smoke else "moderate")
+        metafunc.parametrize("spec, impl", [
+            pytest.param(spec, impl, id=f"{_id(spec)}-{impl}")
+            for spec in specs for impl in ("bnfast", "copy", *spec.baselines, "torch")])
 
 
 class _Built:
@@ -55,7 +59,6 @@ def built():
     b.close()
 
 
-@pytest.mark.parametrize("spec, impl", PAIRS)
 def test_case(benchmark, request, built, spec, impl):
     benchmark.group = spec.name
     if impl == "torch":
