@@ -180,9 +180,9 @@ class DataReport:
 
     Parameters
     ----------
-    count, nan_count, inf_count : ndarray of int64
+    count, nan_count, inf_count : array_like of int64
         Finite, NaN and infinite values per feature.
-    mean, std, minimum, maximum : ndarray of float64
+    mean, std, minimum, maximum : array_like of float64
         Statistics of the finite values per feature (NaN where none).
     n_samples : int
         Values per feature (the product of the sample axes' lengths).
@@ -254,18 +254,17 @@ class DataReport:
     looks_standardized: bool
     warnings: list[str]
 
-    def __init__(self, *, count: NDArray[np.int64], nan_count: NDArray[np.int64],
-                 inf_count: NDArray[np.int64], mean: NDArray[np.float64],
-                 std: NDArray[np.float64], minimum: NDArray[np.float64],
-                 maximum: NDArray[np.float64], n_samples: int, dtype: DTypeLike,
-                 integer_valued: bool) -> None:
-        self.count = count
-        self.nan_count = nan_count
-        self.inf_count = inf_count
-        self.mean = mean
-        self.std = std
-        self.min = minimum
-        self.max = maximum
+    def __init__(self, *, count: ArrayLike, nan_count: ArrayLike, inf_count: ArrayLike,
+                 mean: ArrayLike, std: ArrayLike, minimum: ArrayLike, maximum: ArrayLike,
+                 n_samples: int, dtype: DTypeLike, integer_valued: bool) -> None:
+        # (No copies: diagnose passes arrays of these dtypes.)
+        self.count = count = np.asarray(count, dtype=np.int64)
+        self.nan_count = nan_count = np.asarray(nan_count, dtype=np.int64)
+        self.inf_count = inf_count = np.asarray(inf_count, dtype=np.int64)
+        self.mean = mean = np.asarray(mean, dtype=np.float64)
+        self.std = std = np.asarray(std, dtype=np.float64)
+        self.min = minimum = np.asarray(minimum, dtype=np.float64)
+        self.max = maximum = np.asarray(maximum, dtype=np.float64)
         self.n_samples = int(n_samples)
         self.dtype = str(np.dtype(dtype))
         self.feature_shape = tuple(mean.shape)
