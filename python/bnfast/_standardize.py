@@ -449,7 +449,12 @@ class Standardizer(EstimatorParams, Persistence):
             if y is not x:
                 np.copyto(y, x)
             return result
-        scale = self.scale_ if self.with_std else np.ones(c)
+        if self.with_std:
+            assert self.scale_ is not None, "fitted with with_std=False"
+            scale = self.scale_
+        else:
+            scale = np.ones(c)
+        assert self.mean_ is not None, "fitted with neither with_mean nor with_std"
         shift = self.mean_ if self.with_mean else np.zeros(c)
         self._apply(x, y, kept, None, None, as_param(scale, dtype), as_param(shift, dtype))
         return result

@@ -174,6 +174,7 @@ def derived_attributes(m: Moments, ddof: int, with_mean: bool,
         flat = constant_features(var, mean, count) | undefined
     scale = np.where(flat, 1.0, scale)
     flat_count = count.reshape(-1)
+    seen: int | float | np.ndarray
     if flat_count.size and np.all(flat_count == flat_count[0]):
         first = flat_count[0]
         seen = int(first) if count.dtype.kind == "i" else float(first)
