@@ -9,18 +9,12 @@ OpenMP pool has stopped spinning and sleeps while a case is timed. (Forcing
 the source of bench/RESULTS.md.
 """
 
-import numpy as np
 import pytest
 
 
 def pytest_configure(config):
     if hasattr(config.option, "benchmark_warmup"):
         config.option.benchmark_warmup = True
-
-
-@pytest.fixture(scope="module")
-def rng():
-    return np.random.default_rng(0)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,8 @@ def main(path_main: str, path_one: str) -> None:
           "count); read the ratios, not the absolute times: this is a shared 2-core virtual "
           "machine and single runs vary by 10-30%.\n")
     print("| | |\n|---|---|")
-    for key in ("cpu", "cores", "threads", "capability", "compiler", "bnfast", "numpy", "torch", "python"):
+    for key in ("cpu", "cores", "threads", "capability", "compiler", "bnfast", "numpy", "torch",
+                "python"):
         print(f"| {key} | {env.get(key)} |")
     print("\nColumns: times in ms; `bnfast/copy` is bnfast's time over `np.copyto` of the same "
           "bytes (the memory floor: 1.00x means as fast as a copy); `numpy/bnfast`, "

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import _cli_data
+from bnfast import cli as _cli
 from bnfast.__main__ import main
+from bnfast.cli import commands as _commands
+from bnfast.cli import datafiles as _datafiles
+from bnfast.cli import progress as _progress
 
 CHUNK = "0.2"  # MiB per chunk in the in-process tests (x2d is 2 MiB: 10 chunks)
 
@@ -317,8 +320,8 @@ def test_npz_members(capsys, x2d, tmp_path, compressed):
     with zipfile.ZipFile(arch) as zf:
         kinds = {i.compress_type for i in zf.infolist()}
     assert kinds == {zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED}
-    with _cli_data.open_data(f"{arch}:train") as src:
-        want = _cli_data._StreamSource if compressed else _cli_data._MappedSource
+    with _datafiles.open_data(f"{arch}:train") as src:
+        want = _datafiles._StreamSource if compressed else _datafiles._MappedSource
         assert isinstance(src, want)
         assert src.shape == x.shape and src.dtype == x.dtype
 
@@ -345,7 +348,7 @@ def test_npz_unaligned_stored_member(capsys, tmp_path):
     # np.savez puts the data at an odd offset; the memory-mapped view is unaligned.
     x = make_data(n=2000, f=3, dtype=np.float64)
     np.savez(tmp_path / "a.npz", x)
-    with _cli_data.open_data(str(tmp_path / "a.npz")) as src:
+    with _datafiles.open_data(str(tmp_path / "a.npz")) as src:
         assert src.data_offset % 8 != 0
     stats = tmp_path / "s.npz"
     code, _, err = cli(capsys, "stats", tmp_path / "a.npz", "--chunk-mb", "0.01", "--out", stats)
@@ -358,7 +361,7 @@ def test_fortran_order_file(capsys, x2d, tmp_path):
     x, path = x2d
     fpath = tmp_path / "f.npy"
     np.save(fpath, np.asfortranarray(x))
-    with _cli_data.open_data(str(fpath)) as src:
+    with _datafiles.open_data(str(fpath)) as src:
         assert src.fortran_order
     for name, data in (("c", path), ("f", fpath)):
         code, _, err = cli(capsys, "normalize", data, tmp_path / f"y_{name}.npy",
@@ -685,8 +688,8 @@ def test_diagnose_chunked_equals_in_memory(capsys, xnan, tmp_path):
     x = x.copy()
     x[7, 2] = np.inf
     np.save(path, x)
-    with _cli_data.open_data(str(path)) as src:
-        chunked = _cli_data.diagnose_file(src, (0,), chunk_bytes=20_000)
+    with _datafiles.open_data(str(path)) as src:
+        chunked = _commands.diagnose_file(src, (0,), chunk_bytes=20_000)
     whole = bnfast.diagnose(x)
     a, b = chunked.to_dict(), whole.to_dict()
     for key in ("n_samples", "n_features", "feature_shape", "dtype", "count", "nan_count",
@@ -733,7 +736,7 @@ def test_diagnose_image_bytes_flag(capsys, tmp_path):
 def test_progress_bar_and_no_progress(capsys, x2d, tmp_path, monkeypatch):
     pytest.importorskip("tqdm")
     _, path = x2d
-    monkeypatch.setattr(_cli_data, "PROGRESS_DELAY", 0.0)  # show at once
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.0)  # show at once
     code, _, err = cli(capsys, "normalize", path, tmp_path / "y.npy", "--chunk-mb", CHUNK)
     assert code == 0
     assert "fit" in err and "normalize" in err and "100%" in err
@@ -749,12 +752,12 @@ def test_progress_bar_and_no_progress(capsys, x2d, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 def test_main_functions(capsys, x2d, tmp_path):
     _, path = x2d
-    assert _cli_data.main_stats([str(path), "--chunk-mb", CHUNK]) == 0
+    assert _cli.main_stats([str(path), "--chunk-mb", CHUNK]) == 0
     assert "feature" in capsys.readouterr().out
-    assert _cli_data.main_normalize([str(path), str(tmp_path / "y.npy")]) == 0
-    assert _cli_data.main_diagnose([str(tmp_path / "y.npy")]) == 0
+    assert _cli.main_normalize([str(path), str(tmp_path / "y.npy")]) == 0
+    assert _cli.main_diagnose([str(tmp_path / "y.npy")]) == 0
     assert "looks standardized" in capsys.readouterr().out
-    assert _cli_data.main_stats([str(tmp_path / "missing.npy")]) == 1
+    assert _cli.main_stats([str(tmp_path / "missing.npy")]) == 1
 
 
 def _child_env():

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _scan
-from ._standardize import constant_features
 from ._moments import Moments
+from ._standardize_rules import constant_features
+from ._table import MAX_ROWS, feature_label, feature_table, format_value
 from ._validate import as_array, check_real_dtype, normalize_axes
 
 # A feature's std this many times above or below the median std of the
@@ -17,31 +21,46 @@ SCALE_RATIO = 1000.0
 # Already standardized: every non-constant feature has |mean| and |std - 1|
 # within this.
 STANDARDIZED_TOL = 0.1
-_TABLE_ROWS = 20  # more features than this print as head ... tail
+_TABLE_ROWS = MAX_ROWS  # more features than this print as head ... tail
+
+
+class _Totals(NamedTuple):
+    """Per feature: moments of the finite values, NaN and inf counts, min
+    and max of the finite values (float64)."""
+
+    moments: Moments
+    nan: NDArray[np.int64]
+    inf: NDArray[np.int64]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+
+    def merge(self, other: _Totals) -> _Totals:
+        return _Totals(self.moments.merge(other.moments), self.nan + other.nan,
+                       self.inf + other.inf, np.fmin(self.min, other.min),
+                       np.fmax(self.max, other.max))
 
 
 class DiagnoseAccumulator:
     """Statistics of a data set fed chunk by chunk (consecutive slices along
     axis 0, which ``axis`` must reduce when there is more than one chunk)."""
 
-    def __init__(self, axis=0):
+    def __init__(self, axis: int | tuple[int, ...] | None = 0) -> None:
         self.axis = axis
-        self._axes = None
-        self._ndim = None
-        self._shape_rest = None
-        self._dtype = None
+        self._axes: tuple[int, ...] = ()
+        self._ndim = 0
+        self._shape_rest: tuple[int, ...] = ()
+        self._dtype = np.dtype(np.float64)
         self._n_samples = 0
-        self._moments = None
-        self._nan = self._inf = self._min = self._max = None
+        self._totals: _Totals | None = None
         self._integer_valued = True
-        self._chunks = 0
 
-    def update(self, chunk) -> "DiagnoseAccumulator":
+    def update(self, chunk: ArrayLike) -> DiagnoseAccumulator:
+        """Add the statistics of ``chunk``; returns ``self``."""
         x = as_array(chunk, "X")
         check_real_dtype(x, "X")
         if x.ndim == 0:
             raise ValueError("diagnose needs an array with at least one dimension, got a scalar")
-        if self._chunks == 0:
+        if self._totals is None:
             self._axes = normalize_axes(self.axis, x.ndim)
             if not self._axes:
                 raise ValueError("axis=() reduces over nothing; name the sample axes")
@@ -58,48 +77,42 @@ class DiagnoseAccumulator:
         axes = self._axes
         s = _scan_chunk(x, axes)
         self._n_samples += math.prod(x.shape[i] for i in axes)
-        if self._chunks == 0:
-            self._moments, self._nan, self._inf, self._min, self._max = s
-        else:
-            self._moments = self._moments.merge(s[0])
-            self._nan = self._nan + s[1]
-            self._inf = self._inf + s[2]
-            self._min = np.fmin(self._min, s[3])
-            self._max = np.fmax(self._max, s[4])
+        self._totals = s if self._totals is None else self._totals.merge(s)
         if self._integer_valued and x.dtype.kind == "f":
             self._integer_valued = _integer_valued(x, axes)
-        self._chunks += 1
         return self
 
-    def report(self) -> "DataReport":
-        if self._chunks == 0:
+    def report(self) -> DataReport:
+        """The :class:`DataReport` of every chunk so far."""
+        t = self._totals
+        if t is None:
             raise ValueError("no data: call update(chunk) at least once")
-        m = self._moments
+        m = t.moments
         count = m.count
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, m.mean, np.nan)
             std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
         return DataReport(
-            count=count, nan_count=self._nan, inf_count=self._inf, mean=mean, std=std,
-            minimum=self._min, maximum=self._max, n_samples=self._n_samples,
+            count=count, nan_count=t.nan, inf_count=t.inf, mean=mean, std=std,
+            minimum=t.min, maximum=t.max, n_samples=self._n_samples,
             dtype=self._dtype, integer_valued=self._integer_valued,
         )
 
 
-def _scan_chunk(x: np.ndarray, axes: tuple) -> tuple:
-    """(moments of finite values, nan count, inf count, min, max) per feature."""
+def _scan_chunk(x: np.ndarray, axes: tuple[int, ...]) -> _Totals:
     fast = _scan.fast_moments(x, axes) if x.size else None
     if fast is not None and np.all(np.isfinite(fast.mean)) and np.all(np.isfinite(fast.m2)):
         zeros = np.zeros(fast.shape, dtype=np.int64)
         # No NaN or inf anywhere (either would make a mean or M2 non-finite).
         lo = np.min(x, axis=axes).astype(np.float64)
         hi = np.max(x, axis=axes).astype(np.float64)
-        return fast, zeros, zeros.copy(), lo, hi
+        return _Totals(fast, zeros, zeros.copy(), lo, hi)
     s = _scan.scan(x, axes, minmax=True)
-    return s.moments, s.nan_count, s.inf_count, s.minimum, s.maximum
+    assert s.minimum is not None and s.maximum is not None  # minmax=True
+    return _Totals(s.moments, s.nan_count, s.inf_count, s.minimum, s.maximum)
 
 
-def _integer_valued(x: np.ndarray, axes: tuple) -> bool:
+def _integer_valued(x: np.ndarray, axes: tuple[int, ...]) -> bool:
     for _, _, s in _scan.slabs(x, axes):
         finite = s[np.isfinite(s)]
         if not np.array_equal(finite, np.round(finite)):
@@ -107,36 +120,151 @@ def _integer_valued(x: np.ndarray, axes: tuple) -> bool:
     return True
 
 
-def diagnose(X, axis=0) -> "DataReport":
-    """Check data before training: per-feature count, mean, std, min, max
-    and NaN/inf counts (``axis`` names the sample axes, as in
-    :class:`bnfast.Standardizer`), with flags for constant features,
-    features on very different scales, unnormalized image bytes and data
-    that is already standardized. Memory use is bounded by a slab of the
-    data, not its size."""
+def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport:
+    """Check data before training on it.
+
+    Per feature: count of finite values, NaN and inf counts, mean, std, min
+    and max; flags for constant features, features on very different scales,
+    unnormalized image bytes and data that already looks standardized. Memory
+    use is bounded by a slab of the data, not its size.
+
+    Parameters
+    ----------
+    X : array_like of bool, int or float, at least 1-D
+        The data.
+    axis : int, tuple of int or None, default 0
+        The sample axes, as in :class:`bnfast.Standardizer`: the other axes
+        are the features (``(0, 2, 3)``: one feature per channel of NCHW
+        images; ``None``: all values as one feature).
+
+    Returns
+    -------
+    DataReport
+        The statistics and findings; ``print(report)`` shows them.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is a scalar or ``axis`` reduces nothing or is out of range.
+    TypeError
+        If ``X`` does not hold real numbers.
+
+    See Also
+    --------
+    bnfast.Standardizer : Standardize the data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> X = np.array([[0.5, 5.0], [1.5, 5.0], [np.nan, 5.0]])
+    >>> report = bnfast.diagnose(X)
+    >>> report.nan_count, report.constant
+    (array([1, 0]), array([False,  True]))
+    >>> print(report.table())
+    feature  count  nan  inf  mean  std  min  max  flags
+    0            2    1    0     1  0.5  0.5  1.5
+    1            3    0    0     5    0    5    5  constant
+    >>> report.warnings[0]
+    '1 NaN value(s) in feature(s) 0'
+    """
     return DiagnoseAccumulator(axis).update(X).report()
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return f"{float(v):.6g}"
-
-
 class DataReport:
-    """What :func:`diagnose` found. Arrays have the feature shape;
-    ``print(report)`` shows a table, ``to_dict()`` gives plain Python values,
-    ``plot(path)`` writes a PNG."""
+    """What :func:`diagnose` found about a data set.
 
-    def __init__(self, *, count, nan_count, inf_count, mean, std, minimum, maximum,
-                 n_samples, dtype, integer_valued):
-        self.count = count
-        self.nan_count = nan_count
-        self.inf_count = inf_count
-        self.mean = mean
-        self.std = std
-        self.min = minimum
-        self.max = maximum
+    ``print(report)`` shows a table and the findings, :meth:`to_dict` gives
+    plain Python values, :meth:`plot` writes a PNG. Made by :func:`diagnose`;
+    the arrays below have the feature shape.
+
+    Parameters
+    ----------
+    count, nan_count, inf_count : array_like of int64
+        Finite, NaN and infinite values per feature.
+    mean, std, minimum, maximum : array_like of float64
+        Statistics of the finite values per feature (NaN where none).
+    n_samples : int
+        Values per feature (the product of the sample axes' lengths).
+    dtype : dtype_like
+        The data's dtype.
+    integer_valued : bool
+        Whether every finite value is an integer.
+
+    Attributes
+    ----------
+    count, nan_count, inf_count : ndarray of int64, shape ``feature_shape``
+        Finite, NaN and infinite values per feature.
+    mean, std, min, max : ndarray of float64, shape ``feature_shape``
+        Mean, standard deviation (ddof=0), minimum and maximum of the finite
+        values of each feature; NaN for a feature without any.
+    n_samples : int
+        Values per feature, finite or not.
+    n_features : int
+        Number of features.
+    feature_shape : tuple of int
+        Shape of the features (the axes not reduced).
+    dtype : str
+        The data's dtype (the common dtype of every chunk).
+    has_nan, has_inf : bool
+        Whether any value is NaN, infinite.
+    constant : ndarray of bool, shape ``feature_shape``
+        Features whose variance is within rounding noise of zero (the rule
+        that gives them scale 1 in :class:`bnfast.Standardizer`).
+    scale_outliers : ndarray of bool, shape ``feature_shape``
+        Features whose std is more than ``SCALE_RATIO`` (1000) times above or
+        below the median std of the varying features.
+    looks_like_image_bytes : bool
+        Integer values in 0..255 (raw image bytes, not yet scaled).
+    looks_standardized : bool
+        Every varying feature has ``|mean| <= 0.1`` and ``|std - 1| <= 0.1``.
+    warnings : list of str
+        The findings in words (what ``print`` lists after ``!``).
+
+    See Also
+    --------
+    diagnose : Makes a DataReport.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> report = bnfast.diagnose([[0, 128], [255, 7]])
+    >>> report
+    <DataReport 2 samples x 2 features, 1 warning(s)>
+    >>> report.looks_like_image_bytes, report.to_dict()["max"]
+    (True, [255.0, 128.0])
+    """
+
+    count: NDArray[np.int64]
+    nan_count: NDArray[np.int64]
+    inf_count: NDArray[np.int64]
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+    n_samples: int
+    n_features: int
+    feature_shape: tuple[int, ...]
+    dtype: str
+    has_nan: bool
+    has_inf: bool
+    constant: NDArray[np.bool_]
+    scale_outliers: NDArray[np.bool_]
+    looks_like_image_bytes: bool
+    looks_standardized: bool
+    warnings: list[str]
+
+    def __init__(self, *, count: ArrayLike, nan_count: ArrayLike, inf_count: ArrayLike,
+                 mean: ArrayLike, std: ArrayLike, minimum: ArrayLike, maximum: ArrayLike,
+                 n_samples: int, dtype: DTypeLike, integer_valued: bool) -> None:
+        # (No copies: diagnose passes arrays of these dtypes.)
+        self.count = count = np.asarray(count, dtype=np.int64)
+        self.nan_count = nan_count = np.asarray(nan_count, dtype=np.int64)
+        self.inf_count = inf_count = np.asarray(inf_count, dtype=np.int64)
+        self.mean = mean = np.asarray(mean, dtype=np.float64)
+        self.std = std = np.asarray(std, dtype=np.float64)
+        self.min = minimum = np.asarray(minimum, dtype=np.float64)
+        self.max = maximum = np.asarray(maximum, dtype=np.float64)
         self.n_samples = int(n_samples)
         self.dtype = str(np.dtype(dtype))
         self.feature_shape = tuple(mean.shape)
@@ -166,16 +294,14 @@ class DataReport:
         self.warnings = self._warnings()
 
     def _index(self, flat: int) -> str:
-        if len(self.feature_shape) <= 1:
-            return str(flat)
-        return str(tuple(int(i) for i in np.unravel_index(flat, self.feature_shape)))
+        return feature_label(self.feature_shape, int(flat))
 
-    def _list(self, mask: np.ndarray) -> str:
+    def _list(self, mask: NDArray[np.bool_]) -> str:
         idx = np.flatnonzero(mask.reshape(-1))
         shown = ", ".join(self._index(i) for i in idx[:8])
         return shown + (f", ... ({idx.size} in all)" if idx.size > 8 else "")
 
-    def _warnings(self) -> list:
+    def _warnings(self) -> list[str]:
         out = []
         if self.has_nan:
             out.append(f"{int(self.nan_count.sum())} NaN value(s) in feature(s) "
@@ -199,9 +325,22 @@ class DataReport:
             out.append("data already looks standardized (mean ~0, std ~1 per feature)")
         return out
 
-    def to_dict(self) -> dict:
-        """Plain Python values (lists, ints, floats, bools, str)."""
-        def lst(a):
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain Python values, e.g. for JSON.
+
+        Returns
+        -------
+        dict
+            Every attribute by name: arrays as (nested) lists, the rest as
+            ints, floats, bools, str and lists.
+
+        Examples
+        --------
+        >>> import bnfast
+        >>> bnfast.diagnose([[1.0], [3.0]]).to_dict()["mean"]
+        [2.0]
+        """
+        def lst(a: np.ndarray) -> Any:
             return a.tolist()
 
         return {
@@ -226,28 +365,31 @@ class DataReport:
         }
 
     def table(self, max_rows: int = _TABLE_ROWS) -> str:
-        header = ("feature", "count", "nan", "inf", "mean", "std", "min", "max", "flags")
-        n = self.n_features
-        if n <= max_rows:
-            rows = list(range(n))
-        else:
-            half = max_rows // 2
-            rows = list(range(half)) + [None] + list(range(n - half, n))
-        cols = [self.count, self.nan_count, self.inf_count, self.mean, self.std, self.min, self.max]
-        flat = [c.reshape(-1) for c in cols]
-        const, outl = self.constant.reshape(-1), self.scale_outliers.reshape(-1)
-        lines = []
-        for r in rows:
-            if r is None:
-                lines.append(("...",) + ("",) * (len(header) - 1))
-                continue
-            flags = ",".join(f for f, on in (("constant", const[r]), ("scale", outl[r])) if on)
-            lines.append((self._index(r),) + tuple(_fmt(c[r]) for c in flat) + (flags,))
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        fmt = lambda cells: "  ".join(  # noqa: E731
-            c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-        return "\n".join([fmt(header)] + [fmt(line) for line in lines])
+        """The per-feature table that ``print(report)`` shows.
+
+        Parameters
+        ----------
+        max_rows : int, default 20
+            With more features, the first and last ``max_rows // 2`` rows
+            only, with a ``...`` row between.
+
+        Returns
+        -------
+        str
+            One line per feature: its index, count, nan, inf, mean, std, min,
+            max and flags (``constant``, ``scale``).
+
+        Examples
+        --------
+        See :func:`diagnose`.
+        """
+        return feature_table(
+            self.feature_shape,
+            [("count", self.count), ("nan", self.nan_count), ("inf", self.inf_count),
+             ("mean", self.mean), ("std", self.std), ("min", self.min), ("max", self.max)],
+            flags=[("constant", self.constant), ("scale", self.scale_outliers)],
+            max_rows=max_rows,
+        )
 
     def __str__(self) -> str:
         head = (f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
@@ -267,16 +409,34 @@ class DataReport:
             v = v[np.isfinite(v)]
             if v.size:
                 lo, med, hi = np.min(v), np.median(v), np.max(v)
-                lines.append(f"  {name:<5} {_fmt(lo)} / {_fmt(med)} / {_fmt(hi)}")
+                lines.append(f"  {name:<5} {format_value(lo)} / {format_value(med)} / "
+                             f"{format_value(hi)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (f"<DataReport {self.n_samples} samples x {self.n_features} features, "
                 f"{len(self.warnings)} warning(s)>")
 
-    def plot(self, path) -> None:
-        """Write a PNG of per-feature mean and std, before and after
-        standardization (needs matplotlib)."""
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """Write a PNG of each feature's mean and std, before and after standardizing.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The PNG file.
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib (``pip install 'bnfast[plot]'``).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import bnfast
+        >>> report = bnfast.diagnose([[1.0, 200.0], [3.0, 100.0]])
+        >>> report.plot(os.path.join(tempfile.mkdtemp(), "report.png"))
+        """
         try:  # a Figure of its own: the user's pyplot backend stays untouched
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure

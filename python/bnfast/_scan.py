@@ -5,19 +5,23 @@ Clean float32/float64 data goes through one native ``moments`` call. Anything
 else (NaN or inf present, integer or float16 data, weights, layouts the
 kernels cannot view without a copy, the NumPy backend) is reduced in slabs
 of at most ``SLAB_ELEMENTS`` values cut along the reduced axes, merged
-exactly with Chan's formula. Shared by :class:`bnfast.Standardizer` and
-:func:`bnfast.diagnose`.
+exactly with Chan's formula. Shared by :class:`bnfast.Standardizer`
+(:func:`chunk_moments` applies its NaN policy) and :func:`bnfast.diagnose`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+import numbers
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
 from ._moments import Moments, moments
+from ._validate import as_array
 
 # 2**18 values: float64 slab temporaries of 2 MB each (a NaN-aware slab
 # needs about ten of them at once), large enough that the per-slab Python
@@ -104,8 +108,8 @@ def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
     total = None
     nan_count = np.zeros(feature_shape, dtype=np.int64)
     inf_count = np.zeros(feature_shape, dtype=np.int64)
-    lo = np.full(feature_shape, np.inf) if minmax else None
-    hi = np.full(feature_shape, -np.inf) if minmax else None
+    lo = np.full(feature_shape, np.inf)  # (returned only with minmax)
+    hi = np.full(feature_shape, -np.inf)
     for start, stop, s in slabs(x, axes):
         xs = s.astype(np.float64)
         finite = np.isfinite(xs)
@@ -141,12 +145,12 @@ def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
         zero = np.zeros(feature_shape)
         total = Moments(np.zeros(feature_shape, dtype=np.int64 if weights is None else np.float64),
                         zero, zero)
-    if minmax:
-        none = total.count == 0
-        lo[none] = np.nan
-        hi[none] = np.nan
+    if not minmax:
+        return Scan(total, nan_count, inf_count, None, None)
+    none = total.count == 0
+    lo[none] = np.nan
+    hi[none] = np.nan
     return Scan(total, nan_count, inf_count, lo, hi)
-
 
 
 def scan_features(x: np.ndarray, axes: tuple, features: np.ndarray) -> Scan | None:
@@ -163,8 +167,96 @@ def scan_features(x: np.ndarray, axes: tuple, features: np.ndarray) -> Scan | No
     parts = [scan(s[:, idx, :], (0, 2)) for _, _, s in slabs(x3, (along, 2 - along))]
     return Scan(
         Moments.combine(p.moments for p in parts),
-        sum(p.nan_count for p in parts),
-        sum(p.inf_count for p in parts),
+        np.sum([p.nan_count for p in parts], axis=0),
+        np.sum([p.inf_count for p in parts], axis=0),
         None,
         None,
     )
+
+
+def check_weights(sample_weight: ArrayLike, n: int) -> NDArray[np.float64]:
+    """``sample_weight`` (a number, or one per sample) as ``n`` finite,
+    non-negative float64 weights."""
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+        w = np.full(n, float(sample_weight))
+    else:
+        w = as_array(sample_weight, "sample_weight")
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+        w = np.asarray(w, dtype=np.float64)  # no copy when already float64
+        if w.ndim != 1 or w.shape[0] != n:
+            raise ValueError(
+                f"sample_weight should have shape ({n},) (one weight per sample), "
+                f"got {w.shape}"
+            )
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if np.any(w < 0):
+        raise ValueError("sample_weight must be non-negative")
+    return w
+
+
+def _scatter(sub: Scan, mask: np.ndarray, base: Moments) -> Scan:
+    """A full-feature Scan from one of only the ``mask`` features: the other
+    features keep ``base`` and count no NaN or inf."""
+    flat = mask.reshape(-1)
+
+    def fill(values: np.ndarray, into: np.ndarray) -> np.ndarray:
+        out = into.reshape(-1).copy()
+        out[flat] = values
+        return out.reshape(mask.shape)
+
+    zeros = np.zeros(mask.shape, dtype=np.int64)
+    moments = Moments(fill(sub.moments.count, base.count), fill(sub.moments.mean, base.mean),
+                      fill(sub.moments.m2, base.m2))
+    return Scan(moments, fill(sub.nan_count, zeros), fill(sub.inf_count, zeros), None, None)
+
+
+def chunk_moments(x: np.ndarray, axes: tuple[int, ...], weights: NDArray[np.float64] | None,
+                  nan_policy: str) -> Moments:
+    """Moments of the values of ``x`` along ``axes`` (non-empty) under
+    :class:`bnfast.Standardizer`'s ``nan_policy``; ValueError on infinity.
+
+    Clean data costs one :func:`fast_moments` call; only where its result is
+    not finite are the features scanned again, NaN- and inf-aware."""
+    if x.size == 0:
+        return scan(x, axes, weights).moments
+    if weights is None:
+        fast = fast_moments(x, axes)
+        bad = ~(np.isfinite(fast.mean) & np.isfinite(fast.m2))
+        if not bad.any():
+            return fast
+    found = None
+    if weights is None:
+        found = scan_features(x, axes, bad)
+        if found is not None:  # scatter the bad features' results back
+            found = _scatter(found, bad, fast)
+    if found is None:
+        found = scan(x, axes, weights)
+    if found.inf_count.any():
+        where = np.argwhere(found.inf_count.reshape(-1) > 0).ravel()
+        raise ValueError(
+            f"X contains infinity in {where.size} feature(s) (first: feature "
+            f"{int(where[0])}); replace or drop infinite values before fitting"
+        )
+    has_nan = found.nan_count > 0
+    if not has_nan.any():
+        # Finite data whose moments overflowed: keep the native result.
+        return found.moments if weights is not None else fast
+    if nan_policy == "raise":
+        raise ValueError(
+            f"X contains NaN in {int(has_nan.sum())} feature(s) and nan_policy='raise'"
+        )
+    result = found.moments
+    if weights is None:
+        # Clean features keep the (more exact, native) single-call moments.
+        result = Moments(np.where(bad, result.count, fast.count),
+                         np.where(bad, result.mean, fast.mean),
+                         np.where(bad, result.m2, fast.m2))
+    if nan_policy == "propagate":
+        n_all = (math.prod(x.shape[i] for i in axes) if weights is None
+                 else weights.sum() * (math.prod(x.shape[i] for i in axes) // x.shape[axes[0]]))
+        result = Moments(np.where(has_nan, n_all, result.count),
+                         np.where(has_nan, np.nan, result.mean),
+                         np.where(has_nan, np.nan, result.m2))
+    return result

@@ -9,7 +9,10 @@ without it raises ImportError.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 try:
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
@@ -23,23 +26,68 @@ except ImportError as exc:  # pragma: no cover - exercised without sklearn
 from . import _standardize
 
 _FLOATS = (np.float64, np.float32)
+_S = TypeVar("_S", bound="Standardizer")
+_F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
+if TYPE_CHECKING:
+    _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
 
 
 class Standardizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
                    _standardize.Standardizer):
     """:class:`bnfast.Standardizer` as a scikit-learn transformer.
 
-    Takes 2-D ``(n_samples, n_features)`` data (``axis`` must be 0), array-
-    likes and DataFrames as scikit-learn estimators do; statistics,
-    accuracy and memory behaviour are those of :class:`bnfast.Standardizer`.
+    Takes 2-D ``(n_samples, n_features)`` data (``axis`` must be 0) --
+    array-likes and DataFrames, validated as scikit-learn estimators do
+    (feature names, ``set_output``) -- so it passes ``check_estimator`` and
+    fits in pipelines and grid searches. Statistics, accuracy and memory
+    behaviour are those of :class:`bnfast.Standardizer`, whose methods and
+    fitted attributes it has (plus ``feature_names_in_`` for named columns).
+
+    Parameters
+    ----------
+    axis : {0, -2}, default 0
+        The sample axis of 2-D data.
+    with_mean : bool, default True
+        Subtract the mean.
+    with_std : bool, default True
+        Divide by the standard deviation.
+    ddof : int, default 0
+        Delta degrees of freedom of the variance.
+    nan_policy : {"omit", "propagate", "raise"}, default "omit"
+        NaN handling of the fit, as in :class:`bnfast.Standardizer`.
+    copy : bool, default True
+        ``False`` lets :meth:`transform` work in place on float arrays.
+
+    Attributes
+    ----------
+    mean_, var_, scale_, n_samples_seen_, n_features_in_, feature_shape_, \
+sample_axes_, moments_
+        As for :class:`bnfast.Standardizer`.
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        Column names of a fitted DataFrame (only then).
+
+    See Also
+    --------
+    bnfast.Standardizer : The same for any number of dimensions.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from bnfast.sklearn import Standardizer
+    >>> model = make_pipeline(Standardizer(), LinearRegression())
+    >>> X, y = [[1.0, 10.0], [2.0, 30.0], [3.0, 20.0]], [1.0, 2.0, 3.0]
+    >>> model.fit(X, y).predict([[4.0, 20.0]])
+    array([4.])
     """
 
-    def __init__(self, *, axis=0, with_mean=True, with_std=True, ddof=0,
-                 nan_policy="omit", copy=True):
+    def __init__(self, *, axis: int = 0, with_mean: bool = True, with_std: bool = True,
+                 ddof: int = 0, nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+                 copy: bool = True) -> None:
         super().__init__(axis=axis, with_mean=with_mean, with_std=with_std, ddof=ddof,
                          nan_policy=nan_policy, copy=copy)
 
-    def _validate(self, X, reset: bool):
+    def _validate(self, X: Any, reset: bool) -> Any:
         if self.axis not in (0, -2):
             raise ValueError(
                 f"bnfast.sklearn.Standardizer standardizes the columns of 2-D data (axis=0), "
@@ -48,31 +96,204 @@ class Standardizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
         return validate_data(self, X, reset=reset, dtype=_FLOATS,
                              ensure_all_finite="allow-nan" if self.nan_policy != "raise" else True)
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self: _S, X: ArrayLike, y: object = None,
+            sample_weight: ArrayLike | None = None) -> _S:
+        """Compute the mean and scale of each column of ``X``, anew.
+
+        Parameters
+        ----------
+        X : array_like or DataFrame, shape (n_samples, n_features)
+            The data (converted to float64 unless float32).
+        y : object, optional
+            Ignored.
+        sample_weight : array_like of shape (n_samples,) or float, optional
+            One non-negative weight per sample.
+
+        Returns
+        -------
+        Standardizer
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            For data scikit-learn's validation refuses, infinity, NaN under
+            ``nan_policy="raise"``, or ``axis`` other than 0.
+
+        Examples
+        --------
+        >>> from bnfast.sklearn import Standardizer
+        >>> Standardizer().fit([[1.0, 2.0], [3.0, 6.0]]).mean_
+        array([2., 4.])
+        """
         self._reset()
         return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self: _S, X: ArrayLike, y: object = None,
+                    sample_weight: ArrayLike | None = None) -> _S:
+        """Merge the statistics of one chunk of rows into the fitted ones.
+
+        Parameters
+        ----------
+        X : array_like or DataFrame, shape (n_samples, n_features)
+            One chunk of rows.
+        y : object, optional
+            Ignored.
+        sample_weight : array_like of shape (n_samples,) or float, optional
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        Standardizer
+            ``self``, fitted to every chunk so far.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`, and for a chunk with other columns.
+
+        Examples
+        --------
+        >>> from bnfast.sklearn import Standardizer
+        >>> st = Standardizer().partial_fit([[1.0]]).partial_fit([[3.0]])
+        >>> st.mean_, st.n_samples_seen_
+        (array([2.]), 2)
+        """
         first = not hasattr(self, "moments_")
         X = self._validate(X, reset=first)
         return super().partial_fit(X, None, sample_weight)
 
-    def transform(self, X, out=None):
+    @overload  # float32 stays float32, float64 float64
+    def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload
+    def transform(self, X: NDArray[_IntOrBool],
+                  out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    @overload
+    def transform(self, X: ArrayLike,
+                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+
+    def transform(self, X: ArrayLike,
+                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
+        """Standardize the columns of ``X``: ``(X - mean_) / scale_``.
+
+        Parameters
+        ----------
+        X : array_like or DataFrame, shape (n_samples, n_features_in_)
+            The data; NaN passes through under every ``nan_policy``.
+        out : ndarray, optional
+            As for :meth:`bnfast.Standardizer.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_in_)
+            The result: float32 for float32 input, else float64 (a DataFrame
+            under ``set_output(transform="pandas")``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        ValueError
+            For data of other columns.
+
+        Examples
+        --------
+        >>> from bnfast.sklearn import Standardizer
+        >>> Standardizer().fit([[1.0], [3.0]]).transform([[2.0], [5.0]])
+        array([[0.],
+               [3.]])
+        """
         check_is_fitted(self)
         # NaN passes through transform under every nan_policy (it only
         # governs fitting), as in the plain class.
         X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
         return super().transform(X, out=out)
 
-    def inverse_transform(self, X, out=None):
+    @overload
+    def inverse_transform(self, X: NDArray[_F],
+                          out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload
+    def inverse_transform(self, X: NDArray[_IntOrBool],
+                          out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    @overload
+    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+                          ) -> NDArray[np.floating[Any]]: ...
+
+    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+                          ) -> NDArray[np.floating[Any]]:
+        """Undo :meth:`transform`: ``X * scale_ + mean_`` per column.
+
+        Parameters
+        ----------
+        X : array_like or DataFrame, shape (n_samples, n_features_in_)
+            Standardized data.
+        out : ndarray, optional
+            As for :meth:`bnfast.Standardizer.transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_in_)
+            The result: float32 for float32 input, else float64.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError, ValueError
+            As :meth:`transform`.
+
+        Examples
+        --------
+        >>> from bnfast.sklearn import Standardizer
+        >>> st = Standardizer().fit([[1.0], [3.0]])
+        >>> st.inverse_transform([[3.0]])
+        array([[5.]])
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
         return super().inverse_transform(X, out=out)
 
-    def fit_transform(self, X, y=None, sample_weight=None):
+    @overload
+    def fit_transform(self, X: NDArray[_F], y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[_F]: ...
+    @overload
+    def fit_transform(self, X: NDArray[_IntOrBool], y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[np.float64]: ...
+    @overload
+    def fit_transform(self, X: ArrayLike, y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]: ...
+
+    def fit_transform(self, X: ArrayLike, y: object = None,
+                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]:
+        """Fit to ``X`` (:meth:`fit`), then standardize it (:meth:`transform`).
+
+        Parameters
+        ----------
+        X : array_like or DataFrame, shape (n_samples, n_features)
+            The data.
+        y : object, optional
+            Ignored.
+        sample_weight : array_like of shape (n_samples,) or float, optional
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The result: float32 for float32 input, else float64.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`.
+
+        Examples
+        --------
+        >>> from bnfast.sklearn import Standardizer
+        >>> Standardizer().fit_transform([[1.0], [3.0]])
+        array([[-1.],
+               [ 1.]])
+        """
         return self.fit(X, y, sample_weight).transform(X)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.sparse = False

@@ -3,7 +3,11 @@
 Run by ``python -m bnfast bench`` as a plain script (not through the bnfast
 package), so PyTorch's OpenMP thread pool lives in a different process from
 bnfast's and the two never contend for the cores while timing each other.
-Reads a JSON request on stdin, prints ``{case_id: median_ms}`` as JSON.
+Reads a JSON request on stdin (the cases as ``CaseSpec.peer_request`` of
+:mod:`.cases` describes them), prints ``{case_id: median_ms}`` as JSON.
+``bench/test_bench.py`` imports :func:`make_peer` to time the same peers in
+process. Only the standard library is imported here, and torch in
+:func:`main`: the script's directory is first on ``sys.path`` when it runs.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import json
 import statistics
 import sys
 import time
+from typing import Any, Callable
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median time of one call of ``fn`` in ms over ``repeats`` samples, after
     a warm-up. Calls shorter than ~0.1 ms are timed in batches of about 1 ms
     per sample (the timer's own cost would otherwise be part of a
@@ -36,15 +41,17 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def _make(torch, spec):
-    """(callable, description) for one case, or None if PyTorch has no peer."""
+def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
+    """PyTorch's call for one case (a zero-argument callable over tensors
+    made here), or None if PyTorch has no peer for it."""
     F = torch.nn.functional
     op, shape, layout = spec["op"], tuple(spec["shape"]), spec["layout"]
     dtype = {"float32": torch.float32, "float64": torch.float64}[spec["dtype"]]
     gen = torch.Generator().manual_seed(0)
     if layout == "NHWC":  # logical NCHW, channels-last memory
         n, h, w, c = shape
-        x = torch.randn((n, c, h, w), generator=gen, dtype=dtype).to(memory_format=torch.channels_last)
+        x = torch.randn((n, c, h, w), generator=gen, dtype=dtype)
+        x = x.to(memory_format=torch.channels_last)
     else:
         x = torch.randn(shape, generator=gen, dtype=dtype)
     c = x.shape[1] if x.ndim > 1 else 1
@@ -56,7 +63,8 @@ def _make(torch, spec):
     if op == "batch_norm eval":
         return lambda: F.batch_norm(x, zeros, ones, ones, zeros, training=False)
     if op == "batch_norm backward":
-        _, mean, invstd = torch.ops.aten.native_batch_norm(x, ones, zeros, None, None, True, 0.1, 1e-5)
+        _, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, ones, zeros, None, None, True, 0.1, 1e-5)
         dy = torch.randn(x.shape, generator=gen, dtype=dtype)
         if layout == "NHWC":
             dy = dy.to(memory_format=torch.channels_last)
@@ -95,9 +103,9 @@ def main() -> int:
         json.dump({"torch": None, "times": {}}, sys.stdout)
         return 0
     torch.set_num_threads(request["threads"])
-    times = {}
+    times: dict[str, float] = {}
     for spec in request["cases"]:
-        fn = _make(torch, spec)
+        fn = make_peer(torch, spec)
         if fn is not None:
             times[spec["id"]] = median_ms(fn, request["repeats"])
         del fn  # free the case's tensors before the next one

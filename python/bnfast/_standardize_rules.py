@@ -1,0 +1,189 @@
+"""The conventions of scikit-learn that :class:`bnfast.Standardizer` follows:
+its estimator protocol and NotFittedError, the fitted attributes derived
+from the moments, which features count as constant, the result dtype, and
+when ``copy=False`` works in place."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from ._moments import Moments
+from ._validate import check_out
+
+_EPS = np.finfo(np.float64).eps
+_E = TypeVar("_E", bound="EstimatorParams")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method that needs fitted statistics was called before ``fit``.
+
+    Raised by :meth:`Standardizer.transform`, :meth:`~Standardizer.inverse_transform`
+    and :meth:`~Standardizer.save` of an unfitted :class:`Standardizer`. It
+    derives from ``ValueError`` and ``AttributeError``, as scikit-learn's
+    ``NotFittedError`` does, so code that catches either keeps working.
+
+    Examples
+    --------
+    >>> import bnfast
+    >>> try:
+    ...     bnfast.Standardizer().transform([[1.0, 2.0]])
+    ... except bnfast.NotFittedError as exc:
+    ...     print(exc)
+    This Standardizer is not fitted yet; call fit or partial_fit before transform
+    """
+
+
+class EstimatorParams:
+    """scikit-learn's parameter protocol, without scikit-learn: the
+    constructor's keyword parameters ``_PARAMS`` are attributes of the same
+    names."""
+
+    _PARAMS: tuple[str, ...] = ()
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn's estimator protocol).
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Ignored: no parameter is an estimator.
+
+        Returns
+        -------
+        dict
+            ``{name: value}`` of every parameter.
+
+        Examples
+        --------
+        >>> import bnfast
+        >>> bnfast.Standardizer(ddof=1).get_params()["ddof"]
+        1
+        """
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self: _E, **params: Any) -> _E:
+        """Set constructor parameters; they apply from the next :meth:`fit`.
+
+        Parameters
+        ----------
+        **params
+            New values by name (see :meth:`get_params`).
+
+        Returns
+        -------
+        Standardizer
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            For a name that is not a parameter.
+
+        Examples
+        --------
+        >>> import bnfast
+        >>> bnfast.Standardizer().set_params(with_mean=False)
+        Standardizer(with_mean=False)
+        """
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters are {', '.join(self._PARAMS)}"
+                )
+            setattr(self, name, value)
+        return self
+
+
+def constant_features(var: NDArray[np.float64], mean: NDArray[np.float64],
+                      count: ArrayLike) -> NDArray[np.bool_]:
+    """scikit-learn's rule for features indistinguishable from a constant:
+    the variance is within the error bound of the two-pass algorithm
+    (Chan, Golub and LeVeque): ``var <= n*eps*var + (n*mean*eps)**2``."""
+    n = np.asarray(count, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return var <= n * _EPS * var + (n * mean * _EPS) ** 2
+
+
+def check_axis_param(axis: Any) -> int | tuple[int, ...] | None:
+    """``axis`` as given, if it is an int, a tuple of ints or None."""
+    if axis is None:
+        return None
+    items = axis if isinstance(axis, tuple) else (axis,)
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(
+                f"axis must be an int, a tuple of ints or None, got {axis!r}"
+            )
+    return axis
+
+
+def result_dtype(dtype: DTypeLike) -> np.dtype[Any]:
+    """float32 stays float32; everything else is standardized in float64 (as
+    scikit-learn)."""
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def same_memory(x: np.ndarray, X: object) -> bool:
+    """Whether ``x`` (from as_array) is ``X`` itself or a plain view of all of
+    it (an ndarray subclass such as np.memmap), so writing x writes X."""
+    if x is X:
+        return True
+    return (isinstance(X, np.ndarray) and not isinstance(X, np.ma.MaskedArray)
+            and x.dtype == X.dtype and x.shape == X.shape and x.strides == X.strides
+            and x.__array_interface__["data"][0] == X.__array_interface__["data"][0])
+
+
+def output_array(x: np.ndarray, X: object, out: np.ndarray | None, dtype: np.dtype[Any],
+                 copy: bool, func: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(x, y, result)`` for a transform of ``x`` (``X`` as given) into
+    ``dtype``: ``y`` is where to write (``out``, ``x`` itself when ``copy``
+    is False and that writes ``X``, else a new array), ``x`` is converted to
+    ``dtype`` (in ``y``) when it is not, ``result`` is what to return."""
+    if out is not None:
+        y = check_out(out, x.shape, dtype, func)
+    elif not copy and x.dtype == dtype and x.flags.writeable and same_memory(x, X):
+        y = x  # copy=False: in place (on X itself, subclasses included), as scikit-learn
+    else:
+        y = np.empty_like(x, dtype=dtype, order="K")
+    result = X if (y is x and out is None and x is not X) else y
+    if x.dtype != dtype:
+        np.copyto(y, x, casting="unsafe")  # convert once, then work in place
+        x = y
+    return x, y, result
+
+
+def derived_attributes(m: Moments, ddof: int, with_mean: bool,
+                       with_std: bool) -> tuple[dict[str, Any], int]:
+    """scikit-learn's fitted attributes (``mean_``, ``var_``, ``scale_``,
+    ``n_samples_seen_``) from merged moments, and the number of features
+    whose variance is undefined (count <= ddof)."""
+    count = m.count
+    empty = count == 0
+    mean = np.where(empty, np.nan, m.mean)
+    dof = count - ddof
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(empty | (dof <= 0), np.nan, m.m2 / np.where(dof > 0, dof, 1))
+    undefined = ~empty & (dof <= 0)
+    with np.errstate(invalid="ignore"):
+        scale = np.sqrt(var)
+        flat = constant_features(var, mean, count) | undefined
+    scale = np.where(flat, 1.0, scale)
+    flat_count = count.reshape(-1)
+    seen: int | float | np.ndarray
+    if flat_count.size and np.all(flat_count == flat_count[0]):
+        first = flat_count[0]
+        seen = int(first) if count.dtype.kind == "i" else float(first)
+    else:
+        seen = count.copy()
+    derived = {
+        "mean_": mean if (with_mean or with_std) else None,
+        "var_": var if with_std else None,
+        "scale_": scale if with_std else None,
+        "n_samples_seen_": seen,
+    }
+    return derived, int(undefined.sum())

@@ -1,0 +1,448 @@
+"""Data files of the command line: ``.npy`` files and ``.npz`` members read
+in chunks of whole rows along axis 0, and ``.npy`` outputs written atomically.
+
+Files are never loaded whole: ``.npy`` files and uncompressed ``.npz``
+members are memory-mapped and read as views of whole rows along axis 0, and
+the pages of each processed chunk are dropped from the process
+(``madvise(MADV_DONTNEED)``), so the resident memory stays bounded by a few
+times the chunk size whatever the file size (or by the size of one sample
+along axis 0, if that is larger).  Compressed ``.npz`` members are streamed
+chunk by chunk.  An output is written to a temporary file next to it and
+renamed only when complete (:func:`atomic_npy_writer`).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import struct
+import sys
+import tempfile
+import tokenize
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Callable
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .._validate import DTYPE_KIND_NAMES
+from .errors import CliError, one_line
+
+MiB = 1 << 20
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # 30 bytes
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+def _read_npy_header(f: IO[bytes], label: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Parse a .npy header at the current position of ``f``.
+
+    Returns (shape, fortran_order, dtype); ``f`` is left at the first data byte."""
+    try:
+        version = npy_format.read_magic(f)
+    except (ValueError, EOFError):
+        raise CliError(f"{label}: not a .npy file (bad magic string)") from None
+    try:
+        if version == (1, 0):
+            return npy_format.read_array_header_1_0(f)
+        if version == (2, 0):
+            return npy_format.read_array_header_2_0(f)
+        reader = _private_header_reader()
+        if reader is None:
+            raise CliError(f"{label}: unsupported .npy format version {version[0]}.{version[1]}")
+        return reader(f, version)
+    except (ValueError, SyntaxError, EOFError, tokenize.TokenError) as exc:
+        why = exc.args[0] if isinstance(exc, tokenize.TokenError) and exc.args else exc
+        raise CliError(f"{label}: corrupt .npy header ({one_line(why)})") from None
+
+
+def _private_header_reader() -> Callable[..., Any] | None:
+    # .npy format 3.0 (utf-8 headers) has no public reader.
+    for modname in ("numpy.lib._format_impl", "numpy.lib.format"):
+        try:
+            mod = __import__(modname, fromlist=["_read_array_header"])
+        except ImportError:
+            continue
+        reader = getattr(mod, "_read_array_header", None)
+        if reader is not None:
+            return reader
+    return None
+
+
+class DataSource:
+    """An array stored in a file, read in chunks of whole rows along axis 0.
+
+    Attributes: ``label`` (the data argument as given), ``path`` (the file on
+    disk), ``shape``, ``dtype`` (as stored), ``fortran_order``, ``row_bytes``
+    (bytes of one row in the file), ``nbytes``."""
+
+    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
+                 fortran_order: bool) -> None:
+        self.label = label
+        self.path = path
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.fortran_order = bool(fortran_order)
+        self.row_elems = math.prod(self.shape[1:]) if self.shape else 1
+        self.row_bytes = self.row_elems * self.dtype.itemsize
+        self.nbytes = self.row_bytes * (self.shape[0] if self.shape else 1)
+        self.native_dtype = self.dtype.newbyteorder("=")
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    def chunks(self, rows: int) -> Iterator[np.ndarray]:
+        """Consecutive slices ``X[start:start + rows]`` in native byte order.
+
+        A yielded chunk is only valid until the next one is requested (its
+        memory is released or reused)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> DataSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _native(self, chunk: np.ndarray) -> np.ndarray:
+        if not chunk.dtype.isnative:
+            chunk = chunk.astype(self.native_dtype)
+        return chunk
+
+    def describe(self) -> str:
+        order = ", Fortran order" if self.fortran_order else ""
+        return f"{self.label}: shape {self.shape}, dtype {self.dtype}{order}"
+
+
+class _MappedSource(DataSource):
+    """A .npy file or an uncompressed .npz member: a read-only memory map."""
+
+    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
+                 fortran_order: bool, data_offset: int) -> None:
+        super().__init__(label, path, shape, dtype, fortran_order)
+        self.data_offset = data_offset
+        self._file = open(path, "rb")
+        try:
+            self._mm: mmap.mmap | None = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except BaseException:
+            self._file.close()
+            raise
+        self._can_release = hasattr(self._mm, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+
+    def _map(self) -> mmap.mmap:
+        if self._mm is None:
+            raise ValueError(f"{self.label}: read after close")
+        return self._mm
+
+    def _release(self, start: int, stop: int) -> None:
+        """Drop the pages of data bytes [start, stop) from this process."""
+        if not self._can_release or stop <= start:
+            return
+        start -= start % mmap.PAGESIZE
+        try:
+            self._map().madvise(mmap.MADV_DONTNEED, start, stop - start)
+        except OSError:  # not fatal: only memory use is at stake
+            self._can_release = False
+
+    def chunks(self, rows: int) -> Iterator[np.ndarray]:
+        n = self.n_rows
+        if self.fortran_order:
+            yield from self._fortran_chunks(rows)
+            return
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            offset = self.data_offset + start * self.row_bytes
+            chunk = self._native(np.ndarray((stop - start,) + self.shape[1:], self.dtype,
+                                            buffer=self._map(), offset=offset))
+            yield chunk
+            del chunk
+            self._release(offset, self.data_offset + stop * self.row_bytes)
+
+    def _fortran_chunks(self, rows: int) -> Iterator[np.ndarray]:
+        """Row chunks of a Fortran-order array, copied into a chunk buffer.
+
+        A row chunk of such a file is a strided view that touches every
+        column, and the kernel may map whole large page-cache folios around
+        each touched page (measured: the whole file for a few rows of each
+        column), so viewing would not bound memory.  The chunk is instead
+        copied a group of columns at a time, the group's whole file span
+        (at most one chunk's worth of bytes) released after each copy."""
+        n, cols = self.n_rows, self.row_elems
+        itemsize = self.dtype.itemsize
+        col_bytes = n * itemsize  # one column (fixed trailing index) is contiguous
+        group = max(1, (rows * self.row_bytes) // max(1, col_bytes))
+        full = np.ndarray((n, cols), self.dtype, buffer=self._map(), offset=self.data_offset,
+                          order="F")
+        rows = max(1, min(rows, n))
+        flat = np.empty(rows * cols, self.native_dtype)
+        try:
+            for start in range(0, n, rows):
+                stop = min(n, start + rows)
+                k = stop - start
+                buf = flat[:k * cols].reshape((k, cols), order="F")
+                for j0 in range(0, cols, group):
+                    j1 = min(cols, j0 + group)
+                    buf[:, j0:j1] = full[start:stop, j0:j1]  # byte order converted here
+                    self._release(self.data_offset + j0 * col_bytes,
+                                  self.data_offset + j1 * col_bytes)
+                yield buf.reshape((k,) + self.shape[1:], order="F")
+        finally:
+            del full
+
+    def close(self) -> None:
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a chunk is still referenced: closed when it is freed
+        self._file.close()
+
+
+class _StreamSource(DataSource):
+    """A compressed .npz member: decompressed chunk by chunk (C order only)."""
+
+    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
+                 fortran_order: bool, member: zipfile.ZipInfo, header_len: int) -> None:
+        super().__init__(label, path, shape, dtype, fortran_order)
+        self.member = member
+        self.header_len = header_len
+
+    def chunks(self, rows: int) -> Iterator[np.ndarray]:
+        n = self.n_rows
+        rows = max(1, min(rows, n))
+        buf = np.empty(rows * self.row_bytes, np.uint8)
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as f:
+                _read_exactly(f, memoryview(bytearray(self.header_len)), self.label)
+                for start in range(0, n, rows):
+                    stop = min(n, start + rows)
+                    nbytes = (stop - start) * self.row_bytes
+                    _read_exactly(f, buf.data[:nbytes], self.label)
+                    chunk = buf[:nbytes].view(self.dtype).reshape((stop - start,) + self.shape[1:])
+                    yield self._native(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise CliError(
+                f"{self.label}: cannot read the compressed member ({one_line(exc)})") from None
+
+
+def _read_exactly(f: Any, view: memoryview, label: str, piece: int = MiB) -> None:
+    # In pieces: ZipExtFile.readinto reads into a temporary bytes object of
+    # the requested size.
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:done + piece])
+        if not got:
+            raise CliError(
+                f"{label}: truncated (the data ends before the size its header promises)")
+        done += got
+
+
+def _split_data_arg(arg: str) -> tuple[str, str | None]:
+    """``FILE`` or ``FILE.npz:MEMBER`` -> (path, member or None)."""
+    if os.path.exists(arg) or ":" not in arg:
+        return arg, None
+    path, member = arg.rsplit(":", 1)
+    if path.lower().endswith(".npz") or os.path.isfile(path):
+        return path, member
+    return arg, None
+
+
+def open_data(arg: str) -> DataSource:
+    """Open a data argument (``.npy`` or ``FILE.npz[:MEMBER]``) for chunked reading.
+
+    Validates the file (exists, a .npy array or an .npz member, not truncated,
+    a real dtype, at least 1-d); raises :class:`CliError` otherwise."""
+    path, member = _split_data_arg(arg)
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CliError(f"{path}: is a directory, expected a .npy file or an .npz archive")
+    with open(path, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if magic.startswith(_ZIP_MAGIC):
+        src = _open_npz(arg, path, member)
+    elif magic == _NPY_MAGIC:
+        if member is not None:
+            raise CliError(f"{path}: is a .npy file, not an .npz archive (no member {member!r})")
+        src = _open_npy(arg, path)
+    else:
+        raise CliError(f"{path}: not a .npy file (bad magic string) nor an .npz archive")
+    try:
+        _check_source(src)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _open_npy(label: str, path: str) -> DataSource:
+    with open(path, "rb") as f:
+        shape, fortran_order, dtype = _read_npy_header(f, label)
+        data_offset = f.tell()
+        size = os.fstat(f.fileno()).st_size
+    _check_dtype(label, dtype)
+    if any(d < 0 for d in shape):
+        raise CliError(f"{label}: corrupt .npy header (negative dimension in {shape})")
+    need = math.prod(shape) * dtype.itemsize
+    if size < data_offset + need:
+        raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
+                       f"the file has {max(0, size - data_offset)}")
+    return _MappedSource(label, path, shape, dtype, fortran_order, data_offset)
+
+
+def _open_npz(label: str, path: str, member: str | None) -> DataSource:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = [i for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise CliError(f"{path}: not a valid .npz archive ({one_line(exc)})") from None
+    names = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i for i in infos}
+    available = ", ".join(sorted(names)) or "none"
+    if member is None:
+        if len(names) != 1:
+            raise CliError(f"{path}: holds {len(names)} arrays ({available}); "
+                           f"choose one as {path}:NAME")
+        info = next(iter(names.values()))
+    else:
+        found = names.get(member[:-4] if member.endswith(".npy") else member)
+        if found is None:
+            raise CliError(f"{path}: has no array {member!r}; available: {available}")
+        info = found
+    if info.flag_bits & 0x1:
+        raise CliError(f"{label}: the member is encrypted")
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            raw = f.read(_ZIP_LOCAL_HEADER.size)
+            if len(raw) != _ZIP_LOCAL_HEADER.size or raw[:4] != _ZIP_MAGIC:
+                raise CliError(f"{path}: not a valid .npz archive "
+                               f"(bad local header of {info.filename})")
+            fields = _ZIP_LOCAL_HEADER.unpack(raw)
+            name_len, extra_len = fields[-2], fields[-1]
+            member_start = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len
+            f.seek(member_start)
+            shape, fortran_order, dtype = _read_npy_header(f, label)
+            data_offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+        _check_dtype(label, dtype)
+        need = math.prod(shape) * dtype.itemsize
+        have = min(info.file_size - (data_offset - member_start), size - data_offset)
+        if have < need:
+            raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
+                           f"the member has {max(0, have)}")
+        return _MappedSource(label, path, shape, dtype, fortran_order, data_offset)
+    # compressed: stream it
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(info) as f:
+            shape, fortran_order, dtype = _read_npy_header(f, label)
+            header_len = f.tell()
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise CliError(f"{label}: cannot read the compressed member ({one_line(exc)})") from None
+    _check_dtype(label, dtype)
+    need = math.prod(shape) * dtype.itemsize
+    if info.file_size - header_len < need:
+        raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
+                       f"the member has {max(0, info.file_size - header_len)}")
+    if fortran_order and len(shape) > 1 and math.prod(shape[1:]) > 1:
+        raise CliError(f"{label}: a compressed member in Fortran order cannot be read in row "
+                       f"chunks; store it in C order or uncompressed (np.savez)")
+    return _StreamSource(label, path, shape, dtype, False, info, header_len)
+
+
+def _check_dtype(label: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "biuf":
+        what = DTYPE_KIND_NAMES.get(dtype.kind, "non-numeric")
+        raise CliError(f"{label}: dtype {dtype} ({what}) is not supported; "
+                       f"bnfast needs real numbers (bool, integer or floating)")
+
+
+def _check_source(src: DataSource) -> None:
+    if len(src.shape) == 0:
+        raise CliError(f"{src.label}: a 0-d array has no axis of samples")
+    if any(d < 0 for d in src.shape):
+        raise CliError(f"{src.label}: corrupt .npy header (negative dimension in {src.shape})")
+
+
+def rows_per_chunk(chunk_bytes: int, bytes_per_row: int, label: str = "") -> int:
+    """Whole rows (samples along axis 0) per chunk. A row larger than the
+    chunk is still read whole: memory then follows the size of one sample,
+    which is said once on stderr."""
+    if bytes_per_row > chunk_bytes and label:
+        print(f"bnfast: note: one sample of {label} takes {bytes_per_row / MiB:.1f} MiB, more "
+              f"than --chunk-mb; it is read whole, so memory use follows the sample size",
+              file=sys.stderr)
+    return max(1, chunk_bytes // max(1, bytes_per_row))
+
+
+# ---------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------
+@contextmanager
+def atomic_npy_writer(path: str, shape: tuple[int, ...], dtype: np.dtype) -> Iterator[IO[bytes]]:
+    """A binary file for the data of a C-order ``.npy`` array, after its header.
+
+    The data goes to a hidden temporary file in ``path``'s directory, which
+    replaces ``path`` (keeping the mode of a file it replaces) only when the
+    ``with`` block completes; on any exception, Ctrl-C included, it is
+    removed and ``path`` is left as it was. The file and its directory are
+    fsynced, so a completed output survives a crash.
+    """
+    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = _new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path)[:180] + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                npy_format.write_array_header_1_0(f, header)
+            except ValueError:  # header too long for format 1.0
+                npy_format.write_array_header_2_0(f, header)
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _new_file_mode(out: str) -> int:
+    try:
+        return os.stat(out).st_mode & 0o7777  # --force: keep the replaced file's mode
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
