@@ -224,14 +224,3 @@ def test_hypothesis_fit_vs_reference(rows, cols, nan_frac, seed):
     np.testing.assert_allclose(s.var_, var, rtol=1e-11, atol=1e-12, equal_nan=True)
 
 
-def test_weighted_moments_merge_with_float_counts():
-    a = Moments(np.array([2.5]), np.array([1.0]), np.array([0.5]))
-    b = Moments(np.array([1.5]), np.array([3.0]), np.array([0.25]))
-    m = a + b
-    assert m.count.dtype == np.float64 and m.count[0] == 4.0
-    assert m.mean[0] == pytest.approx(1.0 + 2.0 * 1.5 / 4.0)
-    assert m.m2[0] == pytest.approx(0.75 + 4.0 * 2.5 * 1.5 / 4.0)
-    with pytest.raises(ValueError, match="finite"):
-        Moments(np.array([np.inf]), np.array([0.0]), np.array([0.0]))
-    with pytest.raises(TypeError, match="count"):
-        Moments(np.array(["a"]), np.array([0.0]), np.array([0.0]))
