@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+import bnfast
+
 # --------------------------------------------------------------------------
 # the library's private modules (the only imports of them in tests/)
 # --------------------------------------------------------------------------
@@ -808,3 +810,134 @@ def axes_for(draw, ndim):
         return ax - ndim if draw(st.booleans()) else ax
     axes = draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
     return tuple(a - ndim if draw(st.booleans()) else a for a in axes)
+
+
+@st.composite
+def backward_cases(draw, kind):
+    """A backward case of ``kind`` ("layer", "rms", "group", "instance",
+    "batch"): shape (channels first for the channel norms), axis, groups,
+    dtype, seed, layouts of x and dy, weighted or not."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    lay_x = draw(st.sampled_from(NORM_LAYOUTS))
+    lay_dy = draw(st.sampled_from(NORM_LAYOUTS))
+    weighted = draw(st.booleans())
+    if kind in ("layer", "rms"):
+        ndim = draw(st.integers(1, 4))
+        shape = draw(edge_shapes(ndim))
+        axis = draw(st.sampled_from([-1, (-2, -1)] if ndim >= 2 else [-1]))
+        return dict(shape=shape, axis=axis, G=None, dtype=dtype, seed=seed, lay_x=lay_x,
+                    lay_dy=lay_dy, weighted=weighted)
+    ndim = draw(st.integers(2, 4))
+    shape = list(draw(edge_shapes(ndim)))
+    G = None
+    if kind == "group":
+        G = draw(st.sampled_from([1, 2, 3, 4]))
+        shape[1] = G * draw(st.sampled_from([1, 3, 4]))
+        if shape[0] * (shape[1] // G) * int(np.prod(shape[2:])) == 1:
+            shape[0] = 7  # torch (and bnfast) reject a single value per group
+    if kind == "instance" and int(np.prod(shape[2:])) < 2:
+        shape.append(draw(st.sampled_from([7, 17])))
+    if kind == "batch" and shape[0] * int(np.prod(shape[2:])) < 2:
+        shape[0] = 7
+    axis = draw(st.sampled_from([1, -1]))
+    return dict(shape=tuple(shape), axis=axis, G=G, dtype=dtype, seed=seed, lay_x=lay_x,
+                lay_dy=lay_dy, weighted=weighted)
+
+
+def prepare_backward_case(case, channels):
+    """(rng, x, dy) of a backward_cases() case, in its layouts; with
+    ``channels`` the drawn (channels first) shape moves them to ``axis``."""
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    x = make_data(rng, case["shape"], dtype)
+    dy = make_data(rng, case["shape"], dtype, offset=0.0, scale=1.0)
+    if channels:
+        x = np.moveaxis(x, 1, case["axis"])
+        dy = np.moveaxis(dy, 1, case["axis"])
+    x = with_layout(x, case["lay_x"], rng)
+    dy = with_layout(dy, case["lay_dy"], rng)
+    return rng, x, dy
+
+
+def check_grads(got, ref, dtype, names, terms=0.0):
+    """assert_grad_close for each gradient (a None reference wants None)."""
+    for g, r, n in zip(got, ref, names):
+        if r is None:
+            assert g is None, f"{n} should be None"
+        else:
+            assert_grad_close(g, r, dtype, n, terms)
+
+
+# --------------------------------------------------------------------------
+# valid backward calls of every family (for the argument-error tests)
+# --------------------------------------------------------------------------
+# (N, C, L) of the argument-error tests; group norm uses 3 groups.
+ERR_N, ERR_C, ERR_L = 4, 6, 7
+
+
+def backward_setup(name, dtype=np.float64):
+    """x and a valid backward call of family member ``name`` ("batch",
+    "layer", "rms", "group", "instance"): returns (x, call(dy, x, stats, w),
+    stats, weight)."""
+    x = make_data(np.random.default_rng(0), (ERR_N, ERR_C, ERR_L), dtype)
+    w = np.ones(ERR_C, dtype)
+    wl = np.ones(ERR_L, dtype)
+    if name == "batch":
+        _, bm, bi = bnfast.batch_norm(x, weight=w, training=True, return_stats=True)
+        return x, (lambda dy, x, s, w: bnfast.batch_norm_backward(dy, x, s[0], s[1], w)), \
+            (bm, bi), w
+    if name == "layer":
+        _, lm, lr = bnfast.layer_norm(x, wl, return_stats=True)
+        return x, (lambda dy, x, s, w: bnfast.layer_norm_backward(dy, x, s[0], s[1], w)), \
+            (lm, lr), wl
+    if name == "group":
+        _, gm, gr = bnfast.group_norm(x, 3, w, return_stats=True)
+        return x, (lambda dy, x, s, w: bnfast.group_norm_backward(dy, x, s[0], s[1], 3, w)), \
+            (gm, gr), w
+    if name == "instance":
+        _, im, ir = bnfast.instance_norm(x, w, return_stats=True)
+        return x, (lambda dy, x, s, w: bnfast.instance_norm_backward(dy, x, s[0], s[1], w)), \
+            (im, ir), w
+    if name == "rms":
+        _, rr = bnfast.rms_norm(x, wl, return_stats=True)
+        return x, (lambda dy, x, s, w: bnfast.rms_norm_backward(dy, x, s[0], w)), (rr,), wl
+    raise AssertionError(name)
+
+
+def wrong_shapes(shape):
+    """Shapes a statistic of ``shape`` must not be accepted with."""
+    out = [shape + (2,), (shape[0] + 1,) + shape[1:], (7 * 11,)]
+    if len(shape) == 2 and shape[0] != shape[1]:
+        out.append(shape[::-1])
+    return out
+
+
+# --------------------------------------------------------------------------
+# batch-norm backward cases: (shape, channel axis, order)
+# --------------------------------------------------------------------------
+# Rows along B, channels unit-stride, channels strided (small B), single
+# channel, Fortran (generic/swapped), groups > 1.
+BN_BACKWARD_CASES = [
+    ((4, 6, 33), 1, "C"),
+    ((300, 37), 1, "C"),
+    ((3, 40, 5), 1, "C"),
+    ((5000, 1), 1, "C"),
+    ((40, 9, 7), 1, "F"),
+    ((2, 3, 150_001), 1, "C"),
+    ((6, 5, 4, 3), -1, "C"),
+]
+# The channel path of the reduce: 1024-channel tiles (1023, 1025 and three
+# tiles), rows taken two at a time (odd and single-row groups), and short
+# rows prefetched ahead (64 channels, many rows: several groups).
+BN_REDUCE_CASES = BN_BACKWARD_CASES + [
+    ((7, 1023), 1, "C"),
+    ((5, 1025), 1, "C"),
+    ((3, 2050), 1, "C"),
+    ((1, 3, 1), 1, "C"),
+    ((20_001, 64), 1, "C"),
+    ((9, 3, 2, 700), -1, "C"),
+]
+# The fused training backward (one channel per thread, several groups,
+# streaming stores) at 1 and 2 threads, the two-pass form at 3.
+BN_FUSED_CASES = [((3, 9, 100_000), 1, "C")]
