@@ -363,3 +363,73 @@ def test_layer_norm_kernels_match_twin(native_backend, shape, order, rms):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
+
+
+# ==========================================================================
+# the per-channel float64 formulas (issue 10): one C++ unit compiled without
+# FMA contraction and its twin, the same operations in the same order, so
+# the same bits
+# ==========================================================================
+def _formula(name):
+    if not hasattr(twin, name):
+        pytest.skip(f"this tree has no formula kernel {name} (issue 10 adds it)")
+    return getattr(_impl(), name), getattr(twin, name)
+
+
+def _channel_values(rng):
+    """float64 per-channel values with the special cases: 0, tiny, huge, inf, NaN."""
+    v = rng.standard_normal(37) * 10.0 ** rng.integers(-8, 8, 37)
+    return np.concatenate([v, [0.0, -0.0, 5e-324, 1e300, np.inf, -np.inf, np.nan, 1.0, 3.0]])
+
+
+def _same_bits(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype, a.shape, b.shape)
+    assert a.tobytes() == b.tobytes(), f"{what}: {a} != {b}"
+
+
+@pytest.mark.parametrize("count, eps", [(1.0, 1e-5), (7.0, 0.0), (1e6, 1e-3)])
+def test_invstd_formula_matches_twin_bitwise(native_backend, count, eps):
+    native, mine = _formula("invstd")
+    m2 = np.abs(_channel_values(np.random.default_rng(1)))
+    with np.errstate(all="ignore"):
+        _same_bits(native(m2, count, eps), mine(m2, count, eps), "invstd")
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("biased", [True, False])
+def test_eval_fold_formula_matches_twin_bitwise(native_backend, weighted, biased):
+    native, mine = _formula("eval_fold")
+    rng = np.random.default_rng(2)
+    mean = _channel_values(rng)
+    inv = np.abs(_channel_values(rng))
+    w = _channel_values(rng) if weighted else None
+    b = _channel_values(rng) if biased else None
+    with np.errstate(all="ignore"):
+        for g, r, what in zip(native(mean, inv, w, b), mine(mean, inv, w, b), ["scale", "shift"]):
+            _same_bits(g, r, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.0, 0.1, 0.3, 1.0])
+def test_running_update_formula_matches_twin_bitwise(native_backend, dtype, momentum):
+    native, mine = _formula("running_update")
+    rng = np.random.default_rng(3)
+    running = (rng.standard_normal(46) * 100).astype(dtype)
+    value = _channel_values(rng)
+    a, b = running.copy(), running.copy()
+    with np.errstate(all="ignore"):
+        assert native(a, value, momentum) is None
+        assert mine(b, value, momentum) is None
+    _same_bits(a, b, "running")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_center_formula_matches_twin_bitwise(native_backend, dtype):
+    native, mine = _formula("split_center")
+    mean = _channel_values(np.random.default_rng(4))
+    with np.errstate(all="ignore"):
+        got, ref = native(mean, np.dtype(dtype)), mine(mean, np.dtype(dtype))
+    for g, r, what in zip(got, ref, ["hi", "lo"]):
+        assert np.asarray(g).dtype == dtype and np.asarray(g).flags.c_contiguous, what
+        _same_bits(g, r, what)
