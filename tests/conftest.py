@@ -89,3 +89,12 @@ def det_inputs():
         "flat64": rng.standard_normal(3_000_001) + 10,
         "nchw": (rng.standard_normal((16, 8, 96, 96)) + 1).astype(np.float32),
     }
+
+
+@pytest.fixture
+def StandardScaler():  # (named after the class it returns)
+    """scikit-learn's StandardScaler, or skip when scikit-learn is absent."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from sklearn.preprocessing import StandardScaler as SS
+
+    return SS

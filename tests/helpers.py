@@ -10,6 +10,7 @@ one-line change below.
 """
 
 import math
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -941,3 +942,225 @@ BN_REDUCE_CASES = BN_BACKWARD_CASES + [
 # The fused training backward (one channel per thread, several groups,
 # streaming stores) at 1 and 2 threads, the two-pass form at 3.
 BN_FUSED_CASES = [((3, 9, 100_000), 1, "C")]
+
+
+# --------------------------------------------------------------------------
+# the Standardizer: data, tolerances and checks against float64 references
+# --------------------------------------------------------------------------
+# Tolerances: std_rtol() (1e-12 relative for float64 input, 1e-6 for float32
+# input) for mean_, var_, scale_ and transform outputs.  Absolute terms are
+# only used where rounding of the *reference* dominates; each one is
+# justified where it is defined (mean_atol, var_atol, tr_atol).
+def sklearn_standardizer():
+    """bnfast.sklearn.Standardizer, or skip when scikit-learn is absent."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    import bnfast.sklearn
+
+    return bnfast.sklearn.Standardizer
+
+
+def mean_atol(X, axis=0):
+    """Absolute slack for mean_ comparisons: the reference's float64 sum of
+    up to ~1e5 terms (pairwise, NumPy/sklearn) rounds to <= ~17 eps*max|x|
+    absolute; this only matters for means that are ~0 relative to the data."""
+    X = np.asarray(X, np.float64)
+    red = normalize_axes(axis, X.ndim)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mx = np.nanmax(np.abs(X), axis=red) if X.size else 0.0
+    return 32 * EPS64 * np.nan_to_num(mx)
+
+
+def var_atol(X, axis=0):
+    """Absolute slack for var_: a reference mean off by ~eps*max|x| gives a
+    variance floor of ~(eps*max|x|)**2 for (near-)constant features (e.g.
+    sklearn's var_ of a column of 0.1 is ~1e-34, not 0)."""
+    return mean_atol(X, axis) ** 2
+
+
+def tr_atol(mean, scale, dtype, xshape, axis=0):
+    """Absolute slack for transform outputs near 0.
+
+    float32: the spec allows |mean_|/scale_ * 2**-23 (sklearn / a float32
+    kernel rounds X - mean_ in float32).  float64: both sides round mean_
+    itself to a few ulps, which an output near 0 inherits as
+    ~|mean_|/scale_ * eps; 8 eps is used."""
+    if mean is None:
+        return 0.0
+    c = 2.0 ** -23 if np.dtype(dtype) == np.float32 else 8 * EPS64
+    scale = 1.0 if scale is None else np.asarray(scale, np.float64)
+    with np.errstate(all="ignore"):
+        a = np.abs(np.asarray(mean, np.float64)) / scale * c
+    a = np.nan_to_num(a)
+    return np.asarray(a).reshape(keepdims_shape(xshape, axis)) if np.ndim(a) else a
+
+
+def std_out_dtype(dtype):
+    dtype = np.dtype(dtype)
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def expected_transform(st_, X, axis=0):
+    """(X - mean_)/scale_ in float64 from the fitted attributes."""
+    y = np.asarray(X, np.float64)
+    bs = keepdims_shape(np.shape(X), axis)
+    if st_.with_mean:
+        y = y - np.asarray(st_.mean_, np.float64).reshape(bs)
+    if st_.with_std:
+        y = y / np.asarray(st_.scale_, np.float64).reshape(bs)
+    return y
+
+
+def check_transform(st_, X, axis=0):
+    """transform and inverse_transform agree with the fitted attributes."""
+    X = np.asarray(X)
+    y = st_.transform(X)
+    assert isinstance(y, np.ndarray)
+    assert y.shape == X.shape
+    assert y.dtype == std_out_dtype(X.dtype)
+    mean = st_.mean_ if st_.with_mean else None
+    scale = st_.scale_ if st_.with_std else None
+    atol = tr_atol(mean, scale, std_out_dtype(X.dtype), X.shape, axis)
+    assert_close(y, expected_transform(st_, X, axis), std_rtol(y.dtype), atol, "transform")
+    z = st_.inverse_transform(y)
+    assert z.dtype == y.dtype and z.shape == X.shape
+    bs = keepdims_shape(X.shape, axis)
+    want = np.asarray(y, np.float64)
+    if st_.with_std:
+        want = want * np.asarray(st_.scale_).reshape(bs)
+    if st_.with_mean:
+        want = want + np.asarray(st_.mean_).reshape(bs)
+    # inverse: an absolute term of a few ulps of |mean_| (the sum of the
+    # scaled value and mean_ rounds relative to |mean_| when they cancel).
+    c = 2.0 ** -23 if y.dtype == np.float32 else 8 * EPS64
+    inv_atol = 0.0
+    if st_.with_mean:
+        inv_atol = (np.abs(np.nan_to_num(np.asarray(st_.mean_))) * c).reshape(bs)
+    assert_close(z, want, std_rtol(y.dtype), inv_atol, "inverse_transform")
+    return y
+
+
+def check_attrs(st_, X, axis=0, ddof=0, sample_weight=None, nan_policy="omit"):
+    """mean_/var_/scale_/n_samples_seen_ against the float64 reference."""
+    m, v, n = ref_standardize_stats(X, axis, ddof, sample_weight, nan_policy)
+    rtol = std_rtol(np.asarray(X).dtype)
+    F = m.shape
+    assert tuple(st_.feature_shape_) == F
+    assert st_.n_features_in_ == math.prod(F)
+    assert isinstance(st_.n_features_in_, (int, np.integer))
+    if st_.with_mean or st_.with_std:
+        assert st_.mean_.dtype == np.float64 and st_.mean_.shape == F
+        assert_close(st_.mean_, m, rtol, mean_atol(X, axis), "mean_")
+    else:
+        assert st_.mean_ is None
+    if st_.with_std:
+        assert st_.var_.dtype == np.float64 and st_.var_.shape == F
+        assert st_.scale_.dtype == np.float64 and st_.scale_.shape == F
+        assert_close(st_.var_, v, rtol, var_atol(X, axis), "var_")
+        assert_close(st_.scale_, ref_scale(v, m, n), rtol, 0.0, "scale_")
+    else:
+        assert st_.var_ is None
+        assert st_.scale_ is None
+    seen = np.broadcast_to(np.asarray(st_.n_samples_seen_, np.float64), F)
+    assert_close(seen, n, 1e-12, 0, "n_samples_seen_")
+
+
+# (offset, scale) per column: offsets up to 1e4 times the spread; varied scales.
+COLS_FIT = [(1e4, 1.0), (-250.0, 0.01), (3.0, 10.0), (0.0, 1e3), (1e3, 0.5), (-7e3, 3.0),
+            (0.0, 1.0)]
+
+
+# for sklearn partial_fit parity: sklearn's own incremental update loses
+# ~offset/scale * 1e-16 relative per chunk, so keep offset/scale <= 100 there.
+COLS_PF = [(100.0, 1.0), (-20.0, 0.5), (0.0, 1e3), (5.0, 10.0), (-1.0, 0.01)]
+
+
+def f32_exact(w, dtype):
+    """sklearn casts sample_weight to X's dtype; for float32 X use weights
+    that float32 represents exactly so both sides weigh the same values."""
+    return w.astype(np.float32).astype(np.float64) if np.dtype(dtype) == np.float32 else w
+
+
+def make_2d(rng, n, cols=COLS_FIT, dtype=np.float64):
+    off = np.array([c[0] for c in cols])
+    sc = np.array([c[1] for c in cols])
+    return (off + sc * rng.standard_normal((n, len(cols)))).astype(dtype)
+
+
+def chunk_sizes(kind, n):
+    if kind == "rows1":
+        return [1] * n
+    if kind == "uneven":
+        pat = [1, 16, 17, 33, 2, 1, 7, 64, 3]
+    elif kind == "with_empty":
+        pat = [5, 0, 1, 0, 40]
+    else:
+        raise AssertionError(kind)
+    out, tot, i = [], 0, 0
+    while tot < n:
+        s = min(pat[i % len(pat)], n - tot)
+        out.append(s)
+        tot += s
+        i += 1
+    return out
+
+
+def chunks(X, sizes):
+    start = 0
+    for s in sizes:
+        yield X[start:start + s]
+        start += s
+    assert start == X.shape[0]
+
+
+def assert_same_as_sklearn(bn, sk, X, rtol, sample_weight=None):
+    assert_close(bn.mean_, sk.mean_, rtol, mean_atol(X), "mean_ vs sklearn")
+    assert_close(bn.var_, sk.var_, rtol, var_atol(X), "var_ vs sklearn")
+    assert_close(bn.scale_, sk.scale_, rtol, 0.0, "scale_ vs sklearn")
+    F = bn.mean_.shape
+    assert_close(np.broadcast_to(np.asarray(bn.n_samples_seen_, float), F),
+                 np.broadcast_to(np.asarray(sk.n_samples_seen_, float), F), 1e-12, 0,
+                 "n_samples_seen_ vs sklearn")
+    yb, ys = bn.transform(X), sk.transform(X)
+    assert yb.dtype == ys.dtype == X.dtype
+    # outputs near 0 inherit the difference of the two mean_ values, which
+    # the mean_ check above bounds by mean_atol (sklearn's np.sum of a
+    # column of 0.1 is off by ~14 ulps): add that, divided by scale_.
+    with np.errstate(all="ignore"):
+        atol = (tr_atol(bn.mean_, bn.scale_, X.dtype, X.shape)
+                + np.nan_to_num(mean_atol(X) / bn.scale_))
+    assert_close(yb, ys, rtol, atol, "transform vs sklearn")
+    zb, zs = bn.inverse_transform(ys), sk.inverse_transform(ys)
+    c = 2.0 ** -23 if X.dtype == np.float32 else 8 * EPS64
+    assert_close(zb, zs, rtol, np.abs(np.nan_to_num(bn.mean_)) * c, "inverse_transform vs sklearn")
+
+
+def no_all_nan_column(X, sizes):
+    return all(not np.isnan(c).all(axis=0).any() for c in chunks(X, sizes) if len(c))
+
+
+
+def peak_traced_bytes(fn):
+    """Peak bytes allocated (as NumPy reports them to tracemalloc) while fn runs."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def short_first_axis_case(case):
+    """(x, axis) whose first reduced axis is short (one or two indices) and
+    big (16-32 MB as float64): a slab cut along that axis only would be
+    (almost) all of x."""
+    if case == "uint8-short-first-axis":
+        return np.ones((1, 1024, 1024, 3), np.uint8), (0, 1, 2)
+    if case == "int16-axis-None":
+        return np.ones((2, 2_000_000), np.int16), None
+    if case == "float64-axis-None":
+        return np.random.default_rng(0).random((2, 2_000_000)), None
+    raise AssertionError(case)
