@@ -8,7 +8,7 @@ reference here.
 """
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnfast
@@ -141,6 +141,8 @@ def test_batch_norm_fast_steps_aside(native_backend, case):
     assert _fast("batch_norm_fast")(*args.values()) is None
 
 
+# 20 examples under each native capability (60 at one capability before).
+@settings(max_examples=20)
 @given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([2, 7, 16, 17, 64]),
        hw=st.sampled_from([1, 3, 8]), training=st.booleans(), channels_last=st.booleans())
 def test_hypothesis_bn_fast_vs_general(native_backend, n, c, hw, training, channels_last):
