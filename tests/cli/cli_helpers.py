@@ -15,8 +15,21 @@ import numpy as np
 # --------------------------------------------------------------------------
 # the command line's private modules (the only imports of them in tests/cli/)
 # --------------------------------------------------------------------------
-from bnfast import _cli_data as cli_data  # noqa: F401  (chunked readers, the data commands)
+from bnfast import _cli_data
 from bnfast.__main__ import main  # the ``python -m bnfast`` entry point
+
+# The chunked reader of .npy / .npz data and its two kinds of source.
+open_data = _cli_data.open_data
+MappedSource = _cli_data._MappedSource  # a stored member or .npy file, memory-mapped
+StreamSource = _cli_data._StreamSource  # a compressed member, read as a stream
+# The chunked diagnose behind ``python -m bnfast diagnose``.
+diagnose_file = _cli_data.diagnose_file
+# The module whose PROGRESS_DELAY (seconds before a bar shows) tests patch.
+progress_settings = _cli_data
+# The per-command entry points.
+main_stats = _cli_data.main_stats
+main_normalize = _cli_data.main_normalize
+main_diagnose = _cli_data.main_diagnose
 
 CHUNK = "0.2"  # MiB per chunk in the in-process tests (x2d is 2 MiB: 10 chunks)
 

@@ -5,7 +5,8 @@ import pytest
 from cli_helpers import (
     CHUNK,
     cli,
-    cli_data,
+    diagnose_file,
+    open_data,
     table_rows,
 )
 
@@ -17,8 +18,8 @@ def test_diagnose_chunked_equals_in_memory(capsys, xnan, tmp_path):
     x = x.copy()
     x[7, 2] = np.inf
     np.save(path, x)
-    with cli_data.open_data(str(path)) as src:
-        chunked = cli_data.diagnose_file(src, (0,), chunk_bytes=20_000)
+    with open_data(str(path)) as src:
+        chunked = diagnose_file(src, (0,), chunk_bytes=20_000)
     whole = bnfast.diagnose(x)
     a, b = chunked.to_dict(), whole.to_dict()
     for key in ("n_samples", "n_features", "feature_shape", "dtype", "count", "nan_count",

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from cli_helpers import (
     CHUNK,
+    MappedSource,
+    StreamSource,
     assert_one_error,
     cli,
-    cli_data,
     make_features,
+    open_data,
     table_rows,
 )
 
@@ -26,8 +28,8 @@ def test_npz_members(capsys, x2d, tmp_path, compressed):
     with zipfile.ZipFile(arch) as zf:
         kinds = {i.compress_type for i in zf.infolist()}
     assert kinds == {zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED}
-    with cli_data.open_data(f"{arch}:train") as src:
-        want = cli_data._StreamSource if compressed else cli_data._MappedSource
+    with open_data(f"{arch}:train") as src:
+        want = StreamSource if compressed else MappedSource
         assert isinstance(src, want)
         assert src.shape == x.shape and src.dtype == x.dtype
 
@@ -54,7 +56,7 @@ def test_npz_unaligned_stored_member(capsys, tmp_path):
     # np.savez puts the data at an odd offset; the memory-mapped view is unaligned.
     x = make_features(n=2000, f=3, dtype=np.float64)
     np.savez(tmp_path / "a.npz", x)
-    with cli_data.open_data(str(tmp_path / "a.npz")) as src:
+    with open_data(str(tmp_path / "a.npz")) as src:
         assert src.data_offset % 8 != 0
     stats = tmp_path / "s.npz"
     code, _, err = cli(capsys, "stats", tmp_path / "a.npz", "--chunk-mb", "0.01", "--out", stats)
@@ -67,7 +69,7 @@ def test_fortran_order_file(capsys, x2d, tmp_path):
     x, path = x2d
     fpath = tmp_path / "f.npy"
     np.save(fpath, np.asfortranarray(x))
-    with cli_data.open_data(str(fpath)) as src:
+    with open_data(str(fpath)) as src:
         assert src.fortran_order
     for name, data in (("c", path), ("f", fpath)):
         code, _, err = cli(capsys, "normalize", data, tmp_path / f"y_{name}.npy",

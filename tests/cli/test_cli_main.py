@@ -9,8 +9,11 @@ from cli_helpers import (
     CHUNK,
     child_env,
     cli,
-    cli_data,
     main,
+    main_diagnose,
+    main_normalize,
+    main_stats,
+    progress_settings,
     run_child,
     table_rows,
 )
@@ -62,7 +65,7 @@ def test_usage_errors_keep_exit_code_2(capsys, args):
 def test_progress_bar_and_no_progress(capsys, x2d, tmp_path, monkeypatch):
     pytest.importorskip("tqdm")
     _, path = x2d
-    monkeypatch.setattr(cli_data, "PROGRESS_DELAY", 0.0)  # show at once
+    monkeypatch.setattr(progress_settings, "PROGRESS_DELAY", 0.0)  # show at once
     code, _, err = cli(capsys, "normalize", path, tmp_path / "y.npy", "--chunk-mb", CHUNK)
     assert code == 0
     assert "fit" in err and "normalize" in err and "100%" in err
@@ -80,12 +83,12 @@ def test_progress_bar_and_no_progress(capsys, x2d, tmp_path, monkeypatch):
 
 def test_main_functions(capsys, x2d, tmp_path):
     _, path = x2d
-    assert cli_data.main_stats([str(path), "--chunk-mb", CHUNK]) == 0
+    assert main_stats([str(path), "--chunk-mb", CHUNK]) == 0
     assert "feature" in capsys.readouterr().out
-    assert cli_data.main_normalize([str(path), str(tmp_path / "y.npy")]) == 0
-    assert cli_data.main_diagnose([str(tmp_path / "y.npy")]) == 0
+    assert main_normalize([str(path), str(tmp_path / "y.npy")]) == 0
+    assert main_diagnose([str(tmp_path / "y.npy")]) == 0
     assert "looks standardized" in capsys.readouterr().out
-    assert cli_data.main_stats([str(tmp_path / "missing.npy")]) == 1
+    assert main_stats([str(tmp_path / "missing.npy")]) == 1
 
 
 def test_subprocess_end_to_end(x2d, tmp_path):
