@@ -981,7 +981,7 @@ def var_atol(X, axis=0):
 def tr_atol(mean, scale, dtype, xshape, axis=0):
     """Absolute slack for transform outputs near 0.
 
-    float32: the spec allows |mean_|/scale_ * 2**-23 (sklearn / a float32
+    float32: the contract allows |mean_|/scale_ * 2**-23 (sklearn / a float32
     kernel rounds X - mean_ in float32).  float64: both sides round mean_
     itself to a few ulps, which an output near 0 inherits as
     ~|mean_|/scale_ * eps; 8 eps is used."""

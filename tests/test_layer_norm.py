@@ -107,7 +107,7 @@ def test_rms_norm_matches_torch(backend, shape, axis, dtype, weighted, eps):
     assert y.dtype == x.dtype and y.shape == x.shape
     stat_shape = tuple(s for i, s in enumerate(shape) if i not in axes)
     assert rstd.shape == stat_shape and rstd.dtype == x.dtype
-    # no cancellation in x*rstd: plain rtol/atol*magnitude of the spec
+    # no cancellation in x*rstd: plain rtol/atol*magnitude of the contract
     rtol = rtol_for(dtype)
     assert_close(y, to_np(yt), rtol, rtol * mag(yt), what="rms_norm vs torch")
     assert_close(y, yr, rtol, rtol * mag(yr), what="rms_norm vs float64")

@@ -317,7 +317,7 @@ def test_axis_none_global(backend, dtype):
     assert_close(s.mean_, m, std_rtol(dtype), 0, "global mean")
     assert_close(s.var_, v, std_rtol(dtype), 0, "global var")
     check_transform(s, X, None)
-    # feature shape () -> other sizes can be transformed (same ndim: see report)
+    # feature shape () -> other sizes can be transformed (of the same ndim)
     Z = (50 + rng.standard_normal((3, 2, 5))).astype(dtype)
     assert_close(s.transform(Z), (Z.astype(np.float64) - m) / np.sqrt(v), std_rtol(dtype),
                  abs(m) / np.sqrt(v) * 2.0 ** -23, "global transform other shape")

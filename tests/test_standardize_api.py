@@ -79,7 +79,7 @@ def test_bad_params_raise_at_fit(params, exc):
     assert issubclass(np.exceptions.AxisError, ValueError)
 
 
-def test_set_params():
+def test_set_params(backend):
     s = bnfast.Standardizer()
     assert s.set_params(with_mean=False, ddof=1) is s
     assert s.get_params()["with_mean"] is False and s.get_params()["ddof"] == 1
@@ -321,7 +321,7 @@ def big_arrays():
 
 @pytest.mark.parametrize("case", ["f64", "f64-nan", "f32", "f64-weighted", "partial-f64-nan"])
 def test_fit_makes_no_full_size_copy(backend, big_arrays, case):
-    """Spec: "Fitting never makes a full-size copy of X (temporaries are
+    """The contract: "Fitting never makes a full-size copy of X (temporaries are
     bounded by a chunk size)".  NumPy reports its allocations to tracemalloc.
 
     Two checks on X (128 MB, 64 MB for float32) and its first half:

@@ -379,7 +379,7 @@ def test_hypothesis_chunked_fit_sklearn(backend, StandardScaler, n, f, dtype, se
     one = bnfast.Standardizer().fit(X, **kw)
     sk = StandardScaler().fit(X, **kw)
     if np.isnan(X).all(axis=0).any():
-        # sklearn and the spec agree on NaN stats; just compare attributes
+        # sklearn and bnfast agree on NaN stats; just compare attributes
         assert_close(one.mean_, sk.mean_, rtol, mean_atol(X), "mean_")
     else:
         assert_same_as_sklearn(one, sk, X, rtol)
