@@ -1,13 +1,17 @@
-"""bnfast.batch_norm parity with torch.nn.functional.batch_norm."""
+"""bnfast.batch_norm (the forward) parity with torch.nn.functional.batch_norm
+and torch.native_batch_norm, under every backend."""
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bnfast
-from _util import LAYOUTS, make_values, with_layout
+from helpers import LAYOUTS, make_values, needs_torch, torch, with_layout
 
-torch = pytest.importorskip("torch", reason="torch is not installed: torch parity tests skipped")
-F = torch.nn.functional
+pytestmark = needs_torch
+F = None if torch is None else torch.nn.functional
 
 # (N, C), (N, C, L), (N, C, H, W), (N, C, D, H, W) with the edge sizes
 # 1, 7, 15, 16, 17, 33, 1023 on the reduced and channel dims, and H*W == 1.
@@ -75,8 +79,6 @@ def assert_matches_torch(y, yt, x, axis, w, eps=1e-5, training=False):
 
 def _exact_training_output(x64, ax, eps):
     """(x - mean) / sqrt(var + eps) per channel with exactly rounded sums."""
-    import math
-
     moved = np.moveaxis(x64, ax, 0)
     out = np.empty_like(moved)
     for c in range(moved.shape[0]):
@@ -105,7 +107,7 @@ def test_matches_torch(backend, shape, axis, mode, dtype):
     C = shape[axis]
     training = mode != "eval"
     if training and x.size // C < 2:
-        pytest.skip("fewer than 2 values per channel (covered in test_errors)")
+        pytest.skip("fewer than 2 values per channel (covered in test_batch_norm.py)")
     w, b, rm, rv = _params(rng, C, dtype, running=(mode != "train-norunning"))
     yt, rmt, rvt = torch_bn(x, rm, rv, w, b, training, 0.1, 1e-5, axis)
     y = bnfast.batch_norm(x, rm, rv, w, b, training=training, momentum=0.1, eps=1e-5, axis=axis)

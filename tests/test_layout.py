@@ -4,11 +4,11 @@ and the view addresses exactly the elements of the input."""
 import numpy as np
 import pytest
 
-from bnfast import _layout
+from helpers import views
 
 
 def _check_view(x, kept):
-    x3, groups = _layout.canonical(x, kept)
+    x3, groups = views.canonical(x, kept)
     assert x3.ndim == 3
     # Reference: move kept axes last, flatten reduced and kept groups.
     reduced = [i for i in range(x.ndim) if i not in kept]
@@ -60,7 +60,7 @@ def test_awkward_layouts_are_copied_correctly(x, kept):
 def test_output_written_back_through_groups():
     x = _arange((3, 4, 5), order="F")
     groups = ((0,), (1,), (2,))
-    y3 = _layout.copy_to_groups(x, groups)
+    y3 = views.copy_to_groups(x, groups)
     y = np.zeros_like(x)
-    _layout.copy_from_groups(y3, y, groups)
+    views.copy_from_groups(y3, y, groups)
     np.testing.assert_array_equal(y, x)

@@ -15,29 +15,11 @@ import pytest
 
 import bnfast
 import bnfast.nn as bnn
-from _norm_util import assert_close, mag, make_data
+from helpers import assert_close, grad_rtol_for, mag, make_data, needs_torch, rtol_for, torch
 
-try:
-    import torch
-
-    tnn = torch.nn
-except ImportError:  # the torch-free tests below still run
-    torch = tnn = None
-
-
-def need_torch():
-    pytest.importorskip("torch", reason="torch is not installed: torch.nn parity tests skipped")
+tnn = None if torch is None else torch.nn  # the torch-free tests below still run
 
 DTYPES = [np.float32, np.float64]
-
-
-def _rt(dtype):
-    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
-
-
-def _grt(dtype):
-    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
-
 
 def close(got, ref, rtol, what, floor=0.0):
     got = np.asarray(got)
@@ -83,7 +65,7 @@ def step(tm, layer, x, dy, axis, dtype, what, check_grads=True, one_element=Fals
     assert isinstance(y, np.ndarray) and y.dtype == dtype and y.shape == x.shape
     # outputs: x - mean is rounded in the input precision, amplified by
     # rstd*|w| (<= ~3 for the data here): covered by the atol*magnitude term.
-    close(y, back(yt.detach().numpy()), 3 * _rt(dtype), f"{what}: output", floor=1.0)
+    close(y, back(yt.detach().numpy()), 3 * rtol_for(dtype), f"{what}: output", floor=1.0)
     if not check_grads:
         return
     dx = layer.backward(dy)
@@ -92,9 +74,9 @@ def step(tm, layer, x, dy, axis, dtype, what, check_grads=True, one_element=Fals
     if one_element:
         w = getattr(layer, "weight", None)
         floor = 16 * np.finfo(dtype).eps * mag(dy) * (1.0 if w is None else mag(w)) / np.sqrt(1e-5)
-        assert_close(dx, gx, _grt(dtype), floor, what=f"{what}: dx")
+        assert_close(dx, gx, grad_rtol_for(dtype), floor, what=f"{what}: dx")
     else:
-        close(dx, gx, _grt(dtype), f"{what}: dx")
+        close(dx, gx, grad_rtol_for(dtype), f"{what}: dx")
     for name in ("weight", "bias"):
         tp = getattr(tm, name, None)
         g = getattr(layer, "grad_" + name)
@@ -106,9 +88,9 @@ def step(tm, layer, x, dy, axis, dtype, what, check_grads=True, one_element=Fals
                 # exact value 0 (xhat == 0); torch's float64 xhat carries
                 # ~ulp(x)*rstd of noise, summed over the batch
                 floor = 16 * np.finfo(np.float64).eps * float(np.abs(dy).sum()) * (mag(x) + 1) / np.sqrt(1e-5)
-                assert_close(g, tp.grad.numpy(), _grt(dtype), floor, what=f"{what}: grad_{name}")
+                assert_close(g, tp.grad.numpy(), grad_rtol_for(dtype), floor, what=f"{what}: grad_{name}")
             else:
-                close(g, tp.grad.numpy(), _grt(dtype), f"{what}: grad_{name}")
+                close(g, tp.grad.numpy(), grad_rtol_for(dtype), f"{what}: grad_{name}")
 
 
 def compare_buffers(tm, layer, dtype, what):
@@ -117,8 +99,8 @@ def compare_buffers(tm, layer, dtype, what):
         assert getattr(layer, "running_var", None) is None
         return
     assert layer.running_mean.dtype == dtype and layer.running_var.dtype == dtype
-    close(layer.running_mean, tm.running_mean.numpy(), _rt(dtype), f"{what}: running_mean", floor=1.0)
-    close(layer.running_var, tm.running_var.numpy(), _rt(dtype), f"{what}: running_var")
+    close(layer.running_mean, tm.running_mean.numpy(), rtol_for(dtype), f"{what}: running_mean", floor=1.0)
+    close(layer.running_var, tm.running_var.numpy(), rtol_for(dtype), f"{what}: running_var")
     assert int(layer.num_batches_tracked) == int(tm.num_batches_tracked)
 
 
@@ -142,11 +124,11 @@ BN_CONFIGS = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", BN_CONFIGS, ids=str)
 def test_batchnorm_matches_torch(backend, cfg, dtype, axis):
-    need_torch()
     shape, momentum, affine, track = cfg
     rng = np.random.default_rng(len(shape) * 10 + shape[1])
     C = shape[1]
@@ -211,9 +193,9 @@ STATE_CASES = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("name,kw", STATE_CASES, ids=str)
 def test_state_dict_keys_and_shapes_match_torch(name, kw):
-    need_torch()
     mk = {
         "BatchNorm": (lambda **k: bnn.BatchNorm(6, **k), lambda **k: tnn.BatchNorm2d(6, **k)),
         "LayerNorm": (lambda **k: bnn.LayerNorm((3, 4), **k), lambda **k: tnn.LayerNorm((3, 4), **k)),
@@ -246,8 +228,8 @@ def test_state_dict_reload_restores_eval_behaviour(backend):
     assert np.array_equal(other.eval()(x), y1)
 
 
+@needs_torch
 def test_batchnorm_torch_to_bnfast_round_trip(backend):
-    need_torch()
     """A trained torch BatchNorm2d (float32) loaded into bnfast gives torch's eval output."""
     rng = np.random.default_rng(1)
     tm = tnn.BatchNorm2d(6, momentum=0.2)
@@ -268,8 +250,8 @@ def test_batchnorm_torch_to_bnfast_round_trip(backend):
     close(layer(x), yt, 1e-5, "eval output", floor=1.0)
 
 
+@needs_torch
 def test_batchnorm_bnfast_to_torch_round_trip(backend):
-    need_torch()
     rng = np.random.default_rng(2)
     layer = bnn.BatchNorm(6, momentum=None)
     layer.weight[...] = rng.uniform(0.5, 2, 6)
@@ -341,10 +323,10 @@ LN_CONFIGS = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", LN_CONFIGS, ids=str)
 def test_layernorm_matches_torch(backend, cfg, dtype):
-    need_torch()
     shape, nshape, affine, bias = cfg
     rng = np.random.default_rng(sum(shape))
     tm = tnn.LayerNorm(nshape, elementwise_affine=affine, bias=bias, dtype=torch.float64)
@@ -375,11 +357,11 @@ GN_CONFIGS = [((4, 6, 7), 3, True), ((2, 16, 5, 5), 4, True), ((3, 33, 2), 11, F
               ((4, 16, 1), 16, True)]
 
 
+@needs_torch
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", GN_CONFIGS, ids=str)
 def test_groupnorm_matches_torch(backend, cfg, dtype, axis):
-    need_torch()
     shape, G, affine = cfg
     rng = np.random.default_rng(sum(shape) + G)
     C = shape[1]
@@ -418,11 +400,11 @@ IN_CONFIGS = [
 ]
 
 
+@needs_torch
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", IN_CONFIGS, ids=str)
 def test_instancenorm_matches_torch(backend, cfg, dtype, axis):
-    need_torch()
     shape, affine, track, momentum = cfg
     rng = np.random.default_rng(sum(shape) + 3)
     C = shape[1]
@@ -459,10 +441,10 @@ RMS_CONFIGS = [((8, 33), 33, None, True), ((4, 7, 16), (7, 16), 1e-5, True), ((3
                ((5, 1), 1, 1e-3, True)]
 
 
+@needs_torch
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", RMS_CONFIGS, ids=str)
 def test_rmsnorm_matches_torch(backend, cfg, dtype):
-    need_torch()
     shape, nshape, eps, affine = cfg
     rng = np.random.default_rng(sum(shape) + 9)
     # torch's default eps follows its (float64 oracle) input dtype; bnfast's

@@ -1,4 +1,7 @@
-"""Configuration, threads, environment overrides and the command line."""
+"""The runtime: configuration (bnfast.config, show_config), the thread count,
+backend/capability dispatch and the environment variables read at import
+(checked in fresh interpreters, including CPUs that lack a level, simulated
+with BNFAST_DEBUG_HIDE_CAPABILITIES)."""
 import json
 import os
 import subprocess
@@ -8,9 +11,9 @@ from importlib import metadata
 import pytest
 
 import bnfast
-from bnfast import _runtime
+from helpers import NATIVE_CHOICES, requires_native, runtime
 
-NATIVE = [c for c in _runtime.choices() if c != "numpy"]
+NATIVE = NATIVE_CHOICES
 KEYS = {"version", "backend", "capability", "compiled_capabilities",
         "supported_capabilities", "openmp", "num_threads"}
 
@@ -38,7 +41,7 @@ def test_version_matches_distribution_metadata():
 
 
 def test_choices_are_consistent_with_config():
-    choices = _runtime.choices()
+    choices = runtime.choices()
     assert "numpy" in choices
     assert set(choices) <= {"numpy", "scalar", "avx2", "avx512"}
     assert len(set(choices)) == len(choices)
@@ -60,7 +63,7 @@ def test_config_follows_backend(backend):
 
 def test_using_restores_previous_backend():
     before = bnfast.config()
-    with _runtime.using("numpy"):
+    with runtime.using("numpy"):
         assert bnfast.config()["backend"] == "numpy"
     after = bnfast.config()
     assert (after["backend"], after["capability"]) == (before["backend"], before["capability"])
@@ -124,6 +127,15 @@ def test_threads_context_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         with bnfast.threads(bad):
             pass
+
+
+def test_absurd_thread_counts_are_refused():
+    # Regression: any count was passed on to OpenMP (capped at 1024 since).
+    before = bnfast.get_num_threads()
+    for n in (2**31, 10**6):
+        with pytest.raises(ValueError, match="between 1 and"):
+            bnfast.set_num_threads(n)
+    assert bnfast.get_num_threads() == before
 
 
 # --------------------------------------------------------------------------
@@ -195,24 +207,56 @@ def test_env_num_threads_invalid_fails(tmp_path, value):
 
 
 # --------------------------------------------------------------------------
-# command line
+# capability selection at import
 # --------------------------------------------------------------------------
-def test_cli_config(tmp_path):
-    proc = _run(None, {}, tmp_path, args=["-m", "bnfast", "config"])
+SNIPPET = "import bnfast, json; print(json.dumps(bnfast.config()))"
+
+
+def _run_snippet(env_extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BNFAST_")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True, text=True)
+
+
+@requires_native
+def test_default_is_best_supported():
+    proc = _run_snippet({})
     assert proc.returncode == 0, proc.stderr
-    cfg = bnfast.config()
-    assert cfg["version"] in proc.stdout
-    assert "capability" in proc.stdout
+    cfg = json.loads(proc.stdout)
+    assert cfg["capability"] == cfg["supported_capabilities"][-1]
 
 
-def test_cli_bench_quick(tmp_path):
-    # Smoke test only: never assert on timings.
-    proc = _run(None, {}, tmp_path, args=["-m", "bnfast", "bench", "--quick"], timeout=300)
+@requires_native
+def test_hidden_level_is_not_chosen_by_default():
+    supported = bnfast.config()["supported_capabilities"]
+    if "avx512" not in supported:
+        pytest.skip("this CPU has no AVX-512 to hide")
+    proc = _run_snippet({"BNFAST_DEBUG_HIDE_CAPABILITIES": "avx512"})
     assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) >= 3, proc.stdout  # a header and rows
+    cfg = json.loads(proc.stdout)
+    assert cfg["capability"] == "avx2"
+    assert "avx512" not in cfg["supported_capabilities"]
 
 
-def test_cli_unknown_command_fails(tmp_path):
-    proc = _run(None, {}, tmp_path, args=["-m", "bnfast", "no-such-command"])
+@requires_native
+@pytest.mark.parametrize("level", ["avx512", "avx2"])
+def test_forcing_a_level_the_cpu_lacks_fails_at_import(level):
+    hide = "avx512" if level == "avx512" else "avx2,avx512"
+    proc = _run_snippet({"BNFAST_DEBUG_HIDE_CAPABILITIES": hide, "BNFAST_CPU_CAPABILITY": level})
     assert proc.returncode != 0
+    assert "BNFAST_CPU_CAPABILITY" in proc.stderr and level in proc.stderr
+    assert "Segmentation" not in proc.stderr
+
+
+@requires_native
+def test_scalar_can_always_be_forced():
+    proc = _run_snippet({"BNFAST_DEBUG_HIDE_CAPABILITIES": "avx2,avx512", "BNFAST_CPU_CAPABILITY": "scalar"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["capability"] == "scalar"
+
+
+@requires_native
+def test_set_capability_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown CPU capability"):
+        with runtime.using("sse9"):
+            pass

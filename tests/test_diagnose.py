@@ -1,73 +1,29 @@
-"""Independent specification tests for bnfast.diagnose / DataReport and the
-chunked DiagnoseAccumulator (issue 5 spec, written from the spec only).
-
-References are NumPy nan-functions in float64 over the finite values."""
+"""bnfast.diagnose / DataReport and the chunked DiagnoseAccumulator:
+counts, statistics and flags against NumPy nan-functions in float64 over the
+finite values (under every backend), the text / dict / plot outputs, chunked
+accumulation and bounded memory."""
 import json
 import math
 import sys
-import warnings
 
 import numpy as np
 import pytest
 
 import bnfast
-
-EPS64 = float(np.finfo(np.float64).eps)
-
-
-# ---------------------------------------------------------------------------
-# reference
-# ---------------------------------------------------------------------------
-def _norm_axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    return tuple(sorted(a % ndim for a in axis))
-
-
-def ref_diag(X, axis=0):
-    X = np.asarray(X)
-    red = _norm_axes(axis, X.ndim)
-    kept = tuple(i for i in range(X.ndim) if i not in red)
-    F = tuple(X.shape[i] for i in kept)
-    Z = np.transpose(X.astype(np.float64), red + kept).reshape(-1, math.prod(F))
-    fin = np.isfinite(Z)
-    Zf = np.where(fin, Z, np.nan)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        mean = np.nanmean(Zf, axis=0)
-        std = np.sqrt(np.nanmean((Zf - mean) ** 2, axis=0))
-        mn = np.nanmin(Zf, axis=0)
-        mx = np.nanmax(Zf, axis=0)
-        amax = np.nan_to_num(np.nanmax(np.abs(Zf), axis=0))
-    out = dict(
-        count=fin.sum(0), nan_count=np.isnan(Z).sum(0), inf_count=np.isinf(Z).sum(0),
-        mean=mean, std=std, min=mn, max=mx, amax=amax,
-        n_samples=Z.shape[0], feature_shape=F, n_features=math.prod(F),
-    )
-    return {k: (v.reshape(F) if isinstance(v, np.ndarray) else v) for k, v in out.items()}
-
-
-def ref_constant(X, axis=0):
-    r = ref_diag(X, axis)
-    n, m, v = r["count"].astype(float), r["mean"], r["std"] ** 2
-    with np.errstate(all="ignore"):
-        return v <= n * EPS64 * v + (n * m * EPS64) ** 2
-
-
-def assert_close(got, want, rtol, atol=0.0, what=""):
-    got = np.asarray(got, np.float64)
-    want = np.asarray(want, np.float64)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what + ": NaN positions")
-    ok = np.isnan(want) | (np.abs(got - want) <= np.asarray(atol) + rtol * np.abs(want))
-    assert ok.all(), f"{what}: got {got[~ok][:5]}, want {want[~ok][:5]}"
+from helpers import (
+    EPS64,
+    DiagnoseAccumulator,
+    assert_close,
+    constant_rule,
+    peak_traced_bytes,
+    ref_diagnose,
+    short_first_axis_case,
+)
 
 
 def check_report(rep, X, axis=0):
     """Every per-feature field of ``rep`` against the NumPy reference."""
-    r = ref_diag(X, axis)
+    r = ref_diagnose(X, axis)
     F = r["feature_shape"]
     assert isinstance(rep, bnfast.DataReport)
     assert tuple(rep.feature_shape) == F and isinstance(rep.feature_shape, tuple)
@@ -93,6 +49,12 @@ def check_report(rep, X, axis=0):
     return r
 
 
+def ref_constant(X, axis=0):
+    """The constant flag of the float64 reference (scikit-learn's rule)."""
+    r = ref_diagnose(X, axis)
+    return constant_rule(r["std"] ** 2, r["mean"], r["count"].astype(float))
+
+
 def make_cols(rng, n, cols):
     return np.stack([o + s * rng.standard_normal(n) for o, s in cols], axis=1)
 
@@ -102,7 +64,7 @@ def make_cols(rng, n, cols):
 # ---------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_counts_and_stats_vs_numpy(dtype):
+def test_counts_and_stats_vs_numpy(backend, dtype):
     rng = np.random.default_rng(0)
     X = make_cols(rng, 300, [(1e4, 1.0), (-3.0, 2.0), (50.0, 10.0), (0.0, 1.0), (0.0, 1.0), (7.0, 0.5)]).astype(dtype)
     X[rng.random(300) < 0.1, 1] = np.nan
@@ -125,7 +87,7 @@ def test_counts_and_stats_vs_numpy(dtype):
     assert "nan" in ws and "inf" in ws and "constant" in ws
 
 
-def test_clean_data_no_problem_flags():
+def test_clean_data_no_problem_flags(backend):
     rng = np.random.default_rng(1)
     X = make_cols(rng, 200, [(1.0, 2.0), (-5.0, 3.0), (100.0, 1.0)])
     rep = bnfast.diagnose(X)
@@ -141,7 +103,7 @@ def test_clean_data_no_problem_flags():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.int16])
 @pytest.mark.parametrize("axis, F", [((0, 2, 3), (3,)), ((0, -1), (3, 5)), (None, ()), (0, (3, 5, 6))])
-def test_axes(dtype, axis, F):
+def test_axes(backend, dtype, axis, F):
     rng = np.random.default_rng(2)
     X = rng.integers(0, 200, (4, 3, 5, 6)).astype(dtype)
     rep = bnfast.diagnose(X, axis=axis)
@@ -152,7 +114,7 @@ def test_axes(dtype, axis, F):
     assert np.shape(rep.mean) == F and np.shape(rep.constant) == F and np.shape(rep.scale_outliers) == F
 
 
-def test_float32_image_batch_channels():
+def test_float32_image_batch_channels(backend):
     rng = np.random.default_rng(3)
     X = (rng.standard_normal((8, 3, 16, 16)) * np.array([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1)
          + np.array([0.0, 100.0, -4.0]).reshape(1, 3, 1, 1)).astype(np.float32)
@@ -166,7 +128,7 @@ def test_float32_image_batch_channels():
 # ---------------------------------------------------------------------------
 # flags
 # ---------------------------------------------------------------------------
-def test_constant_flag_same_rule_as_standardizer():
+def test_constant_flag_same_rule_as_standardizer(backend):
     rng = np.random.default_rng(4)
     n = 100
     X = np.empty((n, 6))
@@ -185,7 +147,7 @@ def test_constant_flag_same_rule_as_standardizer():
     assert any("constant" in w.lower() for w in rep.warnings)
 
 
-def test_scale_outliers_flag():
+def test_scale_outliers_flag(backend):
     rng = np.random.default_rng(5)
     cols = [(0.0, 1.0)] * 10 + [(0.0, 1e5)]
     X = make_cols(rng, 400, cols)
@@ -200,7 +162,7 @@ def test_scale_outliers_flag():
     np.testing.assert_array_equal(rep.scale_outliers, [False] * 6 + [True, False, True])
 
 
-def test_scale_outliers_median_ignores_constant_features():
+def test_scale_outliers_median_ignores_constant_features(backend):
     rng = np.random.default_rng(6)
     X = np.zeros((300, 9))
     X[:, :5] = np.arange(5.0)  # five constant features (std 0)
@@ -228,14 +190,14 @@ def test_scale_outliers_median_ignores_constant_features():
     ],
     ids=["uint8", "f32-ints", "f64-ints", "int64", "mask", "unit-floats", "scaled-floats", "negative", "big", "halves"],
 )
-def test_looks_like_image_bytes(make, expected):
+def test_looks_like_image_bytes(backend, make, expected):
     X = make(np.random.default_rng(7))
     rep = bnfast.diagnose(X)
     assert bool(rep.looks_like_image_bytes) is expected
     assert isinstance(rep.looks_like_image_bytes, (bool, np.bool_))
 
 
-def test_looks_standardized():
+def test_looks_standardized(backend):
     rng = np.random.default_rng(8)
     raw = make_cols(rng, 500, [(1e4, 1.0), (-5.0, 30.0), (2.0, 0.1), (0.0, 1.0)])
     Z = (raw - raw.mean(0)) / raw.std(0)
@@ -365,6 +327,15 @@ def test_plot_without_matplotlib_import_error(tmp_path, monkeypatch):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_plot_leaves_the_pyplot_backend_alone(tmp_path):
+    # Regression: plot() switched the global pyplot backend.
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib not installed")
+    before = matplotlib.get_backend()
+    bnfast.diagnose(np.random.default_rng(7).random((30, 3))).plot(tmp_path / "r.png")
+    assert matplotlib.get_backend() == before
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ---------------------------------------------------------------------------
 # chunked accumulation
 # ---------------------------------------------------------------------------
@@ -391,9 +362,7 @@ def _assert_reports_equal(a, b, exact=False):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("sizes", [[1] * 50 + [150], [7, 1, 16, 17, 33, 126], [200], [0, 100, 0, 100]], ids=str)
-def test_accumulator_chunks_equal_whole(sizes):
-    from bnfast._diagnose import DiagnoseAccumulator
-
+def test_accumulator_chunks_equal_whole(backend, sizes):
     rng = np.random.default_rng(14)
     X = make_cols(rng, 200, [(1e4, 1.0), (-3.0, 2.0), (0.0, 1e5), (5.0, 1.0), (0.0, 1.0)])
     X[rng.random(200) < 0.1, 1] = np.nan
@@ -413,9 +382,7 @@ def test_accumulator_chunks_equal_whole(sizes):
     _assert_reports_equal(one.report(), whole, exact=True)
 
 
-def test_accumulator_image_axes_and_uint8():
-    from bnfast._diagnose import DiagnoseAccumulator
-
+def test_accumulator_image_axes_and_uint8(backend):
     rng = np.random.default_rng(15)
     X = rng.integers(0, 256, (9, 3, 8, 8)).astype(np.uint8)
     whole = bnfast.diagnose(X, axis=(0, 2, 3))
@@ -428,8 +395,6 @@ def test_accumulator_image_axes_and_uint8():
 
 
 def test_accumulator_axis_must_include_0():
-    from bnfast._diagnose import DiagnoseAccumulator
-
     # axis 1 only: two consecutive chunks along axis 0 cannot be merged
     # (a single update is diagnose(X, axis=1) and may be accepted)
     X = np.ones((4, 3))
@@ -438,3 +403,40 @@ def test_accumulator_axis_must_include_0():
         acc.update(X[:2])
         acc.update(X[2:])
         acc.report()
+
+
+def _slab_data(rng, shape, dtype, nan_frac=0.0, offset=1e3):
+    x = offset + rng.standard_normal(shape) * rng.uniform(0.5, 3, size=shape[-1])
+    if nan_frac:
+        x[rng.random(shape) < nan_frac] = np.nan
+    return x.astype(dtype)
+
+
+def test_diagnose_chunks_equal_whole(backend, small_slabs):
+    rng = np.random.default_rng(8)
+    x = _slab_data(rng, (90, 4), np.float64, 0.1)
+    x[3, 1] = np.inf
+    whole = bnfast.diagnose(x)
+    acc = DiagnoseAccumulator(0)
+    for chunk in np.array_split(x, 7):
+        acc.update(chunk)
+    part = acc.report()
+    np.testing.assert_array_equal(part.count, whole.count)
+    np.testing.assert_array_equal(part.inf_count, whole.inf_count)
+    np.testing.assert_array_equal(part.min, whole.min)
+    np.testing.assert_allclose(part.mean, whole.mean, rtol=1e-14)
+    np.testing.assert_allclose(part.std, whole.std, rtol=1e-12)
+    fin = np.where(np.isfinite(x), x, np.nan)
+    np.testing.assert_allclose(whole.mean, np.nanmean(fin, axis=0), rtol=1e-13)
+    np.testing.assert_array_equal(whole.max, np.nanmax(fin, axis=0))
+
+
+@pytest.mark.parametrize("case", ["uint8-short-first-axis", "int16-axis-None", "float64-axis-None"])
+def test_temporaries_stay_bounded_when_the_first_axis_is_short(backend, case):
+    # Regression: slabs were cut along the first reduced axis only: with one
+    # or two indices there, one slab was (almost) all of X, converted to
+    # float64. Bound: a handful of 2 MB slab temporaries, far below the copy.
+    x, axis = short_first_axis_case(case)
+    float64_copy = x.size * 8
+    peak_diag = peak_traced_bytes(lambda: bnfast.diagnose(x, axis=axis))
+    assert peak_diag < 16e6 < float64_copy, peak_diag
