@@ -27,7 +27,7 @@ std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array&
     double* m2_ptr = m2.mutable_data();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
-    const auto kernel = kernels<T>().batch_norm.train;
+    const auto kernel = active_kernels<T>().batch_norm.train;
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
@@ -50,7 +50,7 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     double* p3 = sum_dy_d.mutable_data();
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
-    const auto kernel = kernels<T>().batch_norm.backward_reduce;
+    const auto kernel = active_kernels<T>().batch_norm.backward_reduce;
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
@@ -72,7 +72,7 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
-    const auto kernel = kernels<T>().batch_norm.backward_apply;
+    const auto kernel = active_kernels<T>().batch_norm.backward_apply;
     const int nthreads = num_threads();
     py::gil_scoped_release release;
     kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
@@ -92,7 +92,7 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
-    const auto kernel = kernels<T>().batch_norm.backward_train;
+    const auto kernel = active_kernels<T>().batch_norm.backward_train;
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
@@ -144,7 +144,7 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
     if (!fast::output_for<T>(x, out, y)) return py::none();
 
     const View3 v{A, C, B, C * B, B, 1};
-    const FamilyKernels<T>& k = kernels<T>();
+    const FamilyKernels<T>& k = active_kernels<T>();
     const int nthreads = num_threads();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());

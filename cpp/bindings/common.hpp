@@ -31,9 +31,9 @@ decltype(auto) with_dtype(const py::array& a, const char* func, const char* name
     throw py::type_error(std::string(func) + ": " + name + " must be float32 or float64");
 }
 
-// The active table's kernels of type T: kernels<T>().batch_norm.train.
+// The active table's kernels of type T: active_kernels<T>().batch_norm.train.
 template <class T>
-const FamilyKernels<T>& kernels() {
+const FamilyKernels<T>& active_kernels() {
     return active_table().of<T>();
 }
 

@@ -31,7 +31,7 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> forwar
     double* rstd_ptr = rstd.mutable_data();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
-    const auto kernel = kernels<T>().layer_norm.forward;
+    const auto kernel = active_kernels<T>().layer_norm.forward;
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
@@ -55,7 +55,7 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_typed(
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
-    const auto kernel = kernels<T>().layer_norm.backward;
+    const auto kernel = active_kernels<T>().layer_norm.backward;
     const int nthreads = num_threads();
     {
         py::gil_scoped_release release;
@@ -93,7 +93,7 @@ py::object fast_typed(const py::array& x, py::handle w, py::handle b, double eps
     if (!fast::output_for<T>(x, out, y)) return py::none();
     const View3 v{1, R, D, R * D, D, 1};
     std::vector<double> mean(R), m2(R), rstd(R);
-    const auto kernel = kernels<T>().layer_norm.forward;
+    const auto kernel = active_kernels<T>().layer_norm.forward;
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const int nthreads = num_threads();

@@ -16,7 +16,7 @@ void register_moments(py::module_& m) {
                 const T* xd = static_cast<const T*>(x.data());
                 double* mean_ptr = mean.mutable_data();
                 double* m2_ptr = m2.mutable_data();
-                const auto kernel = kernels<T>().moments.moments;
+                const auto kernel = active_kernels<T>().moments.moments;
                 const int nthreads = num_threads();
                 {
                     py::gil_scoped_release release;

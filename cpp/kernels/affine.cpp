@@ -72,9 +72,8 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
 }
 
 template <class T>
-void affine_dispatch(const T* x, const View3& xv, T* y, const View3& yv,
-                     const T* hi, const T* lo, const T* scale, const T* shift,
-                     std::int64_t ps, int nthreads) {
+void affine(const T* x, const View3& xv, T* y, const View3& yv, const T* hi, const T* lo,
+            const T* scale, const T* shift, std::int64_t ps, int nthreads) {
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
@@ -108,7 +107,7 @@ void affine_dispatch(const T* x, const View3& xv, T* y, const View3& yv,
 
 template <class T>
 AffineKernels<T> affine_kernels() {
-    return {&affine_dispatch<T>};
+    return {&affine<T>};
 }
 
 template AffineKernels<float> affine_kernels<float>();

@@ -107,9 +107,8 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
 }
 
 template <class T>
-void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
-                           const double* weight, const double* bias, double eps,
-                           double* mean, double* m2, int nthreads) {
+void batch_norm_train(const T* x, const View3& xv, T* y, const View3& yv, const double* weight,
+                      const double* bias, double eps, double* mean, double* m2, int nthreads) {
     if (xv.C == 0) return;
     if (nthreads < 1) nthreads = 1;
     // The fused loop runs one channel per thread; with few channels the
@@ -160,7 +159,7 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
 template <class T>
 BatchNormKernels<T> batch_norm_kernels() {
     BatchNormKernels<T> k{};
-    k.train = &batch_norm_train_impl<T>;
+    k.train = &batch_norm_train<T>;
     add_batch_norm_backward_kernels(k);
     return k;
 }

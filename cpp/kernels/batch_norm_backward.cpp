@@ -234,9 +234,9 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
 }
 
 template <class T>
-void reduce_impl(const T* x, const View3& xv0, const T* dy, const View3& dyv0,
-                 const double* center, double* sum_d, double* sum_dy, double* sum_dy_d,
-                 int nthreads) {
+void batch_norm_backward_reduce(const T* x, const View3& xv0, const T* dy, const View3& dyv0,
+                                const double* center, double* sum_d, double* sum_dy,
+                                double* sum_dy_d, int nthreads) {
     View3 xv = xv0, dyv = dyv0;
     if (xv.C == 0) return;
     if (xv.A == 0 || xv.B == 0) {
@@ -364,9 +364,9 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
 }
 
 template <class T>
-void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                    const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
-                    const T* r, int nthreads) {
+void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                               const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
+                               const T* r, int nthreads) {
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
@@ -435,9 +435,10 @@ void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv
 }
 
 template <class T>
-void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                const View3& dxv, const double* mean, const double* invstd, const double* weight,
-                double* sum_dy, double* sum_dy_xc, int nthreads) {
+void batch_norm_backward_train(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                               const View3& dxv, const double* mean, const double* invstd,
+                               const double* weight, double* sum_dy, double* sum_dy_xc,
+                               int nthreads) {
     const std::int64_t C = xv.C;
     if (C == 0) return;
     if (nthreads < 1) nthreads = 1;
@@ -460,7 +461,7 @@ void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
     double* sum_d = sums_buf.get();
     double* sums_dy = sum_d + C;
     double* sum_dy_d = sum_d + 2 * C;
-    reduce_impl(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
+    batch_norm_backward_reduce(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
     Scratch<T> params_buf(5 * static_cast<std::size_t>(C));
     T* prm = params_buf.get();
     for (std::int64_t c = 0; c < C; ++c) {
@@ -471,17 +472,17 @@ void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
         for (int k = 0; k < 5; ++k) prm[k * C + c] = one[k];
     }
     if (total > 0)
-        apply_dispatch(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C, prm + 3 * C,
-                       prm + 4 * C, nthreads);
+        batch_norm_backward_apply(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C,
+                                  prm + 3 * C, prm + 4 * C, nthreads);
 }
 
 }  // namespace
 
 template <class T>
 void add_batch_norm_backward_kernels(BatchNormKernels<T>& k) {
-    k.backward_reduce = &reduce_impl<T>;
-    k.backward_apply = &apply_dispatch<T>;
-    k.backward_train = &train_impl<T>;
+    k.backward_reduce = &batch_norm_backward_reduce<T>;
+    k.backward_apply = &batch_norm_backward_apply<T>;
+    k.backward_train = &batch_norm_backward_train<T>;
 }
 
 template void add_batch_norm_backward_kernels(BatchNormKernels<float>&);

@@ -133,8 +133,9 @@ void apply_rows(const T* x, const View3& xv, T* y, const View3& yv, const T* hi,
 }
 
 template <class T>
-void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
-                  double eps, bool rms, double* mean, double* m2, double* rstd, int nthreads) {
+void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
+                        double eps, bool rms, double* mean, double* m2, double* rstd,
+                        int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
     if (R == 0) return;
     if (D == 0 || xv.A != 1) {  // nothing to normalize over (callers reject it)
@@ -148,7 +149,7 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
     // bit-identical statistics.
     const bool rows = xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength &&
                       R >= 4 * static_cast<std::int64_t>(nthreads);
-    if (!rows) {  // other layouts: the two general kernels
+    if (!rows) {  // other layouts: the moments kernel, then apply_rows
         moments_impl(x, xv, mean, m2, nthreads);
         Scratch<T> params_buf(3 * static_cast<std::size_t>(R));
         T* params = params_buf.get();
@@ -316,9 +317,9 @@ void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 }
 
 template <class T>
-void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                   const View3& dxv, const double* mean, const double* rstd, const T* w,
-                   bool rms, double* dweight, double* dbias, int nthreads) {
+void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                         const View3& dxv, const double* mean, const double* rstd, const T* w,
+                         bool rms, double* dweight, double* dbias, int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
     for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
     if (R == 0 || D == 0) return;
@@ -362,7 +363,7 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 
 template <class T>
 LayerNormKernels<T> layer_norm_kernels() {
-    return {&forward_impl<T>, &backward_impl<T>};
+    return {&layer_norm_forward<T>, &layer_norm_backward<T>};
 }
 
 template LayerNormKernels<float> layer_norm_kernels<float>();
