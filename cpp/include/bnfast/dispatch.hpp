@@ -13,7 +13,7 @@ std::vector<std::string> all_isa_names();  // every ISA bnfast knows, compiled o
 std::vector<std::string> compiled_isa_names();
 std::vector<std::string> supported_isa_names();
 
-// Parses a capability name ("scalar", "avx2", "avx512"); throws
+// Parses a capability name (one of isa_list.hpp); throws
 // std::invalid_argument naming the valid choices.
 Isa parse_isa(const std::string& name);
 
