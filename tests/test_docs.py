@@ -19,11 +19,23 @@ validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is not inst
 # exist), and a function says what it returns.
 REQUIRED = {
     "GL08",  # no docstring
-    "GL02", "GL03",  # quotes and blank lines
-    "SS01", "SS02", "SS03", "SS05", "SS06",  # the summary line
-    "PR01", "PR02", "PR03",  # parameters missing / unknown / out of order
-    "PR06", "PR07", "PR08", "PR09",  # parameter types and descriptions
-    "RT01", "RT02", "RT03",  # the Returns section
+    "GL02",
+    "GL03",  # quotes and blank lines
+    "SS01",
+    "SS02",
+    "SS03",
+    "SS05",
+    "SS06",  # the summary line
+    "PR01",
+    "PR02",
+    "PR03",  # parameters missing / unknown / out of order
+    "PR06",
+    "PR07",
+    "PR08",
+    "PR09",  # parameter types and descriptions
+    "RT01",
+    "RT02",
+    "RT03",  # the Returns section
 }
 # Top-level functions and classes also carry an Examples section.
 EXAMPLES = {"EX01"}
@@ -37,8 +49,7 @@ def _public_objects() -> list[tuple[str, bool]]:
         names.append((prefix, True))
         # Inherited methods too: users see them on the public class.
         for member, value in inspect.getmembers(cls):
-            if member.startswith("_") or not (inspect.isfunction(value)
-                                              or inspect.ismethod(value)):
+            if member.startswith("_") or not (inspect.isfunction(value) or inspect.ismethod(value)):
                 continue
             if getattr(value, "__module__", "").startswith("bnfast"):
                 names.append((f"{prefix}.{member}", False))
