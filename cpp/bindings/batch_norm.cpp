@@ -28,7 +28,7 @@ std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array&
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.train;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads);
@@ -51,7 +51,7 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     const auto kernel = active_kernels<T>().batch_norm.backward_reduce;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads);
@@ -73,7 +73,7 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_apply;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     py::gil_scoped_release release;
     kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
 }
@@ -93,7 +93,7 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_train;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads);
@@ -145,7 +145,7 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
 
     const View3 v{A, C, B, C * B, B, 1};
     const FamilyKernels<T>& k = active_kernels<T>();
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     if (training) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bnfast/dispatch.hpp"
+#include "bnfast/runtime.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast::bindings {

@@ -32,7 +32,7 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> forwar
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().layer_norm.forward;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, xv, yd, yv, wp, bp, eps, rms, mean_ptr, m2_ptr, rstd_ptr, nthreads);
@@ -56,7 +56,7 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_typed(
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().layer_norm.backward;
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, xv, dyd, dyv, dxd, dxv, mp, rp, wp, rms, dw_ptr, db_ptr, nthreads);
@@ -96,7 +96,7 @@ py::object fast_typed(const py::array& x, py::handle w, py::handle b, double eps
     const auto kernel = active_kernels<T>().layer_norm.forward;
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     {
         py::gil_scoped_release release;
         kernel(xd, v, yd, v, wp, bp, eps, rms, mean.data(), m2.data(), rstd.data(), nthreads);

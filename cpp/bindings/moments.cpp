@@ -17,7 +17,7 @@ void register_moments(py::module_& m) {
                 double* mean_ptr = mean.mutable_data();
                 double* m2_ptr = m2.mutable_data();
                 const auto kernel = active_kernels<T>().moments.moments;
-                const int nthreads = num_threads();
+                const int nthreads = threads_for_call();
                 {
                     py::gil_scoped_release release;
                     kernel(xd, v, mean_ptr, m2_ptr, nthreads);
