@@ -1,51 +1,38 @@
-// Picks the kernel table once at import (CPUID/XGETBV, env override) and
-// holds the thread count the bindings pass to kernels.
+// Picks the kernel table once at import (CPUID/XGETBV, env override). The
+// thread counts live in cpp/runtime/threads.cpp.
 #include "bnfast/dispatch.hpp"
 
 #include <atomic>
+#include <iterator>
 #include <stdexcept>
 
+#include "bnfast/compiled_isas.hpp"
 #include "bnfast/cpu_features.hpp"
-
-#if defined(BNFAST_HAVE_OPENMP)
-#include <omp.h>
-#endif
 
 namespace bnfast {
 
-const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::scalar: return "scalar";
-        case Isa::avx2: return "avx2";
-        case Isa::avx512: return "avx512";
-    }
-    return "unknown";
-}
-
 namespace {
 
+// Every ISA of isa_list.hpp, baseline first.
+constexpr Isa kAllIsas[] = {
+#define BNFAST_ISA_ENUM(name) Isa::name,
+    BNFAST_ISA_LIST(BNFAST_ISA_ENUM)
+#undef BNFAST_ISA_ENUM
+};
+
+// The ISAs built into this module come from BNFAST_COMPILED_ISA_LIST(X),
+// which CMake generates (bnfast/compiled_isas.hpp) from isa_list.hpp and the
+// ISAs it has flags for.
 const KernelTable* compiled_table(Isa isa) {
     switch (isa) {
-        case Isa::scalar:
-#if defined(BNFAST_COMPILED_SCALAR)
-            return &kernels::scalar::kernel_table();
-#else
+#define BNFAST_ISA_TABLE(name) \
+    case Isa::name:            \
+        return &kernels::name::kernel_table();
+        BNFAST_COMPILED_ISA_LIST(BNFAST_ISA_TABLE)
+#undef BNFAST_ISA_TABLE
+        default:
             return nullptr;
-#endif
-        case Isa::avx2:
-#if defined(BNFAST_COMPILED_AVX2)
-            return &kernels::avx2::kernel_table();
-#else
-            return nullptr;
-#endif
-        case Isa::avx512:
-#if defined(BNFAST_COMPILED_AVX512)
-            return &kernels::avx512::kernel_table();
-#else
-            return nullptr;
-#endif
     }
-    return nullptr;
 }
 
 const CpuFeatures& cpu() {
@@ -53,41 +40,8 @@ const CpuFeatures& cpu() {
     return features;
 }
 
-std::atomic<const KernelTable*> g_table{nullptr};
-std::atomic<int> g_num_threads{0};
-
-constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
-
-}  // namespace
-
-bool isa_compiled(Isa isa) {
-    switch (isa) {
-        case Isa::scalar:
-#if defined(BNFAST_COMPILED_SCALAR)
-            return true;
-#else
-            return false;
-#endif
-        case Isa::avx2:
-#if defined(BNFAST_COMPILED_AVX2)
-            return true;
-#else
-            return false;
-#endif
-        case Isa::avx512:
-#if defined(BNFAST_COMPILED_AVX512)
-            return true;
-#else
-            return false;
-#endif
-    }
-    return false;
-}
-
-// A table is only touched (its getter lives in code compiled for that ISA)
-// once the CPU is known to run it.
-bool isa_supported(Isa isa) {
-    if (!isa_compiled(isa)) return false;
+// Whether the CPU and OS can run an ISA's code (a new ISA needs its test here).
+bool cpu_runs(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
         case Isa::avx2: return cpu().avx2_fma;
@@ -95,6 +49,37 @@ bool isa_supported(Isa isa) {
     }
     return false;
 }
+
+std::atomic<const KernelTable*> g_table{nullptr};
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+#define BNFAST_ISA_NAME(name) \
+    case Isa::name:           \
+        return #name;
+        BNFAST_ISA_LIST(BNFAST_ISA_NAME)
+#undef BNFAST_ISA_NAME
+    }
+    return "unknown";
+}
+
+bool isa_compiled(Isa isa) {
+    switch (isa) {
+#define BNFAST_ISA_COMPILED(name) \
+    case Isa::name:               \
+        return true;
+        BNFAST_COMPILED_ISA_LIST(BNFAST_ISA_COMPILED)
+#undef BNFAST_ISA_COMPILED
+        default:
+            return false;
+    }
+}
+
+// A table is only touched (its getter lives in code compiled for that ISA)
+// once the CPU is known to run it.
+bool isa_supported(Isa isa) { return isa_compiled(isa) && cpu_runs(isa); }
 
 std::vector<std::string> all_isa_names() {
     std::vector<std::string> names;
@@ -117,10 +102,12 @@ std::vector<std::string> supported_isa_names() {
 }
 
 Isa parse_isa(const std::string& name) {
-    for (Isa isa : kAllIsas)
+    std::string all;
+    for (Isa isa : kAllIsas) {
         if (name == isa_name(isa)) return isa;
-    throw std::invalid_argument("unknown CPU capability '" + name +
-                                "'; expected one of: scalar, avx2, avx512");
+        all += (all.empty() ? "" : ", ") + std::string(isa_name(isa));
+    }
+    throw std::invalid_argument("unknown CPU capability '" + name + "'; expected one of: " + all);
 }
 
 void set_active_isa(Isa isa) {
@@ -141,11 +128,11 @@ const KernelTable& active_table() {
     return *t;
 }
 
+// The last supported ISA of the list: the list runs baseline first.
 void init_dispatch() {
-    if (g_num_threads.load() == 0) g_num_threads.store(default_num_threads());
-    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::scalar}) {
-        if (isa_supported(isa)) {
-            set_active_isa(isa);
+    for (auto it = std::rbegin(kAllIsas); it != std::rend(kAllIsas); ++it) {
+        if (isa_supported(*it)) {
+            set_active_isa(*it);
             return;
         }
     }
@@ -157,25 +144,6 @@ bool have_openmp() {
 #else
     return false;
 #endif
-}
-
-int default_num_threads() {
-#if defined(BNFAST_HAVE_OPENMP)
-    const int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
-#else
-    return 1;
-#endif
-}
-
-int num_threads() {
-    const int n = g_num_threads.load();
-    return n > 0 ? n : 1;
-}
-
-void set_num_threads(int n) {
-    if (n < 1) throw std::invalid_argument("number of threads must be >= 1");
-    g_num_threads.store(n);
 }
 
 }  // namespace bnfast

@@ -1,6 +1,6 @@
 // Validation helpers shared by the binding files. Bindings hold no math:
-// they check arrays, convert them to raw views, release the GIL and call the
-// active kernel table.
+// they check arrays, convert them to raw views, release the GIL and call a
+// kernel of the active table or a formula (cpp/formulas.cpp).
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "bnfast/dispatch.hpp"
+#include "bnfast/runtime.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast::bindings {
@@ -30,6 +32,12 @@ decltype(auto) with_dtype(const py::array& a, const char* func, const char* name
     throw py::type_error(std::string(func) + ": " + name + " must be float32 or float64");
 }
 
+// The active table's kernels of type T: active_kernels<T>().batch_norm.train.
+template <class T>
+const FamilyKernels<T>& active_kernels() {
+    return active_table().of<T>();
+}
+
 // The (A, C, B) view of a 3-D array, strides converted to elements.
 inline View3 view3_of(const py::array& a, const char* name) {
     if (a.ndim() != 3) throw py::value_error(std::string(name) + " must be a 3-D (A, C, B) view");
@@ -39,10 +47,55 @@ inline View3 view3_of(const py::array& a, const char* name) {
     std::int64_t strides[3];
     for (int i = 0; i < 3; ++i) {
         if (a.strides(i) % itemsize != 0)
-            throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+            throw py::value_error(std::string(name) +
+                                  " has strides that are not a multiple of its item size");
         strides[i] = a.strides(i) / itemsize;
     }
     return View3{a.shape(0), a.shape(1), a.shape(2), strides[0], strides[1], strides[2]};
+}
+
+// The view of an array that must have x's (A, C, B) shape.
+inline View3 matching_view(const py::array& a, const View3& like, const char* name,
+                           const char* func) {
+    const View3 v = view3_of(a, name);
+    if (v.A != like.A || v.C != like.C || v.B != like.B)
+        throw py::value_error(std::string(func) + ": " + name + " must have x's shape");
+    return v;
+}
+
+// The views of x and an output y of kernel type T: y of x's dtype and shape,
+// writeable.
+struct InOutViews {
+    View3 x, y;
+};
+
+template <class T>
+InOutViews in_out_views(const py::array& x, const py::array& y, const char* func) {
+    const View3 xv = view3_of(x, "x");
+    const View3 yv = view3_of(y, "y");
+    if (!has_dtype<T>(y)) throw py::type_error(std::string(func) + ": y must have x's dtype");
+    if (xv.A != yv.A || xv.C != yv.C || xv.B != yv.B)
+        throw py::value_error(std::string(func) + ": x and y must have the same shape");
+    if (!y.writeable()) throw py::value_error(std::string(func) + ": y is read-only");
+    return {xv, yv};
+}
+
+// The views of x, dy and dx for a kernel that writes dx: the same shape,
+// x's dtype, dx writeable.
+struct GradViews {
+    View3 x, dy, dx;
+};
+
+template <class T>
+GradViews grad_views(const py::array& x, const py::array& dy, const py::array& dx,
+                     const char* func) {
+    const View3 xv = view3_of(x, "x");
+    const View3 dyv = matching_view(dy, xv, "dy", func);
+    const View3 dxv = matching_view(dx, xv, "dx", func);
+    if (!has_dtype<T>(dy) || !has_dtype<T>(dx))
+        throw py::type_error(std::string(func) + ": dy and dx must have x's dtype");
+    if (!dx.writeable()) throw py::value_error(std::string(func) + ": dx is read-only");
+    return {xv, dyv, dxv};
 }
 
 // A per-channel parameter: 1-D, C-contiguous, dtype T, length c.
@@ -50,7 +103,8 @@ template <class T>
 const T* channel_param(const py::array& a, std::int64_t c, const char* name) {
     if (!has_dtype<T>(a) || a.ndim() != 1 || a.shape(0) != c ||
         !(a.flags() & py::array::c_style))
-        throw py::value_error(std::string(name) + " must be a contiguous 1-D array of length C and x's dtype");
+        throw py::value_error(std::string(name) +
+                              " must be a contiguous 1-D array of length C and x's dtype");
     return static_cast<const T*>(a.data());
 }
 
@@ -61,6 +115,12 @@ inline py::array existing_array(const py::object& obj, const char* name) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(name) + " must be a NumPy array or None");
     return py::reinterpret_borrow<py::array>(obj);
+}
+
+// An optional per-channel float64 parameter (None: nullptr).
+inline const double* optional_f64_param(const py::object& p, std::int64_t n, const char* name) {
+    if (p.is_none()) return nullptr;
+    return channel_param<double>(existing_array(p, name), n, name);
 }
 
 }  // namespace bnfast::bindings

@@ -1,4 +1,5 @@
-// batch_norm_train_kernel: batch statistics and normalization in one call.
+// The batch-norm training forward (batch_norm_train_fn): batch statistics
+// and normalization in one call.
 //
 // Where the channel slabs are rows along B (NCHW), each channel is reduced
 // and then normalized by the same thread right away, while its slab is
@@ -7,11 +8,13 @@
 // same order, as the moments kernel's, so they are bit-identical to it (and
 // to any thread count). Other layouts run the moments kernel and then the
 // affine kernel.
-#include <cmath>
+#include "batch_norm.hpp"
+
 #include <cstdint>
 
+#include "affine.hpp"
 #include "affine_runs.hpp"
-#include "kernels.hpp"
+#include "bnfast/formulas.hpp"
 #include "moments_impl.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {
@@ -21,14 +24,22 @@ namespace {
 // about half of a core's L2 on current x86 server cores (1-2 MB).
 constexpr std::int64_t kSharedSlabBytes = std::int64_t(1) << 20;
 
-// Per-channel scale and shift in double, exactly as the Python layer forms
-// them for the unfused path: invstd = 1/sqrt(m2/n + eps), scale = invstd*w.
-inline void channel_affine(double m2, double count, const double* weight,
-                           const double* bias, std::int64_t c, double eps,
-                           double& scale, double& shift) {
-    const double invstd = 1.0 / std::sqrt(m2 / count + eps);
-    scale = weight != nullptr ? invstd * weight[c] : invstd;
-    shift = bias != nullptr ? bias[c] : 0.0;
+// The channel's T parameters of y = ((x - hi) - lo) * scale + shift.
+template <class T>
+struct ChannelMap {
+    T hi, lo, scale, shift;
+};
+
+template <class T>
+ChannelMap<T> channel_map(double mean, double m2, double count, const double* weight,
+                          const double* bias, std::int64_t c, double eps) {
+    const auto f = formulas::train_fold(m2, count, eps, weight != nullptr ? weight[c] : 1.0,
+                                        bias != nullptr ? bias[c] : 0.0);
+    ChannelMap<T> out;
+    formulas::split_center(mean, out.hi, out.lo);
+    out.scale = static_cast<T>(f.scale);
+    out.shift = static_cast<T>(f.shift);
+    return out;
 }
 
 template <bool kStream, class T>
@@ -40,15 +51,11 @@ void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double*
         for (std::int64_t c = 0; c < v.C; ++c) {
             const T* xc = x + c * v.sC;
             slab_moments(xc, v, mean[c], m2[c]);
-            double scale, shift;
-            channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
-            const T hi = static_cast<T>(mean[c]);
-            const T lo = static_cast<T>(mean[c] - static_cast<double>(hi));
-            const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
+            const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
             T* yc = y + c * yv.sC;
             for (std::int64_t a = 0; a < v.A; ++a)
-                affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, hi, lo,
-                                                scale_t, shift_t);
+                affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, p.hi, p.lo,
+                                                p.scale, p.shift);
         }
         if constexpr (kStream) stream_fence();
     });
@@ -87,16 +94,12 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
                 mean[c] = mean_c;
                 m2[c] = m.m2;
             }
-            double scale, shift;
-            channel_affine(m.m2, count, weight, bias, c, eps, scale, shift);
-            const T hi = static_cast<T>(mean_c);
-            const T lo = static_cast<T>(mean_c - static_cast<double>(hi));
-            const T scale_t = static_cast<T>(scale), shift_t = static_cast<T>(shift);
+            const auto p = channel_map<T>(mean_c, m.m2, count, weight, bias, c, eps);
             T* yc = y + c * yv.sC;
             const std::int64_t begin = part_begin(g0, n, groups), end = part_begin(g1, n, groups);
             for_each_row_span(v.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
-                affine_run_bcast<true, kStream>(xc + a * v.sA + b, yc + a * yv.sA + b, len, hi, lo,
-                                                scale_t, shift_t);  // sB == 1
+                affine_run_bcast<true, kStream>(xc + a * v.sA + b, yc + a * yv.sA + b, len, p.hi,
+                                                p.lo, p.scale, p.shift);  // sB == 1
             });
         }
         if constexpr (kStream) stream_fence();
@@ -104,9 +107,8 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
 }
 
 template <class T>
-void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
-                           const double* weight, const double* bias, double eps,
-                           double* mean, double* m2, int nthreads) {
+void batch_norm_train(const T* x, const View3& xv, T* y, const View3& yv, const double* weight,
+                      const double* bias, double eps, double* mean, double* m2, int nthreads) {
     if (xv.C == 0) return;
     if (nthreads < 1) nthreads = 1;
     // The fused loop runs one channel per thread; with few channels the
@@ -142,33 +144,27 @@ void batch_norm_train_impl(const T* x, const View3& xv, T* y, const View3& yv,
     T* scale_t = params + 2 * xv.C;
     T* shift_t = params + 3 * xv.C;
     for (std::int64_t c = 0; c < xv.C; ++c) {
-        double scale, shift;
-        channel_affine(m2[c], count, weight, bias, c, eps, scale, shift);
-        hi[c] = static_cast<T>(mean[c]);
-        lo[c] = static_cast<T>(mean[c] - static_cast<double>(hi[c]));
-        scale_t[c] = static_cast<T>(scale);
-        shift_t[c] = static_cast<T>(shift);
+        const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
+        hi[c] = p.hi;
+        lo[c] = p.lo;
+        scale_t[c] = p.scale;
+        shift_t[c] = p.shift;
     }
-    if (count_i > 0) {
-        if constexpr (sizeof(T) == 4)
-            affine_f32_kernel(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
-        else
-            affine_f64_kernel(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
-    }
+    if (count_i > 0)
+        affine_kernels<T>().affine(x, xv, y, yv, hi, lo, scale_t, shift_t, 0, nthreads);
 }
 
 }  // namespace
 
-void batch_norm_train_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
-                                 const double* weight, const double* bias, double eps,
-                                 double* mean, double* m2, int nthreads) {
-    batch_norm_train_impl(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
+template <class T>
+BatchNormKernels<T> batch_norm_kernels() {
+    BatchNormKernels<T> k{};
+    k.train = &batch_norm_train<T>;
+    add_batch_norm_backward_kernels(k);
+    return k;
 }
 
-void batch_norm_train_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
-                                 const double* weight, const double* bias, double eps,
-                                 double* mean, double* m2, int nthreads) {
-    batch_norm_train_impl(x, xv, y, yv, weight, bias, eps, mean, m2, nthreads);
-}
+template BatchNormKernels<float> batch_norm_kernels<float>();
+template BatchNormKernels<double> batch_norm_kernels<double>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

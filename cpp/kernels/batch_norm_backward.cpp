@@ -1,19 +1,23 @@
-// Batch-norm backward kernels.
+// The batch-norm family's backward kernels.
 //
-// bn_backward_reduce_kernel: per channel, with d = x - center[c],
+// backward_reduce: per channel, with d = x - center[c],
 //   sum_d[c] = sum(d), sum_dy[c] = sum(dy), sum_dy_d[c] = sum(dy * d)
 // over A x B, accumulated in double. sum_d lets the caller move the centre
 // from the stored (rounded) batch mean to the exact one. Deterministic: the
 // same shape-only partition into groups as the moments kernel, groups
 // added in index order.
 //
-// bn_backward_apply_kernel: dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c],
+// backward_apply: dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c],
 // the training gradient (dy - mean(dy) - xhat * mean(dy * xhat)) * invstd * w
 // with everything per channel folded into p, q, r by the caller.
+//
+// backward_train: the two in one call, p, q, r from
+// formulas::batch_norm_backward_params.
 #include <cstdint>
 
 #include "affine_runs.hpp"
-#include "kernels.hpp"
+#include "batch_norm.hpp"
+#include "bnfast/formulas.hpp"
 #include "moments_impl.hpp"
 #include "simd.hpp"
 
@@ -230,9 +234,9 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
 }
 
 template <class T>
-void reduce_impl(const T* x, const View3& xv0, const T* dy, const View3& dyv0,
-                 const double* center, double* sum_d, double* sum_dy, double* sum_dy_d,
-                 int nthreads) {
+void batch_norm_backward_reduce(const T* x, const View3& xv0, const T* dy, const View3& dyv0,
+                                const double* center, double* sum_d, double* sum_dy,
+                                double* sum_dy_d, int nthreads) {
     View3 xv = xv0, dyv = dyv0;
     if (xv.C == 0) return;
     if (xv.A == 0 || xv.B == 0) {
@@ -360,9 +364,9 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
 }
 
 template <class T>
-void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                    const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
-                    const T* r, int nthreads) {
+void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                               const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
+                               const T* r, int nthreads) {
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
@@ -383,27 +387,21 @@ void apply_dispatch(const T* x, const View3& xv, const T* dy, const View3& dyv, 
 }
 
 // ---------------------------------------------------------------------------
-// Training backward in one call (bn_backward_train_fn).
+// Training backward in one call (batch_norm_backward_train_fn).
 
 // The per-channel epilogue, one function for the fused and the two-pass
-// loops so both give the same bits. Not contracted into FMAs: it is the
-// float64 arithmetic of the NumPy twin, operation for operation.
+// loops so both give the same bits: the float64 formula, then hi, lo, p, q, r
+// rounded to T.
 template <class T>
-__attribute__((noinline, optimize("fp-contract=off"))) void train_params(
-    const Sums3& s, double n, double mean, double invstd, double w, double& sum_dy,
-    double& sum_dy_xc, T out[5]) {
-    const double delta = s.d / n;  // the stored mean's rounding
-    const double mu_exact = mean + delta;
+void train_params(const Sums3& s, double n, double mean, double invstd, double w,
+                  double& sum_dy, double& sum_dy_xc, T out[5]) {
+    const auto prm = formulas::batch_norm_backward_params(s.d, s.dy, s.dy_d, n, mean, invstd, w);
     sum_dy = s.dy;
-    sum_dy_xc = s.dy_d - delta * s.dy;
-    const double k = sum_dy_xc * invstd * invstd / n;
-    const double p = invstd * w;
-    const T hi = static_cast<T>(mu_exact);
-    out[0] = hi;
-    out[1] = static_cast<T>(mu_exact - static_cast<double>(hi));
-    out[2] = static_cast<T>(p);
-    out[3] = static_cast<T>(-k * p);
-    out[4] = static_cast<T>(-(s.dy / n) * p);
+    sum_dy_xc = prm.sum_dy_xc;
+    formulas::split_center(prm.center, out[0], out[1]);
+    out[2] = static_cast<T>(prm.p);
+    out[3] = static_cast<T>(prm.q);
+    out[4] = static_cast<T>(prm.r);
 }
 
 // NCHW-like rows: each channel is reduced (the same groups and order as
@@ -437,9 +435,10 @@ void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv
 }
 
 template <class T>
-void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                const View3& dxv, const double* mean, const double* invstd, const double* weight,
-                double* sum_dy, double* sum_dy_xc, int nthreads) {
+void batch_norm_backward_train(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                               const View3& dxv, const double* mean, const double* invstd,
+                               const double* weight, double* sum_dy, double* sum_dy_xc,
+                               int nthreads) {
     const std::int64_t C = xv.C;
     if (C == 0) return;
     if (nthreads < 1) nthreads = 1;
@@ -462,7 +461,7 @@ void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
     double* sum_d = sums_buf.get();
     double* sums_dy = sum_d + C;
     double* sum_dy_d = sum_d + 2 * C;
-    reduce_impl(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
+    batch_norm_backward_reduce(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
     Scratch<T> params_buf(5 * static_cast<std::size_t>(C));
     T* prm = params_buf.get();
     for (std::int64_t c = 0; c < C; ++c) {
@@ -473,46 +472,20 @@ void train_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
         for (int k = 0; k < 5; ++k) prm[k * C + c] = one[k];
     }
     if (total > 0)
-        apply_dispatch(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C, prm + 3 * C,
-                       prm + 4 * C, nthreads);
+        batch_norm_backward_apply(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C,
+                                  prm + 3 * C, prm + 4 * C, nthreads);
 }
 
 }  // namespace
 
-void bn_backward_reduce_f32_kernel(const float* x, const View3& xv, const float* dy,
-                                   const View3& dyv, const double* center, double* sum_d,
-                                   double* sum_dy, double* sum_dy_d, int nthreads) {
-    reduce_impl(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
-}
-void bn_backward_reduce_f64_kernel(const double* x, const View3& xv, const double* dy,
-                                   const View3& dyv, const double* center, double* sum_d,
-                                   double* sum_dy, double* sum_dy_d, int nthreads) {
-    reduce_impl(x, xv, dy, dyv, center, sum_d, sum_dy, sum_dy_d, nthreads);
-}
-void bn_backward_apply_f32_kernel(const float* x, const View3& xv, const float* dy,
-                                  const View3& dyv, float* dx, const View3& dxv,
-                                  const float* hi, const float* lo, const float* p,
-                                  const float* q, const float* r, int nthreads) {
-    apply_dispatch(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
-}
-void bn_backward_apply_f64_kernel(const double* x, const View3& xv, const double* dy,
-                                  const View3& dyv, double* dx, const View3& dxv,
-                                  const double* hi, const double* lo, const double* p,
-                                  const double* q, const double* r, int nthreads) {
-    apply_dispatch(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nthreads);
+template <class T>
+void add_batch_norm_backward_kernels(BatchNormKernels<T>& k) {
+    k.backward_reduce = &batch_norm_backward_reduce<T>;
+    k.backward_apply = &batch_norm_backward_apply<T>;
+    k.backward_train = &batch_norm_backward_train<T>;
 }
 
-void bn_backward_train_f32_kernel(const float* x, const View3& xv, const float* dy,
-                                  const View3& dyv, float* dx, const View3& dxv,
-                                  const double* mean, const double* invstd, const double* weight,
-                                  double* sum_dy, double* sum_dy_xc, int nthreads) {
-    train_impl(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy, sum_dy_xc, nthreads);
-}
-void bn_backward_train_f64_kernel(const double* x, const View3& xv, const double* dy,
-                                  const View3& dyv, double* dx, const View3& dxv,
-                                  const double* mean, const double* invstd, const double* weight,
-                                  double* sum_dy, double* sum_dy_xc, int nthreads) {
-    train_impl(x, xv, dy, dyv, dx, dxv, mean, invstd, weight, sum_dy, sum_dy_xc, nthreads);
-}
+template void add_batch_norm_backward_kernels(BatchNormKernels<float>&);
+template void add_batch_norm_backward_kernels(BatchNormKernels<double>&);
 
 }  // namespace bnfast::kernels::BNFAST_ISA

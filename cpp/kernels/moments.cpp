@@ -1,17 +1,17 @@
-// moments_kernel entry points (the algorithm is in moments_impl.hpp).
-#include "kernels.hpp"
+// The moments family's kernels (the algorithm is in moments_impl.hpp, shared
+// with the fused batch-norm and layer-norm kernels).
+#include "moments.hpp"
+
 #include "moments_impl.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {
 
-void moments_f32_kernel(const float* x, const View3& xv, double* mean,
-                        double* m2, int nthreads) {
-    moments_impl(x, xv, mean, m2, nthreads);
+template <class T>
+MomentsKernels<T> moments_kernels() {
+    return {&moments_impl<T>};
 }
 
-void moments_f64_kernel(const double* x, const View3& xv, double* mean,
-                        double* m2, int nthreads) {
-    moments_impl(x, xv, mean, m2, nthreads);
-}
+template MomentsKernels<float> moments_kernels<float>();
+template MomentsKernels<double> moments_kernels<double>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

@@ -29,8 +29,8 @@
 #include <omp.h>
 #endif
 
+#include "bnfast/view3.hpp"
 #include "bnfast/welford.hpp"
-#include "kernels.hpp"
 #include "simd.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {

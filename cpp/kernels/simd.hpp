@@ -7,7 +7,13 @@
 #include <cstdint>
 #include <cstring>
 #if defined(__SSE2__)
+// GCC 12's AVX-512 intrinsics make "undefined" vectors from themselves
+// (_mm512_undefined_pd), which -Wmaybe-uninitialized reports once they are
+// inlined into our loops (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "bnfast/isa_namespace.hpp"
@@ -230,6 +236,10 @@ inline void for_each_periodic_block(std::int64_t A, std::int64_t C, F&& f) {
         f(r0, A - r0 < rows_per ? A - r0 : rows_per);
     }
 }
+
+// Work at or below this many elements runs on one thread: a parallel region
+// costs more than it saves there. Results do not depend on it.
+constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;
 
 // Runs body() on nt threads, with work-sharing loops inside it (orphaned
 // `omp for`). One thread calls it directly: an OpenMP region of one thread

@@ -1,4 +1,4 @@
-// Runtime selection of the kernel table and the thread count.
+// Runtime selection of the kernel table.
 #pragma once
 #include <string>
 #include <vector>
@@ -13,7 +13,7 @@ std::vector<std::string> all_isa_names();  // every ISA bnfast knows, compiled o
 std::vector<std::string> compiled_isa_names();
 std::vector<std::string> supported_isa_names();
 
-// Parses a capability name ("scalar", "avx2", "avx512"); throws
+// Parses a capability name (one of isa_list.hpp); throws
 // std::invalid_argument naming the valid choices.
 Isa parse_isa(const std::string& name);
 
@@ -28,8 +28,5 @@ Isa active_isa();
 const KernelTable& active_table();
 
 bool have_openmp();
-int default_num_threads();
-int num_threads();
-void set_num_threads(int n);  // n >= 1
 
 }  // namespace bnfast

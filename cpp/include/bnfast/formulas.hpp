@@ -7,7 +7,7 @@
 // which does the same operations in the same order. Call them per channel or
 // per row, never per element: they are not inlined.
 #pragma once
-#include <cstdint>
+#include <cmath>
 
 #include "bnfast/isa_namespace.hpp"
 
@@ -77,7 +77,7 @@ template <class RowHasNan>
 inline double row_rstd(double mean, double m2, double count, double eps, bool rms,
                        RowHasNan&& row_has_nan) {
     const double rstd = row_rstd_raw(mean, m2, count, eps, rms);
-    if (!rms || rstd == rstd) return rstd;
+    if (!rms || !std::isnan(rstd)) return rstd;
     return rms_inf_row_rstd(rstd, row_has_nan());
 }
 

@@ -1,41 +1,37 @@
-// Row normalization kernels (layer norm, RMS norm) on (1, R, D) views:
+// The layer-norm family's kernels (layer norm, RMS norm) on (1, R, D) views:
 // each row is reduced and then written while it sits in L1/L2, so a pass
 // costs about one read and one write of the data.
 //
-// row_norm_forward_kernel: per row, mean and M2 exactly as the moments
+// layer_norm_forward: per row, mean and M2 exactly as the moments
 // kernel computes them (same chunks, groups and merge order: bit-identical),
 // then y = ((x - mean) * rstd) * w + b (layer norm) or y = (x * rstd) * w + b
-// (RMS norm, rstd = 1/sqrt(M2/D + mean^2 + eps)).
+// (RMS norm), rstd from formulas::row_rstd.
 //
-// row_norm_backward_kernel: per row, the two row sums of the gradient in
+// layer_norm_backward: per row, the two row sums of the gradient in
 // double, then dx; the column gradients (dweight, dbias) are summed per
 // fixed block of rows and the blocks added in order (deterministic).
+#include "layer_norm.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include "affine_runs.hpp"
-#include "kernels.hpp"
+#include "bnfast/formulas.hpp"
 #include "moments_impl.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
 
-inline double row_rstd(double mean, double m2, double d, double eps, bool rms) {
-    const double var = m2 / d;
-    return rms ? 1.0 / std::sqrt(var + mean * mean + eps) : 1.0 / std::sqrt(var + eps);
-}
-
-// RMS norm of a row holding +-inf but no NaN: mean(x^2) is inf, so rstd is 0
-// (PyTorch: finite elements map to 0, the infs to NaN). The moments give NaN
-// there (M2 of inf data), so tell the two cases apart with a rescan; it only
-// runs for rows whose rstd came out NaN.
+// The row's rstd (formulas::row_rstd); the NaN rescan of its inf-row rule.
 template <class T>
-inline double rms_rstd_fixup(double rstd, const T* row, std::int64_t n, std::int64_t stride) {
-    if (!std::isnan(rstd)) return rstd;
-    for (std::int64_t j = 0; j < n; ++j)
-        if (std::isnan(static_cast<double>(row[j * stride]))) return rstd;
-    return 0.0;
+inline double row_rstd(const T* row, const View3& xv, double mean, double m2, double eps,
+                       bool rms) {
+    return formulas::row_rstd(mean, m2, static_cast<double>(xv.B), eps, rms, [&] {
+        for (std::int64_t j = 0; j < xv.B; ++j)
+            if (std::isnan(static_cast<double>(row[j * xv.sB]))) return true;
+        return false;
+    });
 }
 
 template <bool kStream, class T>
@@ -78,10 +74,9 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
         for (std::int64_t r = 0; r < R; ++r) {
             const T* xr = x + r * xv.sC;
             slab_moments(xr, xv, mean[r], m2[r]);
-            rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
-            if (rms) rstd[r] = rms_rstd_fixup(rstd[r], xr, D, xv.sB);
-            const T hi = static_cast<T>(mean[r]);
-            const T lo = static_cast<T>(mean[r] - static_cast<double>(hi));
+            rstd[r] = row_rstd(xr, xv, mean[r], m2[r], eps, rms);
+            T hi, lo;
+            formulas::split_center(mean[r], hi, lo);
             row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w,
                                b);
         }
@@ -89,9 +84,58 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
     });
 }
 
+// The unfused forward's apply (other layouts, after the moments kernel):
+// y = ((x - hi[r]) - lo[r]) * scale[r] * w[j] + b[j] for the rows r of any
+// strides, without the centring when kCenter is false.
+template <bool kCenter, bool kStream, class T>
+void apply_rows_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* hi,
+                     const T* lo, const T* scale, const T* w, const T* b, int nt) {
+    const std::int64_t A = xv.A, C = xv.C, B = xv.B;
+    const std::int64_t rows = A * C;
+    const bool contiguous = xv.sB == 1 && yv.sB == 1;
+    parallel_region(nt, [&] {
+#pragma omp for schedule(static) nowait
+        for (std::int64_t r = 0; r < rows; ++r) {
+            const std::int64_t a = r / C, c = r % C;
+            const T* xr = x + a * xv.sA + c * xv.sC;
+            T* yr = y + a * yv.sA + c * yv.sC;
+            const T h = kCenter ? hi[c] : T(0);
+            const T l = kCenter ? lo[c] : T(0);
+            const T s = scale[c];
+            if (contiguous) {
+                row_apply<kStream>(xr, yr, B, kCenter, h, l, s, w, b);
+            } else {
+                for (std::int64_t j = 0; j < B; ++j) {
+                    const T xj = xr[j * xv.sB];
+                    yr[j * yv.sB] = kCenter ? (((xj - h) - l) * s) * w[j] + b[j]
+                                            : (xj * s) * w[j] + b[j];
+                }
+            }
+        }
+        if constexpr (kStream) stream_fence();
+    });
+}
+
 template <class T>
-void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
-                  double eps, bool rms, double* mean, double* m2, double* rstd, int nthreads) {
+void apply_rows(const T* x, const View3& xv, T* y, const View3& yv, const T* hi, const T* lo,
+                const T* scale, const T* w, const T* b, int nthreads) {
+    const std::int64_t total = xv.A * xv.C * xv.B;
+    if (total == 0) return;
+    const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
+    const bool stream = total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes;
+    if (hi != nullptr) {
+        if (stream) apply_rows_impl<true, true>(x, xv, y, yv, hi, lo, scale, w, b, nt);
+        else apply_rows_impl<true, false>(x, xv, y, yv, hi, lo, scale, w, b, nt);
+    } else {
+        if (stream) apply_rows_impl<false, true>(x, xv, y, yv, hi, lo, scale, w, b, nt);
+        else apply_rows_impl<false, false>(x, xv, y, yv, hi, lo, scale, w, b, nt);
+    }
+}
+
+template <class T>
+void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
+                        double eps, bool rms, double* mean, double* m2, double* rstd,
+                        int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
     if (R == 0) return;
     if (D == 0 || xv.A != 1) {  // nothing to normalize over (callers reject it)
@@ -105,7 +149,7 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
     // bit-identical statistics.
     const bool rows = xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength &&
                       R >= 4 * static_cast<std::int64_t>(nthreads);
-    if (!rows) {  // other layouts: the two general kernels
+    if (!rows) {  // other layouts: the moments kernel, then apply_rows
         moments_impl(x, xv, mean, m2, nthreads);
         Scratch<T> params_buf(3 * static_cast<std::size_t>(R));
         T* params = params_buf.get();
@@ -113,16 +157,11 @@ void forward_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* w
         T* lo = params + R;
         T* scale = params + 2 * R;
         for (std::int64_t r = 0; r < R; ++r) {
-            hi[r] = static_cast<T>(mean[r]);
-            lo[r] = static_cast<T>(mean[r] - static_cast<double>(hi[r]));
-            rstd[r] = row_rstd(mean[r], m2[r], static_cast<double>(D), eps, rms);
-            if (rms) rstd[r] = rms_rstd_fixup(rstd[r], x + r * xv.sC, D, xv.sB);
+            formulas::split_center(mean[r], hi[r], lo[r]);
+            rstd[r] = row_rstd(x + r * xv.sC, xv, mean[r], m2[r], eps, rms);
             scale[r] = static_cast<T>(rstd[r]);
         }
-        if constexpr (sizeof(T) == 4)
-            row_affine_f32_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
-        else
-            row_affine_f64_kernel(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
+        apply_rows(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
         return;
     }
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
@@ -278,9 +317,9 @@ void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 }
 
 template <class T>
-void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                   const View3& dxv, const double* mean, const double* rstd, const T* w,
-                   bool rms, double* dweight, double* dbias, int nthreads) {
+void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                         const View3& dxv, const double* mean, const double* rstd, const T* w,
+                         bool rms, double* dweight, double* dbias, int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
     for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
     if (R == 0 || D == 0) return;
@@ -322,27 +361,12 @@ void backward_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 
 }  // namespace
 
-void row_norm_forward_f32_kernel(const float* x, const View3& xv, float* y, const View3& yv,
-                                 const float* w, const float* b, double eps, bool rms,
-                                 double* mean, double* m2, double* rstd, int nthreads) {
-    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nthreads);
+template <class T>
+LayerNormKernels<T> layer_norm_kernels() {
+    return {&layer_norm_forward<T>, &layer_norm_backward<T>};
 }
-void row_norm_forward_f64_kernel(const double* x, const View3& xv, double* y, const View3& yv,
-                                 const double* w, const double* b, double eps, bool rms,
-                                 double* mean, double* m2, double* rstd, int nthreads) {
-    forward_impl(x, xv, y, yv, w, b, eps, rms, mean, m2, rstd, nthreads);
-}
-void row_norm_backward_f32_kernel(const float* x, const View3& xv, const float* dy,
-                                  const View3& dyv, float* dx, const View3& dxv,
-                                  const double* mean, const double* rstd, const float* w,
-                                  bool rms, double* dweight, double* dbias, int nthreads) {
-    backward_impl(x, xv, dy, dyv, dx, dxv, mean, rstd, w, rms, dweight, dbias, nthreads);
-}
-void row_norm_backward_f64_kernel(const double* x, const View3& xv, const double* dy,
-                                  const View3& dyv, double* dx, const View3& dxv,
-                                  const double* mean, const double* rstd, const double* w,
-                                  bool rms, double* dweight, double* dbias, int nthreads) {
-    backward_impl(x, xv, dy, dyv, dx, dxv, mean, rstd, w, rms, dweight, dbias, nthreads);
-}
+
+template LayerNormKernels<float> layer_norm_kernels<float>();
+template LayerNormKernels<double> layer_norm_kernels<double>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

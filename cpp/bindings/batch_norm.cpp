@@ -1,0 +1,253 @@
+// Bindings of the batch-norm family: the training forward, the backward
+// kernels and the fast entry point batch_norm_fast.
+#include <cstdint>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "bnfast/formulas.hpp"
+#include "common.hpp"
+#include "fast_args.hpp"
+
+namespace bnfast::bindings {
+
+namespace {
+
+template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array& x, py::array& y,
+                                                                const py::object& weight,
+                                                                const py::object& bias,
+                                                                double eps) {
+    const auto [xv, yv] = in_out_views<T>(x, y, "batch_norm_train");
+    if (!(eps >= 0.0)) throw py::value_error("batch_norm_train: eps must be >= 0");
+    const double* w = optional_f64_param(weight, xv.C, "weight");
+    const double* b = optional_f64_param(bias, xv.C, "bias");
+    py::array_t<double> mean(xv.C), m2(xv.C);
+    double* mean_ptr = mean.mutable_data();
+    double* m2_ptr = m2.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    T* yd = static_cast<T*>(y.mutable_data());
+    const auto kernel = active_kernels<T>().batch_norm.train;
+    const int nthreads = threads_for_call();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads);
+    }
+    return {std::move(mean), std::move(m2)};
+}
+
+template <class T>
+std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce_typed(
+    const py::array& x, const py::array& dy, const py::array& center) {
+    const View3 xv = view3_of(x, "x");
+    const View3 dyv = matching_view(dy, xv, "dy", "batch_norm_backward_reduce");
+    if (!has_dtype<T>(dy))
+        throw py::type_error("batch_norm_backward_reduce: dy must have x's dtype");
+    const double* ctr = channel_param<double>(center, xv.C, "center");
+    py::array_t<double> sum_d(xv.C), sum_dy(xv.C), sum_dy_d(xv.C);
+    double* p1 = sum_d.mutable_data();
+    double* p2 = sum_dy.mutable_data();
+    double* p3 = sum_dy_d.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    const auto kernel = active_kernels<T>().batch_norm.backward_reduce;
+    const int nthreads = threads_for_call();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads);
+    }
+    return {std::move(sum_d), std::move(sum_dy), std::move(sum_dy_d)};
+}
+
+template <class T>
+void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
+                 const py::array& lo, const py::array& p, const py::array& q,
+                 const py::array& r) {
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
+    const T* h = channel_param<T>(hi, xv.C, "hi");
+    const T* l = channel_param<T>(lo, xv.C, "lo");
+    const T* pp = channel_param<T>(p, xv.C, "p");
+    const T* qq = channel_param<T>(q, xv.C, "q");
+    const T* rr = channel_param<T>(r, xv.C, "r");
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    T* dxd = static_cast<T*>(dx.mutable_data());
+    const auto kernel = active_kernels<T>().batch_norm.backward_apply;
+    const int nthreads = threads_for_call();
+    py::gil_scoped_release release;
+    kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
+}
+
+template <class T>
+std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
+    const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+    const py::array& invstd, const py::object& weight) {
+    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_train");
+    const double* mp = channel_param<double>(mean, xv.C, "mean");
+    const double* ip = channel_param<double>(invstd, xv.C, "invstd");
+    const double* wp = optional_f64_param(weight, xv.C, "weight");
+    py::array_t<double> sum_dy(xv.C), sum_dy_xc(xv.C);
+    double* s1 = sum_dy.mutable_data();
+    double* s2 = sum_dy_xc.mutable_data();
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    T* dxd = static_cast<T*>(dx.mutable_data());
+    const auto kernel = active_kernels<T>().batch_norm.backward_train;
+    const int nthreads = threads_for_call();
+    {
+        py::gil_scoped_release release;
+        kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads);
+    }
+    return {std::move(sum_dy), std::move(sum_dy_xc)};
+}
+
+// ---------------------------------------------------------------------------
+// batch_norm_fast (see fast_args.hpp).
+
+// Optional per-channel weight/bias of x's dtype, widened to double (as the
+// general path's astype(float64)).
+template <class T>
+bool optional_param(py::handle h, std::int64_t c, std::vector<double>& out) {
+    if (h.is_none()) return true;
+    if (!fast::vector_of<T>(h, c)) return false;
+    const T* p = fast::data_of<T>(h);
+    out.assign(p, p + c);
+    return true;
+}
+
+template <class T>
+py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::handle w,
+                      py::handle b, bool training, double momentum, double eps, long axis,
+                      py::handle out) {
+    const py::ssize_t nd = x.ndim();
+    if (nd < 2 || x.size() == 0 || axis < -nd || axis >= nd) return py::none();
+    if (axis < 0) axis += nd;
+    std::int64_t A = 1, B = 1;
+    for (py::ssize_t i = 0; i < axis; ++i) A *= x.shape(i);
+    for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
+    const std::int64_t C = x.shape(axis);
+    const std::int64_t count = A * B;
+    // One channel: the general path drops the unit axis and views the data
+    // as (1, 1, A*B), which the kernels reduce in another order; leave it
+    // to the general path rather than differ in the last bit.
+    if (C == 1) return py::none();
+    if (rm.is_none() != rv.is_none()) return py::none();
+    const bool has_running = !rm.is_none();
+    if (has_running &&
+        !(fast::vector_of<T>(rm, C, training) && fast::vector_of<T>(rv, C, training)))
+        return py::none();
+    if (training ? (count <= 1 || !(eps > 0.0)) : !has_running) return py::none();
+    if (!(momentum >= 0.0 && momentum <= 1.0)) return py::none();
+    std::vector<double> wv, bv;
+    if (!optional_param<T>(w, C, wv) || !optional_param<T>(b, C, bv)) return py::none();
+    py::array y;
+    if (!fast::output_for<T>(x, out, y)) return py::none();
+
+    const View3 v{A, C, B, C * B, B, 1};
+    const FamilyKernels<T>& k = active_kernels<T>();
+    const int nthreads = threads_for_call();
+    const T* xd = static_cast<const T*>(x.data());
+    T* yd = static_cast<T*>(y.mutable_data());
+    if (training) {
+        std::vector<double> mean(C), m2(C);
+        const double* wp = wv.empty() ? nullptr : wv.data();
+        const double* bp = bv.empty() ? nullptr : bv.data();
+        {
+            py::gil_scoped_release release;
+            k.batch_norm.train(xd, v, yd, v, wp, bp, eps, mean.data(), m2.data(), nthreads);
+        }
+        if (has_running) {
+            T* rmp = fast::mutable_data_of<T>(rm);
+            T* rvp = fast::mutable_data_of<T>(rv);
+            const double n = static_cast<double>(count);
+            // Two loops, as the general path updates one array after the
+            // other (the same even if the two arrays overlap).
+            for (std::int64_t c = 0; c < C; ++c)
+                rmp[c] = formulas::running_update(rmp[c], mean[c], momentum);
+            for (std::int64_t c = 0; c < C; ++c)
+                rvp[c] = formulas::running_update(
+                    rvp[c], formulas::unbiased_variance(m2[c], n), momentum);
+        }
+    } else {
+        const T* rmp = fast::data_of<T>(rm);
+        const T* rvp = fast::data_of<T>(rv);
+        std::vector<T> scale(C), shift(C);
+        for (std::int64_t c = 0; c < C; ++c) {
+            const double invstd = formulas::invstd(static_cast<double>(rvp[c]), 1.0, eps);
+            const auto f = formulas::eval_fold(static_cast<double>(rmp[c]), invstd,
+                                               wv.empty() ? 1.0 : wv[c], bv.empty() ? 0.0 : bv[c]);
+            scale[c] = static_cast<T>(f.scale);
+            shift[c] = static_cast<T>(f.shift);
+        }
+        py::gil_scoped_release release;
+        k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0, nthreads);
+    }
+    return std::move(y);
+}
+
+}  // namespace
+
+void register_batch_norm(py::module_& m) {
+    m.def(
+        "batch_norm_train",
+        [](const py::array& x, py::array& y, const py::object& weight, const py::object& bias,
+           double eps) {
+            return with_dtype(x, "batch_norm_train", "x", [&](auto tag) {
+                return train_typed<decltype(tag)>(x, y, weight, bias, eps);
+            });
+        },
+        py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
+        "Per-C (mean, m2) of an (A, C, B) view (as moments) and y = (x - mean) * "
+        "invstd * weight + bias, invstd = 1/sqrt(m2/(A*B) + eps); weight/bias float64 or None.");
+    m.def(
+        "batch_norm_backward_reduce",
+        [](const py::array& x, const py::array& dy, const py::array& center) {
+            return with_dtype(x, "batch_norm_backward_reduce", "x", [&](auto tag) {
+                return reduce_typed<decltype(tag)>(x, dy, center);
+            });
+        },
+        py::arg("x"), py::arg("dy"), py::arg("center"),
+        "Per-C (sum(d), sum(dy), sum(dy*d)) in float64 with d = x - center[c], over "
+        "axes 0 and 2 of (A, C, B) views x and dy.");
+    m.def(
+        "batch_norm_backward_apply",
+        [](const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
+           const py::array& lo, const py::array& p, const py::array& q, const py::array& r) {
+            with_dtype(x, "batch_norm_backward_apply", "x", [&](auto tag) {
+                apply_typed<decltype(tag)>(x, dy, dx, hi, lo, p, q, r);
+            });
+        },
+        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("hi"), py::arg("lo"), py::arg("p"),
+        py::arg("q"), py::arg("r"),
+        "dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c] on (A, C, B) views.");
+    m.def(
+        "batch_norm_backward_train",
+        [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
+           const py::array& invstd, const py::object& weight) {
+            return with_dtype(x, "batch_norm_backward_train", "x", [&](auto tag) {
+                return backward_train_typed<decltype(tag)>(x, dy, dx, mean, invstd, weight);
+            });
+        },
+        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("mean"), py::arg("invstd"),
+        py::arg("weight"),
+        "Training backward of batch norm on (A, C, B) views: writes dx, returns "
+        "(sum_dy, sum_dy_xc) in float64 (sum of dy * (x - exact mean)).");
+    m.def(
+        "batch_norm_fast",
+        [](py::handle x, py::handle rm, py::handle rv, py::handle w, py::handle b,
+           py::handle training, py::handle momentum, py::handle eps, py::handle axis,
+           py::handle out) -> py::object {
+            double mom, e;
+            long ax;
+            if (!PyBool_Check(training.ptr()) || !fast::real_arg(momentum, mom) ||
+                !fast::real_arg(eps, e) || e < 0.0 || !fast::int_arg(axis, ax))
+                return py::none();
+            const bool train = training.ptr() == Py_True;
+            return fast::with_plain_dtype(x, [&](auto tag, const py::array& xa) {
+                return fast_typed<decltype(tag)>(xa, rm, rv, w, b, train, mom, e, ax, out);
+            });
+        },
+        "batch_norm for the common case, or None (then use the general path).");
+}
+
+}  // namespace bnfast::bindings
