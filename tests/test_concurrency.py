@@ -289,6 +289,75 @@ def test_sklearn_standardizer_shared_by_threads():
 # --------------------------------------------------------------------------
 # threads(n) belongs to its thread
 # --------------------------------------------------------------------------
+def _in_thread(fn):
+    """fn() run on a new Python thread; its result (or exception) here."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed back to the caller
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "thread did not finish"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_threads_block_is_per_thread():
+    # Regression: threads(n) set the process-wide count, so every other
+    # thread ran with n too.
+    bnfast.set_num_threads(2)
+    with bnfast.threads(1):
+        assert bnfast.get_num_threads() == 1
+        assert _in_thread(bnfast.get_num_threads) == 2
+        assert bnfast.config()["num_threads"] == 1
+    assert bnfast.get_num_threads() == 2
+
+
+def test_set_num_threads_inside_a_block_applies_after_it():
+    bnfast.set_num_threads(2)
+    with bnfast.threads(3):
+        bnfast.set_num_threads(1)
+        assert bnfast.get_num_threads() == 3  # the block wins on its thread
+        assert _in_thread(bnfast.get_num_threads) == 1
+    assert bnfast.get_num_threads() == 1
+
+
+def test_new_threads_start_without_a_block():
+    bnfast.set_num_threads(2)
+    with bnfast.threads(1):
+
+        def nested():
+            with bnfast.threads(3):
+                return bnfast.get_num_threads()
+
+        assert _in_thread(nested) == 3
+        assert bnfast.get_num_threads() == 1
+
+
+def test_blocks_ending_out_of_order_on_one_thread():
+    # Two generators interleave their blocks: each restores only itself.
+    bnfast.set_num_threads(2)
+
+    def gen(n):
+        with bnfast.threads(n):
+            yield bnfast.get_num_threads()
+            yield bnfast.get_num_threads()
+
+    a, b = gen(1), gen(3)
+    assert next(a) == 1
+    assert next(b) == 3
+    a.close()  # a's block ends first: b's is still open
+    assert bnfast.get_num_threads() == 3
+    b.close()
+    assert bnfast.get_num_threads() == 2
+
+
 @settings(max_examples=25)
 @given(
     plans=st.lists(

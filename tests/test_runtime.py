@@ -13,6 +13,8 @@ import threading
 from importlib import metadata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bnfast
 from helpers import NATIVE_CHOICES, requires_native, runtime
@@ -399,75 +401,9 @@ def test_set_capability_rejects_unknown_names():
 
 
 # --------------------------------------------------------------------------
-# get_num_threads(): what the next call on this thread uses
+# get_num_threads(): what the next call on this thread uses (more, across
+# threads, in test_concurrency.py)
 # --------------------------------------------------------------------------
-def _in_thread(fn):
-    """fn() run on a new Python thread; its result (or exception) here."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # handed back to the caller
-            out["error"] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "thread did not finish"
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
-def test_threads_block_is_per_thread():
-    # Regression: threads(n) set the process-wide count, so every other
-    # thread ran with n too.
-    bnfast.set_num_threads(2)
-    with bnfast.threads(1):
-        assert bnfast.get_num_threads() == 1
-        assert _in_thread(bnfast.get_num_threads) == 2
-        assert bnfast.config()["num_threads"] == 1
-    assert bnfast.get_num_threads() == 2
-
-
-def test_set_num_threads_inside_a_block_applies_after_it():
-    bnfast.set_num_threads(2)
-    with bnfast.threads(3):
-        bnfast.set_num_threads(1)
-        assert bnfast.get_num_threads() == 3  # the block wins on its thread
-        assert _in_thread(bnfast.get_num_threads) == 1
-    assert bnfast.get_num_threads() == 1
-
-
-def test_new_threads_start_without_a_block():
-    bnfast.set_num_threads(2)
-    with bnfast.threads(1):
-        def nested():
-            with bnfast.threads(3):
-                return bnfast.get_num_threads()
-        assert _in_thread(nested) == 3
-        assert bnfast.get_num_threads() == 1
-
-
-def test_blocks_ending_out_of_order_on_one_thread():
-    # Two generators interleave their blocks: each restores only itself.
-    bnfast.set_num_threads(2)
-
-    def gen(n):
-        with bnfast.threads(n):
-            yield bnfast.get_num_threads()
-            yield bnfast.get_num_threads()
-
-    a, b = gen(1), gen(3)
-    assert next(a) == 1
-    assert next(b) == 3
-    a.close()  # a's block ends first: b's is still open
-    assert bnfast.get_num_threads() == 3
-    b.close()
-    assert bnfast.get_num_threads() == 2
-
-
 def test_threads_block_rejects_types_without_changing_anything():
     bnfast.set_num_threads(2)
     for bad in (True, 1.0, "2", None):
@@ -514,7 +450,11 @@ def test_threadpool_limits_caps_and_restores(user_api):
         assert bnfast.config()["thread_limit"] == 1
         with bnfast.threads(3):  # the limit caps blocks too...
             assert bnfast.get_num_threads() == 1
-        assert _in_thread(bnfast.get_num_threads) == 1  # ...and every thread
+        other = []  # ...and every thread
+        t = threading.Thread(target=lambda: other.append(bnfast.get_num_threads()))
+        t.start()
+        t.join(60)
+        assert other == [1]
         bnfast.set_num_threads(4)
         assert bnfast.get_num_threads() == 1
     # Leaving restores "no limit", not a limit at the count read on entry.
@@ -571,3 +511,39 @@ def test_threadpoolctl_does_not_claim_other_core_modules(tmp_path):
     assert len(listed) == 1, listed
     assert listed[0][0] == "bnfast"
     assert os.path.samefile(listed[0][1], runtime._core.__file__)
+
+
+# --------------------------------------------------------------------------
+# The Python copy of the thread settings (used without _core) decides as
+# _core does
+# --------------------------------------------------------------------------
+SETTERS = ("set_num_threads", "set_thread_num_threads", "set_thread_limit",
+           "set_hard_thread_limit")
+OPTIONAL = st.one_of(st.none(), st.integers(1, 16))
+
+
+@requires_native
+@settings(max_examples=100)
+@given(ops=st.lists(st.one_of(
+    st.tuples(st.just("set_num_threads"), st.integers(1, 16)),
+    st.tuples(st.sampled_from(SETTERS[1:]), OPTIONAL)), max_size=12))
+def test_python_settings_decide_as_core_does(ops):
+    core, py = runtime._core, runtime._threads.PySettings()
+    saved = (core.get_num_threads(), core.get_thread_num_threads(),
+             core.get_thread_limit(), core.get_hard_thread_limit())
+    core.set_thread_num_threads(None)
+    core.set_num_threads(1)
+    try:
+        for name, value in [("set_thread_limit", None), ("set_hard_thread_limit", None), *ops]:
+            getattr(core, name)(value)
+            getattr(py, name)(value)
+            assert py.get_num_threads() == core.get_num_threads(), (name, value)
+            assert py.get_thread_num_threads() == core.get_thread_num_threads()
+            assert py.get_thread_limit() == core.get_thread_limit()
+            assert py.get_hard_thread_limit() == core.get_hard_thread_limit()
+    finally:
+        core.set_thread_num_threads(None)
+        core.set_thread_limit(saved[2])
+        core.set_hard_thread_limit(saved[3])
+        core.set_num_threads(saved[0])
+        core.set_thread_num_threads(saved[1])

@@ -69,9 +69,7 @@ _state = _State()
 
 # The thread settings: _core's (the C++ state the kernels read), or Python's
 # own copy of the same settings without the compiled module.
-settings: _threads.Settings = (
-    _core if _core is not None and hasattr(_core, "set_thread_limit")  # TEMP until the pool lands
-    else _threads.PySettings())
+settings: _threads.Settings = _core if _core is not None else _threads.PySettings()
 
 
 def impl() -> ModuleType:
@@ -201,12 +199,9 @@ def thread_limit() -> Optional[int]:
     return settings.get_thread_limit()
 
 
-_hard_thread_limit: Optional[int] = None  # OMP_THREAD_LIMIT, as read at import
-
-
 def hard_thread_limit() -> Optional[int]:
     """``OMP_THREAD_LIMIT`` as read at import (None: not set or not valid)."""
-    return _hard_thread_limit
+    return settings.get_hard_thread_limit()
 
 
 def threading_name() -> str:
@@ -285,8 +280,6 @@ def _init_from_environment(environ: Mapping[str, str]) -> None:
     count, hard_limit, messages = _threads.from_environment(environ, settings.usable_cores())
     for message in messages:
         _warn(message)
-    global _hard_thread_limit
-    _hard_thread_limit = hard_limit
     settings.set_hard_thread_limit(hard_limit)
     settings.set_num_threads(count)
 

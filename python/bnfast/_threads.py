@@ -37,6 +37,7 @@ class Settings(Protocol):
     def set_thread_limit(self, n: Optional[int]) -> None: ...
     def get_thread_limit(self) -> Optional[int]: ...
     def set_hard_thread_limit(self, n: Optional[int]) -> None: ...
+    def get_hard_thread_limit(self) -> Optional[int]: ...
     def usable_cores(self) -> int: ...
 
 
@@ -83,6 +84,9 @@ class PySettings:
 
     def set_hard_thread_limit(self, n: Optional[int]) -> None:
         self._hard = n
+
+    def get_hard_thread_limit(self) -> Optional[int]:
+        return self._hard
 
     def usable_cores(self) -> int:
         return affinity_cores()
