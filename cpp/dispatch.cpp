@@ -138,12 +138,7 @@ void init_dispatch() {
     }
 }
 
-bool have_openmp() {
-#if defined(BNFAST_HAVE_OPENMP)
-    return true;
-#else
-    return false;
-#endif
-}
+// The kernels run on bnfast's own pool (cpp/runtime/thread_pool.cpp).
+bool have_openmp() { return false; }
 
 }  // namespace bnfast

@@ -29,8 +29,7 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().affine.affine;
     const int nthreads = threads_for_call();
-    py::gil_scoped_release release;
-    kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads);
+    call_kernel(x.nbytes(), [&] { kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads); });
 }
 
 }  // namespace

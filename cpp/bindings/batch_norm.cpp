@@ -29,10 +29,8 @@ std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array&
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.train;
     const int nthreads = threads_for_call();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads);
-    }
+    call_kernel(x.nbytes(),
+                [&] { kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads); });
     return {std::move(mean), std::move(m2)};
 }
 
@@ -52,10 +50,8 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     const T* dyd = static_cast<const T*>(dy.data());
     const auto kernel = active_kernels<T>().batch_norm.backward_reduce;
     const int nthreads = threads_for_call();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads);
-    }
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads); });
     return {std::move(sum_d), std::move(sum_dy), std::move(sum_dy_d)};
 }
 
@@ -74,8 +70,8 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_apply;
     const int nthreads = threads_for_call();
-    py::gil_scoped_release release;
-    kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads); });
 }
 
 template <class T>
@@ -94,10 +90,8 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_train;
     const int nthreads = threads_for_call();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads);
-    }
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads); });
     return {std::move(sum_dy), std::move(sum_dy_xc)};
 }
 
@@ -152,10 +146,9 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
         std::vector<double> mean(C), m2(C);
         const double* wp = wv.empty() ? nullptr : wv.data();
         const double* bp = bv.empty() ? nullptr : bv.data();
-        {
-            py::gil_scoped_release release;
+        call_kernel(x.nbytes(), [&] {
             k.batch_norm.train(xd, v, yd, v, wp, bp, eps, mean.data(), m2.data(), nthreads);
-        }
+        });
         if (has_running) {
             T* rmp = fast::mutable_data_of<T>(rm);
             T* rvp = fast::mutable_data_of<T>(rv);
@@ -179,8 +172,10 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
             scale[c] = static_cast<T>(f.scale);
             shift[c] = static_cast<T>(f.shift);
         }
-        py::gil_scoped_release release;
-        k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0, nthreads);
+        call_kernel(x.nbytes(), [&] {
+            k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0,
+                            nthreads);
+        });
     }
     return std::move(y);
 }

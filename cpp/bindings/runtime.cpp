@@ -1,6 +1,7 @@
 // Bindings of the runtime state: the active capability (kernel table,
 // dispatch.cpp) and the thread counts (runtime/threads.cpp).
 #include <pybind11/stl.h>
+#include <pythread.h>
 
 #include <cstdint>
 #include <optional>
@@ -21,12 +22,24 @@ int count_or_unset(std::optional<int> n, const char* what) {
 
 std::optional<int> unset_as_none(int n) { return n > 0 ? std::optional<int>(n) : std::nullopt; }
 
+unsigned long g_main_thread = 0;
+
 }  // namespace
+
+bool on_main_thread() { return PyThread_get_thread_ident() == g_main_thread; }
+
+void raise_interrupted() {
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+}
 
 // dispatch.cpp and threads.cpp throw std::invalid_argument (ValueError in
 // Python) for a bad name or count and std::runtime_error (RuntimeError) for
 // an ISA this build or CPU cannot run.
 void register_runtime(py::module_& m) {
+    g_main_thread =
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     m.def("all_capabilities", &all_isa_names,
           "Every capability bnfast knows (the ISA list), compiled here or not.");
     m.def("capability", [] { return std::string(isa_name(active_isa())); });

@@ -49,4 +49,21 @@ public:
     const char* what() const noexcept override { return "bnfast call interrupted"; }
 };
 
+// While alive, for a call on more than interrupt_bytes() input bytes on
+// the interpreter's main thread: a SIGINT sets a flag the pool checks
+// between blocks (and is passed on to the previous handler, Python's), so
+// the kernel stops early with bnfast::Interrupted. Does nothing otherwise
+// (other threads never see SIGINT's Python exception, and a SIGINT left at
+// SIG_DFL or SIG_IGN keeps its meaning).
+class InterruptScope {
+public:
+    InterruptScope(std::int64_t bytes, bool main_thread);
+    ~InterruptScope();
+    InterruptScope(const InterruptScope&) = delete;
+    InterruptScope& operator=(const InterruptScope&) = delete;
+
+private:
+    bool active_ = false;
+};
+
 }  // namespace bnfast
