@@ -205,13 +205,12 @@ def hard_thread_limit() -> Optional[int]:
 
 
 def threading_name() -> str:
-    """What runs the native kernels' threads (``"none"`` without ``_core``)."""
+    """What runs the native kernels' threads: ``"bnfast pool"`` (bnfast's own
+    thread pool), ``"openmp"`` in a build on OpenMP, ``"none"`` without
+    ``_core``."""
     if _core is None:
         return "none"
-    name = getattr(_core, "threading", None)
-    if callable(name):
-        return str(name())
-    return "openmp" if _core.openmp() else "none"
+    return "openmp" if _core.openmp() else "bnfast pool"
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
