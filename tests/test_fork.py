@@ -9,6 +9,7 @@ and the whole process group is killed, instead of the suite hanging.
 """
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -113,6 +114,16 @@ DRIVER = textwrap.dedent(
             return [f.result(60) for f in [ex.submit(child_result, s) for s in (0, 1, 2, 0)]]
 
 
+    def run_joblib():
+        import multiprocessing as mp
+
+        import joblib
+
+        assert mp.get_start_method() == "fork"
+        return joblib.Parallel(n_jobs=2, backend="multiprocessing", timeout=60)(
+            joblib.delayed(child_result)(s) for s in (0, 1, 2, 0)
+        )
+
     def run_worker_loop():
         # DataLoader-style: forked workers loop over indices from a queue and
         # send items back, until told to stop.
@@ -168,7 +179,7 @@ DRIVER = textwrap.dedent(
 
 
     scenario = sys.argv[1]
-    seeds = {"pool": [0, 1, 2, 0], "executor": [0, 1, 2, 0],
+    seeds = {"pool": [0, 1, 2, 0], "executor": [0, 1, 2, 0], "joblib": [0, 1, 2, 0],
              "worker_loop": [i % 3 for i in range(6)],
              "torch_dataloader": [i % 3 for i in range(6)]}
     before = {s: digest(s) for s in (0, 1, 2)}  # in the parent, on 2 threads
@@ -231,6 +242,13 @@ def test_multiprocessing_fork_pool(tmp_path):
 
 def test_process_pool_executor_fork(tmp_path):
     check_children(run_scenario("executor", tmp_path), 4)
+
+
+def test_joblib_multiprocessing_backend(tmp_path):
+    pytest.importorskip("joblib", reason="joblib is not installed")
+    if multiprocessing.get_all_start_methods()[0] != "fork":  # a fresh interpreter's default
+        pytest.skip("joblib's multiprocessing backend does not fork here (not the default)")
+    check_children(run_scenario("joblib", tmp_path), 4)
 
 
 def test_dataloader_style_fork_workers(tmp_path):
