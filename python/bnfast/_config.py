@@ -166,6 +166,11 @@ def get_num_threads() -> int:
         Between 1 and 1024 (the NumPy backend runs on the calling thread
         whatever it is).
 
+    See Also
+    --------
+    set_num_threads : The process's count.
+    threads : A count for a block of code, on the calling thread only.
+
     Examples
     --------
     >>> import bnfast
