@@ -183,7 +183,8 @@ def batch_norm(
     running_mean, running_var : ndarray, optional
         Running statistics, shape (C,), of x's dtype; both or neither.
         Required when ``training=False``; with ``training=True`` they must
-        be writeable ndarrays (updated in place).
+        be writeable ndarrays (updated in place). Threads training at once
+        may share them: each update is applied once (README, "Threads").
     weight, bias : array_like, optional
         Affine parameters, shape (C,), real numbers (applied in float64).
     training : bool, optional

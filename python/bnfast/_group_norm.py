@@ -242,7 +242,8 @@ def instance_norm(
         Affine parameters per channel, shape (C,), real numbers.
     running_mean, running_var : ndarray, optional
         Shape (C,), x's dtype; both or neither; required when
-        ``use_input_stats=False``, else writeable (updated in place).
+        ``use_input_stats=False``, else writeable (updated in place). Threads
+        training at once may share them: each update is applied once.
     use_input_stats : bool, optional
         Normalize with the instance statistics (True) or the running ones.
     momentum : float, optional

@@ -95,6 +95,13 @@ class Standardizer(EstimatorParams, Persistence):
     bnfast.sklearn.Standardizer : This class as a scikit-learn estimator.
     bnfast.diagnose : Check data before standardizing it.
 
+    Notes
+    -----
+    Threads may share one instance: :meth:`partial_fit` computes each chunk's
+    statistics in parallel and merges them under the instance's lock (no
+    sample is lost), and :meth:`transform` uses the mean and scale of one
+    fit. See the README's "Threads" section.
+
     Examples
     --------
     >>> import numpy as np
