@@ -136,6 +136,9 @@ struct Worker {
 };
 
 void worker_main(Worker* w) {
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "bnfast-worker");  // for top -H, gdb, py-spy
+#endif
     for (;;) {
         const auto spin_end = Clock::now() + kWorkerSpin;
         while (!w->pending.load(std::memory_order_acquire) && Clock::now() < spin_end)
