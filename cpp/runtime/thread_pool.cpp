@@ -74,8 +74,8 @@ struct Job {
     int parts = 1;
     std::unique_ptr<Share[]> shares;
     const std::atomic<int>* stop = nullptr;  // SIGINT flag of an interruptible call
-    std::atomic<std::int64_t> done{0};       // blocks finished (or skipped)
-    std::atomic<bool> cancel{false};         // an error or interrupt: skip the rest
+    alignas(64) std::atomic<std::int64_t> done{0};  // blocks finished (or skipped)
+    alignas(64) std::atomic<bool> cancel{false};  // an error or interrupt: skip the rest
     std::atomic<bool> interrupted{false};
     std::mutex m;
     std::condition_variable cv;  // the caller waits on it for the last block
@@ -136,6 +136,9 @@ struct Worker {
 };
 
 void worker_main(Worker* w) {
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "bnfast-worker");  // for top -H, gdb, py-spy
+#endif
     for (;;) {
         const auto spin_end = Clock::now() + kWorkerSpin;
         while (!w->pending.load(std::memory_order_acquire) && Clock::now() < spin_end)
