@@ -1,6 +1,5 @@
-// Picks the kernel table once at import (CPUID/XGETBV, env override) and
-// holds the thread count the bindings pass to kernels: the one owner of the
-// runtime state (the Python layer reads and sets it through _core).
+// Picks the kernel table once at import (CPUID/XGETBV, env override). The
+// thread counts live in cpp/runtime/threads.cpp.
 #include "bnfast/dispatch.hpp"
 
 #include <atomic>
@@ -9,10 +8,6 @@
 
 #include "bnfast/compiled_isas.hpp"
 #include "bnfast/cpu_features.hpp"
-
-#if defined(BNFAST_HAVE_OPENMP)
-#include <omp.h>
-#endif
 
 namespace bnfast {
 
@@ -56,7 +51,6 @@ bool cpu_runs(Isa isa) {
 }
 
 std::atomic<const KernelTable*> g_table{nullptr};
-std::atomic<int> g_num_threads{0};
 
 }  // namespace
 
@@ -136,7 +130,6 @@ const KernelTable& active_table() {
 
 // The last supported ISA of the list: the list runs baseline first.
 void init_dispatch() {
-    if (g_num_threads.load() == 0) g_num_threads.store(default_num_threads());
     for (auto it = std::rbegin(kAllIsas); it != std::rend(kAllIsas); ++it) {
         if (isa_supported(*it)) {
             set_active_isa(*it);
@@ -145,31 +138,7 @@ void init_dispatch() {
     }
 }
 
-bool have_openmp() {
-#if defined(BNFAST_HAVE_OPENMP)
-    return true;
-#else
-    return false;
-#endif
-}
-
-int default_num_threads() {
-#if defined(BNFAST_HAVE_OPENMP)
-    const int n = omp_get_max_threads();
-    return n > 0 ? n : 1;
-#else
-    return 1;
-#endif
-}
-
-int num_threads() {
-    const int n = g_num_threads.load();
-    return n > 0 ? n : 1;
-}
-
-void set_num_threads(int n) {
-    if (n < 1) throw std::invalid_argument("number of threads must be >= 1");
-    g_num_threads.store(n);
-}
+// The kernels run on bnfast's own pool (cpp/runtime/thread_pool.cpp).
+bool have_openmp() { return false; }
 
 }  // namespace bnfast

@@ -28,9 +28,8 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().affine.affine;
-    const int nthreads = num_threads();
-    py::gil_scoped_release release;
-    kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads);
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes(), [&] { kernel(xd, xv, yd, yv, hi, lo, sc, sh, ps, nthreads); });
 }
 
 }  // namespace

@@ -28,11 +28,9 @@ std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array&
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.train;
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads);
-    }
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes(),
+                [&] { kernel(xd, xv, yd, yv, w, b, eps, mean_ptr, m2_ptr, nthreads); });
     return {std::move(mean), std::move(m2)};
 }
 
@@ -51,11 +49,9 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     const auto kernel = active_kernels<T>().batch_norm.backward_reduce;
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads);
-    }
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, ctr, p1, p2, p3, nthreads); });
     return {std::move(sum_d), std::move(sum_dy), std::move(sum_dy_d)};
 }
 
@@ -73,9 +69,9 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_apply;
-    const int nthreads = num_threads();
-    py::gil_scoped_release release;
-    kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads);
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads); });
 }
 
 template <class T>
@@ -93,11 +89,9 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().batch_norm.backward_train;
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
-        kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads);
-    }
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes() + dy.nbytes(),
+                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, mp, ip, wp, s1, s2, nthreads); });
     return {std::move(sum_dy), std::move(sum_dy_xc)};
 }
 
@@ -145,17 +139,16 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
 
     const View3 v{A, C, B, C * B, B, 1};
     const FamilyKernels<T>& k = active_kernels<T>();
-    const int nthreads = num_threads();
+    const int nthreads = threads_for_call();
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     if (training) {
         std::vector<double> mean(C), m2(C);
         const double* wp = wv.empty() ? nullptr : wv.data();
         const double* bp = bv.empty() ? nullptr : bv.data();
-        {
-            py::gil_scoped_release release;
+        call_kernel(x.nbytes(), [&] {
             k.batch_norm.train(xd, v, yd, v, wp, bp, eps, mean.data(), m2.data(), nthreads);
-        }
+        });
         if (has_running) {
             T* rmp = fast::mutable_data_of<T>(rm);
             T* rvp = fast::mutable_data_of<T>(rv);
@@ -179,8 +172,10 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
             scale[c] = static_cast<T>(f.scale);
             shift[c] = static_cast<T>(f.shift);
         }
-        py::gil_scoped_release release;
-        k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0, nthreads);
+        call_kernel(x.nbytes(), [&] {
+            k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0,
+                            nthreads);
+        });
     }
     return std::move(y);
 }

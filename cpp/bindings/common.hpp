@@ -7,13 +7,44 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "bnfast/dispatch.hpp"
+#include "bnfast/runtime.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast::bindings {
 
 namespace py = pybind11;
+
+// Whether the calling thread is the interpreter's main thread (the only
+// one where a SIGINT becomes KeyboardInterrupt). Set at import.
+bool on_main_thread();
+
+// After a kernel stopped for a SIGINT (bnfast::Interrupted), with the GIL
+// held: raises what Python's handler made of the signal (KeyboardInterrupt
+// by default), or KeyboardInterrupt if it raised nothing, since the call's
+// outputs are incomplete.
+[[noreturn]] void raise_interrupted();
+
+// Runs a kernel call f() with the GIL released. A call on more than
+// interrupt_bytes() input bytes on the main thread can be stopped by
+// Ctrl-C between work items (its outputs are then undefined; inputs are
+// never written).
+template <class F>
+void call_kernel(std::int64_t input_bytes, F&& f) {
+    bool interrupted = false;
+    {
+        InterruptScope scope(input_bytes, on_main_thread());
+        py::gil_scoped_release release;
+        try {
+            std::forward<F>(f)();
+        } catch (const Interrupted&) {
+            interrupted = true;
+        }
+    }
+    if (interrupted) raise_interrupted();
+}
 
 // Equivalent dtype (not the same dtype object: pickled arrays and dtypes
 // with metadata carry their own descriptor).

@@ -32,11 +32,10 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> forwar
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().layer_norm.forward;
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes(), [&] {
         kernel(xd, xv, yd, yv, wp, bp, eps, rms, mean_ptr, m2_ptr, rstd_ptr, nthreads);
-    }
+    });
     return {std::move(mean), std::move(m2), std::move(rstd)};
 }
 
@@ -56,11 +55,10 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_typed(
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());
     const auto kernel = active_kernels<T>().layer_norm.backward;
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes() + dy.nbytes(), [&] {
         kernel(xd, xv, dyd, dyv, dxd, dxv, mp, rp, wp, rms, dw_ptr, db_ptr, nthreads);
-    }
+    });
     return {std::move(dweight), std::move(dbias)};
 }
 
@@ -96,11 +94,10 @@ py::object fast_typed(const py::array& x, py::handle w, py::handle b, double eps
     const auto kernel = active_kernels<T>().layer_norm.forward;
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
-    const int nthreads = num_threads();
-    {
-        py::gil_scoped_release release;
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes(), [&] {
         kernel(xd, v, yd, v, wp, bp, eps, rms, mean.data(), m2.data(), rstd.data(), nthreads);
-    }
+    });
     return std::move(y);
 }
 

@@ -17,11 +17,9 @@ void register_moments(py::module_& m) {
                 double* mean_ptr = mean.mutable_data();
                 double* m2_ptr = m2.mutable_data();
                 const auto kernel = active_kernels<T>().moments.moments;
-                const int nthreads = num_threads();
-                {
-                    py::gil_scoped_release release;
-                    kernel(xd, v, mean_ptr, m2_ptr, nthreads);
-                }
+                const int nthreads = threads_for_call();
+                call_kernel(x.nbytes(),
+                            [&] { kernel(xd, v, mean_ptr, m2_ptr, nthreads); });
                 return std::make_pair(std::move(mean), std::move(m2));
             });
         },

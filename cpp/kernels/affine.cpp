@@ -21,54 +21,44 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
                  const T* hi, const T* lo, const T* scale, const T* shift,
                  std::int64_t ps, int nt, const T* periodic) {
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
-    parallel_region(nt, [&] {
-        if (periodic != nullptr) {  // see affine_run_periodic
-            const std::int64_t ext = C + NativeVec<T>::lanes;
-            for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
-                affine_run_periodic<kCenter, kStream>(
-                    x + r0 * C, y + r0 * C, nr * C, C, periodic, periodic + ext,
-                    periodic + 2 * ext, periodic + 3 * ext);
-            });
-        } else if (xv.sB == 1 && yv.sB == 1 && B > 1) {
-            const std::int64_t rows = A * C;
-#pragma omp for schedule(static) nowait
-            for (std::int64_t r = 0; r < rows; ++r) {
-                const std::int64_t a = r / C, c = r % C;
-                const std::int64_t p = a * ps + c;
-                affine_run_bcast<kCenter, kStream>(
-                    x + a * xv.sA + c * xv.sC, y + a * yv.sA + c * yv.sC, B,
-                    kCenter ? hi[p] : T(0), kCenter ? lo[p] : T(0), scale[p], shift[p]);
-            }
-        } else if (xv.sC == 1 && yv.sC == 1 && C > 1) {
-            const std::int64_t rows = A * B;
-#pragma omp for schedule(static) nowait
-            for (std::int64_t r = 0; r < rows; ++r) {
-                // (N, C) data has B == 1: skip two 64-bit divisions per short row.
-                const std::int64_t a = B == 1 ? r : r / B, b = B == 1 ? 0 : r % B;
-                const std::int64_t p0 = a * ps;
-                affine_run_vec<kCenter, kStream>(
-                    x + a * xv.sA + b * xv.sB, y + a * yv.sA + b * yv.sB, C,
-                    kCenter ? hi + p0 : nullptr, kCenter ? lo + p0 : nullptr, scale + p0,
-                    shift + p0);
-            }
-        } else {
-            // Any other strides: plain element loops.
-#pragma omp for schedule(static) nowait
-            for (std::int64_t a = 0; a < A; ++a) {
-                for (std::int64_t c = 0; c < C; ++c) {
-                    const std::int64_t p = a * ps + c;
-                    const T h = kCenter ? hi[p] : T(0);
-                    const T l = kCenter ? lo[p] : T(0);
-                    const T* xr = x + a * xv.sA + c * xv.sC;
-                    T* yr = y + a * yv.sA + c * yv.sC;
-                    for (std::int64_t b = 0; b < B; ++b)
-                        yr[b * yv.sB] =
-                            affine_one<kCenter>(xr[b * xv.sB], h, l, scale[p], shift[p]);
-                }
-            }
-        }
-        if constexpr (kStream) stream_fence();
-    });
+    if (periodic != nullptr) {  // see affine_run_periodic
+        const std::int64_t ext = C + NativeVec<T>::lanes;
+        parallel_periodic_blocks(nt, A, C, [&](std::int64_t r0, std::int64_t nr) {
+            affine_run_periodic<kCenter, kStream>(x + r0 * C, y + r0 * C, nr * C, C, periodic,
+                                                  periodic + ext, periodic + 2 * ext,
+                                                  periodic + 3 * ext);
+        });
+    } else if (xv.sB == 1 && yv.sB == 1 && B > 1) {
+        parallel_rows(nt, A * C, B, [&](std::int64_t r, std::int64_t j0, std::int64_t len) {
+            const std::int64_t a = r / C, c = r % C;
+            const std::int64_t p = a * ps + c;
+            affine_run_bcast<kCenter, kStream>(
+                x + a * xv.sA + c * xv.sC + j0, y + a * yv.sA + c * yv.sC + j0, len,
+                kCenter ? hi[p] : T(0), kCenter ? lo[p] : T(0), scale[p], shift[p]);
+        });
+    } else if (xv.sC == 1 && yv.sC == 1 && C > 1) {
+        parallel_rows(nt, A * B, C, [&](std::int64_t r, std::int64_t j0, std::int64_t len) {
+            // (N, C) data has B == 1: skip two 64-bit divisions per short row.
+            const std::int64_t a = B == 1 ? r : r / B, b = B == 1 ? 0 : r % B;
+            const std::int64_t p0 = a * ps + j0;
+            affine_run_vec<kCenter, kStream>(
+                x + a * xv.sA + b * xv.sB + j0, y + a * yv.sA + b * yv.sB + j0, len,
+                kCenter ? hi + p0 : nullptr, kCenter ? lo + p0 : nullptr, scale + p0,
+                shift + p0);
+        });
+    } else {
+        // Any other strides: plain element loops, a (a, c) row at a time.
+        parallel_rows(nt, A * C, B, [&](std::int64_t r, std::int64_t j0, std::int64_t len) {
+            const std::int64_t a = r / C, c = r % C;
+            const std::int64_t p = a * ps + c;
+            const T h = kCenter ? hi[p] : T(0);
+            const T l = kCenter ? lo[p] : T(0);
+            const T* xr = x + a * xv.sA + c * xv.sC;
+            T* yr = y + a * yv.sA + c * yv.sC;
+            for (std::int64_t b = j0; b < j0 + len; ++b)
+                yr[b * yv.sB] = affine_one<kCenter>(xr[b * xv.sB], h, l, scale[p], shift[p]);
+        });
+    }
 }
 
 template <class T>

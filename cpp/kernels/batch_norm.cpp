@@ -46,64 +46,55 @@ template <bool kStream, class T>
 void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
                 const double* bias, double eps, double* mean, double* m2, int nt) {
     const double count = static_cast<double>(v.A * v.B);
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1) nowait
-        for (std::int64_t c = 0; c < v.C; ++c) {
-            const T* xc = x + c * v.sC;
-            slab_moments(xc, v, mean[c], m2[c]);
-            const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
-            T* yc = y + c * yv.sC;
-            for (std::int64_t a = 0; a < v.A; ++a)
-                affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, p.hi, p.lo,
-                                                p.scale, p.shift);
-        }
-        if constexpr (kStream) stream_fence();
+    parallel_for(nt, v.C, 1, [&](std::int64_t c) {
+        const T* xc = x + c * v.sC;
+        slab_moments(xc, v, mean[c], m2[c]);
+        const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
+        T* yc = y + c * yv.sC;
+        for (std::int64_t a = 0; a < v.A; ++a)
+            affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, p.hi, p.lo,
+                                            p.scale, p.shift);
     });
 }
 
 // Channel slabs larger than a core's L2: the threads share each channel,
-// one contiguous range of its groups per thread, so the range a thread
-// reduced is still in its own L2 when it normalizes it (with a whole slab
-// per thread, the second read came from memory again). Every thread merges
-// the groups' moments in index order, as slab_moments does: the same bits.
+// its groups reduced in one parallel run and normalized in a second (the
+// merge between them is the barrier). The pool gives each thread the same
+// share of the groups in both runs when the same threads take part, so a
+// thread normalizes what it reduced while that is still in its own L2
+// (with a whole slab per thread, the second read came from memory again).
+// The groups' moments merge in index order, as slab_moments does: the
+// same bits.
 template <bool kStream, class T>
 void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const double* weight,
                        const double* bias, double eps, double* mean, double* m2, int nt) {
     const std::int64_t n = v.A * v.B;
     const double count = static_cast<double>(n);
     const std::int64_t groups = group_count(n);
-    Scratch<Moments1, 64> partial_buf(static_cast<std::size_t>(2 * groups));
-    Moments1* partial = partial_buf.get();
-    parallel_region(nt, [&] {
-        const std::int64_t t = thread_index(), nteam = team_size();
-        const std::int64_t g0 = part_begin(t, groups, nteam), g1 = part_begin(t + 1, groups, nteam);
-        for (std::int64_t c = 0; c < v.C; ++c) {
-            // Two slots per group, alternating by channel: a fast thread may
-            // write channel c + 1's partials while another still reads c's.
-            Moments1* part = partial + (c % 2) * groups;
-            const T* xc = x + c * v.sC;
-            const double ref = reference_value(xc);
-            for (std::int64_t g = g0; g < g1; ++g)
-                part[g] = row_range_moments(xc, v, part_begin(g, n, groups),
-                                            part_begin(g + 1, n, groups), ref);
-#pragma omp barrier
-            Moments1 m = part[0];
-            for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, part[g]);
-            const double mean_c = ref + m.mean;
-            if (t == 0) {
-                mean[c] = mean_c;
-                m2[c] = m.m2;
-            }
-            const auto p = channel_map<T>(mean_c, m.m2, count, weight, bias, c, eps);
-            T* yc = y + c * yv.sC;
-            const std::int64_t begin = part_begin(g0, n, groups), end = part_begin(g1, n, groups);
-            for_each_row_span(v.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
-                affine_run_bcast<true, kStream>(xc + a * v.sA + b, yc + a * yv.sA + b, len, p.hi,
-                                                p.lo, p.scale, p.shift);  // sB == 1
-            });
-        }
-        if constexpr (kStream) stream_fence();
-    });
+    Scratch<Moments1, 64> partial_buf(static_cast<std::size_t>(groups));
+    Moments1* part = partial_buf.get();
+    for (std::int64_t c = 0; c < v.C; ++c) {
+        const T* xc = x + c * v.sC;
+        const double ref = reference_value(xc);
+        parallel_for(nt, groups, 1, [&](std::int64_t g) {
+            part[g] = row_range_moments(xc, v, part_begin(g, n, groups),
+                                        part_begin(g + 1, n, groups), ref);
+        });
+        Moments1 m = part[0];
+        for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, part[g]);
+        mean[c] = ref + m.mean;
+        m2[c] = m.m2;
+        const auto p = channel_map<T>(mean[c], m.m2, count, weight, bias, c, eps);
+        T* yc = y + c * yv.sC;
+        parallel_for(nt, groups, 1, [&](std::int64_t g) {
+            for_each_row_span(v.B, part_begin(g, n, groups), part_begin(g + 1, n, groups),
+                              [&](std::int64_t a, std::int64_t b, std::int64_t len) {
+                                  affine_run_bcast<true, kStream>(xc + a * v.sA + b,
+                                                                  yc + a * yv.sA + b, len, p.hi,
+                                                                  p.lo, p.scale, p.shift);  // sB == 1
+                              });
+        });
+    }
 }
 
 template <class T>
@@ -120,7 +111,10 @@ void batch_norm_train(const T* x, const View3& xv, T* y, const View3& yv, const 
         const std::int64_t total = xv.A * xv.B * xv.C;
         const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
         const std::int64_t slab_bytes = xv.A * xv.B * static_cast<std::int64_t>(sizeof(T));
-        if (nt > 1 && slab_bytes > kSharedSlabBytes &&
+        // Large slabs are shared on one thread too: the same passes over the
+        // data as fused_rows (one channel after another), in blocks of a
+        // group, so an interruptible call checks for Ctrl-C between them.
+        if (slab_bytes > kSharedSlabBytes &&
             group_count(xv.A * xv.B) >= static_cast<std::int64_t>(nt)) {
             if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
                 fused_rows_shared<true>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);

@@ -91,13 +91,10 @@ void reduce_rows(const T* x, const View3& xv, const T* dy, const View3& dyv,
     const int nt = (n * xv.C <= kParallelMinElements) ? 1 : nthreads;
     Scratch<Sums3, 64> partial_buf(static_cast<std::size_t>(xv.C * groups));
     Sums3* partial = partial_buf.get();
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t item = 0; item < xv.C * groups; ++item) {
-            const std::int64_t c = item / groups, g = item % groups;
-            partial[item] = row_range_sums(x + c * xv.sC, xv, dy + c * dyv.sC, dyv, center[c],
-                                           part_begin(g, n, groups), part_begin(g + 1, n, groups));
-        }
+    parallel_for(nt, xv.C * groups, 1, [&](std::int64_t item) {
+        const std::int64_t c = item / groups, g = item % groups;
+        partial[item] = row_range_sums(x + c * xv.sC, xv, dy + c * dyv.sC, dyv, center[c],
+                                       part_begin(g, n, groups), part_begin(g + 1, n, groups));
     });
     for (std::int64_t c = 0; c < xv.C; ++c) {
         Sums3 s = partial[c * groups];
@@ -138,85 +135,82 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
     Scratch<double> partial_buf(3 * static_cast<std::size_t>(groups * C));
     double* partial = partial_buf.get();
     const bool unit = xv.sC == 1 && dyv.sC == 1;
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t item = 0; item < items; ++item) {
-            const std::int64_t g = item / tiles;
-            const std::int64_t c0 = (item % tiles) * tile;
-            const std::int64_t tw = min_i64(tile, C - c0);
-            // Accumulate on this thread's stack, not in `partial`: the items of
-            // neighbouring groups run on other threads, and a cache line shared
-            // at a region boundary would bounce between cores on every row.
-            double acc[3 * kReduceTileChannels];
-            double* __restrict pd = acc;
-            double* __restrict pg = acc + kReduceTileChannels;
-            double* __restrict pgd = acc + 2 * kReduceTileChannels;
-            for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
-            const double* __restrict ctr = center + c0;
-            const std::int64_t r_end = part_begin(g + 1, rows, groups);
-            std::int64_t r = part_begin(g, rows, groups);
-            const auto x_row = [&](std::int64_t i) { return row_ptr(x, xv, i) + c0 * xv.sC; };
-            const auto dy_row = [&](std::int64_t i) { return row_ptr(dy, dyv, i) + c0 * dyv.sC; };
-            if (unit) {
-                // Two rows per pass over the accumulators: half the loads and
-                // stores of them (the loop was bound by those, not by memory),
-                // with each channel's additions in the same order as row by row.
-                const std::int64_t row_bytes = tw * static_cast<std::int64_t>(sizeof(T));
-                const std::int64_t ahead = max_i64(2, (kPrefetchBytes + row_bytes - 1) / row_bytes);
-                const bool prefetch = row_bytes < kPrefetchMaxRowBytes;
-                for (; r + 1 < r_end; r += 2) {
-                    if (prefetch && r + ahead + 1 < r_end) {
-                        for (int k = 0; k < 2; ++k) {
-                            const char* px = reinterpret_cast<const char*>(x_row(r + ahead + k));
-                            const char* pg = reinterpret_cast<const char*>(dy_row(r + ahead + k));
-                            for (std::int64_t o = 0; o < row_bytes; o += 64) {
-                                __builtin_prefetch(px + o);
-                                __builtin_prefetch(pg + o);
-                            }
+    parallel_for(nt, items, 1, [&](std::int64_t item) {
+        const std::int64_t g = item / tiles;
+        const std::int64_t c0 = (item % tiles) * tile;
+        const std::int64_t tw = min_i64(tile, C - c0);
+        // Accumulate on this thread's stack, not in `partial`: the items of
+        // neighbouring groups run on other threads, and a cache line shared
+        // at a region boundary would bounce between cores on every row.
+        double acc[3 * kReduceTileChannels];
+        double* __restrict pd = acc;
+        double* __restrict pg = acc + kReduceTileChannels;
+        double* __restrict pgd = acc + 2 * kReduceTileChannels;
+        for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
+        const double* __restrict ctr = center + c0;
+        const std::int64_t r_end = part_begin(g + 1, rows, groups);
+        std::int64_t r = part_begin(g, rows, groups);
+        const auto x_row = [&](std::int64_t i) { return row_ptr(x, xv, i) + c0 * xv.sC; };
+        const auto dy_row = [&](std::int64_t i) { return row_ptr(dy, dyv, i) + c0 * dyv.sC; };
+        if (unit) {
+            // Two rows per pass over the accumulators: half the loads and
+            // stores of them (the loop was bound by those, not by memory),
+            // with each channel's additions in the same order as row by row.
+            const std::int64_t row_bytes = tw * static_cast<std::int64_t>(sizeof(T));
+            const std::int64_t ahead = max_i64(2, (kPrefetchBytes + row_bytes - 1) / row_bytes);
+            const bool prefetch = row_bytes < kPrefetchMaxRowBytes;
+            for (; r + 1 < r_end; r += 2) {
+                if (prefetch && r + ahead + 1 < r_end) {
+                    for (int k = 0; k < 2; ++k) {
+                        const char* px = reinterpret_cast<const char*>(x_row(r + ahead + k));
+                        const char* pg = reinterpret_cast<const char*>(dy_row(r + ahead + k));
+                        for (std::int64_t o = 0; o < row_bytes; o += 64) {
+                            __builtin_prefetch(px + o);
+                            __builtin_prefetch(pg + o);
                         }
                     }
-                    const T* __restrict x0 = x_row(r);
-                    const T* __restrict x1 = x_row(r + 1);
-                    const T* __restrict g0 = dy_row(r);
-                    const T* __restrict g1 = dy_row(r + 1);
-                    for (std::int64_t c = 0; c < tw; ++c) {
-                        const double d0 = static_cast<double>(x0[c]) - ctr[c];
-                        const double d1 = static_cast<double>(x1[c]) - ctr[c];
-                        const double gv0 = static_cast<double>(g0[c]);
-                        const double gv1 = static_cast<double>(g1[c]);
-                        pd[c] = (pd[c] + d0) + d1;
-                        pg[c] = (pg[c] + gv0) + gv1;
-                        pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
-                    }
+                }
+                const T* __restrict x0 = x_row(r);
+                const T* __restrict x1 = x_row(r + 1);
+                const T* __restrict g0 = dy_row(r);
+                const T* __restrict g1 = dy_row(r + 1);
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d0 = static_cast<double>(x0[c]) - ctr[c];
+                    const double d1 = static_cast<double>(x1[c]) - ctr[c];
+                    const double gv0 = static_cast<double>(g0[c]);
+                    const double gv1 = static_cast<double>(g1[c]);
+                    pd[c] = (pd[c] + d0) + d1;
+                    pg[c] = (pg[c] + gv0) + gv1;
+                    pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
                 }
             }
-            for (; r < r_end; ++r) {
-                const T* xr = x_row(r);
-                const T* dr = dy_row(r);
-                if (unit) {
-                    for (std::int64_t c = 0; c < tw; ++c) {
-                        const double d = static_cast<double>(xr[c]) - ctr[c];
-                        const double gv = static_cast<double>(dr[c]);
-                        pd[c] += d;
-                        pg[c] += gv;
-                        pgd[c] += gv * d;
-                    }
-                } else {
-                    for (std::int64_t c = 0; c < tw; ++c) {
-                        const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
-                        const double gv = static_cast<double>(dr[c * dyv.sC]);
-                        pd[c] += d;
-                        pg[c] += gv;
-                        pgd[c] += gv * d;
-                    }
+        }
+        for (; r < r_end; ++r) {
+            const T* xr = x_row(r);
+            const T* dr = dy_row(r);
+            if (unit) {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d = static_cast<double>(xr[c]) - ctr[c];
+                    const double gv = static_cast<double>(dr[c]);
+                    pd[c] += d;
+                    pg[c] += gv;
+                    pgd[c] += gv * d;
+                }
+            } else {
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
+                    const double gv = static_cast<double>(dr[c * dyv.sC]);
+                    pd[c] += d;
+                    pg[c] += gv;
+                    pgd[c] += gv * d;
                 }
             }
-            double* out = partial + 3 * (g * C) + c0;
-            for (std::int64_t c = 0; c < tw; ++c) {
-                out[c] = pd[c];
-                out[C + c] = pg[c];
-                out[2 * C + c] = pgd[c];
-            }
+        }
+        double* out = partial + 3 * (g * C) + c0;
+        for (std::int64_t c = 0; c < tw; ++c) {
+            out[c] = pd[c];
+            out[C + c] = pg[c];
+            out[2 * C + c] = pgd[c];
         }
     });
     for (std::int64_t c = 0; c < C; ++c) {
@@ -312,55 +306,49 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
                 const T* r, int nt, const T* periodic) {
     using V = typename NativeVec<T>::type;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
-    parallel_region(nt, [&] {
-        if (periodic != nullptr) {
-            const std::int64_t ext = C + NativeVec<T>::lanes;
-            for_each_periodic_block(A, C, [&](std::int64_t r0, std::int64_t nr) {
-                apply_run_periodic<kStream>(x + r0 * C, dy + r0 * C, dx + r0 * C, nr * C, C,
-                                            periodic, periodic + ext, periodic + 2 * ext,
-                                            periodic + 3 * ext, periodic + 4 * ext);
-            });
-        } else if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
-#pragma omp for schedule(static) nowait
-            for (std::int64_t row = 0; row < A * C; ++row) {
-                const std::int64_t a = row / C, c = row % C;
-                apply_row<kStream>(x + a * xv.sA + c * xv.sC, dy + a * dyv.sA + c * dyv.sC,
-                                   dx + a * dxv.sA + c * dxv.sC, B, hi[c], lo[c], p[c], q[c],
-                                   r[c]);
-            }
-        } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
-#pragma omp for schedule(static) nowait
-            for (std::int64_t row = 0; row < A * B; ++row) {
-                const std::int64_t a = B == 1 ? row : row / B, b = B == 1 ? 0 : row % B;
-                const T* xr = x + a * xv.sA + b * xv.sB;
-                const T* dr = dy + a * dyv.sA + b * dyv.sB;
-                T* out = dx + a * dxv.sA + b * dxv.sB;
-                write_run<kStream>(
-                    out, C,
-                    [&](std::int64_t i) {
-                        const V xvv = load_vec<V>(xr + i);
-                        const V dv = load_vec<V>(dr + i);
-                        const V t = ((xvv - load_vec<V>(hi + i)) - load_vec<V>(lo + i)) *
-                                        load_vec<V>(q + i) +
-                                    load_vec<V>(r + i);
-                        return dv * load_vec<V>(p + i) + t;
-                    },
-                    [&](std::int64_t i) {
-                        return apply_one(xr[i], dr[i], hi[i], lo[i], p[i], q[i], r[i]);
-                    });
-            }
-        } else {
-#pragma omp for schedule(static) nowait
-            for (std::int64_t a = 0; a < A; ++a)
-                for (std::int64_t c = 0; c < C; ++c)
-                    for (std::int64_t b = 0; b < B; ++b)
-                        dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
-                            apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
-                                      dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c],
-                                      p[c], q[c], r[c]);
-        }
-        if constexpr (kStream) stream_fence();
-    });
+    if (periodic != nullptr) {
+        const std::int64_t ext = C + NativeVec<T>::lanes;
+        parallel_periodic_blocks(nt, A, C, [&](std::int64_t r0, std::int64_t nr) {
+            apply_run_periodic<kStream>(x + r0 * C, dy + r0 * C, dx + r0 * C, nr * C, C, periodic,
+                                        periodic + ext, periodic + 2 * ext, periodic + 3 * ext,
+                                        periodic + 4 * ext);
+        });
+    } else if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
+        parallel_rows(nt, A * C, B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
+            const std::int64_t a = row / C, c = row % C;
+            apply_row<kStream>(x + a * xv.sA + c * xv.sC + j0, dy + a * dyv.sA + c * dyv.sC + j0,
+                               dx + a * dxv.sA + c * dxv.sC + j0, len, hi[c], lo[c], p[c], q[c],
+                               r[c]);
+        });
+    } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
+        parallel_rows(nt, A * B, C, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
+            const std::int64_t a = B == 1 ? row : row / B, b = B == 1 ? 0 : row % B;
+            const T* xr = x + a * xv.sA + b * xv.sB + j0;
+            const T* dr = dy + a * dyv.sA + b * dyv.sB + j0;
+            T* out = dx + a * dxv.sA + b * dxv.sB + j0;
+            const T *h = hi + j0, *l = lo + j0, *pp = p + j0, *qq = q + j0, *rr = r + j0;
+            write_run<kStream>(
+                out, len,
+                [&](std::int64_t i) {
+                    const V xvv = load_vec<V>(xr + i);
+                    const V dv = load_vec<V>(dr + i);
+                    const V t = ((xvv - load_vec<V>(h + i)) - load_vec<V>(l + i)) *
+                                    load_vec<V>(qq + i) +
+                                load_vec<V>(rr + i);
+                    return dv * load_vec<V>(pp + i) + t;
+                },
+                [&](std::int64_t i) { return apply_one(xr[i], dr[i], h[i], l[i], pp[i], qq[i], rr[i]); });
+        });
+    } else {
+        parallel_rows(nt, A * C, B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
+            const std::int64_t a = row / C, c = row % C;
+            for (std::int64_t b = j0; b < j0 + len; ++b)
+                dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
+                    apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
+                              dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], p[c], q[c],
+                              r[c]);
+        });
+    }
 }
 
 template <class T>
@@ -413,24 +401,20 @@ void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv
                       const double* weight, double* sum_dy, double* sum_dy_xc, int nt) {
     const std::int64_t n = xv.A * xv.B;
     const std::int64_t groups = group_count(n);
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1) nowait
-        for (std::int64_t c = 0; c < xv.C; ++c) {
-            const T* xc = x + c * xv.sC;
-            const T* dyc = dy + c * dyv.sC;
-            Sums3 s = row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(0, n, groups),
-                                     part_begin(1, n, groups));
-            for (std::int64_t g = 1; g < groups; ++g)
-                s.add(row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(g, n, groups),
-                                     part_begin(g + 1, n, groups)));
-            T prm[5];
-            train_params(s, static_cast<double>(n), mean[c], invstd[c],
-                         weight != nullptr ? weight[c] : 1.0, sum_dy[c], sum_dy_xc[c], prm);
-            for (std::int64_t a = 0; a < xv.A; ++a)
-                apply_row<kStream>(xc + a * xv.sA, dyc + a * dyv.sA, dx + c * dxv.sC + a * dxv.sA,
-                                   xv.B, prm[0], prm[1], prm[2], prm[3], prm[4]);
-        }
-        if constexpr (kStream) stream_fence();
+    parallel_for(nt, xv.C, 1, [&](std::int64_t c) {
+        const T* xc = x + c * xv.sC;
+        const T* dyc = dy + c * dyv.sC;
+        Sums3 s = row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(0, n, groups),
+                                 part_begin(1, n, groups));
+        for (std::int64_t g = 1; g < groups; ++g)
+            s.add(row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(g, n, groups),
+                                 part_begin(g + 1, n, groups)));
+        T prm[5];
+        train_params(s, static_cast<double>(n), mean[c], invstd[c],
+                     weight != nullptr ? weight[c] : 1.0, sum_dy[c], sum_dy_xc[c], prm);
+        for (std::int64_t a = 0; a < xv.A; ++a)
+            apply_row<kStream>(xc + a * xv.sA, dyc + a * dyv.sA, dx + c * dxv.sC + a * dxv.sA,
+                               xv.B, prm[0], prm[1], prm[2], prm[3], prm[4]);
     });
 }
 
@@ -446,7 +430,8 @@ void batch_norm_backward_train(const T* x, const View3& xv, const T* dy, const V
     // One channel per thread in the fused loop: only with enough channels
     // for the threads (the same rule as the fused training forward).
     const bool fused = total > 0 && xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 &&
-                       xv.B >= kMinRowLength && C >= 4 * static_cast<std::int64_t>(nthreads);
+                       xv.B >= kMinRowLength && C >= 4 * static_cast<std::int64_t>(nthreads) &&
+                       xv.A * xv.B * static_cast<std::int64_t>(sizeof(T)) <= kMaxFusedSlabBytes;
     if (fused) {
         const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
         if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)

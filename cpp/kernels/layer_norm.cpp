@@ -68,19 +68,15 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
     // and writes long sequential streams, which the hardware prefetcher
     // follows (4 rows per item interleaved the two threads' rows: layer norm
     // of 8192x768 took 2.1 ms instead of 1.65).
-    const std::int64_t rows_per_item = max_i64(1, min_i64(64, R / (8 * nt)));
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, rows_per_item) nowait
-        for (std::int64_t r = 0; r < R; ++r) {
-            const T* xr = x + r * xv.sC;
-            slab_moments(xr, xv, mean[r], m2[r]);
-            rstd[r] = row_rstd(xr, xv, mean[r], m2[r], eps, rms);
-            T hi, lo;
-            formulas::split_center(mean[r], hi, lo);
-            row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w,
-                               b);
-        }
-        if constexpr (kStream) stream_fence();
+    const std::int64_t rows_per_item =
+        max_i64(1, min_i64(min_i64(64, R / (8 * nt)), kMaxFusedSlabBytes / static_cast<std::int64_t>(sizeof(T)) / D));
+    parallel_for(nt, R, rows_per_item, [&](std::int64_t r) {
+        const T* xr = x + r * xv.sC;
+        slab_moments(xr, xv, mean[r], m2[r]);
+        rstd[r] = row_rstd(xr, xv, mean[r], m2[r], eps, rms);
+        T hi, lo;
+        formulas::split_center(mean[r], hi, lo);
+        row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w, b);
     });
 }
 
@@ -93,26 +89,22 @@ void apply_rows_impl(const T* x, const View3& xv, T* y, const View3& yv, const T
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
     const std::int64_t rows = A * C;
     const bool contiguous = xv.sB == 1 && yv.sB == 1;
-    parallel_region(nt, [&] {
-#pragma omp for schedule(static) nowait
-        for (std::int64_t r = 0; r < rows; ++r) {
-            const std::int64_t a = r / C, c = r % C;
-            const T* xr = x + a * xv.sA + c * xv.sC;
-            T* yr = y + a * yv.sA + c * yv.sC;
-            const T h = kCenter ? hi[c] : T(0);
-            const T l = kCenter ? lo[c] : T(0);
-            const T s = scale[c];
-            if (contiguous) {
-                row_apply<kStream>(xr, yr, B, kCenter, h, l, s, w, b);
-            } else {
-                for (std::int64_t j = 0; j < B; ++j) {
-                    const T xj = xr[j * xv.sB];
-                    yr[j * yv.sB] = kCenter ? (((xj - h) - l) * s) * w[j] + b[j]
-                                            : (xj * s) * w[j] + b[j];
-                }
+    parallel_rows(nt, rows, B, [&](std::int64_t r, std::int64_t j0, std::int64_t len) {
+        const std::int64_t a = r / C, c = r % C;
+        const T* xr = x + a * xv.sA + c * xv.sC;
+        T* yr = y + a * yv.sA + c * yv.sC;
+        const T h = kCenter ? hi[c] : T(0);
+        const T l = kCenter ? lo[c] : T(0);
+        const T s = scale[c];
+        if (contiguous) {
+            row_apply<kStream>(xr + j0, yr + j0, len, kCenter, h, l, s, w + j0, b + j0);
+        } else {
+            for (std::int64_t j = j0; j < j0 + len; ++j) {
+                const T xj = xr[j * xv.sB];
+                yr[j * yv.sB] = kCenter ? (((xj - h) - l) * s) * w[j] + b[j]
+                                        : (xj * s) * w[j] + b[j];
             }
         }
-        if constexpr (kStream) stream_fence();
     });
 }
 
@@ -148,6 +140,7 @@ void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, cons
     // the general kernels, which split a row across threads; both give
     // bit-identical statistics.
     const bool rows = xv.sB == 1 && yv.sB == 1 && D >= kMinRowLength &&
+                      D * static_cast<std::int64_t>(sizeof(T)) <= kMaxFusedSlabBytes &&
                       R >= 4 * static_cast<std::int64_t>(nthreads);
     if (!rows) {  // other layouts: the moments kernel, then apply_rows
         moments_impl(x, xv, mean, m2, nthreads);
@@ -333,22 +326,19 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
     Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
     double* partial = partial_buf.get();
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t blk = 0; blk < blocks; ++blk) {
-            double* pw = partial + 2 * blk * D;
-            double* pb = pw + D;
-            for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
-            const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
-            if (unit && rms)
-                backward_rows<true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
-            else if (unit)
-                backward_rows<true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
-            else if (rms)
-                backward_rows<false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
-            else
-                backward_rows<false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
-        }
+    parallel_for(nt, blocks, 1, [&](std::int64_t blk) {
+        double* pw = partial + 2 * blk * D;
+        double* pb = pw + D;
+        for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
+        const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
+        if (unit && rms)
+            backward_rows<true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+        else if (unit)
+            backward_rows<true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+        else if (rms)
+            backward_rows<false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
+        else
+            backward_rows<false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
     });
     for (std::int64_t blk = 0; blk < blocks; ++blk) {
         const double* pw = partial + 2 * blk * D;

@@ -25,10 +25,6 @@
 #include <limits>
 #include <new>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "bnfast/view3.hpp"
 #include "bnfast/welford.hpp"
 #include "simd.hpp"
@@ -53,23 +49,13 @@ constexpr int kRegBlock = 4;
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
 
+// Fused kernels (a channel or row reduced, then written, while it is in
+// cache) take slabs up to this size; larger ones are not in cache for the
+// second pass anyway, and a work item of a whole slab that size would delay
+// an interrupt check (and a thread's share) too long.
+constexpr std::int64_t kMaxFusedSlabBytes = std::int64_t(32) << 20;
+
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-inline int thread_index() {
-#if defined(_OPENMP)
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-inline int team_size() {
-#if defined(_OPENMP)
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 inline std::int64_t min_i64(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t max_i64(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
@@ -377,25 +363,20 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     if (groups == 1) {
         // Runs of consecutive slabs per item (see fused_row_norm).
         const std::int64_t per_item = max_i64(1, min_i64(64, v.C / (8 * nt)));
-        parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, per_item)
-            for (std::int64_t c = 0; c < v.C; ++c) slab_moments(x + c * v.sC, v, mean[c], m2[c]);
-        });
+        parallel_for(nt, v.C, per_item,
+                     [&](std::int64_t c) { slab_moments(x + c * v.sC, v, mean[c], m2[c]); });
         return;
     }
 
     Scratch<Moments1, 64> partial_buf(static_cast<std::size_t>(items));
     Moments1* partial = partial_buf.get();
-    parallel_region(nt, [&] {
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t item = 0; item < items; ++item) {
-            const std::int64_t c = item / groups;
-            const std::int64_t g = item % groups;
-            const std::int64_t begin = part_begin(g, n, groups);
-            const std::int64_t end = part_begin(g + 1, n, groups);
-            const T* xc = x + c * v.sC;
-            partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
-        }
+    parallel_for(nt, items, 1, [&](std::int64_t item) {
+        const std::int64_t c = item / groups;
+        const std::int64_t g = item % groups;
+        const std::int64_t begin = part_begin(g, n, groups);
+        const std::int64_t end = part_begin(g + 1, n, groups);
+        const T* xc = x + c * v.sC;
+        partial[item] = row_range_moments(xc, v, begin, end, reference_value(xc));
     });
     for (std::int64_t c = 0; c < v.C; ++c) {
         Moments1 m = partial[c * groups];
@@ -625,16 +606,15 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
         sizeof(T) == 4 ? stride_f32 * static_cast<std::size_t>(nt) : 0);
     double* scratch = scratch_buf.get();
     float* scratch_f32 = sizeof(T) == 4 ? scratch_f32_buf.get() : nullptr;
-    parallel_region(nt, [&] {
-        double* buf = scratch + stride * static_cast<std::size_t>(thread_index());
+    parallel_blocks(nt, items, 1, [&](std::int64_t begin, std::int64_t end, int slot) {
+        double* buf = scratch + stride * static_cast<std::size_t>(slot);
         float* fbuf = scratch_f32 == nullptr
                           ? nullptr
-                          : scratch_f32 + stride_f32 * static_cast<std::size_t>(thread_index());
+                          : scratch_f32 + stride_f32 * static_cast<std::size_t>(slot);
         TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
                       buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t,
                       fbuf,        fbuf ? fbuf + t : nullptr, fbuf ? fbuf + 2 * t : nullptr};
-#pragma omp for schedule(dynamic, 1)
-        for (std::int64_t item = 0; item < items; ++item) {
+        for (std::int64_t item = begin; item < end; ++item) {
             const std::int64_t g = item / tiles;
             const std::int64_t c0 = (item % tiles) * tile;
             const std::int64_t tw = min_i64(tile, v.C - c0);

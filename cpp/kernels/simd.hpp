@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(__SSE2__)
 // GCC 12's AVX-512 intrinsics make "undefined" vectors from themselves
 // (_mm512_undefined_pd), which -Wmaybe-uninitialized reports once they are
@@ -17,6 +18,7 @@
 #endif
 
 #include "bnfast/isa_namespace.hpp"
+#include "bnfast/parallel.hpp"
 
 #if !defined(BNFAST_ISA)
 #error "simd.hpp is only for kernel sources compiled once per ISA"
@@ -222,36 +224,78 @@ inline void fill_periodic(const T* p, std::int64_t C, T* ext) {
         std::memcpy(ext + j, p, static_cast<std::size_t>(n - j < C ? n - j : C) * sizeof(T));
 }
 
-// The work items of periodic runs over A whole rows of C elements: blocks
-// of about 16K elements, f(r0, nr) for rows [r0, r0 + nr). An orphaned
-// work-sharing loop: called inside a parallel region it splits the blocks
-// among the threads (outside one it runs them all).
-template <class F>
-inline void for_each_periodic_block(std::int64_t A, std::int64_t C, F&& f) {
-    const std::int64_t rows_per = C >= 16384 ? 1 : 16384 / C;
-    const std::int64_t blocks = (A + rows_per - 1) / rows_per;
-#pragma omp for schedule(static) nowait
-    for (std::int64_t k = 0; k < blocks; ++k) {
-        const std::int64_t r0 = k * rows_per;
-        f(r0, A - r0 < rows_per ? A - r0 : rows_per);
-    }
-}
-
-// Work at or below this many elements runs on one thread: a parallel region
+// Work at or below this many elements runs on one thread: a parallel run
 // costs more than it saves there. Results do not depend on it.
 constexpr std::int64_t kParallelMinElements = std::int64_t(1) << 15;
 
-// Runs body() on nt threads, with work-sharing loops inside it (orphaned
-// `omp for`). One thread calls it directly: an OpenMP region of one thread
-// still builds and frees a team, a third of a tiny call's time.
+// Elements per block of the element-wise loops (parallel_rows): small
+// enough to share out and to check for Ctrl-C often, large enough that
+// claiming a block (one atomic add) costs nothing.
+constexpr std::int64_t kBlockElements = std::int64_t(1) << 14;
+
 template <class F>
-inline void parallel_region(int nt, F&& body) {
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        body();
-    } else {
-        body();
+void call_block(void* ctx, std::int64_t begin, std::int64_t end, int slot) {
+    (*static_cast<F*>(ctx))(begin, end, slot);
+    stream_fence();  // a block's streaming stores are done before the run ends
+}
+
+// Runs f(begin, end, slot) over [0, n) in blocks of `grain` indices on up
+// to nt threads (bnfast/parallel.hpp; slot < nt indexes per-thread
+// scratch). Which thread runs which block never changes a result. One
+// thread calls f directly on the whole range: no pool, no per-block calls
+// (unless the call is interruptible, which needs the checks between blocks).
+template <class F>
+inline void parallel_blocks(int nt, std::int64_t n, std::int64_t grain, F&& f) {
+    if (n <= 0) return;
+    if (nt <= 1 && !parallel::interruptible()) {
+        f(std::int64_t(0), n, 0);
+        stream_fence();
+        return;
     }
+    using Fn = std::remove_reference_t<F>;
+    parallel::run(nt, n, grain, &call_block<Fn>, const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+// f(i) for every i in [0, n), blocks of `grain` consecutive indices.
+template <class F>
+inline void parallel_for(int nt, std::int64_t n, std::int64_t grain, F&& f) {
+    parallel_blocks(nt, n, grain, [&](std::int64_t begin, std::int64_t end, int) {
+        for (std::int64_t i = begin; i < end; ++i) f(i);
+    });
+}
+
+// f(r, j0, len) over `rows` rows of `len` elements: blocks of whole rows
+// of about kBlockElements elements, or, for longer rows, spans of
+// kBlockElements elements (a multiple of every vector width, so each
+// element takes the same vector or scalar path as in the whole row).
+template <class F>
+inline void parallel_rows(int nt, std::int64_t rows, std::int64_t len, F&& f) {
+    if (len <= kBlockElements) {
+        const std::int64_t per = len > 0 ? kBlockElements / len : kBlockElements;
+        parallel_blocks(nt, rows, per, [&](std::int64_t begin, std::int64_t end, int) {
+            for (std::int64_t r = begin; r < end; ++r) f(r, std::int64_t(0), len);
+        });
+        return;
+    }
+    const std::int64_t spans = (len + kBlockElements - 1) / kBlockElements;
+    parallel_blocks(nt, rows * spans, 1, [&](std::int64_t begin, std::int64_t end, int) {
+        for (std::int64_t i = begin; i < end; ++i) {
+            const std::int64_t r = i / spans, j0 = (i % spans) * kBlockElements;
+            f(r, j0, len - j0 < kBlockElements ? len - j0 : kBlockElements);
+        }
+    });
+}
+
+// The work items of periodic runs over A whole rows of C elements: blocks
+// of about 16K elements, f(r0, nr) for rows [r0, r0 + nr), on nt threads.
+template <class F>
+inline void parallel_periodic_blocks(int nt, std::int64_t A, std::int64_t C, F&& f) {
+    const std::int64_t rows_per = C >= 16384 ? 1 : 16384 / C;
+    const std::int64_t blocks = (A + rows_per - 1) / rows_per;
+    parallel_for(nt, blocks, 1, [&](std::int64_t k) {
+        const std::int64_t r0 = k * rows_per;
+        f(r0, A - r0 < rows_per ? A - r0 : rows_per);
+    });
 }
 
 // A kernel's scratch array: inline (on the caller's stack) when it is

@@ -1,8 +1,8 @@
 """bnfast: fast, exact normalization for NumPy.
 
-Welford/Chan statistics and batch normalization in C++ kernels (OpenMP
-threads, AVX2 / AVX-512 chosen at run time), with a pure-NumPy backend that
-gives the same answers.
+Welford/Chan statistics and batch normalization in C++ kernels (on bnfast's
+own thread pool, AVX2 / AVX-512 chosen at run time), with a pure-NumPy
+backend that gives the same answers.
 """
 
 from . import nn

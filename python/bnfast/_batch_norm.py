@@ -10,6 +10,7 @@ count.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Literal, Optional, Union, overload
 
 import numpy as np
@@ -73,10 +74,19 @@ def check_running_pair(
             check_running(running_var, "running_var", c, dtype, updating))
 
 
+# Held around every running-statistics update of the general path (batch
+# and instance norm, both backends), so that threads training on the same
+# arrays lose no update: each is a read-modify-write of two short (C,)
+# arrays, during which the native update releases the GIL. One lock for all
+# arrays: the update takes microseconds. (The C++ fast path of batch_norm
+# updates them while holding the GIL, which makes its update atomic too.)
+RUNNING_LOCK = threading.Lock()
+
+
 def update_running(running: FloatArray, value: F64Array, momentum: float) -> None:
     """``impl().running_update`` (float64, rounded once) on a running
     statistic of any layout: a non-contiguous one is updated through a
-    contiguous copy, with the same bits."""
+    contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
     update = _runtime.impl().running_update
     if running.flags.c_contiguous and running.flags.aligned:
         update(running, value, momentum)
@@ -84,6 +94,15 @@ def update_running(running: FloatArray, value: F64Array, momentum: float) -> Non
         work = np.ascontiguousarray(running)
         update(work, value, momentum)
         running[...] = work
+
+
+def update_running_pair(running_mean: FloatArray, running_var: FloatArray,
+                        mean: F64Array, var: F64Array, momentum: float) -> None:
+    """Both running statistics updated (:func:`update_running`), as one step
+    under :data:`RUNNING_LOCK`."""
+    with RUNNING_LOCK:
+        update_running(running_mean, mean, momentum)
+        update_running(running_var, var, momentum)
 
 
 @overload
@@ -164,7 +183,8 @@ def batch_norm(
     running_mean, running_var : ndarray, optional
         Running statistics, shape (C,), of x's dtype; both or neither.
         Required when ``training=False``; with ``training=True`` they must
-        be writeable ndarrays (updated in place).
+        be writeable ndarrays (updated in place). Threads training at once
+        may share them: each update is applied once (README, "Threads").
     weight, bias : array_like, optional
         Affine parameters, shape (C,), real numbers (applied in float64).
     training : bool, optional
@@ -273,9 +293,7 @@ def batch_norm(
 
     if training and rm is not None and rv is not None:
         # In float64, rounded once (the C++ fast path does the same).
-        unbiased = m2 / (count - 1)
-        update_running(rm, mean, momentum)
-        update_running(rv, unbiased, momentum)
+        update_running_pair(rm, rv, mean, m2 / (count - 1), momentum)
 
     if return_stats:
         return y, mean.astype(dtype), invstd.astype(dtype)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import platform
 import sys
-from collections.abc import Iterator
 from typing import Optional, TypedDict
 
 import numpy as np
@@ -23,7 +22,11 @@ class Config(TypedDict):
     compiled_capabilities: list[str]
     supported_capabilities: list[str]
     openmp: bool
+    threading: str
     num_threads: int
+    usable_cores: int
+    thread_limit: Optional[int]
+    hard_thread_limit: Optional[int]
     compiler: Optional[str]
     numpy: str
     python: str
@@ -41,9 +44,15 @@ def config() -> Config:
         ``"scalar"``, ``"avx2"`` or ``"avx512"``; None under the NumPy
         backend); ``compiled_capabilities`` and ``supported_capabilities``
         (lists of levels this build has and this CPU runs); ``openmp``
-        (bool); ``num_threads``; ``compiler`` (None without the native
-        module); ``numpy``, ``python`` and ``machine`` (versions and
-        architecture).
+        (bool: whether the kernels run on OpenMP; False, they run on
+        bnfast's own pool); ``threading`` (what runs the kernels' threads:
+        ``"bnfast pool"``, or ``"none"`` without the native module);
+        ``num_threads`` (what the next native call on this thread uses,
+        :func:`get_num_threads`); ``usable_cores`` (the cores this process
+        may run on); ``thread_limit`` (threadpoolctl's limit) and
+        ``hard_thread_limit`` (``OMP_THREAD_LIMIT``), None when unset;
+        ``compiler`` (None without the native module); ``numpy``,
+        ``python`` and ``machine`` (versions and architecture).
 
     See Also
     --------
@@ -67,7 +76,11 @@ def config() -> Config:
         "compiled_capabilities": _runtime.compiled_capabilities(),
         "supported_capabilities": _runtime.supported_capabilities(),
         "openmp": bool(core.openmp()) if core is not None else False,
+        "threading": _runtime.threading_name(),
         "num_threads": _runtime.get_num_threads(),
+        "usable_cores": _runtime.usable_cores(),
+        "thread_limit": _runtime.thread_limit(),
+        "hard_thread_limit": _runtime.hard_thread_limit(),
         "compiler": compiler,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
@@ -101,13 +114,18 @@ def show_config() -> None:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the native kernels (results do not depend on it).
+    """Set the process's thread count for the native kernels.
+
+    Results do not depend on the count. Every thread without a
+    :func:`threads` block of its own uses it, within the limits of
+    threadpoolctl's ``threadpool_limits`` and ``OMP_THREAD_LIMIT``: see the
+    precedence table in the README's "Threads" section.
 
     Parameters
     ----------
     n : int
-        Between 1 and 1024. The default is ``BNFAST_NUM_THREADS`` or, without
-        it, OpenMP's maximum thread count (1 without OpenMP).
+        Between 1 and 1024. The default is ``BNFAST_NUM_THREADS``, else
+        ``OMP_NUM_THREADS``, else the number of cores this process may run on.
 
     Raises
     ------
@@ -118,7 +136,8 @@ def set_num_threads(n: int) -> None:
 
     See Also
     --------
-    threads : The same for a block of code.
+    threads : A count for a block of code, on the calling thread only.
+    get_num_threads : The count the next call will use.
 
     Examples
     --------
@@ -133,12 +152,24 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads the native kernels use.
+    """The number of threads the next native call on this thread will use.
+
+    That is the count of the innermost :func:`threads` block open on this
+    thread, else the process's (:func:`set_num_threads`), capped by
+    threadpoolctl's ``threadpool_limits`` and ``OMP_THREAD_LIMIT`` (see the
+    README's "Threads" section). A call runs on at most as many cores as the
+    process may use, fewer while other bnfast calls are running.
 
     Returns
     -------
     int
-        Between 1 and 1024 (the NumPy backend ignores it).
+        Between 1 and 1024 (the NumPy backend runs on the calling thread
+        whatever it is).
+
+    See Also
+    --------
+    set_num_threads : The process's count.
+    threads : A count for a block of code, on the calling thread only.
 
     Examples
     --------
@@ -149,26 +180,36 @@ def get_num_threads() -> int:
     return _runtime.get_num_threads()
 
 
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Use ``n`` threads inside a ``with`` block, then restore the count.
+def threads(n: int) -> contextlib.AbstractContextManager[None]:
+    """Use ``n`` threads on the calling thread inside a ``with`` block.
+
+    Only the calling (Python/OS) thread is affected, and leaving the block
+    restores exactly what it replaced, even when blocks end out of order.
+    threadpoolctl's ``threadpool_limits`` and ``OMP_THREAD_LIMIT`` still cap
+    the count; see the precedence table in the README's "Threads" section.
+    The setting belongs to the OS thread, not to an asyncio task: tasks that
+    share a thread share it.
 
     Parameters
     ----------
     n : int
         Between 1 and 1024, as for :func:`set_num_threads`.
 
-    Yields
-    ------
-    None
-        The block runs with ``n`` threads.
+    Returns
+    -------
+    context manager
+        Inside its ``with`` block, the calling thread requests ``n`` threads.
 
     Raises
     ------
     TypeError
-        If ``n`` is not an integer.
+        If ``n`` is not an integer (on entering the block).
     ValueError
-        If ``n`` is out of range.
+        If ``n`` is out of range (on entering the block).
+
+    See Also
+    --------
+    set_num_threads : The count of every thread without a block.
 
     Examples
     --------
@@ -177,9 +218,4 @@ def threads(n: int) -> Iterator[None]:
     ...     bnfast.get_num_threads()
     1
     """
-    previous = get_num_threads()
-    set_num_threads(n)
-    try:
-        yield
-    finally:
-        set_num_threads(previous)
+    return _runtime.threads(n)

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
-from ._batch_norm import batch_norm, batch_norm_backward, check_running_pair, update_running
+from ._batch_norm import batch_norm, batch_norm_backward, check_running_pair, update_running_pair
 from ._layout import as_float64, as_param
 from ._validate import (
     F64Array,
@@ -242,7 +242,8 @@ def instance_norm(
         Affine parameters per channel, shape (C,), real numbers.
     running_mean, running_var : ndarray, optional
         Shape (C,), x's dtype; both or neither; required when
-        ``use_input_stats=False``, else writeable (updated in place).
+        ``use_input_stats=False``, else writeable (updated in place). Threads
+        training at once may share them: each update is applied once.
     use_input_stats : bool, optional
         Normalize with the instance statistics (True) or the running ones.
     momentum : float, optional
@@ -313,8 +314,8 @@ def instance_norm(
     if rm is not None and rv is not None and mean64 is not None and m2 is not None:
         # Batch averages of the instance statistics, in float64 and rounded
         # once, by the same formula as batch norm's update.
-        update_running(rm, mean64.mean(axis=0), momentum)
-        update_running(rv, (m2 / (spatial - 1)).mean(axis=0), momentum)
+        update_running_pair(rm, rv, mean64.mean(axis=0), (m2 / (spatial - 1)).mean(axis=0),
+                            momentum)
     return (y, mean, rstd) if return_stats else y
 
 

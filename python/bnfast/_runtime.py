@@ -1,29 +1,38 @@
 """Backend selection: the native C++ kernels (at a CPU capability) or the
-pure-NumPy twin, plus the thread count. All environment variables are read
-here, once, at import:
+pure-NumPy twin, plus the thread settings. All environment variables are
+read here, once, at import:
 
 - ``BNFAST_BACKEND=native|numpy``
 - ``BNFAST_CPU_CAPABILITY=scalar|avx2|avx512``
-- ``BNFAST_NUM_THREADS=n``
+- ``BNFAST_NUM_THREADS=n``, ``OMP_NUM_THREADS=n``, ``OMP_THREAD_LIMIT=n``
+  (:mod:`bnfast._threads`)
 - ``BNFAST_DEBUG_HIDE_CAPABILITIES=avx512[,avx2]`` (testing aid: behave as on
   a CPU without those levels)
 
-The thread count and the active capability live in ``_core`` (the C++
-globals the kernels read) whenever the compiled module is importable; only
-without it does Python keep its own thread count. The list of capabilities
-is ``_core.all_capabilities()``, the one list CMake and the dispatcher share.
+A bad value is never an import error (a program may import bnfast without
+knowing it): it gives a ``RuntimeWarning`` naming the variable and what is
+used instead, the default.
+
+The thread settings and the active capability live in ``_core`` (the C++
+state the kernels read) whenever the compiled module is importable; only
+without it does Python keep the thread settings (``_threads.PySettings``).
+The list of capabilities is ``_core.all_capabilities()``, the one list CMake
+and the dispatcher share.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
-from collections.abc import Iterator
-from types import ModuleType
+import warnings
+from collections.abc import Iterator, Mapping
+from types import FrameType, ModuleType
 from typing import Optional
 
-from . import _twin
+from . import _threadpoolctl, _threads, _twin
+from ._version import __version__
 
 _core: Optional[ModuleType]
 _core_import_error: Optional[ImportError]
@@ -37,7 +46,7 @@ else:
 
 # Every capability the build system knows, lowest first (empty without _core).
 CAPABILITIES: tuple[str, ...] = tuple(_core.all_capabilities()) if _core is not None else ()
-MAX_THREADS = 1024  # far above any sensible count; guards OpenMP from absurd requests
+MAX_THREADS = _threads.MAX_THREADS
 
 _hidden_capabilities = frozenset(
     c.strip().lower()
@@ -49,15 +58,18 @@ _lock = threading.RLock()
 
 
 class _State:
-    __slots__ = ("impl", "name", "num_threads")
+    __slots__ = ("impl", "name")
 
     def __init__(self) -> None:
         self.impl: ModuleType = _twin
         self.name = "numpy"
-        self.num_threads = 1  # used only without _core (which owns the count otherwise)
 
 
 _state = _State()
+
+# The thread settings: _core's (the C++ state the kernels read), or Python's
+# own copy of the same settings without the compiled module.
+settings: _threads.Settings = _core if _core is not None else _threads.PySettings()
 
 
 def impl() -> ModuleType:
@@ -162,63 +174,124 @@ def using(choice: str) -> Iterator[None]:
             set_backend(saved_name)
 
 
-def set_num_threads(n: int) -> None:
-    """Validate ``n`` and make it the thread count (in ``_core`` when it exists)."""
-    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
-        raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
-    n = int(n.__index__())
-    if not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"number of threads must be between 1 and {MAX_THREADS}, got {n}")
-    with _lock:
-        if _core is not None:
-            _core.set_num_threads(n)
-        else:
-            _state.num_threads = n
+def set_num_threads(n: object) -> None:
+    """Validate ``n`` and make it the process setting of the thread count."""
+    settings.set_num_threads(_threads.check_count(n))
 
 
 def get_num_threads() -> int:
-    """The thread count (read from ``_core`` when it exists)."""
-    if _core is not None:
-        n: int = _core.get_num_threads()
-        return n
-    return _state.num_threads
+    """The count the next native call on this OS thread will use."""
+    return settings.get_num_threads()
 
 
-def _init_from_environment() -> None:
-    backend = os.environ.get("BNFAST_BACKEND", "").strip().lower()
-    cap = os.environ.get("BNFAST_CPU_CAPABILITY", "").strip().lower()
-    threads = os.environ.get("BNFAST_NUM_THREADS", "").strip()
+def threads(n: object) -> contextlib.AbstractContextManager[None]:
+    """A ``with`` block in which this OS thread requests ``n`` threads."""
+    return _threads.scoped(settings, n)
 
-    if backend not in ("", "native", "numpy"):
-        raise ValueError(f"BNFAST_BACKEND must be 'native' or 'numpy', got {backend!r}")
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    return settings.usable_cores()
+
+
+def thread_limit() -> Optional[int]:
+    """threadpoolctl's limit on the thread count (None: no limit)."""
+    return settings.get_thread_limit()
+
+
+def hard_thread_limit() -> Optional[int]:
+    """``OMP_THREAD_LIMIT`` as read at import (None: not set or not valid)."""
+    return settings.get_hard_thread_limit()
+
+
+def threading_name() -> str:
+    """What runs the native kernels' threads: ``"bnfast pool"`` (bnfast's own
+    thread pool), ``"openmp"`` in a build on OpenMP, ``"none"`` without
+    ``_core``."""
+    if _core is None:
+        return "none"
+    return "openmp" if _core.openmp() else "bnfast pool"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_import_machinery(frame: FrameType) -> bool:
+    # The frames ``warnings`` skips when it counts stack levels.
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name
+
+
+def _warn(message: str) -> None:
+    """A RuntimeWarning pointing at the first frame outside bnfast (the
+    ``import`` that got here), so it reads as the importer's."""
+    level = 1
+    frame: Optional[FrameType] = sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        while frame is not None and _is_import_machinery(frame):
+            frame = frame.f_back
+        level += 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def _backend_from(environ: Mapping[str, str]) -> str:
+    """``"native"`` or ``"numpy"``, from ``BNFAST_BACKEND`` and whether
+    ``_core`` was imported."""
+    default = "native" if _core is not None else "numpy"
+    raw = environ.get("BNFAST_BACKEND", "").strip()
+    backend = raw.lower() or default
+    if backend not in ("native", "numpy"):
+        _warn(f"bnfast: BNFAST_BACKEND={raw!r} is not 'native' or 'numpy'; "
+              f"using {default!r} instead")
+        return default
+    if backend == "native" and _core is None:
+        _warn(f"bnfast: BNFAST_BACKEND='native', but the compiled module bnfast._core "
+              f"could not be imported ({_core_import_error}); using 'numpy' instead")
+        return "numpy"
+    return backend
+
+
+def _capability_from(environ: Mapping[str, str]) -> None:
+    """Set ``_core``'s capability from ``BNFAST_CPU_CAPABILITY``, or the best
+    one this CPU supports (minus the hidden ones)."""
+    raw = environ.get("BNFAST_CPU_CAPABILITY", "").strip()
+    cap = raw.lower()
+    if _core is None:
+        if cap:
+            _warn(f"bnfast: BNFAST_CPU_CAPABILITY={raw!r} is ignored: the compiled module "
+                  f"bnfast._core could not be imported ({_core_import_error})")
+        return
+    best = supported_capabilities()[-1]
     if cap:
-        core = _require_core(f"BNFAST_CPU_CAPABILITY={cap}")
         try:
-            _set_capability(core, cap)
+            _set_capability(_core, cap)
+            return
         except (ValueError, RuntimeError) as exc:
-            raise type(exc)(f"BNFAST_CPU_CAPABILITY: {exc}") from None
-    elif _core is not None and _core.capability() not in supported_capabilities():
-        _core.set_capability(supported_capabilities()[-1])  # best one not hidden
-    if backend == "numpy" or (backend == "" and _core is None):
-        set_backend("numpy")
-    else:
-        set_backend("native")
-
-    if threads:
-        try:
-            n = int(threads)
-        except ValueError:
-            raise ValueError(
-                f"BNFAST_NUM_THREADS must be a positive integer, got {threads!r}"
-            ) from None
-        if not 1 <= n <= MAX_THREADS:
-            raise ValueError(
-                f"BNFAST_NUM_THREADS must be an integer between 1 and {MAX_THREADS}, got {threads!r}"
-            )
-        set_num_threads(n)
-    else:
-        default = _core.default_num_threads() if _core is not None else (os.cpu_count() or 1)
-        set_num_threads(default)
+            _warn(f"bnfast: BNFAST_CPU_CAPABILITY={raw!r}: {exc}; using {best!r} instead")
+    if _core.capability() != best:
+        _core.set_capability(best)
 
 
-_init_from_environment()
+def _init_from_environment(environ: Mapping[str, str]) -> None:
+    _capability_from(environ)
+    set_backend(_backend_from(environ))
+    count, hard_limit, messages = _threads.from_environment(environ, settings.usable_cores())
+    for message in messages:
+        _warn(message)
+    settings.set_hard_thread_limit(hard_limit)
+    settings.set_num_threads(count)
+
+
+def _register_with_threadpoolctl() -> None:
+    if _core is None or not _core.__file__:
+        return  # without the native module there is no pool to limit
+    try:
+        _threadpoolctl.register(settings, _core.__file__, __version__)
+    except Exception as exc:  # a threadpoolctl we do not understand: never an import error
+        _warn(f"bnfast: could not register with threadpoolctl ({exc!r}); "
+              f"threadpool_limits will not limit bnfast")
+
+
+_init_from_environment(os.environ)
+_register_with_threadpoolctl()

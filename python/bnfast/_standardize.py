@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
 
@@ -93,6 +94,13 @@ class Standardizer(EstimatorParams, Persistence):
     --------
     bnfast.sklearn.Standardizer : This class as a scikit-learn estimator.
     bnfast.diagnose : Check data before standardizing it.
+
+    Notes
+    -----
+    Threads may share one instance: :meth:`partial_fit` computes each chunk's
+    statistics in parallel and merges them under the instance's lock (no
+    sample is lost), and :meth:`transform` uses the mean and scale of one
+    fit. See the README's "Threads" section.
 
     Examples
     --------
@@ -199,11 +207,12 @@ class Standardizer(EstimatorParams, Persistence):
         >>> bnfast.Standardizer().fit([[0.0], [2.0]], sample_weight=[1.0, 3.0]).mean_
         array([1.5])
         """
-        self._reset()
         x = as_array(X, "X")
+        with self._fit_lock():
+            self._reset()
         if x.size == 0 and x.ndim > 0:
             raise ValueError(f"Standardizer.fit: X of shape {x.shape} holds no values")
-        return self.partial_fit(x, y, sample_weight)
+        return self._fit_chunk(x, sample_weight, reset=True)
 
     def partial_fit(self: _S, X: ArrayLike, y: object = None,
                     sample_weight: ArrayLike | None = None) -> _S:
@@ -211,7 +220,10 @@ class Standardizer(EstimatorParams, Persistence):
 
         The merge is exact (Chan's formula); the first call fits. Later chunks
         must have the fitted feature shape and are reduced over
-        ``sample_axes_``.
+        ``sample_axes_``. Threads may call it on one instance concurrently:
+        each chunk's statistics are computed in parallel and merged under the
+        instance's lock, so no sample is lost (the order of the merges, which
+        may change the last bits, is the order in which chunks finish).
 
         Parameters
         ----------
@@ -242,27 +254,74 @@ class Standardizer(EstimatorParams, Persistence):
         >>> st.mean_, st.n_samples_seen_
         (array([5., 6.]), 6)
         """
+        return self._fit_chunk(as_array(X, "X"), sample_weight, reset=False)
+
+    # The per-instance lock of the fitted state: created on first use (the
+    # constructor sets parameters only, as scikit-learn expects) and left out
+    # of pickles and deep copies, which get a lock of their own.
+    def _fit_lock(self) -> threading.Lock:
+        lock: threading.Lock | None = self.__dict__.get("_lock")
+        if lock is None:  # setdefault: two threads creating it keep one
+            lock = self.__dict__.setdefault("_lock", threading.Lock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def _fit_chunk(self: _S, x: np.ndarray, sample_weight: ArrayLike | None,
+                   reset: bool) -> _S:
+        """Compute the statistics of chunk ``x`` outside the lock, then merge
+        them into the fitted ones (``reset``: replace them) under it."""
         axis = self._checked_params()
-        x = as_array(X, "X")
         check_real_dtype(x, "X")
         if x.ndim == 0:
             raise ValueError(
                 "Standardizer needs an array with at least one dimension, got a scalar")
-        fitted = hasattr(self, "moments_")
-        # Later chunks are read with the axes of the first fit, even if the
-        # axis parameter changed since (it applies from the next fit()).
-        axes = self._axes_for(x, "partial_fit") if fitted else normalize_axes(axis, x.ndim)
-        if not axes:
-            raise ValueError("axis=() reduces over nothing; name the sample axes to reduce")
-        feature_shape = tuple(x.shape[i] for i in _scan.kept_axes(x.ndim, axes))
+        while True:
+            with self._fit_lock():
+                fitted = not reset and hasattr(self, "moments_")
+                # Later chunks are read with the axes of the first fit, even if
+                # the axis parameter changed since (it applies from the next fit()).
+                axes = self._axes_for(x, "partial_fit") if fitted else normalize_axes(axis, x.ndim)
+            if not axes:
+                raise ValueError("axis=() reduces over nothing; name the sample axes to reduce")
+            feature_shape = tuple(x.shape[i] for i in _scan.kept_axes(x.ndim, axes))
+            weights = None
+            if sample_weight is not None:
+                weights = _scan.check_weights(sample_weight, x.shape[axes[0]])
+            self._check_chunk(x, axes, weights, feature_shape, fitted)
+            chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
+            with self._fit_lock():
+                now_fitted = not reset and hasattr(self, "moments_")
+                if now_fitted and not fitted:  # another thread fitted first
+                    if self._axes_for(x, "partial_fit") != axes:
+                        continue  # on other axes: read x again with those
+                    self._check_chunk(x, axes, weights, feature_shape, now_fitted)
+                if now_fitted:
+                    chunk = self.moments_.merge(chunk)
+                derived, undefined = derived_attributes(chunk, self.ddof, self.with_mean,
+                                                         self.with_std)
+                # All state at once, then warn: a warning turned into an error
+                # must not leave a half-updated estimator.
+                self._set_fitted(chunk, x.ndim, axes, feature_shape, derived)
+            break
+        if undefined:
+            warnings.warn(
+                f"Standardizer: {undefined} feature(s) have no more values than "
+                f"ddof={self.ddof}; their variance is NaN and their scale 1",
+                RuntimeWarning, stacklevel=3,
+            )
+        return self
+
+    def _check_chunk(self, x: np.ndarray, axes: tuple[int, ...], weights: np.ndarray | None,
+                     feature_shape: tuple[int, ...], fitted: bool) -> None:
         if fitted and feature_shape != self.feature_shape_:
             raise ValueError(
                 f"X has features of shape {feature_shape}, but this Standardizer was "
                 f"fitted on features of shape {self.feature_shape_}"
             )
-        weights = None
-        if sample_weight is not None:
-            weights = _scan.check_weights(sample_weight, x.shape[axes[0]])
         n_samples = math.prod(x.shape[i] for i in axes)
         if not fitted and (n_samples == 0 or (weights is not None and not np.any(weights > 0))):
             what = "no samples" if n_samples == 0 else "zero weight for every sample"
@@ -270,21 +329,6 @@ class Standardizer(EstimatorParams, Persistence):
                 f"Standardizer: the first chunk has {what} (X of shape {x.shape}); "
                 f"nothing to compute statistics from"
             )
-        chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
-        if fitted:
-            chunk = self.moments_.merge(chunk)
-        derived, undefined = derived_attributes(chunk, self.ddof, self.with_mean,
-                                                 self.with_std)
-        # All state at once, then warn: a warning turned into an error must
-        # not leave a half-updated estimator.
-        self._set_fitted(chunk, x.ndim, axes, feature_shape, derived)
-        if undefined:
-            warnings.warn(
-                f"Standardizer: {undefined} feature(s) have no more values than "
-                f"ddof={self.ddof}; their variance is NaN and their scale 1",
-                RuntimeWarning, stacklevel=2,
-            )
-        return self
 
     def _set_fitted(self, moments: Moments, ndim: int, axes: tuple[int, ...],
                     feature_shape: tuple[int, ...], derived: dict[str, Any]) -> None:
@@ -391,15 +435,16 @@ class Standardizer(EstimatorParams, Persistence):
             if y is not x:
                 np.copyto(y, x)
             return result
+        mean_, scale_ = self._fitted_pair()
         if self.with_std:
-            assert self.scale_ is not None, "fitted with with_std=False"
-            inv = 1.0 / self.scale_
+            assert scale_ is not None, "fitted with with_std=False"
+            inv = 1.0 / scale_
         else:
             inv = np.ones(self.feature_shape_)
         zero = np.zeros(c, dtype=dtype)
-        assert self.mean_ is not None, "fitted with neither with_mean nor with_std"
+        assert mean_ is not None, "fitted with neither with_mean nor with_std"
         if self.with_mean:
-            hi, lo = _runtime.impl().split_center(self.mean_.reshape(-1), dtype)
+            hi, lo = _runtime.impl().split_center(mean_.reshape(-1), dtype)
         else:
             hi = lo = None
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
@@ -449,15 +494,22 @@ class Standardizer(EstimatorParams, Persistence):
             if y is not x:
                 np.copyto(y, x)
             return result
+        mean_, scale_ = self._fitted_pair()
         if self.with_std:
-            assert self.scale_ is not None, "fitted with with_std=False"
-            scale = self.scale_
+            assert scale_ is not None, "fitted with with_std=False"
+            scale = scale_
         else:
             scale = np.ones(c)
-        assert self.mean_ is not None, "fitted with neither with_mean nor with_std"
-        shift = self.mean_ if self.with_mean else np.zeros(c)
+        assert mean_ is not None, "fitted with neither with_mean nor with_std"
+        shift = mean_ if self.with_mean else np.zeros(c)
         self._apply(x, y, kept, None, None, as_param(scale, dtype), as_param(shift, dtype))
         return result
+
+    def _fitted_pair(self) -> tuple[NDArray[np.float64] | None, NDArray[np.float64] | None]:
+        """``mean_`` and ``scale_`` of one fit (a concurrent partial_fit
+        replaces both under the lock)."""
+        with self._fit_lock():
+            return self.mean_, self.scale_
 
     @staticmethod
     def _apply(x: np.ndarray, y: np.ndarray, kept: tuple[int, ...], hi: np.ndarray | None,

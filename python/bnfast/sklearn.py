@@ -126,8 +126,9 @@ sample_axes_, moments_
         >>> Standardizer().fit([[1.0, 2.0], [3.0, 6.0]]).mean_
         array([2., 4.])
         """
-        self._reset()
-        return self.partial_fit(X, y, sample_weight)
+        with self._fit_lock():
+            self._reset()
+        return self._fit_chunk(self._validate(X, reset=True), sample_weight, reset=True)
 
     def partial_fit(self: _S, X: ArrayLike, y: object = None,
                     sample_weight: ArrayLike | None = None) -> _S:

@@ -1,4 +1,4 @@
-// Runtime selection of the kernel table and the thread count.
+// Runtime selection of the kernel table.
 #pragma once
 #include <string>
 #include <vector>
@@ -28,8 +28,5 @@ Isa active_isa();
 const KernelTable& active_table();
 
 bool have_openmp();
-int default_num_threads();
-int num_threads();
-void set_num_threads(int n);  // n >= 1
 
 }  // namespace bnfast
