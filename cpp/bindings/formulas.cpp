@@ -100,7 +100,9 @@ void running_update(const py::object& running, const py::object& value, double m
             v = copy.data();
         }
         T* out = static_cast<T*>(r.mutable_data());
-        py::gil_scoped_release release;
+        // The GIL stays held: the read-modify-write of shared running
+        // statistics is then atomic with respect to every other Python thread
+        // (the fast path updates them under the GIL too), and it is C values.
         for (std::int64_t c = 0; c < n; ++c)
             out[c] = formulas::running_update(out[c], v[c], momentum);
     });
