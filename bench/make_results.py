@@ -1,8 +1,8 @@
 """Write bench/RESULTS.md from two ``python -m bnfast bench --json`` runs.
 
-    python -m bnfast bench --threads 2 --json t2.json
-    python -m bnfast bench --threads 1 --json t1.json
-    python bench/make_results.py t2.json t1.json > bench/RESULTS.md
+python -m bnfast bench --threads 2 --json t2.json
+python -m bnfast bench --threads 1 --json t1.json
+python bench/make_results.py t2.json t1.json > bench/RESULTS.md
 """
 
 import json
@@ -25,23 +25,50 @@ def main(path_main: str, path_one: str) -> None:
     env = main_run["environment"]
     one_rows = {(r["op"], r["shape"], r["layout"], r["dtype"]): r for r in one["rows"]}
     print("# Benchmark results\n")
-    print("Produced by `python -m bnfast bench --threads 2 --json ...` and the same with "
-          "`--threads 1`, then `python bench/make_results.py`. Every time is the median of "
-          "repeated runs in one process (PyTorch in a child process with the same thread "
-          "count); read the ratios, not the absolute times: this is a shared 2-core virtual "
-          "machine and single runs vary by 10-30%.\n")
+    print(
+        "Produced by `python -m bnfast bench --threads 2 --json ...` and the same with "
+        "`--threads 1`, then `python bench/make_results.py`. Every time is the median of "
+        "repeated runs in one process (PyTorch in a child process with the same thread "
+        "count); read the ratios, not the absolute times: this is a shared 2-core virtual "
+        "machine and single runs vary by 10-30%.\n"
+    )
     print("| | |\n|---|---|")
-    for key in ("cpu", "cores", "threads", "capability", "compiler", "bnfast", "numpy", "torch",
-                "python"):
+    for key in (
+        "cpu",
+        "cores",
+        "threads",
+        "capability",
+        "compiler",
+        "bnfast",
+        "numpy",
+        "torch",
+        "python",
+    ):
         print(f"| {key} | {env.get(key)} |")
-    print("\nColumns: times in ms; `bnfast/copy` is bnfast's time over `np.copyto` of the same "
-          "bytes (the memory floor: 1.00x means as fast as a copy); `numpy/bnfast`, "
-          "`torch/bnfast` and `sklearn/bnfast` are how many times slower the peer is "
-          "(above 1 means bnfast is faster); `1→2 threads` is bnfast's speed-up from 1 to 2 "
-          "threads.\n")
-    head = ["op", "shape", "layout", "dtype", "bnfast", "copy", "numpy", "torch", "sklearn",
-            "bnfast/copy", "numpy/bnfast", "torch/bnfast", "sklearn/bnfast", "bnfast 1 thread",
-            "1→2 threads"]
+    print(
+        "\nColumns: times in ms; `bnfast/copy` is bnfast's time over `np.copyto` of the same "
+        "bytes (the memory floor: 1.00x means as fast as a copy); `numpy/bnfast`, "
+        "`torch/bnfast` and `sklearn/bnfast` are how many times slower the peer is "
+        "(above 1 means bnfast is faster); `1→2 threads` is bnfast's speed-up from 1 to 2 "
+        "threads.\n"
+    )
+    head = [
+        "op",
+        "shape",
+        "layout",
+        "dtype",
+        "bnfast",
+        "copy",
+        "numpy",
+        "torch",
+        "sklearn",
+        "bnfast/copy",
+        "numpy/bnfast",
+        "torch/bnfast",
+        "sklearn/bnfast",
+        "bnfast 1 thread",
+        "1→2 threads",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in main_run["rows"]:
@@ -49,13 +76,21 @@ def main(path_main: str, path_one: str) -> None:
         o = one_rows.get((r["op"], r["shape"], r["layout"], r["dtype"]))
         b1 = o["bnfast_ms"] if o else None
         cells = [
-            r["op"], r["shape"], r["layout"], r["dtype"], fmt(b), fmt(r["copy_ms"]),
-            fmt(r["numpy_ms"]), fmt(r["torch_ms"]), fmt(r["sklearn_ms"]),
+            r["op"],
+            r["shape"],
+            r["layout"],
+            r["dtype"],
+            fmt(b),
+            fmt(r["copy_ms"]),
+            fmt(r["numpy_ms"]),
+            fmt(r["torch_ms"]),
+            fmt(r["sklearn_ms"]),
             fmt(b / r["copy_ms"], True),
             fmt(r["numpy_ms"] / b if r["numpy_ms"] else None, True),
             fmt(r["torch_ms"] / b if r["torch_ms"] else None, True),
             fmt(r["sklearn_ms"] / b if r["sklearn_ms"] else None, True),
-            fmt(b1), fmt(b1 / b if b1 else None, True),
+            fmt(b1),
+            fmt(b1 / b if b1 else None, True),
         ]
         print("| " + " | ".join(cells) + " |")
 

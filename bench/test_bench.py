@@ -29,9 +29,14 @@ def pytest_generate_tests(metafunc):
     if "spec" in metafunc.fixturenames:
         smoke = metafunc.config.getoption("benchmark_disable", default=False)
         specs = cases.case_specs("quick" if smoke else "moderate")
-        metafunc.parametrize("spec, impl", [
-            pytest.param(spec, impl, id=f"{_id(spec)}-{impl}")
-            for spec in specs for impl in ("bnfast", "copy", *spec.baselines, "torch")])
+        metafunc.parametrize(
+            "spec, impl",
+            [
+                pytest.param(spec, impl, id=f"{_id(spec)}-{impl}")
+                for spec in specs
+                for impl in ("bnfast", "copy", *spec.baselines, "torch")
+            ],
+        )
 
 
 class _Built:

@@ -31,8 +31,9 @@ settings.register_profile(
 )
 # CI explores the same examples on every run (a failure there must be
 # reproducible, not a dice roll); local runs keep exploring new ones.
-settings.register_profile("bnfast-ci", parent=settings.get_profile("bnfast"),
-                          derandomize=True, database=None)
+settings.register_profile(
+    "bnfast-ci", parent=settings.get_profile("bnfast"), derandomize=True, database=None
+)
 settings.load_profile("bnfast-ci" if os.environ.get("CI") else "bnfast")
 
 

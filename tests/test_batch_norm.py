@@ -2,6 +2,7 @@
 argument validation, and its accuracy, exactness and determinism contracts.
 PyTorch parity is in test_batch_norm_torch.py, the backward in
 test_batch_norm_backward.py, the C++ fast path in test_batch_norm_fast.py."""
+
 import re
 
 import numpy as np
@@ -125,7 +126,9 @@ def test_return_stats(backend, dtype, training, axis):
     w, b, rm, rv = _params(rng, C, dtype)
     rm_in, rv_in = rm.copy(), rv.copy()
     ref = ref_batch_norm(x, axis, training, rm_in, rv_in, w, b, eps=1e-3)
-    res = bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis, eps=1e-3, return_stats=True)
+    res = bnfast.batch_norm(
+        x, rm, rv, w, b, training=training, axis=axis, eps=1e-3, return_stats=True
+    )
     assert isinstance(res, tuple) and len(res) == 3
     y, mean, invstd = res
     assert_bn_close(y, x, axis, ref, w, b)
@@ -221,7 +224,9 @@ def test_out_argument(backend, training, axis, dtype):
     rm1, rv1 = rm.copy(), rv.copy()
     res = bnfast.batch_norm(x, rm1, rv1, w, b, training=training, axis=axis, out=out)
     assert res is out
-    np.testing.assert_allclose(out, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        out, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps
+    )
     # return_stats with out: first element is out
     y, mean, invstd = bnfast.batch_norm(
         x, rm.copy(), rv.copy(), w, b, training=training, axis=axis, out=out, return_stats=True
@@ -231,7 +236,9 @@ def test_out_argument(backend, training, axis, dtype):
     xin = x.copy()
     res = bnfast.batch_norm(xin, rm.copy(), rv.copy(), w, b, training=training, axis=axis, out=xin)
     assert res is xin
-    np.testing.assert_allclose(xin, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        xin, expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -321,8 +328,12 @@ def test_property_batch_norm(backend, data):
     x_before = np.array(x)
     per_channel = x.size // C
     if training and per_channel <= 1:
-        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-            bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis, eps=eps, momentum=momentum)
+        with pytest.raises(
+            ValueError, match="Expected more than 1 value per channel when training"
+        ):
+            bnfast.batch_norm(
+                x, rm, rv, w, b, training=training, axis=axis, eps=eps, momentum=momentum
+            )
         return
     ref = ref_batch_norm(x, axis, training, rm, rv, w, b, eps=eps, momentum=momentum)
     y, mean, invstd = bnfast.batch_norm(
@@ -336,8 +347,9 @@ def test_property_batch_norm(backend, data):
     np.testing.assert_allclose(invstd, ref[2], rtol=max(tol, 1e-5 if dtype == np.float32 else 0))
     if training and has_run:
         np.testing.assert_allclose(rm, ref[3], rtol=tol, atol=tol * scale)
-        np.testing.assert_allclose(rv, ref[4], rtol=max(tol, 1e-5 if dtype == np.float32 else 0),
-                                   atol=tol * scale**2)
+        np.testing.assert_allclose(
+            rv, ref[4], rtol=max(tol, 1e-5 if dtype == np.float32 else 0), atol=tol * scale**2
+        )
 
 
 # ==========================================================================
@@ -351,7 +363,9 @@ def _stats(C=3, dtype=np.float32):
     return np.zeros(C, dtype), np.ones(C, dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, np.bool_, np.complex64, np.complex128])
+@pytest.mark.parametrize(
+    "dtype", [np.float16, np.int32, np.int64, np.bool_, np.complex64, np.complex128]
+)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_bad_dtype(backend, dtype, training):
     x = np.ones((4, 3), dtype=dtype)
@@ -375,8 +389,12 @@ def test_ndim_below_2(backend, shape):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_param_length_message(backend, name, length, training):
     x = _x((5, 3))
-    kwargs = dict(running_mean=np.zeros(3, np.float32), running_var=np.ones(3, np.float32),
-                  weight=np.ones(3, np.float32), bias=np.zeros(3, np.float32))
+    kwargs = dict(
+        running_mean=np.zeros(3, np.float32),
+        running_var=np.ones(3, np.float32),
+        weight=np.ones(3, np.float32),
+        bias=np.zeros(3, np.float32),
+    )
     kwargs[name] = np.ones(length, np.float32)
     msg = re.escape(f"{name} should contain 3 elements not {length}")
     with pytest.raises(ValueError, match=msg):
@@ -392,10 +410,14 @@ def test_param_length_message_channels_last(backend):
 @pytest.mark.parametrize("shape", [(1, 3), (0, 3), (1, 3, 1), (1, 3, 1, 1), (0, 3, 4)])
 def test_one_value_per_channel_when_training(backend, shape):
     x = np.ones(shape, np.float32)
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, got input size"):
+    with pytest.raises(
+        ValueError, match="Expected more than 1 value per channel when training, got input size"
+    ):
         bnfast.batch_norm(x, training=True)
     rm, rv = _stats()
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, got input size"):
+    with pytest.raises(
+        ValueError, match="Expected more than 1 value per channel when training, got input size"
+    ):
         bnfast.batch_norm(x, rm, rv, training=True)
 
 
@@ -501,7 +523,9 @@ def test_running_stats_not_ndarray_when_training(backend, which):
         bnfast.batch_norm(x, training=True, **kwargs)
 
 
-@pytest.mark.parametrize("shape, axis", [((4, 3), 2), ((4, 3), -3), ((2, 3, 4, 5), 4), ((2, 3, 4, 5), -5)])
+@pytest.mark.parametrize(
+    "shape, axis", [((4, 3), 2), ((4, 3), -3), ((2, 3, 4, 5), 4), ((2, 3, 4, 5), -5)]
+)
 def test_axis_out_of_range(backend, shape, axis):
     x = _x(shape)
     with pytest.raises(np.exceptions.AxisError):
@@ -610,8 +634,9 @@ def test_native_matches_numpy_backend(native_backend, dtype, training, axis):
 
     def run():
         rm, rv = rm0.copy(), rv0.copy()
-        y, mean, invstd = bnfast.batch_norm(x, rm, rv, w, b, training=training, axis=axis,
-                                            return_stats=True)
+        y, mean, invstd = bnfast.batch_norm(
+            x, rm, rv, w, b, training=training, axis=axis, return_stats=True
+        )
         return y, mean, invstd, rm, rv
 
     got = run()
@@ -648,11 +673,17 @@ def test_affine_paths_match_numpy_backend(native_backend, name, dtype):
     rm = rng.standard_normal(c).astype(dtype)
     rv = (rng.random(c) + 0.5).astype(dtype)
     for training in (True, False):
-        y = bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch) if not training else \
-            bnfast.batch_norm(x, None, None, w, b, training=True, axis=ch)
+        y = (
+            bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch)
+            if not training
+            else bnfast.batch_norm(x, None, None, w, b, training=True, axis=ch)
+        )
         with runtime.using("numpy"):
-            y_ref = bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch) if not training \
+            y_ref = (
+                bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=ch)
+                if not training
                 else bnfast.batch_norm(x, None, None, w, b, training=True, axis=ch)
+            )
         # Same formula, same per-channel constants; only FMA contraction
         # differs: a couple of ulps of the terms' magnitude.
         eps = np.finfo(dtype).eps
@@ -680,5 +711,5 @@ def test_eval_periodic_and_streamed_equals_pieces(native_backend, dtype, c, offs
     ref = bnfast.batch_norm(np.asfortranarray(x), rm, rv, w, b)
     np.testing.assert_array_equal(y, ref)
     for lo in range(0, rows, rows // 5 + 1):  # small pieces: plain stores
-        piece = x[lo:lo + 1000]
-        np.testing.assert_array_equal(y[lo:lo + 1000], bnfast.batch_norm(piece, rm, rv, w, b))
+        piece = x[lo : lo + 1000]
+        np.testing.assert_array_equal(y[lo : lo + 1000], bnfast.batch_norm(piece, rm, rv, w, b))

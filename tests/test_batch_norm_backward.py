@@ -4,6 +4,7 @@ argument errors, out=, thread-count independence and constant channels.
 
 Gradient tolerances: see helpers.assert_grad_close.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -74,11 +75,19 @@ def test_backward_matches_float64_formula(backend, shape, axis, order, dtype):
     eps = np.finfo(dtype).eps
     magnitude = (np.abs(g64).max() + 3) * inv.max() * np.abs(wb).max()
     np.testing.assert_allclose(dx, ref_dx, rtol=0, atol=64 * eps * magnitude)
-    np.testing.assert_allclose(db, sum_dy.ravel(), rtol=1e-6 if dtype == np.float32 else 1e-12,
-                               atol=eps * np.abs(g64).sum() / c)
+    np.testing.assert_allclose(
+        db,
+        sum_dy.ravel(),
+        rtol=1e-6 if dtype == np.float32 else 1e-12,
+        atol=eps * np.abs(g64).sum() / c,
+    )
     ref_dw = (sum_dy_xc * inv).ravel()
-    np.testing.assert_allclose(dw, ref_dw, rtol=1e-5 if dtype == np.float32 else 1e-11,
-                               atol=16 * eps * np.abs(ref_dw).max())
+    np.testing.assert_allclose(
+        dw,
+        ref_dw,
+        rtol=1e-5 if dtype == np.float32 else 1e-11,
+        atol=16 * eps * np.abs(ref_dw).max(),
+    )
 
 
 # ==========================================================================
@@ -121,8 +130,15 @@ def test_backward_matches_torch(backend, shape, dtype, axis, training, weighted)
         assert_grad_close(dx2, dx, dtype, "dx with explicit running stats")
 
     def fwd(xt, wt, bt):
-        return F.batch_norm(xt, tt(rm.astype(np.float64)), tt(rv.astype(np.float64)),
-                            wt, bt, training=training, eps=eps)
+        return F.batch_norm(
+            xt,
+            tt(rm.astype(np.float64)),
+            tt(rv.astype(np.float64)),
+            wt,
+            bt,
+            training=training,
+            eps=eps,
+        )
 
     gx, gw, gb = torch_grads(fwd, dyf, [xf, w, b])
     assert dx.shape == x.shape
@@ -148,8 +164,9 @@ def test_backward_finite_differences(backend, axis, training):
     dy = rng.standard_normal(x.shape)
     w, b = rng.standard_normal(3) + 1, rng.standard_normal(3)
     rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
-    _, mean, invstd = bnfast.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training,
-                                        axis=axis, return_stats=True)
+    _, mean, invstd = bnfast.batch_norm(
+        x, rm.copy(), rv.copy(), w, b, training=training, axis=axis, return_stats=True
+    )
     grads = bnfast.batch_norm_backward(dy, x, mean, invstd, w, axis=axis, training=training)
 
     def loss():
@@ -183,8 +200,9 @@ def test_backward_property(backend, case):
     rdw = (dym * xhat).sum(axis=red_m) if w is not None else None
     rdb = dym.sum(axis=red_m)
     assert red  # at least one reduced axis
-    check_grads((dx, dw, db), (rdx, rdw, rdb), dtype, ["dx", "dweight", "dbias"],
-                grad_terms(dy, invstd, w))
+    check_grads(
+        (dx, dw, db), (rdx, rdw, rdb), dtype, ["dx", "dweight", "dbias"], grad_terms(dy, invstd, w)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -250,8 +268,9 @@ def test_eval_backward_ignores_nan_in_x(backend):
 # (3, 9, 100_000): the fused training backward (one channel per thread, several
 # groups, streaming stores) at 1 and 2 threads, the two-pass form at 3; (4, 6, 33)
 # is fused at 1 thread only.
-@pytest.mark.parametrize("shape, axis, order",
-                         BN_BACKWARD_CASES[:6] + BN_REDUCE_CASES[-2:] + BN_FUSED_CASES)
+@pytest.mark.parametrize(
+    "shape, axis, order", BN_BACKWARD_CASES[:6] + BN_REDUCE_CASES[-2:] + BN_FUSED_CASES
+)
 def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, order):
     rng = np.random.default_rng(14)
     x = np.asarray(rng.standard_normal(shape).astype(np.float32), order=order)
@@ -260,8 +279,9 @@ def test_backward_bits_do_not_depend_on_threads(native_backend, shape, axis, ord
     results = []
     for n in (1, 2, 3):
         with bnfast.threads(n):
-            dx, dw, db = bnfast.batch_norm_backward(dy, x, m, inv,
-                                                    np.ones(shape[axis], np.float32), axis=axis)
+            dx, dw, db = bnfast.batch_norm_backward(
+                dy, x, m, inv, np.ones(shape[axis], np.float32), axis=axis
+            )
         results.append(dx.tobytes() + dw.tobytes() + db.tobytes())
     assert results[0] == results[1] == results[2]
 
@@ -291,9 +311,17 @@ def test_backward_valid_call_works(backend):
     assert res[0].shape == x.shape
 
 
-@pytest.mark.parametrize("dy_shape", [(ERR_N, ERR_C, ERR_L + 1), (ERR_N + 1, ERR_C, ERR_L),
-                                      (ERR_N, ERR_C * ERR_L), (ERR_L, ERR_C, ERR_N),
-                                      (ERR_N, ERR_C, ERR_L, 1)], ids=str)
+@pytest.mark.parametrize(
+    "dy_shape",
+    [
+        (ERR_N, ERR_C, ERR_L + 1),
+        (ERR_N + 1, ERR_C, ERR_L),
+        (ERR_N, ERR_C * ERR_L),
+        (ERR_L, ERR_C, ERR_N),
+        (ERR_N, ERR_C, ERR_L, 1),
+    ],
+    ids=str,
+)
 def test_backward_dy_shape_mismatch(backend, dy_shape):
     x, call, stats, w = backward_setup("batch")
     with pytest.raises(ValueError):

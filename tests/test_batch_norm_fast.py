@@ -6,6 +6,7 @@ everything it does not handle, so errors still come from the general path.
 ``return_stats=True`` always takes the general path, which makes it the
 reference here.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,8 +17,19 @@ from helpers import requires_native, runtime
 
 pytestmark = requires_native
 
-SHAPES = [(2, 3), (4, 16), (17, 33), (1, 5, 7), (3, 1, 4, 4), (2, 7, 1, 1), (5, 16, 3, 17),
-          (64, 1), (1, 1, 9), (5, 1, 9), (4, 1, 5, 5)]
+SHAPES = [
+    (2, 3),
+    (4, 16),
+    (17, 33),
+    (1, 5, 7),
+    (3, 1, 4, 4),
+    (2, 7, 1, 1),
+    (5, 16, 3, 17),
+    (64, 1),
+    (1, 1, 9),
+    (5, 1, 9),
+    (4, 1, 5, 5),
+]
 
 
 class _Sub(np.ndarray):
@@ -39,8 +51,18 @@ def _bn_both(x, axis, training, dtype, with_running, with_affine, momentum=0.1, 
     rv2 = None if rv is None else rv.copy()
     fast = _fast("batch_norm_fast")(x, rm, rv, w, b, training, momentum, eps, axis, out)
     assert fast is not None, "the fast path should handle this call"
-    ref = bnfast.batch_norm(x, rm2, rv2, w, b, training=training, momentum=momentum, eps=eps,
-                            axis=axis, return_stats=True)[0]
+    ref = bnfast.batch_norm(
+        x,
+        rm2,
+        rv2,
+        w,
+        b,
+        training=training,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+        return_stats=True,
+    )[0]
     return (fast, rm, rv), (ref, rm2, rv2)
 
 
@@ -53,10 +75,12 @@ def test_batch_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtyp
     if training and x.size // x.shape[axis] <= 1:
         pytest.skip("training needs more than one value per channel")
     if x.shape[axis] == 1:  # one channel: the general path views it differently
-        assert _fast("batch_norm_fast")(x, None, None, None, None, training, 0.1, 1e-5, axis,
-                                        None) is None
+        assert (
+            _fast("batch_norm_fast")(x, None, None, None, None, training, 0.1, 1e-5, axis, None)
+            is None
+        )
         return
-    for with_running in ([True, False] if training else [True]):
+    for with_running in [True, False] if training else [True]:
         for with_affine in (True, False):
             got, want = _bn_both(x, axis, training, dtype, with_running, with_affine)
             for g, w in zip(got, want):
@@ -93,16 +117,43 @@ def test_batch_norm_fast_out_and_in_place(native_backend):
     np.testing.assert_array_equal(bnfast.batch_norm(xs, training=True, out=ys), want)
 
 
-@pytest.mark.parametrize("case", [
-    "noncontig", "fortran", "subclass", "int_x", "f16", "bool_training", "np_float_eps",
-    "weight_f64", "running_readonly", "count1", "eps0_train", "eval_no_running",
-    "momentum_out_of_range", "axis_out_of_range", "one_running", "wrong_len_weight", "out_wrong_dtype",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "noncontig",
+        "fortran",
+        "subclass",
+        "int_x",
+        "f16",
+        "bool_training",
+        "np_float_eps",
+        "weight_f64",
+        "running_readonly",
+        "count1",
+        "eps0_train",
+        "eval_no_running",
+        "momentum_out_of_range",
+        "axis_out_of_range",
+        "one_running",
+        "wrong_len_weight",
+        "out_wrong_dtype",
+    ],
+)
 def test_batch_norm_fast_steps_aside(native_backend, case):
     x = np.random.default_rng(4).standard_normal((6, 5)).astype(np.float32)
     rm, rv = np.zeros(5, np.float32), np.ones(5, np.float32)
-    args = dict(x=x, rm=None, rv=None, w=None, b=None, training=True, momentum=0.1, eps=1e-5,
-                axis=1, out=None)
+    args = dict(
+        x=x,
+        rm=None,
+        rv=None,
+        w=None,
+        b=None,
+        training=True,
+        momentum=0.1,
+        eps=1e-5,
+        axis=1,
+        out=None,
+    )
     if case == "noncontig":
         args["x"] = np.random.default_rng(4).standard_normal((6, 10)).astype(np.float32)[:, ::2]
     elif case == "fortran":
@@ -143,8 +194,13 @@ def test_batch_norm_fast_steps_aside(native_backend, case):
 
 # 20 examples under each native capability (60 at one capability before).
 @settings(max_examples=20)
-@given(n=st.sampled_from([2, 3, 15, 16, 17, 33]), c=st.sampled_from([2, 7, 16, 17, 64]),
-       hw=st.sampled_from([1, 3, 8]), training=st.booleans(), channels_last=st.booleans())
+@given(
+    n=st.sampled_from([2, 3, 15, 16, 17, 33]),
+    c=st.sampled_from([2, 7, 16, 17, 64]),
+    hw=st.sampled_from([1, 3, 8]),
+    training=st.booleans(),
+    channels_last=st.booleans(),
+)
 def test_hypothesis_bn_fast_vs_general(native_backend, n, c, hw, training, channels_last):
     shape = (n, hw, hw, c) if channels_last else (n, c, hw, hw)
     axis = -1 if channels_last else 1

@@ -1,5 +1,6 @@
 """bnfast.batch_norm (the forward) parity with torch.nn.functional.batch_norm
 and torch.native_batch_norm, under every backend."""
+
 import math
 
 import numpy as np
@@ -16,10 +17,25 @@ F = None if torch is None else torch.nn.functional
 # (N, C), (N, C, L), (N, C, H, W), (N, C, D, H, W) with the edge sizes
 # 1, 7, 15, 16, 17, 33, 1023 on the reduced and channel dims, and H*W == 1.
 SHAPES = [
-    (7, 1023), (1023, 7), (16, 33), (17, 15), (2, 1), (33, 16),
-    (7, 16, 33), (1, 17, 15), (33, 1, 16), (2, 1023, 1), (15, 7, 17),
-    (2, 3, 1, 1), (16, 17, 1, 1), (15, 16, 7, 17), (1, 7, 33, 16), (4, 33, 15, 1),
-    (2, 7, 3, 5, 16), (1, 15, 1, 1, 17), (3, 1, 2, 7, 1),
+    (7, 1023),
+    (1023, 7),
+    (16, 33),
+    (17, 15),
+    (2, 1),
+    (33, 16),
+    (7, 16, 33),
+    (1, 17, 15),
+    (33, 1, 16),
+    (2, 1023, 1),
+    (15, 7, 17),
+    (2, 3, 1, 1),
+    (16, 17, 1, 1),
+    (15, 16, 7, 17),
+    (1, 7, 33, 16),
+    (4, 33, 15, 1),
+    (2, 7, 3, 5, 16),
+    (1, 15, 1, 1, 17),
+    (3, 1, 2, 7, 1),
 ]
 
 
@@ -59,7 +75,9 @@ def assert_matches_torch(y, yt, x, axis, w, eps=1e-5, training=False):
     # ulps (naive summation), and invstd = 1/sqrt(eps) amplifies that; bnfast
     # is exact there (tested against exact values elsewhere). Compare only
     # that both are finite.
-    constant = np.broadcast_to(x64.min(axis=red, keepdims=True) == x64.max(axis=red, keepdims=True), x.shape)
+    constant = np.broadcast_to(
+        x64.min(axis=red, keepdims=True) == x64.max(axis=red, keepdims=True), x.shape
+    )
     tol = np.where(constant & np.isfinite(yt), np.inf, tol)
     bad = ~(err <= tol)
     if bad.any() and training and w is None:

@@ -2,6 +2,7 @@
 counts, statistics and flags against NumPy nan-functions in float64 over the
 finite values (under every backend), the text / dict / plot outputs, chunked
 accumulation and bounded memory."""
+
 import json
 import math
 import sys
@@ -66,7 +67,9 @@ def make_cols(rng, n, cols):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_counts_and_stats_vs_numpy(backend, dtype):
     rng = np.random.default_rng(0)
-    X = make_cols(rng, 300, [(1e4, 1.0), (-3.0, 2.0), (50.0, 10.0), (0.0, 1.0), (0.0, 1.0), (7.0, 0.5)]).astype(dtype)
+    X = make_cols(
+        rng, 300, [(1e4, 1.0), (-3.0, 2.0), (50.0, 10.0), (0.0, 1.0), (0.0, 1.0), (7.0, 0.5)]
+    ).astype(dtype)
     X[rng.random(300) < 0.1, 1] = np.nan
     X[[3, 17, 99], 2] = np.inf
     X[[5, 6], 2] = -np.inf
@@ -102,7 +105,9 @@ def test_clean_data_no_problem_flags(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.int16])
-@pytest.mark.parametrize("axis, F", [((0, 2, 3), (3,)), ((0, -1), (3, 5)), (None, ()), (0, (3, 5, 6))])
+@pytest.mark.parametrize(
+    "axis, F", [((0, 2, 3), (3,)), ((0, -1), (3, 5)), (None, ()), (0, (3, 5, 6))]
+)
 def test_axes(backend, dtype, axis, F):
     rng = np.random.default_rng(2)
     X = rng.integers(0, 200, (4, 3, 5, 6)).astype(dtype)
@@ -111,13 +116,19 @@ def test_axes(backend, dtype, axis, F):
     assert rep.feature_shape == F
     assert rep.n_features == math.prod(F)
     assert rep.n_samples == X.size // math.prod(F)
-    assert np.shape(rep.mean) == F and np.shape(rep.constant) == F and np.shape(rep.scale_outliers) == F
+    assert (
+        np.shape(rep.mean) == F
+        and np.shape(rep.constant) == F
+        and np.shape(rep.scale_outliers) == F
+    )
 
 
 def test_float32_image_batch_channels(backend):
     rng = np.random.default_rng(3)
-    X = (rng.standard_normal((8, 3, 16, 16)) * np.array([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1)
-         + np.array([0.0, 100.0, -4.0]).reshape(1, 3, 1, 1)).astype(np.float32)
+    X = (
+        rng.standard_normal((8, 3, 16, 16)) * np.array([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1)
+        + np.array([0.0, 100.0, -4.0]).reshape(1, 3, 1, 1)
+    ).astype(np.float32)
     X[0, 1, 0, 0] = np.nan
     rep = bnfast.diagnose(X, axis=(0, 2, 3))
     check_report(rep, X, (0, 2, 3))
@@ -188,7 +199,18 @@ def test_scale_outliers_median_ignores_constant_features(backend):
         (lambda r: r.integers(0, 1000, (64, 3)).astype(np.int32), False),  # max > 255
         (lambda r: r.integers(0, 256, (64, 3)).astype(np.float32) + np.float32(0.5), False),
     ],
-    ids=["uint8", "f32-ints", "f64-ints", "int64", "mask", "unit-floats", "scaled-floats", "negative", "big", "halves"],
+    ids=[
+        "uint8",
+        "f32-ints",
+        "f64-ints",
+        "int64",
+        "mask",
+        "unit-floats",
+        "scaled-floats",
+        "negative",
+        "big",
+        "halves",
+    ],
 )
 def test_looks_like_image_bytes(backend, make, expected):
     X = make(np.random.default_rng(7))
@@ -361,7 +383,9 @@ def _assert_reports_equal(a, b, exact=False):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("sizes", [[1] * 50 + [150], [7, 1, 16, 17, 33, 126], [200], [0, 100, 0, 100]], ids=str)
+@pytest.mark.parametrize(
+    "sizes", [[1] * 50 + [150], [7, 1, 16, 17, 33, 126], [200], [0, 100, 0, 100]], ids=str
+)
 def test_accumulator_chunks_equal_whole(backend, sizes):
     rng = np.random.default_rng(14)
     X = make_cols(rng, 200, [(1e4, 1.0), (-3.0, 2.0), (0.0, 1e5), (5.0, 1.0), (0.0, 1.0)])
@@ -373,7 +397,7 @@ def test_accumulator_chunks_equal_whole(backend, sizes):
     acc = DiagnoseAccumulator(0)
     start = 0
     for s in sizes:
-        acc.update(X[start:start + s])
+        acc.update(X[start : start + s])
         start += s
     assert start == 200
     _assert_reports_equal(acc.report(), whole)

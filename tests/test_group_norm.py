@@ -3,6 +3,7 @@ and float64 NumPy references over edge shapes, channels first/last, dtypes and
 non-contiguous layouts; running statistics, argument errors and the accuracy /
 exactness / thread-determinism contracts.  The backwards are in
 test_group_norm_backward.py."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -52,8 +53,15 @@ def _stats_close(got, ref, dtype, scale, what):
 # torch parity
 # ==========================================================================
 GN_CASES = [
-    ((2, 6, 7), 3), ((3, 16, 17), 4), ((1, 33, 15), 11), ((4, 16, 1), 16), ((2, 15, 4, 4), 5),
-    ((2, 8, 3, 7), 1), ((7, 4), 2), ((2, 32, 33), 8), ((1, 7, 2, 3, 2), 7),
+    ((2, 6, 7), 3),
+    ((3, 16, 17), 4),
+    ((1, 33, 15), 11),
+    ((4, 16, 1), 16),
+    ((2, 15, 4, 4), 5),
+    ((2, 8, 3, 7), 1),
+    ((7, 4), 2),
+    ((2, 32, 33), 8),
+    ((1, 7, 2, 3, 2), 7),
 ]
 
 
@@ -86,7 +94,15 @@ def test_group_norm_matches_torch(backend, shape, G, dtype, axis, affine):
     _stats_close(rstd, to_np(rt), dtype, 0.0, "rstd")
 
 
-IN_SHAPES = [(2, 3, 7), (1, 16, 17), (3, 7, 4, 4), (4, 1, 33), (2, 5, 15, 1), (2, 2, 2, 3, 3), (1, 3, 1024)]
+IN_SHAPES = [
+    (2, 3, 7),
+    (1, 16, 17),
+    (3, 7, 4, 4),
+    (4, 1, 33),
+    (2, 5, 15, 1),
+    (2, 2, 2, 3, 3),
+    (1, 3, 1024),
+]
 
 
 @needs_torch
@@ -109,13 +125,29 @@ def test_instance_norm_matches_torch(backend, shape, dtype, axis, affine, mode):
         rv = rng.uniform(0.5, 2.0, C).astype(dtype)
     momentum, eps = 0.3, 1e-5
     rm_t, rv_t = tt(rm), tt(rv)
-    yt = F.instance_norm(tt(xf), rm_t, rv_t, tt(w), tt(b),
-                         use_input_stats=use_input_stats, momentum=momentum, eps=eps)
+    yt = F.instance_norm(
+        tt(xf),
+        rm_t,
+        rv_t,
+        tt(w),
+        tt(b),
+        use_input_stats=use_input_stats,
+        momentum=momentum,
+        eps=eps,
+    )
     rm_b = None if rm is None else rm.copy()
     rv_b = None if rv is None else rv.copy()
     y, mean, rstd = bnfast.instance_norm(
-        x, w, b, running_mean=rm_b, running_var=rv_b, use_input_stats=use_input_stats,
-        momentum=momentum, eps=eps, axis=axis, return_stats=True,
+        x,
+        w,
+        b,
+        running_mean=rm_b,
+        running_var=rv_b,
+        use_input_stats=use_input_stats,
+        momentum=momentum,
+        eps=eps,
+        axis=axis,
+        return_stats=True,
     )
     assert y.shape == x.shape and y.dtype == x.dtype
     ax = axis % x.ndim
@@ -236,10 +268,14 @@ def test_out_in_place(backend, dtype, fn):
     rng = np.random.default_rng(1)
     x = make_data(rng, (6, 33), dtype)
     f, ref = {
-        "group_norm": (lambda a, out: bnfast.group_norm(a, 3, out=out),
-                       lambda a: ref_group_norm(a, 3)[0]),
-        "instance_norm": (lambda a, out: bnfast.instance_norm(a[None], out=out[None])[0],
-                          lambda a: ref_instance_norm(a[None])[0][0]),
+        "group_norm": (
+            lambda a, out: bnfast.group_norm(a, 3, out=out),
+            lambda a: ref_group_norm(a, 3)[0],
+        ),
+        "instance_norm": (
+            lambda a, out: bnfast.instance_norm(a[None], out=out[None])[0],
+            lambda a: ref_instance_norm(a[None])[0][0],
+        ),
     }[fn]
     rtol = rtol_for(dtype)
     a = x.copy()
@@ -333,10 +369,17 @@ def test_group_norm_channels_not_divisible(backend, axis, G):
 @pytest.mark.parametrize("fn", ["group_norm", "instance_norm"])
 def test_channel_param_shape_mismatch(backend, fn):
     x = make_data(np.random.default_rng(0), (ERR_N, ERR_C, ERR_L), np.float32)
-    call = (lambda w, b: bnfast.group_norm(x, 3, w, b)) if fn == "group_norm" else \
-        (lambda w, b: bnfast.instance_norm(x, w, b))
+    call = (
+        (lambda w, b: bnfast.group_norm(x, 3, w, b))
+        if fn == "group_norm"
+        else (lambda w, b: bnfast.instance_norm(x, w, b))
+    )
     good = np.ones(ERR_C, np.float32)
-    for bad in (np.ones(ERR_C + 1, np.float32), np.ones(ERR_L, np.float32), np.ones((1, ERR_C), np.float32)):
+    for bad in (
+        np.ones(ERR_C + 1, np.float32),
+        np.ones(ERR_L, np.float32),
+        np.ones((1, ERR_C), np.float32),
+    ):
         with pytest.raises(ValueError):
             call(bad, good)
         with pytest.raises(ValueError):
@@ -370,8 +413,9 @@ def test_inputs_not_modified(backend, dtype, lay):
     before = [a.copy() for a in arrs]
     _, gm, gr = bnfast.group_norm(x, 3, wc, bc, return_stats=True)
     _, im, ir = bnfast.instance_norm(x, wc, bc, return_stats=True)
-    _, em, er = bnfast.instance_norm(x, wc, bc, running_mean=rm, running_var=rv,
-                                     use_input_stats=False, return_stats=True)
+    _, em, er = bnfast.instance_norm(
+        x, wc, bc, running_mean=rm, running_var=rv, use_input_stats=False, return_stats=True
+    )
     for a, b, n in zip(arrs, before, names):
         assert np.array_equal(a, b, equal_nan=True), f"{n} was modified by a forward"
     stats = [gm, gr, im, ir, em, er]

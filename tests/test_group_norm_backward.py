@@ -6,6 +6,7 @@ batch-norm backward kernels: see test_kernels.py.)
 
 Gradient tolerances: see helpers.assert_grad_close.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -46,8 +47,16 @@ def _params(rng, shape, dtype, weighted):
 # ==========================================================================
 # torch autograd parity
 # ==========================================================================
-GN_CASES = [((2, 6, 7), 3), ((3, 16, 17), 4), ((1, 33, 15), 11), ((4, 16, 1), 16),
-            ((2, 15, 4, 4), 5), ((7, 4), 2), ((2, 32, 33), 1), ((1, 7, 2, 3, 2), 7)]
+GN_CASES = [
+    ((2, 6, 7), 3),
+    ((3, 16, 17), 4),
+    ((1, 33, 15), 11),
+    ((4, 16, 1), 16),
+    ((2, 15, 4, 4), 5),
+    ((7, 4), 2),
+    ((2, 32, 33), 1),
+    ((1, 7, 2, 3, 2), 7),
+]
 
 
 @needs_torch
@@ -87,7 +96,9 @@ IN_SHAPES = [(2, 3, 7), (1, 16, 17), (3, 7, 4, 4), (4, 1, 33), (2, 5, 15, 1), (1
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", IN_SHAPES, ids=str)
-def test_instance_norm_backward_matches_torch(backend, shape, dtype, axis, weighted, use_input_stats):
+def test_instance_norm_backward_matches_torch(
+    backend, shape, dtype, axis, weighted, use_input_stats
+):
     F = torch.nn.functional
     rng = np.random.default_rng(sum(shape) + 17)
     xf = make_data(rng, shape, dtype, offset=1.0, scale=0.9)
@@ -100,13 +111,19 @@ def test_instance_norm_backward_matches_torch(backend, shape, dtype, axis, weigh
     rv = rng.uniform(0.5, 2.0, C).astype(dtype)
     eps = 1e-5
     rs = {} if use_input_stats else {"running_mean": rm, "running_var": rv}
-    _, mean, rstd = bnfast.instance_norm(x, w, b, use_input_stats=use_input_stats, eps=eps, axis=axis,
-                                         return_stats=True, **rs)
-    dx, dw, db = bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis,
-                                               use_input_stats=use_input_stats)
+    _, mean, rstd = bnfast.instance_norm(
+        x, w, b, use_input_stats=use_input_stats, eps=eps, axis=axis, return_stats=True, **rs
+    )
+    dx, dw, db = bnfast.instance_norm_backward(
+        dy, x, mean, rstd, w, axis=axis, use_input_stats=use_input_stats
+    )
 
     def fwd(xt, wt, bt):
-        r = (None, None) if use_input_stats else (tt(rm.astype(np.float64)), tt(rv.astype(np.float64)))
+        r = (
+            (None, None)
+            if use_input_stats
+            else (tt(rm.astype(np.float64)), tt(rv.astype(np.float64)))
+        )
         return F.instance_norm(xt, r[0], r[1], wt, bt, use_input_stats=use_input_stats, eps=eps)
 
     gx, gw, gb = torch_grads(fwd, dyf, [xf, w, b])
@@ -131,8 +148,12 @@ def test_group_norm_backward_finite_differences(backend, axis):
     w, b = rng.standard_normal(4) + 1, rng.standard_normal(4)
     _, mean, rstd = bnfast.group_norm(x, 2, w, b, axis=axis, return_stats=True)
     grads = bnfast.group_norm_backward(dy, x, mean, rstd, 2, w, axis=axis)
-    fd_check(lambda: np.sum(ref_group_norm(x, 2, w, b, 1e-5, axis)[0] * dy), grads, [x, w, b],
-              ["x", "weight", "bias"])
+    fd_check(
+        lambda: np.sum(ref_group_norm(x, 2, w, b, 1e-5, axis)[0] * dy),
+        grads,
+        [x, w, b],
+        ["x", "weight", "bias"],
+    )
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False])
@@ -144,9 +165,12 @@ def test_instance_norm_backward_finite_differences(backend, axis, use_input_stat
     w, b = rng.standard_normal(3) + 1, rng.standard_normal(3)
     rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
     rs = {} if use_input_stats else {"running_mean": rm, "running_var": rv}
-    _, mean, rstd = bnfast.instance_norm(x, w, b, axis=axis, use_input_stats=use_input_stats,
-                                         return_stats=True, **rs)
-    grads = bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, use_input_stats=use_input_stats)
+    _, mean, rstd = bnfast.instance_norm(
+        x, w, b, axis=axis, use_input_stats=use_input_stats, return_stats=True, **rs
+    )
+    grads = bnfast.instance_norm_backward(
+        dy, x, mean, rstd, w, axis=axis, use_input_stats=use_input_stats
+    )
     ax = axis % x.ndim
     cs = [1] * x.ndim
     cs[ax] = 3
@@ -155,7 +179,9 @@ def test_instance_norm_backward_finite_differences(backend, axis, use_input_stat
         if use_input_stats:
             y = ref_group_norm(x, 3, w, b, 1e-5, axis)[0]
         else:
-            y = (x - rm.reshape(cs)) / np.sqrt(rv.reshape(cs) + 1e-5) * w.reshape(cs) + b.reshape(cs)
+            y = (x - rm.reshape(cs)) / np.sqrt(rv.reshape(cs) + 1e-5) * w.reshape(cs) + b.reshape(
+                cs
+            )
         return np.sum(y * dy)
 
     fd_check(loss, grads, [x, w, b], ["x", "weight", "bias"])
@@ -174,7 +200,13 @@ def test_group_norm_backward_property(backend, case):
     _, mean, rstd = bnfast.group_norm(x, G, w, axis=axis, return_stats=True)
     dx, dw, db = bnfast.group_norm_backward(dy, x, mean, rstd, G, w, axis=axis)
     rdx, rdw, rdb = ref_group_norm_backward(dy, x, G, w, axis)
-    check_grads((dx, dw, db), (rdx, rdw if w is not None else None, rdb), dtype, ["dx", "dweight", "dbias"], grad_terms(dy, rstd, w))
+    check_grads(
+        (dx, dw, db),
+        (rdx, rdw if w is not None else None, rdb),
+        dtype,
+        ["dx", "dweight", "dbias"],
+        grad_terms(dy, rstd, w),
+    )
 
 
 @settings(max_examples=25)
@@ -187,7 +219,13 @@ def test_instance_norm_backward_property(backend, case):
     _, mean, rstd = bnfast.instance_norm(x, w, axis=axis, return_stats=True)
     dx, dw, db = bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
     rdx, rdw, rdb = ref_instance_norm_backward(dy, x, w, axis)
-    check_grads((dx, dw, db), (rdx, rdw if w is not None else None, rdb), dtype, ["dx", "dweight", "dbias"], grad_terms(dy, rstd, w))
+    check_grads(
+        (dx, dw, db),
+        (rdx, rdw if w is not None else None, rdb),
+        dtype,
+        ["dx", "dweight", "dbias"],
+        grad_terms(dy, rstd, w),
+    )
 
 
 # ==========================================================================
@@ -218,7 +256,9 @@ def test_group_norm_backward_matches_reference_and_threads(native_backend, axis)
     rs = 1 / np.sqrt((xc * xc).mean(axis=(2, 3), keepdims=True) + 1e-5)
     xhat = xc * rs
     g = g4 * w.astype(np.float64).reshape(1, 4, 3, 1)
-    ref = rs * (g - g.mean(axis=(2, 3), keepdims=True) - xhat * (g * xhat).mean(axis=(2, 3), keepdims=True))
+    ref = rs * (
+        g - g.mean(axis=(2, 3), keepdims=True) - xhat * (g * xhat).mean(axis=(2, 3), keepdims=True)
+    )
     ref = ref.reshape(x_cf.shape)
     got = dx if axis == 1 else np.moveaxis(dx, -1, 1)
     # a few float32 ulps of the largest term (|dy| * rstd * |w|)
@@ -295,9 +335,17 @@ def test_backward_valid_call_works(backend, name):
     assert res[0].shape == x.shape
 
 
-@pytest.mark.parametrize("dy_shape", [(ERR_N, ERR_C, ERR_L + 1), (ERR_N + 1, ERR_C, ERR_L),
-                                      (ERR_N, ERR_C * ERR_L), (ERR_L, ERR_C, ERR_N),
-                                      (ERR_N, ERR_C, ERR_L, 1)], ids=str)
+@pytest.mark.parametrize(
+    "dy_shape",
+    [
+        (ERR_N, ERR_C, ERR_L + 1),
+        (ERR_N + 1, ERR_C, ERR_L),
+        (ERR_N, ERR_C * ERR_L),
+        (ERR_L, ERR_C, ERR_N),
+        (ERR_N, ERR_C, ERR_L, 1),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_backward_dy_shape_mismatch(backend, name, dy_shape):
     x, call, stats, w = backward_setup(name)

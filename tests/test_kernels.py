@@ -5,6 +5,7 @@ and instance norm run on the batch-norm backward kernels too), layer_norm
 (layer and RMS norm rows).  test_twin_contract.py checks that both modules
 expose the same kernels with the same parameters.
 """
+
 import numpy as np
 import pytest
 
@@ -94,8 +95,15 @@ def test_moments_kernel_matches_twin(native_backend, kind, dtype):
 
 @pytest.mark.parametrize(
     "shape",
-    [(3, 5, 4097), (2, 3, 150_001), (4, 6, 17), (5, 4, 3),
-     (2, 9, 150_001), (2, 9, 300_001), (3, 8, 100_003)],
+    [
+        (3, 5, 4097),
+        (2, 3, 150_001),
+        (4, 6, 17),
+        (5, 4, 3),
+        (2, 9, 150_001),
+        (2, 9, 300_001),
+        (3, 8, 100_003),
+    ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_train_statistics_equal_moments(backend, shape, dtype):
@@ -220,15 +228,17 @@ def test_batch_norm_backward_apply_kernel_matches_twin(native_backend, kind, dty
     # dx = dy*p + ((x - hi) - lo)*q + r: the same operations, up to FMA
     # contraction: a couple of ulps of the largest term.
     eps = np.finfo(dtype).eps
-    terms = (np.abs(dy3).max() * np.abs(p).max()
-             + (np.abs(x3).max() + np.abs(hi).max()) * np.abs(q).max() + np.abs(r).max())
+    terms = (
+        np.abs(dy3).max() * np.abs(p).max()
+        + (np.abs(x3).max() + np.abs(hi).max()) * np.abs(q).max()
+        + np.abs(r).max()
+    )
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=8 * eps * terms)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, axis, order", BN_REDUCE_CASES + BN_FUSED_CASES)
-def test_batch_norm_backward_train_kernel_matches_twin(native_backend, shape, axis, order,
-                                                       dtype):
+def test_batch_norm_backward_train_kernel_matches_twin(native_backend, shape, axis, order, dtype):
     rng = np.random.default_rng(16)
     x3, dy3 = _folded(shape, axis, order, dtype, rng, offset=3.0)
     c = x3.shape[1]
@@ -252,8 +262,9 @@ def test_batch_norm_backward_train_kernel_matches_twin(native_backend, shape, ax
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(4, 6, 33), (3, 9, 100_000), (5, 12, 17), (300, 37, 1)])
-def test_batch_norm_backward_train_fused_and_two_pass_give_the_same_bits(native_backend, shape,
-                                                                          dtype):
+def test_batch_norm_backward_train_fused_and_two_pass_give_the_same_bits(
+    native_backend, shape, dtype
+):
     # The fused loop (one channel per thread) runs where C >= 4 * threads and
     # rows are long enough; otherwise the two-pass form. Their float64 sums
     # and dx must agree bit for bit (float32 dx alone would hide a last-bit
@@ -296,9 +307,9 @@ def test_batch_norm_train_streamed_equals_plain_affine(native_backend, offset):
     scale = invstd.astype(np.float32)
     shift = np.zeros(16, np.float32)
     for a in range(8):
-        piece = np.empty_like(x3[a:a + 1])
-        core.affine(x3[a:a + 1], piece, hi, lo, scale, shift)
-        np.testing.assert_array_equal(y3[a:a + 1], piece)
+        piece = np.empty_like(x3[a : a + 1])
+        core.affine(x3[a : a + 1], piece, hi, lo, scale, shift)
+        np.testing.assert_array_equal(y3[a : a + 1], piece)
 
 
 @pytest.mark.parametrize("layout", ["rows", "channels"])
@@ -322,9 +333,9 @@ def test_batch_norm_backward_apply_streamed_equals_pieces(native_backend, layout
     np.testing.assert_array_equal(dx, ref)
     step = max(1, shape[0] // 8)
     for a in range(0, shape[0], step):  # small pieces: plain stores
-        piece = np.empty_like(x[a:a + 2])
-        core.batch_norm_backward_apply(x[a:a + 2], dy[a:a + 2], piece, hi, lo, p, q, r)
-        np.testing.assert_array_equal(dx[a:a + 2], piece)
+        piece = np.empty_like(x[a : a + 2])
+        core.batch_norm_backward_apply(x[a : a + 2], dy[a : a + 2], piece, hi, lo, p, q, r)
+        np.testing.assert_array_equal(dx[a : a + 2], piece)
 
 
 # ==========================================================================
@@ -333,8 +344,16 @@ def test_batch_norm_backward_apply_streamed_equals_pieces(native_backend, layout
 # Rows wider than 1024 go through the backward's column chunks, 8 rows at a
 # time: (19, 2053) and (70, 1500) have partial chunks and partial groups of
 # rows, (9, 1031) the same with strided rows.
-ROW_CASES = [((7, 33), "C"), ((5, 4097), "C"), ((40, 9), "C"), ((33, 17), "F"),
-             ((3, 300_000), "C"), ((19, 2053), "C"), ((70, 1500), "C"), ((9, 1031), "F")]
+ROW_CASES = [
+    ((7, 33), "C"),
+    ((5, 4097), "C"),
+    ((40, 9), "C"),
+    ((33, 17), "F"),
+    ((3, 300_000), "C"),
+    ((19, 2053), "C"),
+    ((70, 1500), "C"),
+    ((9, 1031), "F"),
+]
 
 
 @pytest.mark.parametrize("shape, order", ROW_CASES)

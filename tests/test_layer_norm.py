@@ -3,6 +3,7 @@ float64 NumPy references over edge shapes, axes, dtypes and non-contiguous
 layouts; their argument errors, the accuracy / exactness / thread-determinism
 contracts, streaming stores and the C++ fast path (layer_norm_fast).
 The backwards are in test_layer_norm_backward.py."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -55,8 +56,15 @@ def _stats_close(got, ref, dtype, scale, what):
 # torch parity
 # ==========================================================================
 LN_CASES = [
-    ((7, 33), -1), ((16, 17), -1), ((33, 1), -1), ((4096,), -1), ((3, 1023), -1),
-    ((3, 15, 16), -1), ((2, 7, 33), (-2, -1)), ((5, 1, 17), (-2, -1)), ((2, 3, 16, 15), (-2, -1)),
+    ((7, 33), -1),
+    ((16, 17), -1),
+    ((33, 1), -1),
+    ((4096,), -1),
+    ((3, 1023), -1),
+    ((3, 15, 16), -1),
+    ((2, 7, 33), (-2, -1)),
+    ((5, 1, 17), (-2, -1)),
+    ((2, 3, 16, 15), (-2, -1)),
     ((1, 1), -1),
 ]
 
@@ -211,8 +219,10 @@ def test_out_in_place(backend, dtype, fn):
     rng = np.random.default_rng(1)
     x = make_data(rng, (6, 33), dtype)
     f, ref = {
-        "layer_norm": (lambda a, out: bnfast.layer_norm(a, out=out),
-                       lambda a: ref_layer_norm(a)[0]),
+        "layer_norm": (
+            lambda a, out: bnfast.layer_norm(a, out=out),
+            lambda a: ref_layer_norm(a)[0],
+        ),
         "rms_norm": (lambda a, out: bnfast.rms_norm(a, out=out), lambda a: ref_rms_norm(a)[0]),
     }[fn]
     rtol = rtol_for(dtype)
@@ -310,11 +320,11 @@ def test_streamed_rows_equal_pieces(native_backend, dtype, offset):
     w = np.linspace(0.5, 2, d).astype(dtype)
     y = misaligned_empty(x.shape, dtype, offset)
     bnfast.layer_norm(x, w, out=y)
-    ref = np.concatenate([bnfast.layer_norm(x[i:i + 64], w) for i in range(0, rows, 64)])
+    ref = np.concatenate([bnfast.layer_norm(x[i : i + 64], w) for i in range(0, rows, 64)])
     np.testing.assert_array_equal(y, ref)
     y2 = misaligned_empty(x.shape, dtype, offset)
     bnfast.rms_norm(x, w, out=y2)
-    ref2 = np.concatenate([bnfast.rms_norm(x[i:i + 64], w) for i in range(0, rows, 64)])
+    ref2 = np.concatenate([bnfast.rms_norm(x[i : i + 64], w) for i in range(0, rows, 64)])
     np.testing.assert_array_equal(y2, ref2)
 
 
@@ -323,8 +333,14 @@ def test_streamed_rows_equal_pieces(native_backend, dtype, offset):
 # ==========================================================================
 @pytest.mark.parametrize(
     "axis,wshape",
-    [(-1, (ERR_L + 1,)), (-1, (ERR_C,)), (-1, (1, ERR_L)), ((-2, -1), (ERR_L,)),
-     ((-2, -1), (ERR_L, ERR_C)), ((-2, -1), (ERR_C * ERR_L,))],
+    [
+        (-1, (ERR_L + 1,)),
+        (-1, (ERR_C,)),
+        (-1, (1, ERR_L)),
+        ((-2, -1), (ERR_L,)),
+        ((-2, -1), (ERR_L, ERR_C)),
+        ((-2, -1), (ERR_C * ERR_L,)),
+    ],
     ids=str,
 )
 def test_weight_shape_mismatch(backend, axis, wshape):
@@ -397,8 +413,11 @@ def test_fast_path_is_bitwise_the_general_path(native_backend, shape, dtype, rms
     rng = np.random.default_rng(5)
     x = (rng.standard_normal(shape) * 2 + 5).astype(dtype)
     d = shape[-1]
-    for w, b in [(None, None), (rng.standard_normal(d).astype(dtype), None),
-                 (rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype))]:
+    for w, b in [
+        (None, None),
+        (rng.standard_normal(d).astype(dtype), None),
+        (rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)),
+    ]:
         if rms:
             for eps in (None, 1e-6):
                 fast = fast_entry(x, w, None, -1, eps, True, None)
@@ -415,12 +434,12 @@ def test_fast_path_is_bitwise_the_general_path(native_backend, shape, dtype, rms
 def test_fast_path_steps_aside(native_backend):
     x = np.random.default_rng(6).standard_normal((4, 8)).astype(np.float32)
     f = runtime.core().layer_norm_fast
-    assert f(x, None, None, 0, 1e-5, False, None) is None          # not the last axis
-    assert f(x, None, None, (-1,), 1e-5, False, None) is None      # tuple axis
-    assert f(x.T, None, None, -1, 1e-5, False, None) is None       # not C-contiguous
-    assert f(x, np.ones(8), None, -1, 1e-5, False, None) is None   # float64 weight
-    assert f(x, None, None, -1, -1.0, False, None) is None         # negative eps
-    assert f(x, None, None, -1, None, False, None) is None         # eps=None is RMS-only
-    assert f(x[:0], None, None, -1, 1e-5, False, None) is None     # empty
+    assert f(x, None, None, 0, 1e-5, False, None) is None  # not the last axis
+    assert f(x, None, None, (-1,), 1e-5, False, None) is None  # tuple axis
+    assert f(x.T, None, None, -1, 1e-5, False, None) is None  # not C-contiguous
+    assert f(x, np.ones(8), None, -1, 1e-5, False, None) is None  # float64 weight
+    assert f(x, None, None, -1, -1.0, False, None) is None  # negative eps
+    assert f(x, None, None, -1, None, False, None) is None  # eps=None is RMS-only
+    assert f(x[:0], None, None, -1, 1e-5, False, None) is None  # empty
     with pytest.raises(ValueError, match="eps"):
         bnfast.layer_norm(x, eps=-1.0)

@@ -5,6 +5,7 @@ argument errors.
 
 Gradient tolerances: see helpers.assert_grad_close.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -47,8 +48,16 @@ def _params(rng, shape, dtype, weighted):
 # ==========================================================================
 # torch autograd parity
 # ==========================================================================
-LN_CASES = [((7, 33), -1), ((16, 17), -1), ((3, 1023), -1), ((33, 1), -1), ((4096,), -1),
-            ((2, 7, 16), (-2, -1)), ((3, 1, 15), (-2, -1)), ((2, 2, 15, 16), (-2, -1))]
+LN_CASES = [
+    ((7, 33), -1),
+    ((16, 17), -1),
+    ((3, 1023), -1),
+    ((33, 1), -1),
+    ((4096,), -1),
+    ((2, 7, 16), (-2, -1)),
+    ((3, 1, 15), (-2, -1)),
+    ((2, 2, 15, 16), (-2, -1)),
+]
 
 
 @needs_torch
@@ -66,8 +75,9 @@ def test_layer_norm_backward_matches_torch(backend, shape, axis, dtype, weighted
     eps = 1e-5
     _, mean, rstd = bnfast.layer_norm(x, w, b, axis=axis, eps=eps, return_stats=True)
     dx, dw, db = bnfast.layer_norm_backward(dy, x, mean, rstd, w, axis=axis)
-    gx, gw, gb = torch_grads(lambda xt, wt, bt: F.layer_norm(xt, list(nshape), wt, bt, eps),
-                              dy, [x, w, b])
+    gx, gw, gb = torch_grads(
+        lambda xt, wt, bt: F.layer_norm(xt, list(nshape), wt, bt, eps), dy, [x, w, b]
+    )
     assert_grad_close(dx, gx, dtype, "dx", grad_terms(dy, rstd, w))
     other = tuple(i for i in range(x.ndim) if i not in axes)
     if weighted:
@@ -110,7 +120,9 @@ def test_rms_norm_backward_matches_torch(backend, shape, axis, dtype, weighted, 
 # ==========================================================================
 # float64 finite differences of independent NumPy forwards
 # ==========================================================================
-@pytest.mark.parametrize("shape,axis", [((3, 7), -1), ((2, 3, 4), (-2, -1)), ((5, 1), -1), ((4, 3), 0)], ids=str)
+@pytest.mark.parametrize(
+    "shape,axis", [((3, 7), -1), ((2, 3, 4), (-2, -1)), ((5, 1), -1), ((4, 3), 0)], ids=str
+)
 def test_layer_norm_backward_finite_differences(backend, shape, axis):
     rng = np.random.default_rng(22)
     x = make_data(rng, shape, np.float64)
@@ -119,8 +131,12 @@ def test_layer_norm_backward_finite_differences(backend, shape, axis):
     w, b = rng.standard_normal(nshape) + 1, rng.standard_normal(nshape)
     _, mean, rstd = bnfast.layer_norm(x, w, b, axis=axis, return_stats=True)
     grads = bnfast.layer_norm_backward(dy, x, mean, rstd, w, axis=axis)
-    fd_check(lambda: np.sum(ref_layer_norm(x, w, b, axis)[0] * dy), grads, [x, w, b],
-              ["x", "weight", "bias"])
+    fd_check(
+        lambda: np.sum(ref_layer_norm(x, w, b, axis)[0] * dy),
+        grads,
+        [x, w, b],
+        ["x", "weight", "bias"],
+    )
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 7), -1), ((2, 3, 4), (-2, -1))], ids=str)
@@ -143,11 +159,21 @@ def test_layer_norm_backward_property(backend, case):
     rng, x, dy = prepare_backward_case(case, channels=False)
     dtype, axis = case["dtype"], case["axis"]
     axes = normalize_axes(axis, x.ndim)
-    w = (rng.standard_normal(param_shape(x.shape, axes)) + 1).astype(dtype) if case["weighted"] else None
+    w = (
+        (rng.standard_normal(param_shape(x.shape, axes)) + 1).astype(dtype)
+        if case["weighted"]
+        else None
+    )
     _, mean, rstd = bnfast.layer_norm(x, w, axis=axis, return_stats=True)
     dx, dw, db = bnfast.layer_norm_backward(dy, x, mean, rstd, w, axis=axis)
     rdx, rdw, rdb = ref_layer_norm_backward(dy, x, w, axis)
-    check_grads((dx, dw, db), (rdx, rdw if w is not None else None, rdb), dtype, ["dx", "dweight", "dbias"], grad_terms(dy, rstd, w))
+    check_grads(
+        (dx, dw, db),
+        (rdx, rdw if w is not None else None, rdb),
+        dtype,
+        ["dx", "dweight", "dbias"],
+        grad_terms(dy, rstd, w),
+    )
 
 
 @settings(max_examples=25)
@@ -156,11 +182,21 @@ def test_rms_norm_backward_property(backend, case):
     rng, x, dy = prepare_backward_case(case, channels=False)
     dtype, axis = case["dtype"], case["axis"]
     axes = normalize_axes(axis, x.ndim)
-    w = (rng.standard_normal(param_shape(x.shape, axes)) + 1).astype(dtype) if case["weighted"] else None
+    w = (
+        (rng.standard_normal(param_shape(x.shape, axes)) + 1).astype(dtype)
+        if case["weighted"]
+        else None
+    )
     _, rstd = bnfast.rms_norm(x, w, axis=axis, return_stats=True)
     dx, dw = bnfast.rms_norm_backward(dy, x, rstd, w, axis=axis)
     rdx, rdw = ref_rms_norm_backward(dy, x, w, axis)
-    check_grads((dx, dw), (rdx, rdw if w is not None else None), dtype, ["dx", "dweight"], grad_terms(dy, rstd, w))
+    check_grads(
+        (dx, dw),
+        (rdx, rdw if w is not None else None),
+        dtype,
+        ["dx", "dweight"],
+        grad_terms(dy, rstd, w),
+    )
 
 
 # ==========================================================================
@@ -192,7 +228,7 @@ def test_out_may_be_dy_or_overlap_x(backend, rms):
     np.testing.assert_array_equal(x_inplace, ref[0])
     # A shifted overlap with x: computed from the original x all the same.
     buf = np.concatenate([x.ravel(), np.zeros(7, np.float32)])
-    x_view = buf[:x.size].reshape(x.shape)
+    x_view = buf[: x.size].reshape(x.shape)
     out_view = buf[7:].reshape(x.shape)
     call(dy, x_view, out_view)
     np.testing.assert_array_equal(out_view, ref[0])
@@ -284,9 +320,17 @@ def test_backward_valid_call_works(backend, name):
     assert res[0].shape == x.shape
 
 
-@pytest.mark.parametrize("dy_shape", [(ERR_N, ERR_C, ERR_L + 1), (ERR_N + 1, ERR_C, ERR_L),
-                                      (ERR_N, ERR_C * ERR_L), (ERR_L, ERR_C, ERR_N),
-                                      (ERR_N, ERR_C, ERR_L, 1)], ids=str)
+@pytest.mark.parametrize(
+    "dy_shape",
+    [
+        (ERR_N, ERR_C, ERR_L + 1),
+        (ERR_N + 1, ERR_C, ERR_L),
+        (ERR_N, ERR_C * ERR_L),
+        (ERR_L, ERR_C, ERR_N),
+        (ERR_N, ERR_C, ERR_L, 1),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_backward_dy_shape_mismatch(backend, name, dy_shape):
     x, call, stats, w = backward_setup(name)

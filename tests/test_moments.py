@@ -1,6 +1,7 @@
 """The moments family's public API: bnfast.mean_var (values, dtypes, axes,
 keepdims, layouts, edge cases) and bnfast.moments / bnfast.Moments (fields,
 var/std, Chan merging, pickling), under every backend."""
+
 import copy
 import functools
 import operator
@@ -533,8 +534,15 @@ def test_moments_agree_with_mean_var(backend):
 # --------------------------------------------------------------------------
 @given(data=st.data())
 def test_property_chunk_merge(backend, data):
-    x = data.draw(array_cases(dtypes=[np.float32, np.float64], min_dims=1, max_dims=3,
-                              max_size=5_000, allow_zero=False))
+    x = data.draw(
+        array_cases(
+            dtypes=[np.float32, np.float64],
+            min_dims=1,
+            max_dims=3,
+            max_size=5_000,
+            allow_zero=False,
+        )
+    )
     ax = data.draw(st.integers(0, x.ndim - 1))
     use_tuple = x.ndim > 1 and data.draw(st.booleans())
     axis = (ax, (ax + 1) % x.ndim) if use_tuple else ax
@@ -545,7 +553,9 @@ def test_property_chunk_merge(backend, data):
     parts = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi == lo:  # empty chunk: count 0
-            parts.append(Moments(np.zeros(out_shape, np.int64), np.zeros(out_shape), np.zeros(out_shape)))
+            parts.append(
+                Moments(np.zeros(out_shape, np.int64), np.zeros(out_shape), np.zeros(out_shape))
+            )
         else:
             parts.append(bnfast.moments(np.take(x, np.arange(lo, hi), axis=ax), axis=axis))
     merged = functools.reduce(operator.add, parts)
@@ -560,7 +570,9 @@ def test_property_chunk_merge(backend, data):
 
 @given(data=st.data())
 def test_property_moments_fields(backend, data):
-    x = data.draw(array_cases(dtypes=[np.float32, np.float64, np.int32, np.bool_], allow_zero=False))
+    x = data.draw(
+        array_cases(dtypes=[np.float32, np.float64, np.int32, np.bool_], allow_zero=False)
+    )
     axis = data.draw(st.sampled_from([None] + list(range(x.ndim))))
     keepdims = data.draw(st.booleans())
     mo = bnfast.moments(x, axis=axis, keepdims=keepdims)

@@ -2,6 +2,7 @@
 bnfast.mean_var and bnfast.moments: large offsets, constant data, the float32
 first pass, every loop of the kernel (chosen by the strides of the (A, C, B)
 view), thread counts, and native/NumPy parity."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -276,8 +277,7 @@ def test_repeated_calls_identical(native_backend, det_inputs):
 
 
 @settings(max_examples=15)
-@given(shape=threshold_shapes(), dtype=st.sampled_from([np.float32, np.float64]),
-       data=st.data())
+@given(shape=threshold_shapes(), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
 def test_property_thread_threshold(backend, shape, dtype, data):
     # Sizes just below, at and just above the element count where the native
     # kernels start splitting the work between threads: the same values at 1

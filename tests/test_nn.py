@@ -10,6 +10,7 @@ good to ~1e-6..1e-5); bnfast runs in the layer dtype.  Tolerances: outputs
 and running stats rtol 1e-5 (float32) / 1e-12 (float64), gradients 1e-4 /
 1e-10, each with an atol of the same order times the reference magnitude.
 """
+
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from helpers import assert_close, grad_rtol_for, mag, make_data, needs_torch, rt
 tnn = None if torch is None else torch.nn  # the torch-free tests below still run
 
 DTYPES = [np.float32, np.float64]
+
 
 def close(got, ref, rtol, what, floor=0.0):
     got = np.asarray(got)
@@ -87,8 +89,16 @@ def step(tm, layer, x, dy, axis, dtype, what, check_grads=True, one_element=Fals
             if one_element and name == "weight":
                 # exact value 0 (xhat == 0); torch's float64 xhat carries
                 # ~ulp(x)*rstd of noise, summed over the batch
-                floor = 16 * np.finfo(np.float64).eps * float(np.abs(dy).sum()) * (mag(x) + 1) / np.sqrt(1e-5)
-                assert_close(g, tp.grad.numpy(), grad_rtol_for(dtype), floor, what=f"{what}: grad_{name}")
+                floor = (
+                    16
+                    * np.finfo(np.float64).eps
+                    * float(np.abs(dy).sum())
+                    * (mag(x) + 1)
+                    / np.sqrt(1e-5)
+                )
+                assert_close(
+                    g, tp.grad.numpy(), grad_rtol_for(dtype), floor, what=f"{what}: grad_{name}"
+                )
             else:
                 close(g, tp.grad.numpy(), grad_rtol_for(dtype), f"{what}: grad_{name}")
 
@@ -99,7 +109,13 @@ def compare_buffers(tm, layer, dtype, what):
         assert getattr(layer, "running_var", None) is None
         return
     assert layer.running_mean.dtype == dtype and layer.running_var.dtype == dtype
-    close(layer.running_mean, tm.running_mean.numpy(), rtol_for(dtype), f"{what}: running_mean", floor=1.0)
+    close(
+        layer.running_mean,
+        tm.running_mean.numpy(),
+        rtol_for(dtype),
+        f"{what}: running_mean",
+        floor=1.0,
+    )
     close(layer.running_var, tm.running_var.numpy(), rtol_for(dtype), f"{what}: running_var")
     assert int(layer.num_batches_tracked) == int(tm.num_batches_tracked)
 
@@ -132,10 +148,13 @@ def test_batchnorm_matches_torch(backend, cfg, dtype, axis):
     shape, momentum, affine, track = cfg
     rng = np.random.default_rng(len(shape) * 10 + shape[1])
     C = shape[1]
-    tm = _torch_bn(len(shape), num_features=C, momentum=momentum, affine=affine, track_running_stats=track)
+    tm = _torch_bn(
+        len(shape), num_features=C, momentum=momentum, affine=affine, track_running_stats=track
+    )
     randomize(tm, rng)
-    layer = bnn.BatchNorm(C, momentum=momentum, affine=affine, track_running_stats=track, axis=axis,
-                          dtype=dtype)
+    layer = bnn.BatchNorm(
+        C, momentum=momentum, affine=affine, track_running_stats=track, axis=axis, dtype=dtype
+    )
     layer.load_state_dict(torch_state_for(tm, dtype))
     assert layer.training and tm.training
     shape_b = tuple(np.moveaxis(np.empty(shape), 1, axis).shape)
@@ -160,8 +179,12 @@ def test_batchnorm_defaults_and_state_dict_layout(dtype):
     layer = bnn.BatchNorm(7, dtype=dtype)
     assert layer.training
     sd = layer.state_dict()
-    expected = {"weight": np.ones(7), "bias": np.zeros(7), "running_mean": np.zeros(7),
-                "running_var": np.ones(7)}
+    expected = {
+        "weight": np.ones(7),
+        "bias": np.zeros(7),
+        "running_mean": np.zeros(7),
+        "running_var": np.ones(7),
+    }
     assert set(sd) == set(expected) | {"num_batches_tracked"}
     for k, v in expected.items():
         assert isinstance(sd[k], np.ndarray), k
@@ -184,12 +207,20 @@ def test_batchnorm_defaults_and_state_dict_layout(dtype):
 
 
 STATE_CASES = [
-    ("BatchNorm", {}), ("BatchNorm", {"affine": False}), ("BatchNorm", {"track_running_stats": False}),
-    ("LayerNorm", {}), ("LayerNorm", {"bias": False}), ("LayerNorm", {"elementwise_affine": False}),
-    ("GroupNorm", {}), ("GroupNorm", {"affine": False}),
-    ("InstanceNorm", {}), ("InstanceNorm", {"affine": True}), ("InstanceNorm", {"track_running_stats": True}),
+    ("BatchNorm", {}),
+    ("BatchNorm", {"affine": False}),
+    ("BatchNorm", {"track_running_stats": False}),
+    ("LayerNorm", {}),
+    ("LayerNorm", {"bias": False}),
+    ("LayerNorm", {"elementwise_affine": False}),
+    ("GroupNorm", {}),
+    ("GroupNorm", {"affine": False}),
+    ("InstanceNorm", {}),
+    ("InstanceNorm", {"affine": True}),
+    ("InstanceNorm", {"track_running_stats": True}),
     ("InstanceNorm", {"affine": True, "track_running_stats": True}),
-    ("RMSNorm", {}), ("RMSNorm", {"elementwise_affine": False}),
+    ("RMSNorm", {}),
+    ("RMSNorm", {"elementwise_affine": False}),
 ]
 
 
@@ -198,9 +229,15 @@ STATE_CASES = [
 def test_state_dict_keys_and_shapes_match_torch(name, kw):
     mk = {
         "BatchNorm": (lambda **k: bnn.BatchNorm(6, **k), lambda **k: tnn.BatchNorm2d(6, **k)),
-        "LayerNorm": (lambda **k: bnn.LayerNorm((3, 4), **k), lambda **k: tnn.LayerNorm((3, 4), **k)),
+        "LayerNorm": (
+            lambda **k: bnn.LayerNorm((3, 4), **k),
+            lambda **k: tnn.LayerNorm((3, 4), **k),
+        ),
         "GroupNorm": (lambda **k: bnn.GroupNorm(3, 6, **k), lambda **k: tnn.GroupNorm(3, 6, **k)),
-        "InstanceNorm": (lambda **k: bnn.InstanceNorm(6, **k), lambda **k: tnn.InstanceNorm2d(6, **k)),
+        "InstanceNorm": (
+            lambda **k: bnn.InstanceNorm(6, **k),
+            lambda **k: tnn.InstanceNorm2d(6, **k),
+        ),
         "RMSNorm": (lambda **k: bnn.RMSNorm((3, 4), **k), lambda **k: tnn.RMSNorm((3, 4), **k)),
     }[name]
     sd = mk[0](**kw).state_dict()
@@ -279,8 +316,12 @@ def _bad_dicts(good):
     s0 = np.asarray(good[k0]).shape
     wrong_shape[k0] = np.zeros((s0[0] + 1,) + s0[1:], np.asarray(good[k0]).dtype)
     renamed = {("w8" if k == k0 else k): v for k, v in good.items()}
-    return [("missing", missing, k0), ("unexpected", unexpected, "bogus_key"),
-            ("wrong shape", wrong_shape, k0), ("renamed", renamed, k0)]
+    return [
+        ("missing", missing, k0),
+        ("unexpected", unexpected, "bogus_key"),
+        ("wrong shape", wrong_shape, k0),
+        ("renamed", renamed, k0),
+    ]
 
 
 LAYER_FACTORIES = {
@@ -353,8 +394,13 @@ def test_layernorm_matches_torch(backend, cfg, dtype):
 # ==========================================================================
 # GroupNorm
 # ==========================================================================
-GN_CONFIGS = [((4, 6, 7), 3, True), ((2, 16, 5, 5), 4, True), ((3, 33, 2), 11, False), ((2, 8, 17), 1, True),
-              ((4, 16, 1), 16, True)]
+GN_CONFIGS = [
+    ((4, 6, 7), 3, True),
+    ((2, 16, 5, 5), 4, True),
+    ((3, 33, 2), 11, False),
+    ((2, 8, 17), 1, True),
+    ((4, 16, 1), 16, True),
+]
 
 
 @needs_torch
@@ -411,8 +457,9 @@ def test_instancenorm_matches_torch(backend, cfg, dtype, axis):
     cls = {3: tnn.InstanceNorm1d, 4: tnn.InstanceNorm2d}[len(shape)]
     tm = cls(C, affine=affine, track_running_stats=track, momentum=momentum, dtype=torch.float64)
     randomize(tm, rng)
-    layer = bnn.InstanceNorm(C, affine=affine, track_running_stats=track, momentum=momentum, axis=axis,
-                             dtype=dtype)
+    layer = bnn.InstanceNorm(
+        C, affine=affine, track_running_stats=track, momentum=momentum, axis=axis, dtype=dtype
+    )
     tsd = torch_state_for(tm, dtype)
     assert set(layer.state_dict()) == set(tsd)
     layer.load_state_dict(tsd)
@@ -437,8 +484,12 @@ def test_instancenorm_matches_torch(backend, cfg, dtype, axis):
 # ==========================================================================
 # RMSNorm
 # ==========================================================================
-RMS_CONFIGS = [((8, 33), 33, None, True), ((4, 7, 16), (7, 16), 1e-5, True), ((3, 17), 17, None, False),
-               ((5, 1), 1, 1e-3, True)]
+RMS_CONFIGS = [
+    ((8, 33), 33, None, True),
+    ((4, 7, 16), (7, 16), 1e-5, True),
+    ((3, 17), 17, None, False),
+    ((5, 1), 1, 1e-3, True),
+]
 
 
 @needs_torch
@@ -475,15 +526,24 @@ def test_train_eval_flags(name):
     assert layer.train() is layer and layer.training is True
 
 
-@pytest.mark.parametrize("name,shape", [("BatchNorm", (4, 5, 3)), ("LayerNorm", (2, 3, 5)),
-                                        ("GroupNorm", (2, 10, 3)), ("InstanceNorm", (2, 5, 4)),
-                                        ("RMSNorm", (3, 5))])
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("BatchNorm", (4, 5, 3)),
+        ("LayerNorm", (2, 3, 5)),
+        ("GroupNorm", (2, 10, 3)),
+        ("InstanceNorm", (2, 5, 4)),
+        ("RMSNorm", (3, 5)),
+    ],
+)
 def test_dtype_float64_layers(backend, name, shape):
     factories = {
         "BatchNorm": lambda: bnn.BatchNorm(5, dtype=np.float64),
         "LayerNorm": lambda: bnn.LayerNorm((3, 5), dtype=np.float64),
         "GroupNorm": lambda: bnn.GroupNorm(5, 10, dtype=np.float64),
-        "InstanceNorm": lambda: bnn.InstanceNorm(5, affine=True, track_running_stats=True, dtype=np.float64),
+        "InstanceNorm": lambda: bnn.InstanceNorm(
+            5, affine=True, track_running_stats=True, dtype=np.float64
+        ),
         "RMSNorm": lambda: bnn.RMSNorm(5, dtype=np.float64),
     }
     layer = factories[name]()
@@ -549,8 +609,13 @@ def test_layer_does_not_modify_input(backend):
     rng = np.random.default_rng(6)
     x = make_data(rng, (4, 6, 5), np.float32)
     dy = make_data(rng, (4, 6, 5), np.float32)
-    for layer in (bnn.BatchNorm(6), bnn.GroupNorm(3, 6), bnn.InstanceNorm(6, affine=True),
-                  bnn.LayerNorm(5), bnn.RMSNorm(5)):
+    for layer in (
+        bnn.BatchNorm(6),
+        bnn.GroupNorm(3, 6),
+        bnn.InstanceNorm(6, affine=True),
+        bnn.LayerNorm(5),
+        bnn.RMSNorm(5),
+    ):
         x0, dy0 = x.copy(), dy.copy()
         layer(x)
         layer.backward(dy)

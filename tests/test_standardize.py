@@ -9,6 +9,7 @@ Tolerances: helpers.std_rtol (1e-12 relative for float64 input, 1e-6 for
 float32 input), absolute terms justified in helpers (mean_atol, var_atol,
 tr_atol).
 """
+
 import warnings
 
 import numpy as np
@@ -76,7 +77,13 @@ def test_weight_two_equals_repeated_row(backend, ddof):
     assert_close(a.var_, b.var_, 1e-12, var_atol(X), "var_")
     assert_close(a.scale_, b.scale_, 1e-12, 0, "scale_")
     assert float(a.n_samples_seen_) == float(b.n_samples_seen_) == float(w.sum())
-    assert_close(a.transform(X), b.transform(X), 1e-12, tr_atol(a.mean_, a.scale_, X.dtype, X.shape), "transform")
+    assert_close(
+        a.transform(X),
+        b.transform(X),
+        1e-12,
+        tr_atol(a.mean_, a.scale_, X.dtype, X.shape),
+        "transform",
+    )
     # integer weights are accepted too and mean the same thing
     c = bnfast.Standardizer(ddof=ddof).fit(X, sample_weight=w)
     assert_close(c.var_, a.var_, 1e-14, 0, "int weights")
@@ -94,7 +101,9 @@ def test_nan_omit_partial_fit_chunks_without_values_exact(backend, weighted):
     bn = bnfast.Standardizer()
     start = 0
     for n in chunk_sizes("uneven", 200):
-        bn.partial_fit(X[start:start + n], sample_weight=None if w is None else w[start:start + n])
+        bn.partial_fit(
+            X[start : start + n], sample_weight=None if w is None else w[start : start + n]
+        )
         start += n
     check_attrs(bn, X, sample_weight=w)
     assert not np.isnan(bn.mean_).any() and not np.isnan(bn.var_).any()
@@ -188,8 +197,8 @@ def _chunked_fit(X, params, kw):
     sizes = chunk_sizes("uneven", X.shape[0])
     start = 0
     for n in sizes:
-        k = {k: v[start:start + n] for k, v in kw.items()}
-        s.partial_fit(X[start:start + n], **k)
+        k = {k: v[start : start + n] for k, v in kw.items()}
+        s.partial_fit(X[start : start + n], **k)
         start += n
     return s
 
@@ -208,13 +217,23 @@ def test_backends_agree_with_numpy_backend(backend):
         for a, b in ((got, ref), (got_pf, ref), (got_pf, ref_pf)):
             for attr in ("mean_", "var_", "scale_"):
                 atol = {"mean_": mean_atol(X, axis), "var_": var_atol(X, axis)}.get(attr, 0.0)
-                assert_close(getattr(a, attr), getattr(b, attr), rtol, atol, f"{name} {backend} {attr}")
+                assert_close(
+                    getattr(a, attr), getattr(b, attr), rtol, atol, f"{name} {backend} {attr}"
+                )
             # counts are exact; sums of weights may differ in the last bit with the summation order
             assert_close(a.n_samples_seen_, b.n_samples_seen_, 1e-14, 0, f"{name} n_samples_seen_")
         y = got.transform(X)
         assert y.dtype == ref_y.dtype
-        assert_close(y, ref_y, rtol, tr_atol(ref.mean_, ref.scale_, y.dtype, X.shape, axis), f"{name} {backend} transform")
-        check_attrs(got, X, axis=axis, ddof=params.get("ddof", 0), sample_weight=kw.get("sample_weight"))
+        assert_close(
+            y,
+            ref_y,
+            rtol,
+            tr_atol(ref.mean_, ref.scale_, y.dtype, X.shape, axis),
+            f"{name} {backend} transform",
+        )
+        check_attrs(
+            got, X, axis=axis, ddof=params.get("ddof", 0), sample_weight=kw.get("sample_weight")
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -235,8 +254,13 @@ def test_native_statistics_bit_identical_across_threads(native_backend, dtype):
             np.testing.assert_array_equal(s.var_, s0.var_)
             np.testing.assert_array_equal(s.scale_, s0.scale_)
             # elementwise transform: the stated tolerance
-            assert_close(y, y0, std_rtol(dtype),
-                         tr_atol(s0.mean_, s0.scale_, dtype, data.shape, ax), "threads")
+            assert_close(
+                y,
+                y0,
+                std_rtol(dtype),
+                tr_atol(s0.mean_, s0.scale_, dtype, data.shape, ax),
+                "threads",
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -245,8 +269,14 @@ def test_native_statistics_bit_identical_across_threads(native_backend, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "layout, axis",
-    [("nchw", (0, 2, 3)), ("nchw", (0, -2, -1)), ("nchw", (-4, 2, 3)), ("nchw", (3, 0, 2)),
-     ("nhwc", (0, 1, 2)), ("nhwc", (0, -3, -2))],
+    [
+        ("nchw", (0, 2, 3)),
+        ("nchw", (0, -2, -1)),
+        ("nchw", (-4, 2, 3)),
+        ("nchw", (3, 0, 2)),
+        ("nhwc", (0, 1, 2)),
+        ("nhwc", (0, -3, -2)),
+    ],
 )
 def test_image_axes(backend, dtype, layout, axis):
     rng = np.random.default_rng(71)
@@ -277,17 +307,27 @@ def test_image_axes(backend, dtype, layout, axis):
     y = s.transform(X)
     assert y.shape == X.shape and y.dtype == X.dtype
     want = (X.astype(np.float64) - m.reshape(bs)) / np.sqrt(v).reshape(bs)
-    atol = (np.abs(m) / np.sqrt(v) * (2.0 ** -23 if dtype == np.float32 else 8 * EPS64)).reshape(bs)
+    atol = (np.abs(m) / np.sqrt(v) * (2.0**-23 if dtype == np.float32 else 8 * EPS64)).reshape(bs)
     assert_close(y, want, rtol, atol, "channel transform")
     # per-channel broadcast: channel 4 of y depends only on channel 4 of X
     ch = [slice(None)] * 4
     ch[cax] = 4
-    assert_close(y[tuple(ch)], (X[tuple(ch)].astype(np.float64) - m[4]) / np.sqrt(v[4]), rtol,
-                 abs(m[4]) / np.sqrt(v[4]) * 2.0 ** -23, "channel 4")
+    assert_close(
+        y[tuple(ch)],
+        (X[tuple(ch)].astype(np.float64) - m[4]) / np.sqrt(v[4]),
+        rtol,
+        abs(m[4]) / np.sqrt(v[4]) * 2.0**-23,
+        "channel 4",
+    )
     # reduced axes may have other lengths in transform
     X2 = X[:2, ...][..., :3] if layout == "nchw" else X[:2, :3]
-    assert_close(s.transform(X2), expected_transform(s, X2, axis), rtol,
-                 tr_atol(s.mean_, s.scale_, dtype, X2.shape, axis), "transform other sizes")
+    assert_close(
+        s.transform(X2),
+        expected_transform(s, X2, axis),
+        rtol,
+        tr_atol(s.mean_, s.scale_, dtype, X2.shape, axis),
+        "transform other sizes",
+    )
     check_transform(s, X, axis)
 
 
@@ -319,8 +359,13 @@ def test_axis_none_global(backend, dtype):
     check_transform(s, X, None)
     # feature shape () -> other sizes can be transformed (of the same ndim)
     Z = (50 + rng.standard_normal((3, 2, 5))).astype(dtype)
-    assert_close(s.transform(Z), (Z.astype(np.float64) - m) / np.sqrt(v), std_rtol(dtype),
-                 abs(m) / np.sqrt(v) * 2.0 ** -23, "global transform other shape")
+    assert_close(
+        s.transform(Z),
+        (Z.astype(np.float64) - m) / np.sqrt(v),
+        std_rtol(dtype),
+        abs(m) / np.sqrt(v) * 2.0**-23,
+        "global transform other shape",
+    )
 
 
 def test_axis_1_reduces_columns(backend):
@@ -366,7 +411,9 @@ def test_partial_fit_reduced_axes_any_length(backend):
     B = 3 + rng.standard_normal((1, 2, 7, 3))
     E = np.empty((0, 2, 5, 6))
     s = bnfast.Standardizer(axis=(0, 2, 3)).partial_fit(A).partial_fit(E).partial_fit(B)
-    allv = np.concatenate([np.moveaxis(A, 1, 0).reshape(2, -1), np.moveaxis(B, 1, 0).reshape(2, -1)], axis=1)
+    allv = np.concatenate(
+        [np.moveaxis(A, 1, 0).reshape(2, -1), np.moveaxis(B, 1, 0).reshape(2, -1)], axis=1
+    )
     assert_close(s.mean_, allv.mean(1), 1e-12, 1e-15, "mean")
     assert_close(s.var_, allv.var(1), 1e-12, 0, "var")
     assert int(np.max(s.n_samples_seen_)) == allv.shape[1]
@@ -427,7 +474,13 @@ def test_nan_policy_raise(backend):
     # only fit/partial_fit raise: transform keeps NaN as NaN under every policy
     y = r.transform(X)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(X))
-    assert_close(y, expected_transform(r, X), 1e-12, tr_atol(r.mean_, r.scale_, X.dtype, X.shape), "transform")
+    assert_close(
+        y,
+        expected_transform(r, X),
+        1e-12,
+        tr_atol(r.mean_, r.scale_, X.dtype, X.shape),
+        "transform",
+    )
 
 
 def test_nan_omit_is_default(backend):
@@ -463,7 +516,9 @@ def test_inf_raises(backend, policy, val, dtype):
         bnfast.Standardizer(nan_policy=policy).fit_transform(X)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint16, np.bool_, np.float16])
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint16, np.bool_, np.float16]
+)
 def test_other_real_dtypes_give_float64(backend, dtype):
     rng = np.random.default_rng(83)
     X = rng.integers(0, 2 if dtype == np.bool_ else 100, (40, 3)).astype(dtype)
@@ -598,8 +653,9 @@ def test_backends_agree_on_transform(backend):
     # float32 output: the centring x - mean is exact to float32 rounding of
     # the result (hi/lo split), then one multiply: 2 ulps of |y| plus the
     # rounding of x itself relative to the scale.
-    np.testing.assert_allclose(y, ref, rtol=3e-7, atol=2 * 2**-24 * 1e3 / s.scale_.min(),
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        y, ref, rtol=3e-7, atol=2 * 2**-24 * 1e3 / s.scale_.min(), equal_nan=True
+    )
     back = s.inverse_transform(y)
     np.testing.assert_allclose(back, x, rtol=2e-6, equal_nan=True)
 
@@ -631,10 +687,12 @@ def test_constant_offset_feature_gets_scale_one_and_zero_output(backend):
 
 # 20 examples under each backend (40 when it ran once).
 @settings(max_examples=20)
-@given(rows=st.sampled_from([1, 2, 15, 16, 17, 33, 100]),
-       cols=st.sampled_from([1, 7, 16, 17]),
-       nan_frac=st.sampled_from([0.0, 0.1, 0.5]),
-       seed=st.integers(0, 2**31))
+@given(
+    rows=st.sampled_from([1, 2, 15, 16, 17, 33, 100]),
+    cols=st.sampled_from([1, 7, 16, 17]),
+    nan_frac=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 2**31),
+)
 def test_hypothesis_fit_vs_reference(backend, rows, cols, nan_frac, seed):
     rng = np.random.default_rng(seed)
     x = _data(rng, (rows, cols), np.float64, nan_frac)
@@ -653,7 +711,7 @@ def test_standardizer_transform_streamed_equals_pieces(native_backend, c):
     y = s.transform(x)
     np.testing.assert_array_equal(y, s.transform(np.asfortranarray(x)))
     for lo in range(0, rows, rows // 4 + 1):
-        np.testing.assert_array_equal(y[lo:lo + 500], s.transform(x[lo:lo + 500]))
+        np.testing.assert_array_equal(y[lo : lo + 500], s.transform(x[lo : lo + 500]))
     np.testing.assert_allclose(s.inverse_transform(y), x, rtol=1e-5, atol=1e-4)
 
 

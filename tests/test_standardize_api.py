@@ -1,6 +1,7 @@
 """bnfast.Standardizer's API: constructor parameters (stored unchanged,
 validated at fit), argument errors, copies / in-place / out=, bounded memory
 of fit, save / load."""
+
 import json
 import pathlib
 
@@ -25,8 +26,12 @@ from helpers import (
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "bad",
-    [np.ones((4, 2), np.complex128), np.ones((4, 2), np.complex64),
-     np.array([[1, "a"], [2, 3]], dtype=object), np.array([["a", "b"], ["c", "d"]])],
+    [
+        np.ones((4, 2), np.complex128),
+        np.ones((4, 2), np.complex64),
+        np.array([[1, "a"], [2, 3]], dtype=object),
+        np.array([["a", "b"], ["c", "d"]]),
+    ],
     ids=["c128", "c64", "object", "str"],
 )
 def test_bad_dtypes_typeerror(bad):
@@ -42,12 +47,15 @@ def test_bad_dtypes_typeerror(bad):
 def test_constructor_keyword_only_and_stores_unchanged():
     with pytest.raises(TypeError):
         bnfast.Standardizer(0)  # keyword-only
-    odd = dict(axis="nonsense", with_mean=0, with_std="yes", ddof="x", nan_policy="maybe", copy=None)
+    odd = dict(
+        axis="nonsense", with_mean=0, with_std="yes", ddof="x", nan_policy="maybe", copy=None
+    )
     s = bnfast.Standardizer(**odd)  # no validation in __init__ (sklearn rule)
     assert s.get_params() == odd
     assert s.get_params(deep=True) == odd
     assert bnfast.Standardizer().get_params() == dict(
-        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True)
+        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +135,11 @@ def test_not_fitted_errors(tmp_path):
     assert issubclass(bnfast.NotFittedError, AttributeError)
     s = bnfast.Standardizer()
     X = np.ones((3, 2))
-    for call in (lambda: s.transform(X), lambda: s.inverse_transform(X), lambda: s.save(tmp_path / "s.npz")):
+    for call in (
+        lambda: s.transform(X),
+        lambda: s.inverse_transform(X),
+        lambda: s.save(tmp_path / "s.npz"),
+    ):
         with pytest.raises(bnfast.NotFittedError):
             call()
         with pytest.raises(ValueError):
@@ -181,7 +193,9 @@ def test_input_never_modified(backend, dtype):
     X.flags.writeable = False
     s.fit(X)
     s.partial_fit(X)
-    np.testing.assert_array_equal(s.transform(X), bnfast.Standardizer().fit(X0).partial_fit(X0).transform(X0))
+    np.testing.assert_array_equal(
+        s.transform(X), bnfast.Standardizer().fit(X0).partial_fit(X0).transform(X0)
+    )
     bnfast.Standardizer(copy=False).fit(X).transform(X)
     np.testing.assert_array_equal(X, X0)
 
@@ -200,8 +214,13 @@ def test_copy_false_in_place(backend, dtype, order):
     # fit_transform = fit then transform: in place too
     X2 = X.copy(order="A")
     assert bnfast.Standardizer(copy=False).fit_transform(X2) is X2
-    assert_close(z, make_2d(np.random.default_rng(92), 40, dtype=dtype), std_rtol(dtype),
-                 np.abs(s.mean_) * (2.0 ** -22 if dtype == np.float32 else 16 * EPS64), "round trip in place")
+    assert_close(
+        z,
+        make_2d(np.random.default_rng(92), 40, dtype=dtype),
+        std_rtol(dtype),
+        np.abs(s.mean_) * (2.0**-22 if dtype == np.float32 else 16 * EPS64),
+        "round trip in place",
+    )
 
 
 def test_copy_false_with_int_or_readonly_input_returns_new_array(backend):
@@ -286,7 +305,6 @@ def test_out_non_contiguous(backend):
     np.testing.assert_array_equal(big[:, 1::2], 0.0)
 
 
-
 def test_copy_false_works_in_place_on_memmap(backend, tmp_path):
     # Regression: copy=False did not work in place on a np.memmap.
     x = np.random.default_rng(4).random((50, 3)) * 10
@@ -295,7 +313,9 @@ def test_copy_false_works_in_place_on_memmap(backend, tmp_path):
     s = bnfast.Standardizer(copy=False).fit(x)
     out = s.transform(mm)
     assert out is mm
-    np.testing.assert_allclose(np.asarray(mm), bnfast.Standardizer().fit(x).transform(x), rtol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(mm), bnfast.Standardizer().fit(x).transform(x), rtol=1e-15
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -315,8 +335,14 @@ def big_arrays():
     w = rng.random(n // 2)
     for a in (X, Xn, X32, w):
         a.flags.writeable = False  # any in-place modification would raise
-    return {"f64": X, "f64-nan": Xn, "f32": X32, "f64-weighted": X.reshape(n // 2, 8), "w": w,
-            "partial-f64-nan": Xn}
+    return {
+        "f64": X,
+        "f64-nan": Xn,
+        "f32": X32,
+        "f64-weighted": X.reshape(n // 2, 8),
+        "w": w,
+        "partial-f64-nan": Xn,
+    }
 
 
 @pytest.mark.parametrize("case", ["f64", "f64-nan", "f32", "f64-weighted", "partial-f64-nan"])
@@ -349,15 +375,16 @@ def test_fit_makes_no_full_size_copy(backend, big_arrays, case):
     s, peak = run(X, w)
     grow = peak - peak_half
     extra = X.nbytes - X[:half].nbytes
-    msg = (f"peak traced memory {peak / 1e6:.1f} MB for X of {X.nbytes / 1e6:.1f} MB, "
-           f"{peak_half / 1e6:.1f} MB for its first half")
+    msg = (
+        f"peak traced memory {peak / 1e6:.1f} MB for X of {X.nbytes / 1e6:.1f} MB, "
+        f"{peak_half / 1e6:.1f} MB for its first half"
+    )
     assert grow < 0.25 * extra, msg
     assert peak < (0.75 if w is not None else 0.25) * X.nbytes, msg
     # and the answer is right (spot check against a float64 reference of a column)
     col = np.asarray(X[:, 1], np.float64)
     m = np.nanmean(col) if w is None else np.sum(w * col) / np.sum(w)
     assert s.mean_[1] == pytest.approx(m, rel=std_rtol(X.dtype))
-
 
 
 def test_weighted_fit_does_not_copy_the_weights_or_the_data(backend):
@@ -472,7 +499,6 @@ def test_saved_file_is_not_pickled(tmp_path):
     assert all(a.dtype.kind != "O" for a in arrays.values())
 
 
-
 def test_save_without_suffix_and_numpy_scalar_params_round_trip(tmp_path):
     # Regression: load did not find the .npz NumPy wrote for a path without
     # the suffix, and NumPy scalar parameters did not survive the round trip.
@@ -485,8 +511,10 @@ def test_save_without_suffix_and_numpy_scalar_params_round_trip(tmp_path):
     assert t.get_params()["ddof"] == 1
 
 
-@pytest.mark.parametrize("corruption", ["truncated", "bad-ddof", "bad-policy", "bad-ndim",
-                                        "float-version", "string-mean"])
+@pytest.mark.parametrize(
+    "corruption",
+    ["truncated", "bad-ddof", "bad-policy", "bad-ndim", "float-version", "string-mean"],
+)
 def test_load_refuses_corrupt_files_with_value_error(tmp_path, corruption):
     # Regression: corrupt files and unchecked metadata gave other errors (or
     # a broken Standardizer) instead of one ValueError.

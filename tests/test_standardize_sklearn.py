@@ -3,6 +3,7 @@ partial_fit, sample weights, NaN, constant features, with_mean/with_std,
 pipelines) and the bnfast.sklearn adapter (check_estimator, clone,
 GridSearchCV, feature names), under every backend.  Skipped without
 scikit-learn."""
+
 import subprocess
 import sys
 import warnings
@@ -92,8 +93,8 @@ def test_sample_weight_partial_fit_matches_sklearn(backend, StandardScaler):
     bn, sk = bnfast.Standardizer(), StandardScaler()
     start = 0
     for s in chunk_sizes("uneven", 240):
-        bn.partial_fit(X[start:start + s], sample_weight=w[start:start + s])
-        sk.partial_fit(X[start:start + s], sample_weight=w[start:start + s])
+        bn.partial_fit(X[start : start + s], sample_weight=w[start : start + s])
+        sk.partial_fit(X[start : start + s], sample_weight=w[start : start + s])
         start += s
     assert_same_as_sklearn(bn, sk, X, 1e-12)
     check_attrs(bn, X, sample_weight=w)
@@ -119,7 +120,9 @@ def test_nan_omit_matches_sklearn(backend, StandardScaler, dtype, weighted):
     if not weighted:
         np.testing.assert_array_equal(n_seen, (~np.isnan(X)).sum(0))
     y = bn.transform(X)
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(X))  # NaN stays NaN, nothing else becomes NaN
+    np.testing.assert_array_equal(
+        np.isnan(y), np.isnan(X)
+    )  # NaN stays NaN, nothing else becomes NaN
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -246,7 +249,13 @@ def test_plain_standardizer_in_pipeline(backend, StandardScaler):
     ps = Pipeline([("std", StandardScaler()), ("lr", LogisticRegression())]).fit(X, y)
     np.testing.assert_array_equal(pb.predict(X), ps.predict(X))
     np.testing.assert_allclose(pb.predict_proba(X), ps.predict_proba(X), rtol=1e-6, atol=1e-9)
-    assert_close(pb.named_steps["std"].mean_, ps.named_steps["std"].mean_, 1e-12, mean_atol(X), "pipeline mean_")
+    assert_close(
+        pb.named_steps["std"].mean_,
+        ps.named_steps["std"].mean_,
+        1e-12,
+        mean_atol(X),
+        "pipeline mean_",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -259,7 +268,9 @@ def test_sklearn_adapter_check_estimator(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = check_estimator(SkStd(), on_fail=None, on_skip=None)
-    failed = [(r["check_name"], repr(r["exception"])[:300]) for r in results if r["status"] == "failed"]
+    failed = [
+        (r["check_name"], repr(r["exception"])[:300]) for r in results if r["status"] == "failed"
+    ]
     assert not failed, "check_estimator failures:\n" + "\n".join(f"{n}: {e}" for n, e in failed)
     assert any(r["status"] == "passed" for r in results)
 
@@ -269,7 +280,11 @@ def test_sklearn_adapter_base_classes_and_parity(backend, StandardScaler):
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, clone
 
     s = SkStd()
-    assert isinstance(s, BaseEstimator) and isinstance(s, TransformerMixin) and isinstance(s, OneToOneFeatureMixin)
+    assert (
+        isinstance(s, BaseEstimator)
+        and isinstance(s, TransformerMixin)
+        and isinstance(s, OneToOneFeatureMixin)
+    )
     assert s.get_params() == bnfast.Standardizer().get_params()
     X = make_2d(np.random.default_rng(121), 80)
     X[5, 2] = np.nan
@@ -292,9 +307,15 @@ def test_sklearn_adapter_pipeline_and_gridsearch(backend, StandardScaler):
 
     X, y = _clf_data(offsets=False)  # (uncentred 1e4 offsets would make lbfgs crawl)
     grid = {"std__with_mean": [True, False], "lr__C": [0.1, 1.0]}
-    gb = GridSearchCV(Pipeline([("std", SkStd()), ("lr", LogisticRegression(max_iter=500))]), grid, cv=3).fit(X, y)
-    gs = GridSearchCV(Pipeline([("std", StandardScaler()), ("lr", LogisticRegression(max_iter=500))]), grid, cv=3).fit(X, y)
-    np.testing.assert_allclose(gb.cv_results_["mean_test_score"], gs.cv_results_["mean_test_score"], rtol=1e-12)
+    gb = GridSearchCV(
+        Pipeline([("std", SkStd()), ("lr", LogisticRegression(max_iter=500))]), grid, cv=3
+    ).fit(X, y)
+    gs = GridSearchCV(
+        Pipeline([("std", StandardScaler()), ("lr", LogisticRegression(max_iter=500))]), grid, cv=3
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        gb.cv_results_["mean_test_score"], gs.cv_results_["mean_test_score"], rtol=1e-12
+    )
     assert gb.best_params_ == gs.best_params_
     np.testing.assert_array_equal(gb.predict(X), gs.predict(X))
 
@@ -315,7 +336,9 @@ def test_sklearn_adapter_set_output_pandas(backend):
     df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [3.0, 3.5, 9.0]})
     out = SkStd().set_output(transform="pandas").fit_transform(df)
     assert list(out.columns) == ["a", "b"]
-    np.testing.assert_allclose(out.to_numpy(), bnfast.Standardizer().fit_transform(df.to_numpy()), rtol=1e-12)
+    np.testing.assert_allclose(
+        out.to_numpy(), bnfast.Standardizer().fit_transform(df.to_numpy()), rtol=1e-12
+    )
 
 
 def test_sklearn_adapter_import_error_without_sklearn():
@@ -331,10 +354,11 @@ def test_sklearn_adapter_import_error_without_sklearn():
         "else:\n"
         "    print('NOERROR')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/tmp", timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/tmp", timeout=60
+    )
     assert "IMPORTERROR" in r.stdout, r.stdout + r.stderr
     assert "scikit-learn" in r.stdout.lower() or "sklearn" in r.stdout.lower(), r.stdout
-
 
 
 def test_sklearn_adapter_transform_keeps_nan_under_raise_policy(backend):
@@ -342,6 +366,7 @@ def test_sklearn_adapter_transform_keeps_nan_under_raise_policy(backend):
     # (only fit and partial_fit raise; transform keeps NaN as NaN).
     pytest.importorskip("sklearn", reason="scikit-learn not installed")
     from bnfast.sklearn import Standardizer
+
     s = Standardizer(nan_policy="raise").fit(np.random.default_rng(6).random((10, 2)))
     y = s.transform(np.array([[np.nan, 0.5]]))
     assert np.isnan(y[0, 0]) and np.isfinite(y[0, 1])
@@ -365,7 +390,9 @@ SIZES = [1, 2, 3, 15, 16, 17, 32, 33, 34]
     nan_frac=st.sampled_from([0.0, 0.0, 0.1]),
     weighted=st.booleans(),
 )
-def test_hypothesis_chunked_fit_sklearn(backend, StandardScaler, n, f, dtype, seed, cuts, nan_frac, weighted):
+def test_hypothesis_chunked_fit_sklearn(
+    backend, StandardScaler, n, f, dtype, seed, cuts, nan_frac, weighted
+):
     rng = np.random.default_rng(seed)
     off = rng.choice([0.0, 5.0, -50.0, 100.0], size=f)
     sc = rng.choice([1.0, 3.0, 10.0, 100.0], size=f)
@@ -402,7 +429,7 @@ def test_hypothesis_chunked_fit_sklearn(backend, StandardScaler, n, f, dtype, se
         if weighted and dtype == np.float32:
             # sklearn's weighted partial_fit of float32 data rounds the running
             # mean at float32 level (~2e-9 of max|x| seen; its fit does not).
-            m_atol = 2.0 ** -22 * np.nanmax(np.abs(X), axis=0)
+            m_atol = 2.0**-22 * np.nanmax(np.abs(X), axis=0)
         assert_close(pf.scale_, skpf.scale_, rtol, 0, "partial scale_ vs sklearn partial")
         assert_close(pf.mean_, skpf.mean_, rtol, m_atol, "partial mean_ vs sklearn partial")
         assert_close(pf.var_, skpf.var_, rtol, var_atol(X), "partial var_ vs sklearn partial")

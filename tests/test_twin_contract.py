@@ -6,6 +6,7 @@ The twin's parameters come from ``inspect.signature``; the native ones from
 the signature pybind11 writes as the first line of each function's docstring
 (pybind11 functions have no ``__text_signature__``).
 """
+
 import ast
 import inspect
 import re
@@ -19,13 +20,26 @@ pytestmark = pytest.mark.skipif(core is None, reason="the native module bnfast._
 # Native-only entry points: the runtime controls, and the fast entry points
 # (C++ only; the general Python path is their specification).
 NATIVE_ONLY = {
-    "all_capabilities", "capability", "compiled_capabilities", "default_num_threads",
-    "get_num_threads", "openmp", "set_capability", "set_num_threads",
-    "supported_capabilities", "usable_cores", "get_thread_num_threads",
-    "set_thread_num_threads", "get_thread_limit", "set_thread_limit",
-    "get_hard_thread_limit", "set_hard_thread_limit", "get_interrupt_bytes",
+    "all_capabilities",
+    "capability",
+    "compiled_capabilities",
+    "default_num_threads",
+    "get_num_threads",
+    "openmp",
+    "set_capability",
+    "set_num_threads",
+    "supported_capabilities",
+    "usable_cores",
+    "get_thread_num_threads",
+    "set_thread_num_threads",
+    "get_thread_limit",
+    "set_thread_limit",
+    "get_hard_thread_limit",
+    "set_hard_thread_limit",
+    "get_interrupt_bytes",
     "set_interrupt_bytes",
-    "batch_norm_fast", "layer_norm_fast",
+    "batch_norm_fast",
+    "layer_norm_fast",
 }
 NO_DEFAULT = object()
 
@@ -37,8 +51,9 @@ def twin_kernels():
 def native_kernels():
     if core is None:
         return set()
-    return {n for n in dir(core)
-            if not n.startswith("_") and callable(getattr(core, n))} - NATIVE_ONLY
+    return {
+        n for n in dir(core) if not n.startswith("_") and callable(getattr(core, n))
+    } - NATIVE_ONLY
 
 
 def _split_top_level(text):
@@ -121,8 +136,7 @@ def test_same_parameters(name):
     # names, order, defaults
     native, mine = native_parameters(name), twin_parameters(name)
     assert [n for n, _ in native] == [n for n, _ in mine], (
-        f"{name}: _core({', '.join(n for n, _ in native)}) vs "
-        f"twin({', '.join(n for n, _ in mine)})"
+        f"{name}: _core({', '.join(n for n, _ in native)}) vs twin({', '.join(n for n, _ in mine)})"
     )
     for (pname, nd), (_, td) in zip(native, mine):
         assert _same_default(nd, td), (

@@ -48,7 +48,9 @@ def test_unaligned_buffers(backend):
     np.testing.assert_allclose(v, _ref(x, 0)[1], rtol=1e-6)
     out = np.ndarray((12, 10), np.float32, buffer=np.zeros(4 * 120 + 1, np.uint8), offset=1)
     bnfast.batch_norm(x, training=True, out=out)
-    np.testing.assert_allclose(out, bnfast.batch_norm(np.array(x), training=True), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out, bnfast.batch_norm(np.array(x), training=True), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_masked_array_is_refused(backend):
@@ -67,5 +69,3 @@ def test_matrix_subclass_is_treated_as_ndarray(backend):
     m, v = bnfast.mean_var(x, axis=0)
     np.testing.assert_allclose(m, [2.0, 3.5])
     np.testing.assert_allclose(v, [1.0, 2.25])
-
-

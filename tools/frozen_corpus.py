@@ -61,41 +61,68 @@ def _cases(bnfast):
 
                 rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
                 y, mean, invstd = bnfast.batch_norm(
-                    x, rm, rv, wt, bs, training=True, momentum=0.3, axis=axis, return_stats=True)
+                    x, rm, rv, wt, bs, training=True, momentum=0.3, axis=axis, return_stats=True
+                )
                 yield f"bn_train_stats/{key}", (y, mean, invstd, rm, rv)
                 rm2, rv2 = np.zeros(c, dtype), np.ones(c, dtype)
-                yield f"bn_train_fast/{key}", (
-                    bnfast.batch_norm(x, rm2, rv2, wt, bs, training=True, axis=axis), rm2, rv2)
+                yield (
+                    f"bn_train_fast/{key}",
+                    (bnfast.batch_norm(x, rm2, rv2, wt, bs, training=True, axis=axis), rm2, rv2),
+                )
                 yield f"bn_train_plain/{key}", bnfast.batch_norm(x, training=True, axis=axis)
                 yield f"bn_eval/{key}", bnfast.batch_norm(x, rm, rv, wt, bs, axis=axis)
-                yield f"bn_eval_stats/{key}", bnfast.batch_norm(
-                    x, rm, rv, None, bs, axis=axis, return_stats=True)
+                yield (
+                    f"bn_eval_stats/{key}",
+                    bnfast.batch_norm(x, rm, rv, None, bs, axis=axis, return_stats=True),
+                )
                 for training in (True, False):
-                    yield f"bn_backward_{training}/{key}", bnfast.batch_norm_backward(
-                        dy, x, mean, invstd, wt, axis=axis, training=training)
-                yield f"bn_backward_now/{key}", bnfast.batch_norm_backward(
-                    dy, x, mean, invstd, None, axis=axis)
+                    yield (
+                        f"bn_backward_{training}/{key}",
+                        bnfast.batch_norm_backward(
+                            dy, x, mean, invstd, wt, axis=axis, training=training
+                        ),
+                    )
+                yield (
+                    f"bn_backward_now/{key}",
+                    bnfast.batch_norm_backward(dy, x, mean, invstd, None, axis=axis),
+                )
 
                 if layout in ("nchw", "fortran", "strided", "negative"):
                     g = 2
                     y, gm, gr = bnfast.group_norm(x, g, wt, bs, return_stats=True)
                     yield f"group_norm/{key}", (y, gm, gr)
-                    yield f"group_norm_backward/{key}", bnfast.group_norm_backward(
-                        dy, x, gm, gr, g, wt)
+                    yield (
+                        f"group_norm_backward/{key}",
+                        bnfast.group_norm_backward(dy, x, gm, gr, g, wt),
+                    )
                     rmi, rvi = np.zeros(c, dtype), np.ones(c, dtype)
                     y, im, ir = bnfast.instance_norm(
-                        x, wt, bs, running_mean=rmi, running_var=rvi, momentum=0.2,
-                        return_stats=True)
+                        x,
+                        wt,
+                        bs,
+                        running_mean=rmi,
+                        running_var=rvi,
+                        momentum=0.2,
+                        return_stats=True,
+                    )
                     yield f"instance_norm/{key}", (y, im, ir, rmi, rvi)
-                    yield f"instance_norm_backward/{key}", bnfast.instance_norm_backward(
-                        dy, x, im, ir, wt)
-                    yield f"instance_norm_eval/{key}", bnfast.instance_norm(
-                        x, wt, bs, running_mean=rmi, running_var=rvi, use_input_stats=False)
+                    yield (
+                        f"instance_norm_backward/{key}",
+                        bnfast.instance_norm_backward(dy, x, im, ir, wt),
+                    )
+                    yield (
+                        f"instance_norm_eval/{key}",
+                        bnfast.instance_norm(
+                            x, wt, bs, running_mean=rmi, running_var=rvi, use_input_stats=False
+                        ),
+                    )
                 if layout == "nhwc":
                     y, gm, gr = bnfast.group_norm(x, c // 2, wt, bs, axis=-1, return_stats=True)
                     yield f"group_norm_last/{key}", (y, gm, gr)
-                    yield f"group_norm_backward_last/{key}", bnfast.group_norm_backward(
-                        dy, x, gm, gr, c // 2, wt, axis=-1)
+                    yield (
+                        f"group_norm_backward_last/{key}",
+                        bnfast.group_norm_backward(dy, x, gm, gr, c // 2, wt, axis=-1),
+                    )
 
                 d = x.shape[-1]
                 lw = (rng.standard_normal(d) + 1).astype(dtype)
@@ -106,8 +133,10 @@ def _cases(bnfast):
                 yield f"layer_norm_backward/{key}", bnfast.layer_norm_backward(dy, x, lm, lr, lw)
                 y, lm2, lr2 = bnfast.layer_norm(x, axis=(-2, -1), return_stats=True)
                 yield f"layer_norm_2axes/{key}", (y, lm2, lr2)
-                yield f"layer_norm_backward_2axes/{key}", bnfast.layer_norm_backward(
-                    dy, x, lm2, lr2, axis=(-2, -1))
+                yield (
+                    f"layer_norm_backward_2axes/{key}",
+                    bnfast.layer_norm_backward(dy, x, lm2, lr2, axis=(-2, -1)),
+                )
                 y, rr = bnfast.rms_norm(x, lw, return_stats=True)
                 yield f"rms_norm/{key}", (y, rr)
                 yield f"rms_norm_fast/{key}", bnfast.rms_norm(x, lw, eps=1e-6)
@@ -118,15 +147,25 @@ def _cases(bnfast):
             # Standardizer and diagnose on awkward 2-D data.
             rng = np.random.default_rng(7 if big else 8)
             rows = 5000 if big else 37
-            X = (rng.standard_normal((rows, 9)) * [1, 1e-3, 1e3, 0, 1, 1, 5, 2, 1] + 1e4).astype(dtype)
+            X = (rng.standard_normal((rows, 9)) * [1, 1e-3, 1e3, 0, 1, 1, 5, 2, 1] + 1e4).astype(
+                dtype
+            )
             X[3, 4] = np.nan
             key = f"{dn}/{size}"
             for policy in ("omit", "propagate"):
                 s = bnfast.Standardizer(nan_policy=policy).fit(X)
                 t = s.transform(X)
-                yield f"standardizer_{policy}/{key}", (
-                    s.mean_, s.var_, s.scale_, np.asarray(s.n_samples_seen_), t,
-                    s.inverse_transform(t))
+                yield (
+                    f"standardizer_{policy}/{key}",
+                    (
+                        s.mean_,
+                        s.var_,
+                        s.scale_,
+                        np.asarray(s.n_samples_seen_),
+                        t,
+                        s.inverse_transform(t),
+                    ),
+                )
             s = bnfast.Standardizer(ddof=1, with_mean=False)
             for chunk in np.array_split(X, 3):
                 s.partial_fit(chunk, sample_weight=np.arange(len(chunk), dtype=float) % 3)
@@ -142,7 +181,10 @@ def _cases(bnfast):
             except ImportError:
                 continue
             sk = SkStandardizer().fit(np.nan_to_num(X))
-            yield f"sklearn_standardizer/{key}", (sk.mean_, sk.scale_, sk.transform(np.nan_to_num(X)))
+            yield (
+                f"sklearn_standardizer/{key}",
+                (sk.mean_, sk.scale_, sk.transform(np.nan_to_num(X))),
+            )
 
 
 def _stateful(bnfast, key, x, dy, axis, dtype):
@@ -151,8 +193,10 @@ def _stateful(bnfast, key, x, dy, axis, dtype):
     layers = [("BatchNorm", nn.BatchNorm(c, axis=axis, dtype=dtype, momentum=None))]
     if axis == 1 and x.ndim > 2:
         layers += [
-            ("InstanceNorm", nn.InstanceNorm(c, affine=True, track_running_stats=True,
-                                             dtype=dtype)),
+            (
+                "InstanceNorm",
+                nn.InstanceNorm(c, affine=True, track_running_stats=True, dtype=dtype),
+            ),
             ("GroupNorm", nn.GroupNorm(2, c, dtype=dtype)),
         ]
     layers += [
@@ -161,8 +205,7 @@ def _stateful(bnfast, key, x, dy, axis, dtype):
     ]
     for name, layer in layers:
         if layer.weight is not None:
-            layer.weight[...] = np.linspace(0.5, 1.5, layer.weight.size).reshape(
-                layer.weight.shape)
+            layer.weight[...] = np.linspace(0.5, 1.5, layer.weight.size).reshape(layer.weight.shape)
         outs = []
         for _ in range(2):
             layer.train()
@@ -197,8 +240,13 @@ def run_one(out_path: str) -> None:
 def _choices() -> list:
     env = dict(os.environ, BNFAST_BACKEND="native")
     code = "import bnfast; print(','.join(bnfast.config()['supported_capabilities']))"
-    caps = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip().split(",")
+    caps = (
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .split(",")
+    )
     return ["numpy"] + [c for c in caps if c]
 
 
@@ -212,8 +260,11 @@ def record(directory: Path) -> None:
         else:
             env["BNFAST_BACKEND"] = "native"
             env["BNFAST_CPU_CAPABILITY"] = choice
-        subprocess.run([sys.executable, __file__, "_one", str(directory / f"{choice}.npz")],
-                       env=env, check=True)
+        subprocess.run(
+            [sys.executable, __file__, "_one", str(directory / f"{choice}.npz")],
+            env=env,
+            check=True,
+        )
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

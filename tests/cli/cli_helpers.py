@@ -4,6 +4,7 @@ This module is the only place in ``tests/cli/`` that imports a private
 bnfast module (the command line's own modules): a rename of one is a
 one-line change below.
 """
+
 import hashlib
 import os
 import subprocess
@@ -51,8 +52,14 @@ def run_child(args, cwd, timeout=120, env_extra=None):
     """Run ``python -m bnfast ARGS`` in a fresh interpreter."""
     env = child_env()
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "bnfast", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bnfast", *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_error(code, err, *fragments):
@@ -72,7 +79,7 @@ def table_rows(out: str, header_word: str = "feature") -> dict:
     start = next(i for i, line in enumerate(lines) if line.split()[:1] == [header_word])
     header = lines[start].split()
     rows = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("..."):
             rows["..."] = {}
             continue

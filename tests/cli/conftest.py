@@ -1,4 +1,5 @@
 """Fixtures of the command-line tests: data files on disk."""
+
 import numpy as np
 import pytest
 from cli_helpers import make_features

@@ -22,11 +22,27 @@ def test_diagnose_chunked_equals_in_memory(capsys, xnan, tmp_path):
         chunked = diagnose_file(src, (0,), chunk_bytes=20_000)
     whole = bnfast.diagnose(x)
     a, b = chunked.to_dict(), whole.to_dict()
-    for key in ("n_samples", "n_features", "feature_shape", "dtype", "count", "nan_count",
-                "inf_count", "min", "max", "constant", "scale_outliers", "has_nan", "has_inf",
-                "looks_like_image_bytes", "looks_standardized", "warnings"):
-        assert a[key] == b[key] or (key in ("min", "max") and np.allclose(
-            a[key], b[key], equal_nan=True)), key
+    for key in (
+        "n_samples",
+        "n_features",
+        "feature_shape",
+        "dtype",
+        "count",
+        "nan_count",
+        "inf_count",
+        "min",
+        "max",
+        "constant",
+        "scale_outliers",
+        "has_nan",
+        "has_inf",
+        "looks_like_image_bytes",
+        "looks_standardized",
+        "warnings",
+    ):
+        assert a[key] == b[key] or (
+            key in ("min", "max") and np.allclose(a[key], b[key], equal_nan=True)
+        ), key
     np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-12, equal_nan=True)
     np.testing.assert_allclose(a["std"], b["std"], rtol=1e-12, equal_nan=True)
 
@@ -53,8 +69,9 @@ def test_diagnose_plot(capsys, x2d, tmp_path):
 def test_diagnose_image_bytes_flag(capsys, tmp_path):
     x = np.random.default_rng(7).integers(0, 256, size=(500, 3, 4, 4), dtype=np.uint8)
     np.save(tmp_path / "img.npy", x)
-    code, out, err = cli(capsys, "diagnose", tmp_path / "img.npy", "--axis", "0,2,3",
-                         "--chunk-mb", "0.001")
+    code, out, err = cli(
+        capsys, "diagnose", tmp_path / "img.npy", "--axis", "0,2,3", "--chunk-mb", "0.001"
+    )
     assert code == 0, err
     assert "image bytes" in out
     assert list(table_rows(out)) == ["0", "1", "2"]

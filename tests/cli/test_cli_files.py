@@ -1,4 +1,5 @@
 """The data files of the command line: .npy and .npz members (stored,\ncompressed, unaligned), Fortran order; every bad file or argument gives one\n``bnfast: error:`` line and exit code 1."""
+
 import os
 import zipfile
 
@@ -36,10 +37,15 @@ def test_npz_members(capsys, x2d, tmp_path, compressed):
     code, _, err = cli(capsys, "normalize", path, tmp_path / "ref.npy", "--chunk-mb", CHUNK)
     assert code == 0, err
     ref = np.load(tmp_path / "ref.npy")
-    for data in (f"{arch}:train", f"{arch}:train.npy", tmp_path / "one.npz",
-                 f"{tmp_path / 'one.npz'}:arr_0"):
-        code, _, err = cli(capsys, "normalize", data, tmp_path / "y.npy", "--chunk-mb", CHUNK,
-                           "--force")
+    for data in (
+        f"{arch}:train",
+        f"{arch}:train.npy",
+        tmp_path / "one.npz",
+        f"{tmp_path / 'one.npz'}:arr_0",
+    ):
+        code, _, err = cli(
+            capsys, "normalize", data, tmp_path / "y.npy", "--chunk-mb", CHUNK, "--force"
+        )
         assert code == 0, (data, err)
         np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), ref)
     code, out, err = cli(capsys, "stats", f"{arch}:other", "--chunk-mb", CHUNK)
@@ -61,8 +67,9 @@ def test_npz_unaligned_stored_member(capsys, tmp_path):
     stats = tmp_path / "s.npz"
     code, _, err = cli(capsys, "stats", tmp_path / "a.npz", "--chunk-mb", "0.01", "--out", stats)
     assert code == 0, err
-    np.testing.assert_allclose(bnfast.Standardizer.load(stats).mean_,
-                               bnfast.Standardizer().fit(x).mean_, rtol=1e-12)
+    np.testing.assert_allclose(
+        bnfast.Standardizer.load(stats).mean_, bnfast.Standardizer().fit(x).mean_, rtol=1e-12
+    )
 
 
 def test_fortran_order_file(capsys, x2d, tmp_path):
@@ -72,11 +79,13 @@ def test_fortran_order_file(capsys, x2d, tmp_path):
     with open_data(str(fpath)) as src:
         assert src.fortran_order
     for name, data in (("c", path), ("f", fpath)):
-        code, _, err = cli(capsys, "normalize", data, tmp_path / f"y_{name}.npy",
-                           "--chunk-mb", CHUNK)
+        code, _, err = cli(
+            capsys, "normalize", data, tmp_path / f"y_{name}.npy", "--chunk-mb", CHUNK
+        )
         assert code == 0, err
-        code, _, err = cli(capsys, "stats", data, "--chunk-mb", CHUNK,
-                           "--out", tmp_path / f"s_{name}.npz")
+        code, _, err = cli(
+            capsys, "stats", data, "--chunk-mb", CHUNK, "--out", tmp_path / f"s_{name}.npz"
+        )
         assert code == 0, err
     y_c, y_f = np.load(tmp_path / "y_c.npy"), np.load(tmp_path / "y_f.npy")
     assert y_f.flags.c_contiguous
@@ -92,8 +101,9 @@ def test_fortran_order_file(capsys, x2d, tmp_path):
     assert_one_error(code, err, "Fortran")
     # ... but a stored one is memory-mapped.
     np.savez(tmp_path / "fs.npz", a=np.asfortranarray(x))
-    code, _, err = cli(capsys, "normalize", f"{tmp_path / 'fs.npz'}:a", tmp_path / "y_fs.npy",
-                       "--chunk-mb", CHUNK)
+    code, _, err = cli(
+        capsys, "normalize", f"{tmp_path / 'fs.npz'}:a", tmp_path / "y_fs.npy", "--chunk-mb", CHUNK
+    )
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "y_fs.npy"), y_f)
 
@@ -129,7 +139,7 @@ def _write_bad(tmp_path, kind):
         # rewrite the member's header to promise more rows than are stored
         raw = bytearray((tmp_path / "t.npz").read_bytes())
         i = raw.find(b"(1000, 10)")
-        raw[i:i + 10] = b"(9000, 10)"
+        raw[i : i + 10] = b"(9000, 10)"
         (tmp_path / "t.npz").write_bytes(bytes(raw))
         return f"{tmp_path / 't.npz'}:a", "truncated"
     if kind == "bad-zip":
@@ -158,9 +168,26 @@ def _write_bad(tmp_path, kind):
     return p, kind if kind not in ("void",) else "structured"
 
 
-BAD_KINDS = ["missing", "directory", "text", "empty", "bad-header", "truncated",
-             "truncated-npz-member", "bad-zip", "unknown-member", "member-of-npy", "0-d",
-             "object", "complex", "string", "bytes", "void", "datetime", "timedelta"]
+BAD_KINDS = [
+    "missing",
+    "directory",
+    "text",
+    "empty",
+    "bad-header",
+    "truncated",
+    "truncated-npz-member",
+    "bad-zip",
+    "unknown-member",
+    "member-of-npy",
+    "0-d",
+    "object",
+    "complex",
+    "string",
+    "bytes",
+    "void",
+    "datetime",
+    "timedelta",
+]
 
 
 @pytest.mark.parametrize("command", ["stats", "normalize", "diagnose"])
@@ -177,16 +204,19 @@ def test_bad_file_one_error_line(capsys, tmp_path, command, kind):
 
 
 @pytest.mark.parametrize("command", ["stats", "normalize", "diagnose"])
-@pytest.mark.parametrize("extra, fragment", [
-    (["--axis", "1"], "include 0"),
-    (["--axis", "0,2"], "out of range"),
-    (["--axis", "-3"], "out of range"),
-    (["--axis", "0,-2"], "repeated"),
-    (["--chunk-mb", "0"], "--chunk-mb"),
-    (["--chunk-mb", "-1"], "--chunk-mb"),
-    (["--chunk-mb", "nan"], "--chunk-mb"),
-    (["--chunk-mb", "inf"], "--chunk-mb"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--axis", "1"], "include 0"),
+        (["--axis", "0,2"], "out of range"),
+        (["--axis", "-3"], "out of range"),
+        (["--axis", "0,-2"], "repeated"),
+        (["--chunk-mb", "0"], "--chunk-mb"),
+        (["--chunk-mb", "-1"], "--chunk-mb"),
+        (["--chunk-mb", "nan"], "--chunk-mb"),
+        (["--chunk-mb", "inf"], "--chunk-mb"),
+    ],
+)
 def test_bad_arguments_one_error_line(capsys, tmp_path, command, extra, fragment):
     np.save(tmp_path / "x.npy", np.ones((10, 3), np.float32))
     args = [command, tmp_path / "x.npy"] + ([tmp_path / "y.npy"] if command == "normalize" else [])
@@ -214,8 +244,9 @@ def test_empty_data(capsys, tmp_path):
     # with saved statistics an empty file normalizes to an empty file
     np.save(tmp_path / "x.npy", make_features(n=100, f=3))
     assert cli(capsys, "stats", tmp_path / "x.npy", "--out", tmp_path / "s.npz")[0] == 0
-    code, _, err = cli(capsys, "normalize", tmp_path / "e.npy", tmp_path / "y.npy",
-                       "--stats", tmp_path / "s.npz")
+    code, _, err = cli(
+        capsys, "normalize", tmp_path / "e.npy", tmp_path / "y.npy", "--stats", tmp_path / "s.npz"
+    )
     assert code == 0, err
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (0, 3) and y.dtype == np.float32
@@ -226,10 +257,13 @@ def test_negative_dimension_header_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "neg.npy"
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(
-            f, {"descr": "<f8", "fortran_order": False, "shape": (-1, 3)})
+            f, {"descr": "<f8", "fortran_order": False, "shape": (-1, 3)}
+        )
         f.write(b"\0" * 24)
     for command in (["stats"], ["diagnose"], ["normalize"]):
-        args = command + [str(path)] + ([str(tmp_path / "o.npy")] if command == ["normalize"] else [])
+        args = (
+            command + [str(path)] + ([str(tmp_path / "o.npy")] if command == ["normalize"] else [])
+        )
         code, _, err = cli(capsys, *args)
         assert code == 1 and err.startswith("bnfast: error:") and "negative dimension" in err
         assert err.count("\n") == 1

@@ -1,4 +1,5 @@
 """The command line as a whole: the config and bench commands, usage errors,\nthe progress bar, the entry points, real child processes and their peak\nmemory."""
+
 import os
 import subprocess
 import sys
@@ -42,14 +43,17 @@ def test_cli_unknown_command_fails(tmp_path):
     assert proc.returncode != 0
 
 
-@pytest.mark.parametrize("args", [
-    ["stats"],
-    ["stats", "x.npy", "--chunk-mb", "abc"],
-    ["stats", "x.npy", "--axis", "0,a"],
-    ["stats", "x.npy", "--nan-policy", "bogus"],
-    ["normalize", "x.npy"],
-    ["diagnose", "x.npy", "--bogus"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats"],
+        ["stats", "x.npy", "--chunk-mb", "abc"],
+        ["stats", "x.npy", "--axis", "0,a"],
+        ["stats", "x.npy", "--nan-policy", "bogus"],
+        ["normalize", "x.npy"],
+        ["diagnose", "x.npy", "--bogus"],
+    ],
+)
 def test_usage_errors_keep_exit_code_2(capsys, args):
     with pytest.raises(SystemExit) as info:
         main(args)
@@ -69,8 +73,9 @@ def test_progress_bar_and_no_progress(capsys, x2d, tmp_path, monkeypatch):
     code, _, err = cli(capsys, "normalize", path, tmp_path / "y.npy", "--chunk-mb", CHUNK)
     assert code == 0
     assert "fit" in err and "normalize" in err and "100%" in err
-    code, _, err = cli(capsys, "normalize", path, tmp_path / "z.npy", "--chunk-mb", CHUNK,
-                       "--no-progress")
+    code, _, err = cli(
+        capsys, "normalize", path, tmp_path / "z.npy", "--chunk-mb", CHUNK, "--no-progress"
+    )
     assert code == 0
     assert err == ""
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(tmp_path / "z.npy"))
@@ -95,16 +100,22 @@ def test_subprocess_end_to_end(x2d, tmp_path):
     x, path = x2d
     stats = tmp_path / "s.npz"
     run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "bnfast", *map(str, a)], capture_output=True, text=True,
-        env=child_env(), cwd=tmp_path, timeout=120)
+        [sys.executable, "-m", "bnfast", *map(str, a)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     proc = run("stats", path, "--out", stats, "--chunk-mb", CHUNK)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert table_rows(proc.stdout)["0"]["count"] == str(x.shape[0])
     proc = run("normalize", "x.npy", "y.npy", "--stats", stats)
     assert proc.returncode == 0, proc.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"),
-                               bnfast.Standardizer().fit(x).transform(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"), bnfast.Standardizer().fit(x).transform(x), rtol=1e-6, atol=1e-6
+    )
     proc = run("diagnose", "x.npy:member")
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("bnfast: error: ")
@@ -124,8 +135,14 @@ _PEAK_WRAPPER = (
 
 
 def _peak_rss_mb(args, cwd):
-    proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *map(str, args)],
-                          capture_output=True, text=True, env=child_env(), cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_WRAPPER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=cwd,
+        timeout=300,
+    )
     code, kb = proc.stdout.split()
     assert code == "0", proc.stderr
     return int(kb) / 1024
@@ -135,19 +152,21 @@ def _peak_rss_mb(args, cwd):
 def test_peak_memory_bounded_by_chunk_size(tmp_path):
     rows, cols = 400_000, 128  # 195 MiB of float32
     rng = np.random.default_rng(8)
-    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
-                                    shape=(rows, cols))
+    big = np.lib.format.open_memmap(
+        tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(rows, cols)
+    )
     block = rng.standard_normal((25_000, cols), dtype=np.float32)
     for i in range(0, rows, block.shape[0]):
-        big[i:i + block.shape[0]] = block + (i // block.shape[0])
+        big[i : i + block.shape[0]] = block + (i // block.shape[0])
     big.flush()
     del big
     # The same size in Fortran order (a row chunk touches every column).
-    bigf = np.lib.format.open_memmap(tmp_path / "bigf.npy", mode="w+", dtype=np.float32,
-                                     shape=(rows, cols), fortran_order=True)
+    bigf = np.lib.format.open_memmap(
+        tmp_path / "bigf.npy", mode="w+", dtype=np.float32, shape=(rows, cols), fortran_order=True
+    )
     block = rng.standard_normal((rows, 16), dtype=np.float32)
     for j in range(0, cols, 16):
-        bigf[:, j:j + 16] = block * (j + 1)
+        bigf[:, j : j + 16] = block * (j + 1)
     bigf.flush()
     del bigf, block
     np.save(tmp_path / "tiny.npy", np.ones((10, cols), np.float32))
@@ -165,8 +184,9 @@ def test_peak_memory_bounded_by_chunk_size(tmp_path):
         for name in ("tiny", "bigf" if "Fortran" in what else "big"):
             argv = [a.format(name) for a in args] + ["--chunk-mb", "8"]
             peaks[what, name != "tiny"] = _peak_rss_mb(argv, tmp_path)
-    report = ", ".join(f"{what} {peaks[what, False]:.0f} -> {peaks[what, True]:.0f} MB"
-                       for what in runs)
+    report = ", ".join(
+        f"{what} {peaks[what, False]:.0f} -> {peaks[what, True]:.0f} MB" for what in runs
+    )
     print(f"\npeak RSS, tiny file -> {size_mb:.0f} MiB file (--chunk-mb 8): {report}")
     for what in runs:
         assert peaks[what, True] - peaks[what, False] < 60, report

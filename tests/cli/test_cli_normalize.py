@@ -1,4 +1,5 @@
 """``python -m bnfast normalize``: chunked normalization equals the in-memory\nStandardizer; output dtypes, axes, saved statistics (--stats), and output\nsafety (atomic writes, --force, interrupted or failed runs leave nothing)."""
+
 import os
 import signal
 import subprocess
@@ -36,10 +37,16 @@ def test_normalize_chunked_matches_in_memory(capsys, x2d, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.npy", "y.npy"]  # no temp file left
 
 
-@pytest.mark.parametrize("dtype, out_dtype", [
-    (np.float64, np.float64), (np.int16, np.float64), (np.uint8, np.float64),
-    (np.float16, np.float64), (np.bool_, np.float64),
-])
+@pytest.mark.parametrize(
+    "dtype, out_dtype",
+    [
+        (np.float64, np.float64),
+        (np.int16, np.float64),
+        (np.uint8, np.float64),
+        (np.float16, np.float64),
+        (np.bool_, np.float64),
+    ],
+)
 def test_normalize_output_dtype(capsys, tmp_path, dtype, out_dtype):
     rng = np.random.default_rng(3)
     if dtype == np.bool_:
@@ -47,8 +54,9 @@ def test_normalize_output_dtype(capsys, tmp_path, dtype, out_dtype):
     else:
         x = (rng.standard_normal((5000, 7)) * 20 + 30).clip(0, 200).astype(dtype)
     np.save(tmp_path / "x.npy", x)
-    code, out, err = cli(capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy",
-                         "--chunk-mb", "0.02")
+    code, out, err = cli(
+        capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy", "--chunk-mb", "0.02"
+    )
     assert code == 0, err
     y = np.load(tmp_path / "y.npy")
     assert y.dtype == out_dtype
@@ -61,8 +69,16 @@ def test_normalize_nchw_axes(capsys, tmp_path):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((200, 3, 16, 16)) * [[[1.0]], [[5.0]], [[0.1]]] + 7).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    code, _, err = cli(capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy",
-                       "--axis", "0,2,3", "--chunk-mb", "0.03")
+    code, _, err = cli(
+        capsys,
+        "normalize",
+        tmp_path / "x.npy",
+        tmp_path / "y.npy",
+        "--axis",
+        "0,2,3",
+        "--chunk-mb",
+        "0.03",
+    )
     assert code == 0, err
     y = np.load(tmp_path / "y.npy")
     ref = bnfast.Standardizer(axis=(0, 2, 3)).fit(x).transform(x)
@@ -76,8 +92,14 @@ def test_big_endian_file(capsys, tmp_path):
     np.save(tmp_path / "be.npy", x.astype(">f4"))
     np.save(tmp_path / "le.npy", x)
     for name in ("be", "le"):
-        code, _, err = cli(capsys, "normalize", tmp_path / f"{name}.npy",
-                           tmp_path / f"y_{name}.npy", "--chunk-mb", "0.01")
+        code, _, err = cli(
+            capsys,
+            "normalize",
+            tmp_path / f"{name}.npy",
+            tmp_path / f"y_{name}.npy",
+            "--chunk-mb",
+            "0.01",
+        )
         assert code == 0, err
     y_be, y_le = np.load(tmp_path / "y_be.npy"), np.load(tmp_path / "y_le.npy")
     assert y_be.dtype == np.float32 and y_be.dtype.isnative
@@ -107,27 +129,43 @@ def test_normalize_with_saved_stats(capsys, tmp_path):
     np.save(tmp_path / "test.npy", test)
     stats = tmp_path / "s.npz"
     assert cli(capsys, "stats", tmp_path / "train.npy", "--out", stats)[0] == 0
-    code, _, err = cli(capsys, "normalize", tmp_path / "test.npy", tmp_path / "y.npy",
-                       "--stats", stats, "--chunk-mb", "0.02")
+    code, _, err = cli(
+        capsys,
+        "normalize",
+        tmp_path / "test.npy",
+        tmp_path / "y.npy",
+        "--stats",
+        stats,
+        "--chunk-mb",
+        "0.02",
+    )
     assert code == 0, err
     want = bnfast.Standardizer().fit(train).transform(test)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-6, atol=1e-6)
 
     # wrong number of features: refused before anything is written
     np.save(tmp_path / "wide.npy", make_features(n=100, f=9))
-    code, _, err = cli(capsys, "normalize", tmp_path / "wide.npy", tmp_path / "w.npy",
-                       "--stats", stats)
+    code, _, err = cli(
+        capsys, "normalize", tmp_path / "wide.npy", tmp_path / "w.npy", "--stats", stats
+    )
     assert_one_error(code, err, "(9,)", "(8,)")
     assert not (tmp_path / "w.npy").exists()
     # not a Standardizer file / missing file
     np.savez(tmp_path / "junk.npz", a=np.ones(3))
     for bad in (tmp_path / "junk.npz", tmp_path / "missing.npz"):
-        code, _, err = cli(capsys, "normalize", tmp_path / "test.npy", tmp_path / "w.npy",
-                           "--stats", bad)
+        code, _, err = cli(
+            capsys, "normalize", tmp_path / "test.npy", tmp_path / "w.npy", "--stats", bad
+        )
         assert_one_error(code, err, str(bad))
         assert not (tmp_path / "w.npy").exists()
-    assert sorted(os.listdir(tmp_path)) == ["junk.npz", "s.npz", "test.npy", "train.npy",
-                                            "wide.npy", "y.npy"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "junk.npz",
+        "s.npz",
+        "test.npy",
+        "train.npy",
+        "wide.npy",
+        "y.npy",
+    ]
 
 
 def test_saved_stats_keep_their_axes(capsys, tmp_path):
@@ -136,13 +174,22 @@ def test_saved_stats_keep_their_axes(capsys, tmp_path):
     np.save(tmp_path / "x.npy", x)
     stats = tmp_path / "s.npz"
     assert cli(capsys, "stats", tmp_path / "x.npy", "--axis", "0,2,3", "--out", stats)[0] == 0
-    code, _, err = cli(capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy",
-                       "--stats", stats, "--chunk-mb", "0.01")
+    code, _, err = cli(
+        capsys,
+        "normalize",
+        tmp_path / "x.npy",
+        tmp_path / "y.npy",
+        "--stats",
+        stats,
+        "--chunk-mb",
+        "0.01",
+    )
     assert code == 0, err
     ref = bnfast.Standardizer(axis=(0, 2, 3)).fit(x).transform(x)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=1e-6, atol=1e-6)
-    code, _, err = cli(capsys, "normalize", tmp_path / "x.npy", tmp_path / "z.npy",
-                       "--stats", stats, "--axis", "0")
+    code, _, err = cli(
+        capsys, "normalize", tmp_path / "x.npy", tmp_path / "z.npy", "--stats", stats, "--axis", "0"
+    )
     assert_one_error(code, err, "--axis")
     assert not (tmp_path / "z.npy").exists()
 
@@ -155,8 +202,9 @@ def test_normalize_uses_the_fitted_axes_of_the_stats_file(tmp_path, capsys):
     s.set_params(axis=(0, 2))  # changed after the fit: the statistics are still per axis 2
     s.save(tmp_path / "st.npz")
     np.save(tmp_path / "x.npy", x)
-    code, _, err = cli(capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy",
-                       "--stats", tmp_path / "st.npz")
+    code, _, err = cli(
+        capsys, "normalize", tmp_path / "x.npy", tmp_path / "y.npy", "--stats", tmp_path / "st.npz"
+    )
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), s.transform(x))
 
@@ -288,9 +336,22 @@ def test_sigterm_during_normalize_leaves_no_temp_file(tmp_path):
     outdir = tmp_path / "out"
     outdir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bnfast", "normalize", str(data), str(outdir / "y.npy"),
-         "--stats", str(stats), "--chunk-mb", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "bnfast",
+            "normalize",
+            str(data),
+            str(outdir / "y.npy"),
+            "--stats",
+            str(stats),
+            "--chunk-mb",
+            "1",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 30
     while time.time() < deadline and not any(outdir.iterdir()):  # the temp file exists
         time.sleep(0.01)

@@ -41,8 +41,12 @@ def test_stats_chunked_matches_in_memory(capsys, x2d, tmp_path):
         row = rows[str(j)]
         assert int(row["count"]) == x.shape[0]
         assert int(row["nan"]) == 0
-        for name, want in (("mean", mean[0, j]), ("std", std[0, j]),
-                           ("min", x[:, j].min()), ("max", x[:, j].max())):
+        for name, want in (
+            ("mean", mean[0, j]),
+            ("std", std[0, j]),
+            ("min", x[:, j].min()),
+            ("max", x[:, j].max()),
+        ):
             assert float(row[name]) == pytest.approx(float(want), rel=1e-5, abs=1e-9), (j, name)
     assert f"statistics saved to {stats}" in out
 
@@ -63,8 +67,9 @@ def test_stats_multi_axis_nchw(capsys, tmp_path):
     path = tmp_path / "img.npy"
     np.save(path, x)
     stats = tmp_path / "s.npz"
-    code, out, err = cli(capsys, "stats", path, "--axis", "0,2,3", "--chunk-mb", "0.05",
-                         "--out", stats)
+    code, out, err = cli(
+        capsys, "stats", path, "--axis", "0,2,3", "--chunk-mb", "0.05", "--out", stats
+    )
     assert code == 0, err
     st = bnfast.Standardizer.load(stats)
     ref = bnfast.Standardizer(axis=(0, 2, 3)).fit(x)
@@ -83,8 +88,9 @@ def test_stats_negative_axis_and_2d_features(capsys, tmp_path):
     x = make_features(n=2000, f=12).reshape(2000, 3, 4)
     np.save(tmp_path / "x.npy", x)
     stats = tmp_path / "s.npz"
-    code, out, err = cli(capsys, "stats", tmp_path / "x.npy", "--axis", "0,-1",
-                         "--chunk-mb", "0.02", "--out", stats)
+    code, out, err = cli(
+        capsys, "stats", tmp_path / "x.npy", "--axis", "0,-1", "--chunk-mb", "0.02", "--out", stats
+    )
     assert code == 0, err
     st = bnfast.Standardizer.load(stats)
     ref = bnfast.Standardizer(axis=(0, 2)).fit(x)
@@ -146,8 +152,9 @@ def test_stats_out_without_suffix_is_reported_and_reusable(tmp_path, capsys):
     assert code == 0 and f"saved to {tmp_path / 'st.npz'}" in out
     code, _, err = cli(capsys, "normalize", data, tmp_path / "y.npy", "--stats", tmp_path / "st")
     assert code == 0, err
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"),
-                               bnfast.Standardizer().fit(x).transform(x), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"), bnfast.Standardizer().fit(x).transform(x), rtol=1e-12
+    )
 
 
 def test_sample_larger_than_chunk_is_noted(tmp_path, capsys):

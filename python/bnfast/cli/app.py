@@ -29,6 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.neighbour is not None:
+        if args.calls < 10:
+            parser.error("--calls must be >= 10")
+        from .bench.neighbour import run as run_neighbour
+
+        return run_neighbour(args.neighbour, calls=args.calls, threads=args.threads)
     from .bench import run
 
     return run(quick=args.quick, threads=args.threads, json_path=args.json,

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a bar chart (needs matplotlib)")
     bench.add_argument("--no-peers", action="store_true",
                        help="skip the PyTorch peers (they run in a child process)")
+    bench.add_argument("--neighbour", choices=("none", "spin", "bnfast"), default=None,
+                       help="instead of the table: time calls at the default thread count "
+                            "against 1 thread while a busy process (a spin loop or bnfast in "
+                            "a loop; none = quiet) shares the machine")
+    bench.add_argument("--calls", type=int, default=100,
+                       help="calls per case and thread count for --neighbour (default 100)")
     sub.add_parser("config", help="print the build and runtime configuration")
 
     stats = sub.add_parser("stats", help="per-feature count/mean/std/min/max of a data file")
