@@ -20,13 +20,26 @@ pytestmark = pytest.mark.skipif(core is None, reason="the native module bnfast._
 # Native-only entry points: the runtime controls, and the fast entry points
 # (C++ only; the general Python path is their specification).
 NATIVE_ONLY = {
-    "all_capabilities", "capability", "compiled_capabilities", "default_num_threads",
-    "get_num_threads", "openmp", "set_capability", "set_num_threads",
-    "supported_capabilities", "usable_cores", "get_thread_num_threads",
-    "set_thread_num_threads", "get_thread_limit", "set_thread_limit",
-    "get_hard_thread_limit", "set_hard_thread_limit", "get_interrupt_bytes",
+    "all_capabilities",
+    "capability",
+    "compiled_capabilities",
+    "default_num_threads",
+    "get_num_threads",
+    "openmp",
+    "set_capability",
+    "set_num_threads",
+    "supported_capabilities",
+    "usable_cores",
+    "get_thread_num_threads",
+    "set_thread_num_threads",
+    "get_thread_limit",
+    "set_thread_limit",
+    "get_hard_thread_limit",
+    "set_hard_thread_limit",
+    "get_interrupt_bytes",
     "set_interrupt_bytes",
-    "batch_norm_fast", "layer_norm_fast",
+    "batch_norm_fast",
+    "layer_norm_fast",
 }
 NO_DEFAULT = object()
 

@@ -51,7 +51,7 @@ int default_num_threads() { return usable_cores(); }
 
 int process_num_threads() {
     const int n = g_num_threads.load(std::memory_order_relaxed);
-    return n > 0 ? n : default_num_threads();
+    return n > 0 ? n : cached_usable_cores();  // no syscall on every call
 }
 
 void set_num_threads(int n) {
