@@ -18,15 +18,15 @@ import pytest
 from hypothesis import strategies as st
 
 import bnfast
+from bnfast import _layout as views  # noqa: F401  (the canonical (A, C, B) views)
 
 # --------------------------------------------------------------------------
 # the library's private modules (the only imports of them in tests/)
 # --------------------------------------------------------------------------
 # (re-exported for the test files: hence the noqa F401)
 from bnfast import _runtime as runtime  # backend choice, capabilities, impl(), core()
-from bnfast import _layout as views  # noqa: F401  (the canonical (A, C, B) views)
-from bnfast import _twin as twin  # noqa: F401  (the NumPy twin of every native kernel)
 from bnfast import _scan as scan  # noqa: F401  (the slab scan of Standardizer/diagnose)
+from bnfast import _twin as twin  # noqa: F401  (the NumPy twin of every native kernel)
 from bnfast._diagnose import DiagnoseAccumulator  # noqa: F401  (chunked diagnose)
 
 try:
@@ -559,8 +559,11 @@ def fsum_stats(x, axis, weights=None):
         mean.append(m)
         var.append(math.fsum(ww * (v - m) ** 2) / total if total else np.nan)
     shape = tuple(x.shape[i] for i in kept)
-    return (np.array(count).reshape(shape), np.array(mean).reshape(shape),
-            np.array(var).reshape(shape))
+    return (
+        np.array(count).reshape(shape),
+        np.array(mean).reshape(shape),
+        np.array(var).reshape(shape),
+    )
 
 
 def constant_rule(var, mean, n):
@@ -599,9 +602,17 @@ def ref_diagnose(X, axis=0):
         mx = np.nanmax(Zf, axis=0)
         amax = np.nan_to_num(np.nanmax(np.abs(Zf), axis=0))
     out = dict(
-        count=fin.sum(0), nan_count=np.isnan(Z).sum(0), inf_count=np.isinf(Z).sum(0),
-        mean=mean, std=std, min=mn, max=mx, amax=amax,
-        n_samples=Z.shape[0], feature_shape=F, n_features=math.prod(F),
+        count=fin.sum(0),
+        nan_count=np.isnan(Z).sum(0),
+        inf_count=np.isinf(Z).sum(0),
+        mean=mean,
+        std=std,
+        min=mn,
+        max=mx,
+        amax=amax,
+        n_samples=Z.shape[0],
+        feature_shape=F,
+        n_features=math.prod(F),
     )
     return {k: (v.reshape(F) if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
@@ -709,8 +720,9 @@ def with_layout(a, layout, rng):
     if layout == "step":
         steps = rng.integers(1, 4, size=a.ndim)
         offs = rng.integers(0, 3, size=a.ndim)
-        base = np.full([o + s * k for o, s, k in zip(offs, a.shape, steps)], _garbage(a.dtype),
-                       dtype=a.dtype)
+        base = np.full(
+            [o + s * k for o, s, k in zip(offs, a.shape, steps)], _garbage(a.dtype), dtype=a.dtype
+        )
         idx = tuple(slice(o, o + s * k, k) for o, s, k in zip(offs, a.shape, steps))
         base[idx] = a
         return base[idx]
@@ -735,7 +747,7 @@ def misaligned_empty(shape, dtype, offset_elems):
     n = int(np.prod(shape))
     buf = np.empty(n + 64, dtype=dtype)
     start = (-buf.ctypes.data % 64) // dtype.itemsize + offset_elems
-    return buf[start:start + n].reshape(shape)
+    return buf[start : start + n].reshape(shape)
 
 
 # --------------------------------------------------------------------------
@@ -772,8 +784,11 @@ def threshold_shapes(draw, min_dims=2, max_dims=4):
     """Shapes of THREAD_THRESHOLD - 1, THREAD_THRESHOLD or THREAD_THRESHOLD + k
     elements (one thread just below and at it, split work just above), with
     SIMD-tail sizes in the inner dims."""
-    total = draw(st.sampled_from([THREAD_THRESHOLD - 1, THREAD_THRESHOLD,
-                                  THREAD_THRESHOLD + 1, THREAD_THRESHOLD + 17]))
+    total = draw(
+        st.sampled_from(
+            [THREAD_THRESHOLD - 1, THREAD_THRESHOLD, THREAD_THRESHOLD + 1, THREAD_THRESHOLD + 17]
+        )
+    )
     nd = draw(st.integers(min_dims, max_dims))
     dims = []
     rest = total
@@ -788,8 +803,16 @@ def threshold_shapes(draw, min_dims=2, max_dims=4):
 
 
 @st.composite
-def array_cases(draw, dtypes, min_dims=1, max_dims=4, max_size=20_000, allow_zero=True,
-                layouts=LAYOUTS, kinds=("normal", "normal", "normal", "ints", "const")):
+def array_cases(
+    draw,
+    dtypes,
+    min_dims=1,
+    max_dims=4,
+    max_size=20_000,
+    allow_zero=True,
+    layouts=LAYOUTS,
+    kinds=("normal", "normal", "normal", "ints", "const"),
+):
     """Arrays of the given dtypes, shapes, value kinds and memory layouts."""
     shape = draw(shapes(min_dims, max_dims, max_size, allow_zero))
     dtype = np.dtype(draw(st.sampled_from(dtypes)))
@@ -827,8 +850,16 @@ def backward_cases(draw, kind):
         ndim = draw(st.integers(1, 4))
         shape = draw(edge_shapes(ndim))
         axis = draw(st.sampled_from([-1, (-2, -1)] if ndim >= 2 else [-1]))
-        return dict(shape=shape, axis=axis, G=None, dtype=dtype, seed=seed, lay_x=lay_x,
-                    lay_dy=lay_dy, weighted=weighted)
+        return dict(
+            shape=shape,
+            axis=axis,
+            G=None,
+            dtype=dtype,
+            seed=seed,
+            lay_x=lay_x,
+            lay_dy=lay_dy,
+            weighted=weighted,
+        )
     ndim = draw(st.integers(2, 4))
     shape = list(draw(edge_shapes(ndim)))
     G = None
@@ -842,8 +873,16 @@ def backward_cases(draw, kind):
     if kind == "batch" and shape[0] * int(np.prod(shape[2:])) < 2:
         shape[0] = 7
     axis = draw(st.sampled_from([1, -1]))
-    return dict(shape=tuple(shape), axis=axis, G=G, dtype=dtype, seed=seed, lay_x=lay_x,
-                lay_dy=lay_dy, weighted=weighted)
+    return dict(
+        shape=tuple(shape),
+        axis=axis,
+        G=G,
+        dtype=dtype,
+        seed=seed,
+        lay_x=lay_x,
+        lay_dy=lay_dy,
+        weighted=weighted,
+    )
 
 
 def prepare_backward_case(case, channels):
@@ -886,20 +925,36 @@ def backward_setup(name, dtype=np.float64):
     wl = np.ones(ERR_L, dtype)
     if name == "batch":
         _, bm, bi = bnfast.batch_norm(x, weight=w, training=True, return_stats=True)
-        return x, (lambda dy, x, s, w: bnfast.batch_norm_backward(dy, x, s[0], s[1], w)), \
-            (bm, bi), w
+        return (
+            x,
+            (lambda dy, x, s, w: bnfast.batch_norm_backward(dy, x, s[0], s[1], w)),
+            (bm, bi),
+            w,
+        )
     if name == "layer":
         _, lm, lr = bnfast.layer_norm(x, wl, return_stats=True)
-        return x, (lambda dy, x, s, w: bnfast.layer_norm_backward(dy, x, s[0], s[1], w)), \
-            (lm, lr), wl
+        return (
+            x,
+            (lambda dy, x, s, w: bnfast.layer_norm_backward(dy, x, s[0], s[1], w)),
+            (lm, lr),
+            wl,
+        )
     if name == "group":
         _, gm, gr = bnfast.group_norm(x, 3, w, return_stats=True)
-        return x, (lambda dy, x, s, w: bnfast.group_norm_backward(dy, x, s[0], s[1], 3, w)), \
-            (gm, gr), w
+        return (
+            x,
+            (lambda dy, x, s, w: bnfast.group_norm_backward(dy, x, s[0], s[1], 3, w)),
+            (gm, gr),
+            w,
+        )
     if name == "instance":
         _, im, ir = bnfast.instance_norm(x, w, return_stats=True)
-        return x, (lambda dy, x, s, w: bnfast.instance_norm_backward(dy, x, s[0], s[1], w)), \
-            (im, ir), w
+        return (
+            x,
+            (lambda dy, x, s, w: bnfast.instance_norm_backward(dy, x, s[0], s[1], w)),
+            (im, ir),
+            w,
+        )
     if name == "rms":
         _, rr = bnfast.rms_norm(x, wl, return_stats=True)
         return x, (lambda dy, x, s, w: bnfast.rms_norm_backward(dy, x, s[0], w)), (rr,), wl
@@ -987,7 +1042,7 @@ def tr_atol(mean, scale, dtype, xshape, axis=0):
     ~|mean_|/scale_ * eps; 8 eps is used."""
     if mean is None:
         return 0.0
-    c = 2.0 ** -23 if np.dtype(dtype) == np.float32 else 8 * EPS64
+    c = 2.0**-23 if np.dtype(dtype) == np.float32 else 8 * EPS64
     scale = 1.0 if scale is None else np.asarray(scale, np.float64)
     with np.errstate(all="ignore"):
         a = np.abs(np.asarray(mean, np.float64)) / scale * c
@@ -1032,7 +1087,7 @@ def check_transform(st_, X, axis=0):
         want = want + np.asarray(st_.mean_).reshape(bs)
     # inverse: an absolute term of a few ulps of |mean_| (the sum of the
     # scaled value and mean_ rounds relative to |mean_| when they cancel).
-    c = 2.0 ** -23 if y.dtype == np.float32 else 8 * EPS64
+    c = 2.0**-23 if y.dtype == np.float32 else 8 * EPS64
     inv_atol = 0.0
     if st_.with_mean:
         inv_atol = (np.abs(np.nan_to_num(np.asarray(st_.mean_))) * c).reshape(bs)
@@ -1066,8 +1121,15 @@ def check_attrs(st_, X, axis=0, ddof=0, sample_weight=None, nan_policy="omit"):
 
 
 # (offset, scale) per column: offsets up to 1e4 times the spread; varied scales.
-COLS_FIT = [(1e4, 1.0), (-250.0, 0.01), (3.0, 10.0), (0.0, 1e3), (1e3, 0.5), (-7e3, 3.0),
-            (0.0, 1.0)]
+COLS_FIT = [
+    (1e4, 1.0),
+    (-250.0, 0.01),
+    (3.0, 10.0),
+    (0.0, 1e3),
+    (1e3, 0.5),
+    (-7e3, 3.0),
+    (0.0, 1.0),
+]
 
 
 # for sklearn partial_fit parity: sklearn's own incremental update loses
@@ -1108,7 +1170,7 @@ def chunk_sizes(kind, n):
 def chunks(X, sizes):
     start = 0
     for s in sizes:
-        yield X[start:start + s]
+        yield X[start : start + s]
         start += s
     assert start == X.shape[0]
 
@@ -1118,26 +1180,30 @@ def assert_same_as_sklearn(bn, sk, X, rtol, sample_weight=None):
     assert_close(bn.var_, sk.var_, rtol, var_atol(X), "var_ vs sklearn")
     assert_close(bn.scale_, sk.scale_, rtol, 0.0, "scale_ vs sklearn")
     F = bn.mean_.shape
-    assert_close(np.broadcast_to(np.asarray(bn.n_samples_seen_, float), F),
-                 np.broadcast_to(np.asarray(sk.n_samples_seen_, float), F), 1e-12, 0,
-                 "n_samples_seen_ vs sklearn")
+    assert_close(
+        np.broadcast_to(np.asarray(bn.n_samples_seen_, float), F),
+        np.broadcast_to(np.asarray(sk.n_samples_seen_, float), F),
+        1e-12,
+        0,
+        "n_samples_seen_ vs sklearn",
+    )
     yb, ys = bn.transform(X), sk.transform(X)
     assert yb.dtype == ys.dtype == X.dtype
     # outputs near 0 inherit the difference of the two mean_ values, which
     # the mean_ check above bounds by mean_atol (sklearn's np.sum of a
     # column of 0.1 is off by ~14 ulps): add that, divided by scale_.
     with np.errstate(all="ignore"):
-        atol = (tr_atol(bn.mean_, bn.scale_, X.dtype, X.shape)
-                + np.nan_to_num(mean_atol(X) / bn.scale_))
+        atol = tr_atol(bn.mean_, bn.scale_, X.dtype, X.shape) + np.nan_to_num(
+            mean_atol(X) / bn.scale_
+        )
     assert_close(yb, ys, rtol, atol, "transform vs sklearn")
     zb, zs = bn.inverse_transform(ys), sk.inverse_transform(ys)
-    c = 2.0 ** -23 if X.dtype == np.float32 else 8 * EPS64
+    c = 2.0**-23 if X.dtype == np.float32 else 8 * EPS64
     assert_close(zb, zs, rtol, np.abs(np.nan_to_num(bn.mean_)) * c, "inverse_transform vs sklearn")
 
 
 def no_all_nan_column(X, sizes):
     return all(not np.isnan(c).all(axis=0).any() for c in chunks(X, sizes) if len(c))
-
 
 
 def peak_traced_bytes(fn):

@@ -4,6 +4,7 @@ backend/capability dispatch and the environment variables read at import
 with BNFAST_DEBUG_HIDE_CAPABILITIES): their precedence, and a warning and the
 default, never an import error, for a bad value. threadpoolctl's limits
 (skipped without threadpoolctl)."""
+
 import json
 import os
 import shutil
@@ -20,9 +21,19 @@ import bnfast
 from helpers import NATIVE_CHOICES, requires_native, runtime
 
 NATIVE = NATIVE_CHOICES
-KEYS = {"version", "backend", "capability", "compiled_capabilities",
-        "supported_capabilities", "openmp", "threading", "num_threads", "usable_cores",
-        "thread_limit", "hard_thread_limit"}
+KEYS = {
+    "version",
+    "backend",
+    "capability",
+    "compiled_capabilities",
+    "supported_capabilities",
+    "openmp",
+    "threading",
+    "num_threads",
+    "usable_cores",
+    "thread_limit",
+    "hard_thread_limit",
+}
 
 
 # --------------------------------------------------------------------------
@@ -37,7 +48,9 @@ def test_config_keys_and_types():
     assert cfg["capability"] is None or isinstance(cfg["capability"], str)
     assert isinstance(cfg["compiled_capabilities"], list)
     assert isinstance(cfg["supported_capabilities"], list)
-    assert all(isinstance(c, str) for c in cfg["compiled_capabilities"] + cfg["supported_capabilities"])
+    assert all(
+        isinstance(c, str) for c in cfg["compiled_capabilities"] + cfg["supported_capabilities"]
+    )
     assert isinstance(cfg["openmp"], bool)
     assert isinstance(cfg["num_threads"], int) and not isinstance(cfg["num_threads"], bool)
     assert cfg["num_threads"] >= 1
@@ -166,7 +179,9 @@ def _run(code, env_extra, tmp_path, args=None, timeout=120):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNFAST_")}
     env.update(env_extra)
     cmd = [sys.executable] + (args if args is not None else ["-c", code])
-    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
 
 
 PRINT_CFG = "import json, bnfast; print(json.dumps(bnfast.config()))"
@@ -190,7 +205,9 @@ def test_env_backend_numpy(tmp_path):
     assert cfg["capability"] is None
 
 
-@pytest.mark.parametrize("cap", NATIVE or [pytest.param("scalar", marks=pytest.mark.skip(reason="no native build"))])
+@pytest.mark.parametrize(
+    "cap", NATIVE or [pytest.param("scalar", marks=pytest.mark.skip(reason="no native build"))]
+)
 def test_env_cpu_capability(tmp_path, cap):
     cfg = _cfg(_run(PRINT_CFG, {"BNFAST_CPU_CAPABILITY": cap}, tmp_path))
     assert cfg["backend"] == "native"
@@ -200,8 +217,10 @@ def test_env_cpu_capability(tmp_path, cap):
 def test_env_cpu_capability_scalar_computes(tmp_path):
     if "scalar" not in NATIVE:
         pytest.skip("scalar capability not available")
-    code = ("import bnfast, numpy as np; m, v = bnfast.mean_var(np.arange(10.0));"
-            "print(float(m), float(v))")
+    code = (
+        "import bnfast, numpy as np; m, v = bnfast.mean_var(np.arange(10.0));"
+        "print(float(m), float(v))"
+    )
     proc = _run(code, {"BNFAST_CPU_CAPABILITY": "scalar"}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["4.5", "8.25"]
@@ -241,8 +260,12 @@ def _only_warning(warned, *words):
 def test_env_cpu_capability_bogus_warns(tmp_path):
     cfg, warned = _record({"BNFAST_CPU_CAPABILITY": "bogus"}, tmp_path)
     if NATIVE:
-        _only_warning(warned, "BNFAST_CPU_CAPABILITY", "'bogus'",
-                      f"using {cfg['supported_capabilities'][-1]!r} instead")
+        _only_warning(
+            warned,
+            "BNFAST_CPU_CAPABILITY",
+            "'bogus'",
+            f"using {cfg['supported_capabilities'][-1]!r} instead",
+        )
         assert cfg["capability"] == cfg["supported_capabilities"][-1]
     else:
         _only_warning(warned, "BNFAST_CPU_CAPABILITY", "'bogus'", "ignored")
@@ -276,23 +299,27 @@ NO_THREAD_ENV = {"OMP_NUM_THREADS": "", "OMP_THREAD_LIMIT": ""}  # empty: not se
 def test_env_num_threads_invalid_warns_and_uses_the_default(tmp_path, value):
     # Regression: BNFAST_NUM_THREADS=0 (or abc) made `import bnfast` raise.
     cfg, warned = _record({**NO_THREAD_ENV, "BNFAST_NUM_THREADS": value}, tmp_path)
-    _only_warning(warned, "BNFAST_NUM_THREADS", repr(value),
-                  f"using {CORES} (the usable cores) instead")
+    _only_warning(
+        warned, "BNFAST_NUM_THREADS", repr(value), f"using {CORES} (the usable cores) instead"
+    )
     assert cfg["num_threads"] == CORES
 
 
 # The precedence of the process setting read at import:
 # BNFAST_NUM_THREADS > OMP_NUM_THREADS > usable cores, capped by OMP_THREAD_LIMIT.
-@pytest.mark.parametrize("env, expected", [
-    ({}, CORES),
-    ({"OMP_NUM_THREADS": "3"}, 3),
-    ({"OMP_NUM_THREADS": "3,2"}, 3),  # OpenMP's per-level list: the first level
-    ({"OMP_NUM_THREADS": " 5 "}, 5),
-    ({"BNFAST_NUM_THREADS": "4", "OMP_NUM_THREADS": "3"}, 4),
-    ({"OMP_NUM_THREADS": "3", "OMP_THREAD_LIMIT": "2"}, 2),
-    ({"BNFAST_NUM_THREADS": "4", "OMP_THREAD_LIMIT": "1"}, 1),
-    ({"BNFAST_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "7"}, 2),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, CORES),
+        ({"OMP_NUM_THREADS": "3"}, 3),
+        ({"OMP_NUM_THREADS": "3,2"}, 3),  # OpenMP's per-level list: the first level
+        ({"OMP_NUM_THREADS": " 5 "}, 5),
+        ({"BNFAST_NUM_THREADS": "4", "OMP_NUM_THREADS": "3"}, 4),
+        ({"OMP_NUM_THREADS": "3", "OMP_THREAD_LIMIT": "2"}, 2),
+        ({"BNFAST_NUM_THREADS": "4", "OMP_THREAD_LIMIT": "1"}, 1),
+        ({"BNFAST_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "7"}, 2),
+    ],
+)
 def test_env_precedence(tmp_path, env, expected):
     cfg, warned = _record({**NO_THREAD_ENV, **env}, tmp_path)
     assert warned == []
@@ -302,8 +329,9 @@ def test_env_precedence(tmp_path, env, expected):
 
 
 def test_env_bad_bnfast_count_falls_back_to_omp_num_threads(tmp_path):
-    cfg, warned = _record({**NO_THREAD_ENV, "BNFAST_NUM_THREADS": "0",
-                           "OMP_NUM_THREADS": "3"}, tmp_path)
+    cfg, warned = _record(
+        {**NO_THREAD_ENV, "BNFAST_NUM_THREADS": "0", "OMP_NUM_THREADS": "3"}, tmp_path
+    )
     _only_warning(warned, "BNFAST_NUM_THREADS", "'0'", "using 3 (OMP_NUM_THREADS) instead")
     assert cfg["num_threads"] == 3
 
@@ -318,14 +346,16 @@ def test_env_bad_omp_values_warn(tmp_path):
 
 
 def test_env_thread_limit_caps_every_later_setting(tmp_path):
-    code = ("import bnfast, threading\n"
-            "bnfast.set_num_threads(4)\n"
-            "with bnfast.threads(3):\n"
-            "    inner = bnfast.get_num_threads()\n"
-            "out = []\n"
-            "t = threading.Thread(target=lambda: out.append(bnfast.get_num_threads()))\n"
-            "t.start(); t.join()\n"
-            "print(bnfast.get_num_threads(), inner, out[0])")
+    code = (
+        "import bnfast, threading\n"
+        "bnfast.set_num_threads(4)\n"
+        "with bnfast.threads(3):\n"
+        "    inner = bnfast.get_num_threads()\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(bnfast.get_num_threads()))\n"
+        "t.start(); t.join()\n"
+        "print(bnfast.get_num_threads(), inner, out[0])"
+    )
     proc = _run(code, {**NO_THREAD_ENV, "OMP_THREAD_LIMIT": "1"}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "1", "1"]
@@ -334,9 +364,16 @@ def test_env_thread_limit_caps_every_later_setting(tmp_path):
 def test_env_warnings_do_not_break_an_indirect_import(tmp_path):
     # A module that imports bnfast (the user may not even know it does).
     (tmp_path / "uses_bnfast.py").write_text("import bnfast.nn\nOK = 1\n")
-    proc = _run("import uses_bnfast; print(uses_bnfast.OK)",
-                {"BNFAST_NUM_THREADS": "abc", "BNFAST_BACKEND": "gpu",
-                 "BNFAST_CPU_CAPABILITY": "avx9", "OMP_THREAD_LIMIT": "-1"}, tmp_path)
+    proc = _run(
+        "import uses_bnfast; print(uses_bnfast.OK)",
+        {
+            "BNFAST_NUM_THREADS": "abc",
+            "BNFAST_BACKEND": "gpu",
+            "BNFAST_CPU_CAPABILITY": "avx9",
+            "OMP_THREAD_LIMIT": "-1",
+        },
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1"]
     assert proc.stderr.count("RuntimeWarning") == 4, proc.stderr
@@ -378,17 +415,21 @@ def test_hidden_level_is_not_chosen_by_default():
 @pytest.mark.parametrize("level", ["avx512", "avx2"])
 def test_forcing_a_level_the_cpu_lacks_warns_and_uses_the_best(level, tmp_path):
     hide = "avx512" if level == "avx512" else "avx2,avx512"
-    cfg, warned = _record({"BNFAST_DEBUG_HIDE_CAPABILITIES": hide,
-                           "BNFAST_CPU_CAPABILITY": level}, tmp_path)
+    cfg, warned = _record(
+        {"BNFAST_DEBUG_HIDE_CAPABILITIES": hide, "BNFAST_CPU_CAPABILITY": level}, tmp_path
+    )
     best = "avx2" if level == "avx512" and "avx2" in NATIVE else "scalar"
-    _only_warning(warned, "BNFAST_CPU_CAPABILITY", repr(level), "not available",
-                  f"using {best!r} instead")
+    _only_warning(
+        warned, "BNFAST_CPU_CAPABILITY", repr(level), "not available", f"using {best!r} instead"
+    )
     assert cfg["capability"] == best
 
 
 @requires_native
 def test_scalar_can_always_be_forced():
-    proc = _run_snippet({"BNFAST_DEBUG_HIDE_CAPABILITIES": "avx2,avx512", "BNFAST_CPU_CAPABILITY": "scalar"})
+    proc = _run_snippet(
+        {"BNFAST_DEBUG_HIDE_CAPABILITIES": "avx2,avx512", "BNFAST_CPU_CAPABILITY": "scalar"}
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["capability"] == "scalar"
 
@@ -501,10 +542,12 @@ def test_threadpoolctl_does_not_claim_other_core_modules(tmp_path):
     other = tmp_path / "otherpkg" / os.path.basename(runtime._core.__file__)
     other.parent.mkdir()
     shutil.copy(runtime._core.__file__, other)
-    code = ("import ctypes, sys, json, bnfast, threadpoolctl\n"
-            "ctypes.CDLL(sys.argv[1])\n"
-            "print(json.dumps([(i['internal_api'], i['filepath'])\n"
-            "                  for i in threadpoolctl.threadpool_info() if i['prefix'] == '_core']))")
+    code = (
+        "import ctypes, sys, json, bnfast, threadpoolctl\n"
+        "ctypes.CDLL(sys.argv[1])\n"
+        "print(json.dumps([(i['internal_api'], i['filepath'])\n"
+        "                  for i in threadpoolctl.threadpool_info() if i['prefix'] == '_core']))"
+    )
     proc = _run(None, {}, tmp_path, args=["-c", code, str(other)])
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -517,20 +560,29 @@ def test_threadpoolctl_does_not_claim_other_core_modules(tmp_path):
 # The Python copy of the thread settings (used without _core) decides as
 # _core does
 # --------------------------------------------------------------------------
-SETTERS = ("set_num_threads", "set_thread_num_threads", "set_thread_limit",
-           "set_hard_thread_limit")
+SETTERS = ("set_num_threads", "set_thread_num_threads", "set_thread_limit", "set_hard_thread_limit")
 OPTIONAL = st.one_of(st.none(), st.integers(1, 16))
 
 
 @requires_native
 @settings(max_examples=100)
-@given(ops=st.lists(st.one_of(
-    st.tuples(st.just("set_num_threads"), st.integers(1, 16)),
-    st.tuples(st.sampled_from(SETTERS[1:]), OPTIONAL)), max_size=12))
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("set_num_threads"), st.integers(1, 16)),
+            st.tuples(st.sampled_from(SETTERS[1:]), OPTIONAL),
+        ),
+        max_size=12,
+    )
+)
 def test_python_settings_decide_as_core_does(ops):
     core, py = runtime._core, runtime._threads.PySettings()
-    saved = (core.get_num_threads(), core.get_thread_num_threads(),
-             core.get_thread_limit(), core.get_hard_thread_limit())
+    saved = (
+        core.get_num_threads(),
+        core.get_thread_num_threads(),
+        core.get_thread_limit(),
+        core.get_hard_thread_limit(),
+    )
     core.set_thread_num_threads(None)
     core.set_num_threads(1)
     try:

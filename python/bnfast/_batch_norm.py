@@ -70,8 +70,10 @@ def check_running_pair(
         if required:
             raise ValueError(f"running_mean and running_var are required {why}")
         return None, None
-    return (check_running(running_mean, "running_mean", c, dtype, updating),
-            check_running(running_var, "running_var", c, dtype, updating))
+    return (
+        check_running(running_mean, "running_mean", c, dtype, updating),
+        check_running(running_var, "running_var", c, dtype, updating),
+    )
 
 
 # Held around every running-statistics update of the general path (batch
@@ -96,8 +98,13 @@ def update_running(running: FloatArray, value: F64Array, momentum: float) -> Non
         running[...] = work
 
 
-def update_running_pair(running_mean: FloatArray, running_var: FloatArray,
-                        mean: F64Array, var: F64Array, momentum: float) -> None:
+def update_running_pair(
+    running_mean: FloatArray,
+    running_var: FloatArray,
+    mean: F64Array,
+    var: F64Array,
+    momentum: float,
+) -> None:
     """Both running statistics updated (:func:`update_running`), as one step
     under :data:`RUNNING_LOCK`."""
     with RUNNING_LOCK:
@@ -246,8 +253,9 @@ def batch_norm(
            [ 1.,  1.]])
     """
     if not return_stats and _runtime.native_active():
-        y = _runtime.core().batch_norm_fast(x, running_mean, running_var, weight, bias,
-                                            training, momentum, eps, axis, out)
+        y = _runtime.core().batch_norm_fast(
+            x, running_mean, running_var, weight, bias, training, momentum, eps, axis, out
+        )
         if y is not None:  # the common case, done in C++ exactly as below
             return y
     x = as_array(x)
@@ -261,8 +269,14 @@ def batch_norm(
     c = x.shape[axis]
 
     rm, rv = check_running_pair(
-        running_mean, running_var, c, dtype, training, required=not training,
-        why="when training=False (eval mode normalizes with the running statistics)")
+        running_mean,
+        running_var,
+        c,
+        dtype,
+        training,
+        required=not training,
+        why="when training=False (eval mode normalizes with the running statistics)",
+    )
     w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
     b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
     y = output_for(x, out, "batch_norm")
@@ -288,8 +302,16 @@ def batch_norm(
         scale, shift = impl.eval_fold(mean, invstd, w, b)
         if x.size:
             groups = _layout.canonical_groups(x, kept)
-            _layout.apply_elementwise(impl.affine, x, y, groups, None, None,
-                                      as_param(scale, dtype), as_param(shift, dtype))
+            _layout.apply_elementwise(
+                impl.affine,
+                x,
+                y,
+                groups,
+                None,
+                None,
+                as_param(scale, dtype),
+                as_param(shift, dtype),
+            )
 
     if training and rm is not None and rv is not None:
         # In float64, rounded once (the C++ fast path does the same).
@@ -424,18 +446,22 @@ def batch_norm_backward(
     dy3 = _layout.view_or_copy(dy, groups)
     # dx overlapping an input it is computed from goes through a temporary.
     private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"), \
-            _layout.output_view(dx, groups, x3.shape, private) as dx3_work:
+    with (
+        np.errstate(invalid="ignore", divide="ignore", over="ignore"),
+        _layout.output_view(dx, groups, x3.shape, private) as dx3_work,
+    ):
         if training:
             # One kernel: the sums about the stored mean, the move to the exact
             # batch mean, and dx (fused per channel where the layout allows).
             sum_dy, sum_dy_xc = impl.batch_norm_backward_train(
-                x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w)
+                x3, dy3, dx3_work, np.ascontiguousarray(mu), np.ascontiguousarray(inv), w
+            )
         else:
             # Eval: dx = dy * invstd * weight, independent of x.
             _, sum_dy, sum_dy_xc = impl.batch_norm_backward_reduce(x3, dy3, mu)
             gamma = np.ones(c) if w is None else w
-            impl.affine(dy3, dx3_work, None, None, as_param(inv * gamma, dtype),
-                        np.zeros(c, dtype=dtype))
+            impl.affine(
+                dy3, dx3_work, None, None, as_param(inv * gamma, dtype), np.zeros(c, dtype=dtype)
+            )
         dweight = None if w is None else (sum_dy_xc * inv).astype(dtype)
     return dx, dweight, sum_dy.astype(dtype)

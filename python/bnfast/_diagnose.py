@@ -35,9 +35,13 @@ class _Totals(NamedTuple):
     max: NDArray[np.float64]
 
     def merge(self, other: _Totals) -> _Totals:
-        return _Totals(self.moments.merge(other.moments), self.nan + other.nan,
-                       self.inf + other.inf, np.fmin(self.min, other.min),
-                       np.fmax(self.max, other.max))
+        return _Totals(
+            self.moments.merge(other.moments),
+            self.nan + other.nan,
+            self.inf + other.inf,
+            np.fmin(self.min, other.min),
+            np.fmax(self.max, other.max),
+        )
 
 
 class DiagnoseAccumulator:
@@ -93,9 +97,16 @@ class DiagnoseAccumulator:
             mean = np.where(count > 0, m.mean, np.nan)
             std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
         return DataReport(
-            count=count, nan_count=t.nan, inf_count=t.inf, mean=mean, std=std,
-            minimum=t.min, maximum=t.max, n_samples=self._n_samples,
-            dtype=self._dtype, integer_valued=self._integer_valued,
+            count=count,
+            nan_count=t.nan,
+            inf_count=t.inf,
+            mean=mean,
+            std=std,
+            minimum=t.min,
+            maximum=t.max,
+            n_samples=self._n_samples,
+            dtype=self._dtype,
+            integer_valued=self._integer_valued,
         )
 
 
@@ -254,9 +265,20 @@ class DataReport:
     looks_standardized: bool
     warnings: list[str]
 
-    def __init__(self, *, count: ArrayLike, nan_count: ArrayLike, inf_count: ArrayLike,
-                 mean: ArrayLike, std: ArrayLike, minimum: ArrayLike, maximum: ArrayLike,
-                 n_samples: int, dtype: DTypeLike, integer_valued: bool) -> None:
+    def __init__(
+        self,
+        *,
+        count: ArrayLike,
+        nan_count: ArrayLike,
+        inf_count: ArrayLike,
+        mean: ArrayLike,
+        std: ArrayLike,
+        minimum: ArrayLike,
+        maximum: ArrayLike,
+        n_samples: int,
+        dtype: DTypeLike,
+        integer_valued: bool,
+    ) -> None:
         # (No copies: diagnose passes arrays of these dtypes.)
         self.count = count = np.asarray(count, dtype=np.int64)
         self.nan_count = nan_count = np.asarray(nan_count, dtype=np.int64)
@@ -284,7 +306,9 @@ class DataReport:
         kind = np.dtype(dtype).kind
         self.looks_like_image_bytes = bool(
             (kind in "iu" or (kind == "f" and integer_valued))
-            and finite_min >= 0 and finite_max <= 255 and finite_max > 1
+            and finite_min >= 0
+            and finite_max <= 255
+            and finite_max > 1
         )
         self.looks_standardized = bool(
             varying.any()
@@ -304,23 +328,33 @@ class DataReport:
     def _warnings(self) -> list[str]:
         out = []
         if self.has_nan:
-            out.append(f"{int(self.nan_count.sum())} NaN value(s) in feature(s) "
-                       f"{self._list(self.nan_count > 0)}")
+            out.append(
+                f"{int(self.nan_count.sum())} NaN value(s) in feature(s) "
+                f"{self._list(self.nan_count > 0)}"
+            )
         if self.has_inf:
-            out.append(f"{int(self.inf_count.sum())} infinite value(s) in feature(s) "
-                       f"{self._list(self.inf_count > 0)}; Standardizer.fit refuses them")
+            out.append(
+                f"{int(self.inf_count.sum())} infinite value(s) in feature(s) "
+                f"{self._list(self.inf_count > 0)}; Standardizer.fit refuses them"
+            )
         empty = self.count == 0
         if empty.any():
             out.append(f"feature(s) {self._list(empty)} have no finite values")
         if self.constant.any():
-            out.append(f"constant or near-constant feature(s) {self._list(self.constant)}: "
-                       f"they carry no information (Standardizer gives them scale 1)")
+            out.append(
+                f"constant or near-constant feature(s) {self._list(self.constant)}: "
+                f"they carry no information (Standardizer gives them scale 1)"
+            )
         if self.scale_outliers.any():
-            out.append(f"feature(s) {self._list(self.scale_outliers)} have a std more than "
-                       f"{SCALE_RATIO:g}x away from the median std: standardize before training")
+            out.append(
+                f"feature(s) {self._list(self.scale_outliers)} have a std more than "
+                f"{SCALE_RATIO:g}x away from the median std: standardize before training"
+            )
         if self.looks_like_image_bytes:
-            out.append("values are integers in 0..255: this looks like raw image bytes; "
-                       "scale to [0, 1] or standardize before training")
+            out.append(
+                "values are integers in 0..255: this looks like raw image bytes; "
+                "scale to [0, 1] or standardize before training"
+            )
         if self.looks_standardized:
             out.append("data already looks standardized (mean ~0, std ~1 per feature)")
         return out
@@ -340,6 +374,7 @@ class DataReport:
         >>> bnfast.diagnose([[1.0], [3.0]]).to_dict()["mean"]
         [2.0]
         """
+
         def lst(a: np.ndarray) -> Any:
             return a.tolist()
 
@@ -385,15 +420,24 @@ class DataReport:
         """
         return feature_table(
             self.feature_shape,
-            [("count", self.count), ("nan", self.nan_count), ("inf", self.inf_count),
-             ("mean", self.mean), ("std", self.std), ("min", self.min), ("max", self.max)],
+            [
+                ("count", self.count),
+                ("nan", self.nan_count),
+                ("inf", self.inf_count),
+                ("mean", self.mean),
+                ("std", self.std),
+                ("min", self.min),
+                ("max", self.max),
+            ],
             flags=[("constant", self.constant), ("scale", self.scale_outliers)],
             max_rows=max_rows,
         )
 
     def __str__(self) -> str:
-        head = (f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
-                f"(feature shape {self.feature_shape}), dtype {self.dtype}")
+        head = (
+            f"bnfast.diagnose: {self.n_samples} samples x {self.n_features} features "
+            f"(feature shape {self.feature_shape}), dtype {self.dtype}"
+        )
         body = self.table()
         if self.n_features > _TABLE_ROWS:
             body += "\n" + self._summary()
@@ -403,19 +447,27 @@ class DataReport:
     def _summary(self) -> str:
         """Spread of each statistic across features (for wide data)."""
         lines = [f"across all {self.n_features} features: min / median / max"]
-        for name, values in (("count", self.count), ("mean", self.mean), ("std", self.std),
-                             ("min", self.min), ("max", self.max)):
+        for name, values in (
+            ("count", self.count),
+            ("mean", self.mean),
+            ("std", self.std),
+            ("min", self.min),
+            ("max", self.max),
+        ):
             v = values.reshape(-1).astype(np.float64)
             v = v[np.isfinite(v)]
             if v.size:
                 lo, med, hi = np.min(v), np.median(v), np.max(v)
-                lines.append(f"  {name:<5} {format_value(lo)} / {format_value(med)} / "
-                             f"{format_value(hi)}")
+                lines.append(
+                    f"  {name:<5} {format_value(lo)} / {format_value(med)} / {format_value(hi)}"
+                )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"<DataReport {self.n_samples} samples x {self.n_features} features, "
-                f"{len(self.warnings)} warning(s)>")
+        return (
+            f"<DataReport {self.n_samples} samples x {self.n_features} features, "
+            f"{len(self.warnings)} warning(s)>"
+        )
 
     def plot(self, path: str | os.PathLike[str]) -> None:
         """Write a PNG of each feature's mean and std, before and after standardizing.
@@ -456,8 +508,10 @@ class DataReport:
         fig = Figure(figsize=(9, 6))
         FigureCanvasAgg(fig)
         axes = fig.subplots(2, 1, sharex=True)
-        for ax, before, after, label in ((axes[0], mean, after_mean, "mean"),
-                                         (axes[1], std, after_std, "std")):
+        for ax, before, after, label in (
+            (axes[0], mean, after_mean, "mean"),
+            (axes[1], std, after_std, "std"),
+        ):
             ax.plot(idx, before, ".", label="before", markersize=4)
             ax.plot(idx, after, ".", label="after standardization", markersize=4)
             ax.set_ylabel(label)

@@ -161,7 +161,8 @@ def group_norm(
         )
     w, b = _affine_params(weight, bias, c)
     y, mean, rstd, _, _ = _layout.group_forward(
-        _runtime.impl(), xa, output_for(xa, out, "group_norm"), groups, w, b, eps, axis, False)
+        _runtime.impl(), xa, output_for(xa, out, "group_norm"), groups, w, b, eps, axis, False
+    )
     return (y, mean, rstd) if return_stats else y
 
 
@@ -297,8 +298,14 @@ def instance_norm(
     c = xa.shape[axis]
     use_input_stats = bool(use_input_stats)
     rm, rv = check_running_pair(
-        running_mean, running_var, c, xa.dtype, use_input_stats, required=not use_input_stats,
-        why="when use_input_stats=False")
+        running_mean,
+        running_var,
+        c,
+        xa.dtype,
+        use_input_stats,
+        required=not use_input_stats,
+        why="when use_input_stats=False",
+    )
     spatial = _layout.spatial_size(xa, axis)
     if use_input_stats and spatial == 1:
         raise ValueError(
@@ -306,16 +313,28 @@ def instance_norm(
         )
     if not use_input_stats:
         # Running statistics per channel: exactly batch norm's eval path.
-        return batch_norm(xa, rm, rv, weight, bias, training=False,
-                          eps=eps, axis=axis, out=out, return_stats=return_stats)
+        return batch_norm(
+            xa,
+            rm,
+            rv,
+            weight,
+            bias,
+            training=False,
+            eps=eps,
+            axis=axis,
+            out=out,
+            return_stats=return_stats,
+        )
     w, b = _affine_params(weight, bias, c)
     y, mean, rstd, mean64, m2 = _layout.group_forward(
-        _runtime.impl(), xa, output_for(xa, out, "instance_norm"), c, w, b, eps, axis, True)
+        _runtime.impl(), xa, output_for(xa, out, "instance_norm"), c, w, b, eps, axis, True
+    )
     if rm is not None and rv is not None and mean64 is not None and m2 is not None:
         # Batch averages of the instance statistics, in float64 and rounded
         # once, by the same formula as batch norm's update.
-        update_running_pair(rm, rv, mean64.mean(axis=0), (m2 / (spatial - 1)).mean(axis=0),
-                            momentum)
+        update_running_pair(
+            rm, rv, mean64.mean(axis=0), (m2 / (spatial - 1)).mean(axis=0), momentum
+        )
     return (y, mean, rstd) if return_stats else y
 
 
@@ -433,7 +452,8 @@ def group_norm_backward(
     impl = _runtime.impl()
     dx = np.empty_like(xa, order="K")
     x_blocks, dy_blocks, dx_blocks, finish = _layout.sample_channel_blocks(
-        xa, dya, dx, axis, spatial)
+        xa, dya, dx, axis, spatial
+    )
     ranges = _layout.block_ranges(n, len(x_blocks))
     # Per (sample, channel) sums, centred on the stored group mean.
     center = np.repeat(mu, per, axis=1)  # (N, C)
@@ -460,8 +480,9 @@ def group_norm_backward(
         params = [as_param(a, dtype) for a in (p, q, r)]
         for (lo_n, hi_n), xb, dyb, dxb in zip(ranges, x_blocks, dy_blocks, dx_blocks):
             sl = slice(lo_n * c, hi_n * c)
-            impl.batch_norm_backward_apply(xb, dyb, dxb, hi_all[sl], lo_all[sl],
-                                           *(a[sl] for a in params))
+            impl.batch_norm_backward_apply(
+                xb, dyb, dxb, hi_all[sl], lo_all[sl], *(a[sl] for a in params)
+            )
         finish()
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
     return dx, dweight, s_dy.sum(axis=0).astype(dtype)

@@ -31,7 +31,9 @@ from ._validate import (
 Axes = Union[int, tuple[int, ...]]
 
 
-def _shaped_param(p: Optional[ArrayLike], name: str, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+def _shaped_param(
+    p: Optional[ArrayLike], name: str, shape: tuple[int, ...]
+) -> Optional[np.ndarray]:
     """weight/bias of layer/RMS norm: exactly the normalized shape."""
     if p is None:
         return None
@@ -80,8 +82,9 @@ def _rows_forward(
     # eps = 0 on a constant row gives rstd = inf, as in PyTorch; no warnings
     # for that or for an rstd beyond the float32 range.
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        mean, _, rstd = _layout.apply_elementwise(impl.layer_norm_forward, x, y, groups, w_t,
-                                                  b_t, eps, rms)
+        mean, _, rstd = _layout.apply_elementwise(
+            impl.layer_norm_forward, x, y, groups, w_t, b_t, eps, rms
+        )
         return y, mean.reshape(kept_shape).astype(dtype), rstd.reshape(kept_shape).astype(dtype)
 
 
@@ -370,10 +373,13 @@ def _row_backward_arrays(
     # Each element of dy is read before dx is written at the same place, so
     # out=dy works in place; any other overlap goes through a temporary.
     private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
-    with np.errstate(invalid="ignore", over="ignore"), \
-            _layout.output_view(dx, groups, x3.shape, private) as dx3:
+    with (
+        np.errstate(invalid="ignore", over="ignore"),
+        _layout.output_view(dx, groups, x3.shape, private) as dx3,
+    ):
         dweight, dbias = _runtime.impl().layer_norm_backward(
-            x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms)
+            x3, dy3, dx3, np.zeros_like(rs) if mu is None else mu, rs, w_t, rms
+        )
     dw = None if w is None else dweight.reshape(norm_shape).astype(dtype)
     return dx, dw, dbias.reshape(norm_shape).astype(dtype)
 
@@ -474,8 +480,7 @@ def layer_norm_backward(
     >>> np.abs(dx).max() < 1e-12, dw, db
     (np.True_, None, array([2., 2., 2.]))
     """
-    return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False,
-                         out=out)
+    return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False, out=out)
 
 
 @overload
@@ -567,6 +572,7 @@ def rms_norm_backward(
     >>> dw.round(4)
     array([0.8485, 1.1314])
     """
-    dx, dweight, _ = _row_backward(dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True,
-                                   out=out)
+    dx, dweight, _ = _row_backward(
+        dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True, out=out
+    )
     return dx, dweight

@@ -28,9 +28,7 @@ F64Array = NDArray[np.float64]
 Groups = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
-def _collapses(
-    shape: tuple[int, ...], strides: tuple[int, ...], axes: tuple[int, ...]
-) -> bool:
+def _collapses(shape: tuple[int, ...], strides: tuple[int, ...], axes: tuple[int, ...]) -> bool:
     """Whether ``axes`` (outer to inner) collapse into one strided dimension."""
     for outer, inner in zip(axes, axes[1:]):
         if strides[outer] != strides[inner] * shape[inner]:
@@ -194,7 +192,7 @@ def group_moments(
     """Per-(n, g) mean and M2 (float64, shape (N, G)) over the spatial axes and
     the channels of each group."""
     n, c = x.shape[0], x.shape[axis]
-    split = x.shape[:axis] + (groups_count, c // groups_count) + x.shape[axis + 1:]
+    split = x.shape[:axis] + (groups_count, c // groups_count) + x.shape[axis + 1 :]
     xs = x.reshape(split)  # splitting an axis never copies
     kept = (0, axis)
     plan = plan_groups(xs, kept)
@@ -212,8 +210,14 @@ def group_moments(
 
 
 def affine_per_sample_channel(
-    impl: ModuleType, x: np.ndarray, y: np.ndarray, axis: int, hi: np.ndarray, lo: np.ndarray,
-    scale: np.ndarray, shift: np.ndarray,
+    impl: ModuleType,
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: int,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
 ) -> None:
     """y[n, c, ...] = ((x - hi[n, c]) - lo[n, c]) * scale[n, c] + shift[n, c]."""
     spatial = tuple(i for i in range(1, x.ndim) if i != axis and x.shape[i] != 1)
@@ -261,8 +265,9 @@ def group_forward(
     shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
     hi, lo = impl.split_center(mean_nc.ravel(), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        affine_per_sample_channel(impl, x, y, axis, hi, lo, as_param(scale_nc, dtype),
-                                  as_param(shift_nc, dtype))
+        affine_per_sample_channel(
+            impl, x, y, axis, hi, lo, as_param(scale_nc, dtype), as_param(shift_nc, dtype)
+        )
         return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
 
 
@@ -298,5 +303,9 @@ def sample_channel_blocks(
             copy_from_groups(work, dx, per_sample)
 
     n = x.shape[0]
-    return ([x3[i:i + 1] for i in range(n)], [dy3[i:i + 1] for i in range(n)],
-            [work[i:i + 1] for i in range(n)], finish)
+    return (
+        [x3[i : i + 1] for i in range(n)],
+        [dy3[i : i + 1] for i in range(n)],
+        [work[i : i + 1] for i in range(n)],
+        finish,
+    )

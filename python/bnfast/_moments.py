@@ -35,9 +35,16 @@ def _work_dtype(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], np.dtype[Any]]:
     return np.dtype(np.float64), np.dtype(np.float64)  # bool, integers (as np.mean)
 
 
-def _reduce(x: ArrayLike, axis: Axis) -> tuple[
-    Optional[F64Array], Optional[F64Array], int, tuple[int, ...], tuple[int, ...],
-    np.ndarray[Any, Any], np.dtype[Any],
+def _reduce(
+    x: ArrayLike, axis: Axis
+) -> tuple[
+    Optional[F64Array],
+    Optional[F64Array],
+    int,
+    tuple[int, ...],
+    tuple[int, ...],
+    np.ndarray[Any, Any],
+    np.dtype[Any],
 ]:
     """Shared front end: returns (mean64, m2_64, count, out_shape, result dtype)
     with mean64/m2_64 flat over the kept axes (C order)."""
@@ -439,4 +446,6 @@ class Moments:
     def __repr__(self) -> str:
         if self.mean.ndim == 0:
             return f"Moments(count={int(self.count)}, mean={float(self.mean)!r}, m2={float(self.m2)!r})"
-        return f"Moments(shape={self.shape}, count={self.count!r}, mean={self.mean!r}, m2={self.m2!r})"
+        return (
+            f"Moments(shape={self.shape}, count={self.count!r}, mean={self.mean!r}, m2={self.m2!r})"
+        )

@@ -188,7 +188,9 @@ class Layer:
             nothing is loaded then.
         """
         if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
+            raise TypeError(
+                f"state must be a mapping of names to arrays, got {type(state).__name__}"
+            )
         expected = self._present_keys()
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
@@ -198,7 +200,9 @@ class Layer:
                 parts.append("missing key(s) " + ", ".join(repr(k) for k in missing))
             if unexpected:
                 parts.append("unexpected key(s) " + ", ".join(repr(k) for k in unexpected))
-            raise ValueError(f"Error loading state_dict for {type(self).__name__}: " + "; ".join(parts))
+            raise ValueError(
+                f"Error loading state_dict for {type(self).__name__}: " + "; ".join(parts)
+            )
         values = {}
         for key in expected:
             if key not in state:
@@ -208,7 +212,9 @@ class Layer:
             except Exception as exc:
                 raise TypeError(f"state_dict entry {key!r} is not array-like: {exc}") from None
             if value.dtype.kind not in "biuf":
-                raise TypeError(f"state_dict entry {key!r} must hold real numbers, got {value.dtype}")
+                raise TypeError(
+                    f"state_dict entry {key!r} must hold real numbers, got {value.dtype}"
+                )
             current_shape = () if key == "num_batches_tracked" else getattr(self, key).shape
             if value.shape != current_shape:
                 raise ValueError(
@@ -285,9 +291,11 @@ class RunningStatsLayer(Layer):
             self.num_batches_tracked = 0
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
-                f"momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}, axis={self.axis})")
+        return (
+            f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
+            f"momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}, axis={self.axis})"
+        )
 
 
 def check_batched(layer: Layer, x: np.ndarray) -> None:
@@ -305,7 +313,9 @@ def check_channels(layer: Layer, x: np.ndarray, axis: int, expected: int) -> Non
     try:
         c = x.shape[axis]
     except (IndexError, TypeError):
-        raise ValueError(f"{type(layer).__name__}: axis {axis} is out of range for input of shape {x.shape}") from None
+        raise ValueError(
+            f"{type(layer).__name__}: axis {axis} is out of range for input of shape {x.shape}"
+        ) from None
     if c != expected:
         raise ValueError(
             f"{type(layer).__name__} expected {expected} channels on axis {axis}, got input "
@@ -316,7 +326,7 @@ def check_channels(layer: Layer, x: np.ndarray, axis: int, expected: int) -> Non
 def check_trailing(layer: Layer, x: np.ndarray, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The axes of the trailing ``shape`` of x (an error if x does not end so)."""
     k = len(shape)
-    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+    if x.ndim < k or tuple(x.shape[x.ndim - k :]) != shape:
         raise ValueError(
             f"{type(layer).__name__} normalizes over trailing shape {shape}, got input of "
             f"shape {x.shape}"

@@ -242,12 +242,15 @@ def _backend_from(environ: Mapping[str, str]) -> str:
     raw = environ.get("BNFAST_BACKEND", "").strip()
     backend = raw.lower() or default
     if backend not in ("native", "numpy"):
-        _warn(f"bnfast: BNFAST_BACKEND={raw!r} is not 'native' or 'numpy'; "
-              f"using {default!r} instead")
+        _warn(
+            f"bnfast: BNFAST_BACKEND={raw!r} is not 'native' or 'numpy'; using {default!r} instead"
+        )
         return default
     if backend == "native" and _core is None:
-        _warn(f"bnfast: BNFAST_BACKEND='native', but the compiled module bnfast._core "
-              f"could not be imported ({_core_import_error}); using 'numpy' instead")
+        _warn(
+            f"bnfast: BNFAST_BACKEND='native', but the compiled module bnfast._core "
+            f"could not be imported ({_core_import_error}); using 'numpy' instead"
+        )
         return "numpy"
     return backend
 
@@ -259,8 +262,10 @@ def _capability_from(environ: Mapping[str, str]) -> None:
     cap = raw.lower()
     if _core is None:
         if cap:
-            _warn(f"bnfast: BNFAST_CPU_CAPABILITY={raw!r} is ignored: the compiled module "
-                  f"bnfast._core could not be imported ({_core_import_error})")
+            _warn(
+                f"bnfast: BNFAST_CPU_CAPABILITY={raw!r} is ignored: the compiled module "
+                f"bnfast._core could not be imported ({_core_import_error})"
+            )
         return
     best = supported_capabilities()[-1]
     if cap:
@@ -289,8 +294,10 @@ def _register_with_threadpoolctl() -> None:
     try:
         _threadpoolctl.register(settings, _core.__file__, __version__)
     except Exception as exc:  # a threadpoolctl we do not understand: never an import error
-        _warn(f"bnfast: could not register with threadpoolctl ({exc!r}); "
-              f"threadpool_limits will not limit bnfast")
+        _warn(
+            f"bnfast: could not register with threadpoolctl ({exc!r}); "
+            f"threadpool_limits will not limit bnfast"
+        )
 
 
 _init_from_environment(os.environ)

@@ -93,8 +93,9 @@ def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
     return Moments.combine(parts)
 
 
-def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
-         minmax: bool = False) -> Scan:
+def scan(
+    x: np.ndarray, axes: tuple, weights: np.ndarray | None = None, minmax: bool = False
+) -> Scan:
     """NaN- and inf-aware statistics of ``x`` along ``axes`` (non-empty).
 
     ``weights`` (float64, one per index of ``axes[0]``) weight the values;
@@ -143,8 +144,9 @@ def scan(x: np.ndarray, axes: tuple, weights: np.ndarray | None = None,
         total = part if total is None else total.merge(part)
     if total is None:  # zero-length reduced axis
         zero = np.zeros(feature_shape)
-        total = Moments(np.zeros(feature_shape, dtype=np.int64 if weights is None else np.float64),
-                        zero, zero)
+        total = Moments(
+            np.zeros(feature_shape, dtype=np.int64 if weights is None else np.float64), zero, zero
+        )
     if not minmax:
         return Scan(total, nan_count, inf_count, None, None)
     none = total.count == 0
@@ -186,8 +188,7 @@ def check_weights(sample_weight: ArrayLike, n: int) -> NDArray[np.float64]:
         w = np.asarray(w, dtype=np.float64)  # no copy when already float64
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(
-                f"sample_weight should have shape ({n},) (one weight per sample), "
-                f"got {w.shape}"
+                f"sample_weight should have shape ({n},) (one weight per sample), got {w.shape}"
             )
     if not np.all(np.isfinite(w)):
         raise ValueError("sample_weight contains NaN or infinity")
@@ -207,13 +208,17 @@ def _scatter(sub: Scan, mask: np.ndarray, base: Moments) -> Scan:
         return out.reshape(mask.shape)
 
     zeros = np.zeros(mask.shape, dtype=np.int64)
-    moments = Moments(fill(sub.moments.count, base.count), fill(sub.moments.mean, base.mean),
-                      fill(sub.moments.m2, base.m2))
+    moments = Moments(
+        fill(sub.moments.count, base.count),
+        fill(sub.moments.mean, base.mean),
+        fill(sub.moments.m2, base.m2),
+    )
     return Scan(moments, fill(sub.nan_count, zeros), fill(sub.inf_count, zeros), None, None)
 
 
-def chunk_moments(x: np.ndarray, axes: tuple[int, ...], weights: NDArray[np.float64] | None,
-                  nan_policy: str) -> Moments:
+def chunk_moments(
+    x: np.ndarray, axes: tuple[int, ...], weights: NDArray[np.float64] | None, nan_policy: str
+) -> Moments:
     """Moments of the values of ``x`` along ``axes`` (non-empty) under
     :class:`bnfast.Standardizer`'s ``nan_policy``; ValueError on infinity.
 
@@ -250,13 +255,20 @@ def chunk_moments(x: np.ndarray, axes: tuple[int, ...], weights: NDArray[np.floa
     result = found.moments
     if weights is None:
         # Clean features keep the (more exact, native) single-call moments.
-        result = Moments(np.where(bad, result.count, fast.count),
-                         np.where(bad, result.mean, fast.mean),
-                         np.where(bad, result.m2, fast.m2))
+        result = Moments(
+            np.where(bad, result.count, fast.count),
+            np.where(bad, result.mean, fast.mean),
+            np.where(bad, result.m2, fast.m2),
+        )
     if nan_policy == "propagate":
-        n_all = (math.prod(x.shape[i] for i in axes) if weights is None
-                 else weights.sum() * (math.prod(x.shape[i] for i in axes) // x.shape[axes[0]]))
-        result = Moments(np.where(has_nan, n_all, result.count),
-                         np.where(has_nan, np.nan, result.mean),
-                         np.where(has_nan, np.nan, result.m2))
+        n_all = (
+            math.prod(x.shape[i] for i in axes)
+            if weights is None
+            else weights.sum() * (math.prod(x.shape[i] for i in axes) // x.shape[axes[0]])
+        )
+        result = Moments(
+            np.where(has_nan, n_all, result.count),
+            np.where(has_nan, np.nan, result.mean),
+            np.where(has_nan, np.nan, result.m2),
+        )
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
 
@@ -16,8 +15,10 @@ from ._moments import Moments
 from ._standardize_io import Persistence, State, not_saved
 from ._standardize_rules import (
     EstimatorParams,
+    FittedState,
     NotFittedError,
     check_axis_param,
+    check_chunk,
     constant_features,
     derived_attributes,
     output_array,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     AxisLike = Union[int, tuple[int, ...], None]
 
 
-class Standardizer(EstimatorParams, Persistence):
+class Standardizer(EstimatorParams, FittedState, Persistence):
     """Per-feature standardization ``(X - mean_) / scale_``, like StandardScaler.
 
     scikit-learn's StandardScaler semantics, with exact statistics (Welford/Chan
@@ -133,9 +134,16 @@ class Standardizer(EstimatorParams, Persistence):
     moments_: Moments
     _fit_ndim: int
 
-    def __init__(self, *, axis: AxisLike = 0, with_mean: bool = True, with_std: bool = True,
-                 ddof: int = 0, nan_policy: Literal["omit", "propagate", "raise"] = "omit",
-                 copy: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+    ) -> None:
         self.axis = axis
         self.with_mean = with_mean
         self.with_std = with_std
@@ -144,15 +152,6 @@ class Standardizer(EstimatorParams, Persistence):
         self.copy = copy
 
     _PARAMS = ("axis", "with_mean", "with_std", "ddof", "nan_policy", "copy")
-
-    def __repr__(self) -> str:
-        defaults = Standardizer().get_params()
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "moments_")
-
 
     # -- fitting ------------------------------------------------------------
     def _checked_params(self) -> AxisLike:
@@ -165,12 +164,20 @@ class Standardizer(EstimatorParams, Persistence):
         return check_axis_param(self.axis)
 
     def _reset(self) -> None:
-        for name in ("moments_", "mean_", "var_", "scale_", "n_samples_seen_",
-                     "n_features_in_", "feature_shape_", "sample_axes_", "_fit_ndim"):
+        for name in (
+            "moments_",
+            "mean_",
+            "var_",
+            "scale_",
+            "n_samples_seen_",
+            "n_features_in_",
+            "feature_shape_",
+            "sample_axes_",
+            "_fit_ndim",
+        ):
             self.__dict__.pop(name, None)
 
-    def fit(self: _S, X: ArrayLike, y: object = None,
-            sample_weight: ArrayLike | None = None) -> _S:
+    def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each feature of ``X``, anew.
 
         Parameters
@@ -214,8 +221,9 @@ class Standardizer(EstimatorParams, Persistence):
             raise ValueError(f"Standardizer.fit: X of shape {x.shape} holds no values")
         return self._fit_chunk(x, sample_weight, reset=True)
 
-    def partial_fit(self: _S, X: ArrayLike, y: object = None,
-                    sample_weight: ArrayLike | None = None) -> _S:
+    def partial_fit(
+        self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> _S:
         """Merge the statistics of one chunk of data into the fitted ones.
 
         The merge is exact (Chan's formula); the first call fits. Later chunks
@@ -256,29 +264,15 @@ class Standardizer(EstimatorParams, Persistence):
         """
         return self._fit_chunk(as_array(X, "X"), sample_weight, reset=False)
 
-    # The per-instance lock of the fitted state: created on first use (the
-    # constructor sets parameters only, as scikit-learn expects) and left out
-    # of pickles and deep copies, which get a lock of their own.
-    def _fit_lock(self) -> threading.Lock:
-        lock: threading.Lock | None = self.__dict__.get("_lock")
-        if lock is None:  # setdefault: two threads creating it keep one
-            lock = self.__dict__.setdefault("_lock", threading.Lock())
-        return lock
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        return state
-
-    def _fit_chunk(self: _S, x: np.ndarray, sample_weight: ArrayLike | None,
-                   reset: bool) -> _S:
+    def _fit_chunk(self: _S, x: np.ndarray, sample_weight: ArrayLike | None, reset: bool) -> _S:
         """Compute the statistics of chunk ``x`` outside the lock, then merge
         them into the fitted ones (``reset``: replace them) under it."""
         axis = self._checked_params()
         check_real_dtype(x, "X")
         if x.ndim == 0:
             raise ValueError(
-                "Standardizer needs an array with at least one dimension, got a scalar")
+                "Standardizer needs an array with at least one dimension, got a scalar"
+            )
         while True:
             with self._fit_lock():
                 fitted = not reset and hasattr(self, "moments_")
@@ -291,18 +285,25 @@ class Standardizer(EstimatorParams, Persistence):
             weights = None
             if sample_weight is not None:
                 weights = _scan.check_weights(sample_weight, x.shape[axes[0]])
-            self._check_chunk(x, axes, weights, feature_shape, fitted)
+            check_chunk(x, axes, weights, feature_shape, self.feature_shape_ if fitted else None)
             chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
             with self._fit_lock():
                 now_fitted = not reset and hasattr(self, "moments_")
                 if now_fitted and not fitted:  # another thread fitted first
                     if self._axes_for(x, "partial_fit") != axes:
                         continue  # on other axes: read x again with those
-                    self._check_chunk(x, axes, weights, feature_shape, now_fitted)
+                    check_chunk(
+                        x,
+                        axes,
+                        weights,
+                        feature_shape,
+                        self.feature_shape_ if now_fitted else None,
+                    )
                 if now_fitted:
                     chunk = self.moments_.merge(chunk)
-                derived, undefined = derived_attributes(chunk, self.ddof, self.with_mean,
-                                                         self.with_std)
+                derived, undefined = derived_attributes(
+                    chunk, self.ddof, self.with_mean, self.with_std
+                )
                 # All state at once, then warn: a warning turned into an error
                 # must not leave a half-updated estimator.
                 self._set_fitted(chunk, x.ndim, axes, feature_shape, derived)
@@ -311,27 +312,19 @@ class Standardizer(EstimatorParams, Persistence):
             warnings.warn(
                 f"Standardizer: {undefined} feature(s) have no more values than "
                 f"ddof={self.ddof}; their variance is NaN and their scale 1",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
         return self
 
-    def _check_chunk(self, x: np.ndarray, axes: tuple[int, ...], weights: np.ndarray | None,
-                     feature_shape: tuple[int, ...], fitted: bool) -> None:
-        if fitted and feature_shape != self.feature_shape_:
-            raise ValueError(
-                f"X has features of shape {feature_shape}, but this Standardizer was "
-                f"fitted on features of shape {self.feature_shape_}"
-            )
-        n_samples = math.prod(x.shape[i] for i in axes)
-        if not fitted and (n_samples == 0 or (weights is not None and not np.any(weights > 0))):
-            what = "no samples" if n_samples == 0 else "zero weight for every sample"
-            raise ValueError(
-                f"Standardizer: the first chunk has {what} (X of shape {x.shape}); "
-                f"nothing to compute statistics from"
-            )
-
-    def _set_fitted(self, moments: Moments, ndim: int, axes: tuple[int, ...],
-                    feature_shape: tuple[int, ...], derived: dict[str, Any]) -> None:
+    def _set_fitted(
+        self,
+        moments: Moments,
+        ndim: int,
+        axes: tuple[int, ...],
+        feature_shape: tuple[int, ...],
+        derived: dict[str, Any],
+    ) -> None:
         self.moments_ = moments
         self._fit_ndim = ndim
         self.sample_axes_ = axes
@@ -341,15 +334,12 @@ class Standardizer(EstimatorParams, Persistence):
             setattr(self, name, value)
 
     # -- transforming -------------------------------------------------------
-    def _check_fitted(self, method: str) -> None:
-        if not hasattr(self, "moments_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} is not fitted yet; call fit or partial_fit "
-                f"before {method}"
-            )
-
-    def _prepare(self, X: ArrayLike, out: np.ndarray | None, method: str,
-                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.dtype[Any], Any]:
+    def _prepare(
+        self,
+        X: ArrayLike,
+        out: np.ndarray | None,
+        method: str,
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.dtype[Any], Any]:
         self._check_fitted(method)
         x = as_array(X, "X")
         check_real_dtype(x, "X")
@@ -363,8 +353,7 @@ class Standardizer(EstimatorParams, Persistence):
                 f"was fitted with {self.n_features_in_} features (shape {self.feature_shape_})"
             )
         dtype = result_dtype(x.dtype)
-        x, y, result = output_array(x, X, out, dtype, self.copy,
-                                    f"{type(self).__name__}.{method}")
+        x, y, result = output_array(x, X, out, dtype, self.copy, f"{type(self).__name__}.{method}")
         return x, y, kept, dtype, result
 
     def _axes_for(self, x: np.ndarray, method: str) -> tuple[int, ...]:
@@ -382,14 +371,17 @@ class Standardizer(EstimatorParams, Persistence):
     @overload  # float32 stays float32, float64 float64
     def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def transform(self, X: NDArray[_IntOrBool],
-                  out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    def transform(
+        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def transform(self, X: ArrayLike,
-                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+    def transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def transform(self, X: ArrayLike,
-                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
+    def transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]:
         """Standardize ``X``: ``(X - mean_) / scale_`` per feature.
 
         No centring when ``with_mean=False``, no scaling when
@@ -451,17 +443,21 @@ class Standardizer(EstimatorParams, Persistence):
         return result
 
     @overload
-    def inverse_transform(self, X: NDArray[_F],
-                          out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    def inverse_transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def inverse_transform(self, X: NDArray[_IntOrBool],
-                          out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    def inverse_transform(
+        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
-                          ) -> NDArray[np.floating[Any]]: ...
+    def inverse_transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None,
-                          ) -> NDArray[np.floating[Any]]:
+    def inverse_transform(
+        self,
+        X: ArrayLike,
+        out: NDArray[np.floating[Any]] | None = None,
+    ) -> NDArray[np.floating[Any]]:
         """Undo :meth:`transform`: ``X * scale_ + mean_`` per feature.
 
         Parameters
@@ -512,25 +508,36 @@ class Standardizer(EstimatorParams, Persistence):
             return self.mean_, self.scale_
 
     @staticmethod
-    def _apply(x: np.ndarray, y: np.ndarray, kept: tuple[int, ...], hi: np.ndarray | None,
-               lo: np.ndarray | None, scale: np.ndarray, shift: np.ndarray) -> None:
+    def _apply(
+        x: np.ndarray,
+        y: np.ndarray,
+        kept: tuple[int, ...],
+        hi: np.ndarray | None,
+        lo: np.ndarray | None,
+        scale: np.ndarray,
+        shift: np.ndarray,
+    ) -> None:
         if x.size == 0:
             return
         groups = _layout.canonical_groups(x, kept)
         _layout.apply_elementwise(_runtime.impl().affine, x, y, groups, hi, lo, scale, shift)
 
     @overload
-    def fit_transform(self, X: NDArray[_F], y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[_F]: ...
+    def fit_transform(
+        self, X: NDArray[_F], y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[_F]: ...
     @overload
-    def fit_transform(self, X: NDArray[_IntOrBool], y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.float64]: ...
+    def fit_transform(
+        self, X: NDArray[_IntOrBool], y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def fit_transform(self, X: ArrayLike, y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]: ...
+    def fit_transform(
+        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def fit_transform(self, X: ArrayLike, y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]:
+    def fit_transform(
+        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.floating[Any]]:
         """Fit to ``X`` (:meth:`fit`), then standardize it (:meth:`transform`).
 
         Parameters
@@ -564,8 +571,9 @@ class Standardizer(EstimatorParams, Persistence):
     # -- persistence (save and load: _standardize_io.Persistence) -----------
     def _saved_state(self) -> State:
         self._check_fitted("save")
-        return State(self.get_params(), self._fit_ndim, self.sample_axes_,
-                     self.feature_shape_, self.moments_)
+        return State(
+            self.get_params(), self._fit_ndim, self.sample_axes_, self.feature_shape_, self.moments_
+        )
 
     @classmethod
     def _from_saved(cls: type[_S], state: State, name: str) -> _S:
@@ -573,8 +581,7 @@ class Standardizer(EstimatorParams, Persistence):
         try:
             obj.set_params(**state.params)
             obj._checked_params()
-            derived, _ = derived_attributes(state.moments, obj.ddof, obj.with_mean,
-                                            obj.with_std)
+            derived, _ = derived_attributes(state.moments, obj.ddof, obj.with_mean, obj.with_std)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise not_saved(name, exc) from None
         obj._set_fitted(state.moments, state.ndim, state.axes, state.feature_shape, derived)

@@ -97,8 +97,11 @@ def read(path: PathLike) -> tuple[State, str]:
             fmt, version = data["format"], data["version"]
             if fmt.shape != () or str(fmt) != FORMAT:
                 raise not_saved(name, f"format is {str(fmt)!r}")
-            if (version.shape != () or version.dtype.kind not in "iu"
-                    or int(version) != FORMAT_VERSION):
+            if (
+                version.shape != ()
+                or version.dtype.kind not in "iu"
+                or int(version) != FORMAT_VERSION
+            ):
                 raise not_saved(name, f"unsupported version {version!r}")
             meta = json.loads(str(data["meta"]))
             count, mean, m2 = data["count"], data["mean"], data["m2"]
@@ -116,12 +119,14 @@ def read(path: PathLike) -> tuple[State, str]:
         axes = normalize_axes(tuple(int(a) for a in meta["axes"]), ndim)
         feature_shape = tuple(int(n) for n in meta["feature_shape"])
         if len(feature_shape) != ndim - len(axes) or not axes:
-            raise ValueError(f"feature shape {feature_shape} does not fit {ndim}-D data "
-                             f"reduced over axes {axes}")
+            raise ValueError(
+                f"feature shape {feature_shape} does not fit {ndim}-D data reduced over axes {axes}"
+            )
         moments = Moments(count, mean, m2)
         if moments.shape != feature_shape:
-            raise ValueError(f"statistics of shape {moments.shape} for features of "
-                             f"shape {feature_shape}")
+            raise ValueError(
+                f"statistics of shape {moments.shape} for features of shape {feature_shape}"
+            )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise not_saved(name, exc) from None
     return State(params, ndim, axes, feature_shape, moments), name

@@ -5,7 +5,9 @@ when ``copy=False`` works in place."""
 
 from __future__ import annotations
 
+import math
 import numbers
+import threading
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,6 +45,11 @@ class EstimatorParams:
     names."""
 
     _PARAMS: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's parameters (scikit-learn's estimator protocol).
@@ -99,8 +106,9 @@ class EstimatorParams:
         return self
 
 
-def constant_features(var: NDArray[np.float64], mean: NDArray[np.float64],
-                      count: ArrayLike) -> NDArray[np.bool_]:
+def constant_features(
+    var: NDArray[np.float64], mean: NDArray[np.float64], count: ArrayLike
+) -> NDArray[np.bool_]:
     """scikit-learn's rule for features indistinguishable from a constant:
     the variance is within the error bound of the two-pass algorithm
     (Chan, Golub and LeVeque): ``var <= n*eps*var + (n*mean*eps)**2``."""
@@ -116,9 +124,7 @@ def check_axis_param(axis: Any) -> int | tuple[int, ...] | None:
     items = axis if isinstance(axis, tuple) else (axis,)
     for a in items:
         if isinstance(a, bool) or not isinstance(a, numbers.Integral):
-            raise TypeError(
-                f"axis must be an int, a tuple of ints or None, got {axis!r}"
-            )
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
     return axis
 
 
@@ -133,13 +139,19 @@ def same_memory(x: np.ndarray, X: object) -> bool:
     it (an ndarray subclass such as np.memmap), so writing x writes X."""
     if x is X:
         return True
-    return (isinstance(X, np.ndarray) and not isinstance(X, np.ma.MaskedArray)
-            and x.dtype == X.dtype and x.shape == X.shape and x.strides == X.strides
-            and x.__array_interface__["data"][0] == X.__array_interface__["data"][0])
+    return (
+        isinstance(X, np.ndarray)
+        and not isinstance(X, np.ma.MaskedArray)
+        and x.dtype == X.dtype
+        and x.shape == X.shape
+        and x.strides == X.strides
+        and x.__array_interface__["data"][0] == X.__array_interface__["data"][0]
+    )
 
 
-def output_array(x: np.ndarray, X: object, out: np.ndarray | None, dtype: np.dtype[Any],
-                 copy: bool, func: str) -> tuple[np.ndarray, np.ndarray, Any]:
+def output_array(
+    x: np.ndarray, X: object, out: np.ndarray | None, dtype: np.dtype[Any], copy: bool, func: str
+) -> tuple[np.ndarray, np.ndarray, Any]:
     """``(x, y, result)`` for a transform of ``x`` (``X`` as given) into
     ``dtype``: ``y`` is where to write (``out``, ``x`` itself when ``copy``
     is False and that writes ``X``, else a new array), ``x`` is converted to
@@ -157,8 +169,9 @@ def output_array(x: np.ndarray, X: object, out: np.ndarray | None, dtype: np.dty
     return x, y, result
 
 
-def derived_attributes(m: Moments, ddof: int, with_mean: bool,
-                       with_std: bool) -> tuple[dict[str, Any], int]:
+def derived_attributes(
+    m: Moments, ddof: int, with_mean: bool, with_std: bool
+) -> tuple[dict[str, Any], int]:
     """scikit-learn's fitted attributes (``mean_``, ``var_``, ``scale_``,
     ``n_samples_seen_``) from merged moments, and the number of features
     whose variance is undefined (count <= ddof)."""
@@ -187,3 +200,58 @@ def derived_attributes(m: Moments, ddof: int, with_mean: bool,
         "n_samples_seen_": seen,
     }
     return derived, int(undefined.sum())
+
+
+class FittedState:
+    """Whether an estimator is fitted, and the per-instance lock of its state.
+
+    The lock is created on first use (the constructor sets parameters only, as
+    scikit-learn expects) and left out of pickles and deep copies, which get a
+    lock of their own.
+    """
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "moments_")
+
+    def _check_fitted(self, method: str) -> None:
+        if not hasattr(self, "moments_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call fit or partial_fit "
+                f"before {method}"
+            )
+
+    def _fit_lock(self) -> threading.Lock:
+        lock: threading.Lock | None = self.__dict__.get("_lock")
+        if lock is None:  # setdefault: two threads creating it keep one
+            lock = self.__dict__.setdefault("_lock", threading.Lock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+
+def check_chunk(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    weights: np.ndarray | None,
+    feature_shape: tuple[int, ...],
+    fitted_shape: tuple[int, ...] | None,
+) -> None:
+    """Refuse a chunk whose features do not match the fit (``fitted_shape``),
+    or a first chunk (``fitted_shape`` None) with nothing to fit."""
+    if fitted_shape is not None and feature_shape != fitted_shape:
+        raise ValueError(
+            f"X has features of shape {feature_shape}, but this Standardizer was "
+            f"fitted on features of shape {fitted_shape}"
+        )
+    n_samples = math.prod(x.shape[i] for i in axes)
+    if fitted_shape is None and (
+        n_samples == 0 or (weights is not None and not np.any(weights > 0))
+    ):
+        what = "no samples" if n_samples == 0 else "zero weight for every sample"
+        raise ValueError(
+            f"Standardizer: the first chunk has {what} (X of shape {x.shape}); "
+            f"nothing to compute statistics from"
+        )

@@ -14,9 +14,16 @@ MAX_ROWS = 20
 GAP = "..."
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str, *,
-                 header_align: str | None = None, sep: str = "  ",
-                 rule: str | None = None, strip: bool = True) -> str:
+def format_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    align: str,
+    *,
+    header_align: str | None = None,
+    sep: str = "  ",
+    rule: str | None = None,
+    strip: bool = True,
+) -> str:
     """Columns padded to their widest cell.
 
     ``align`` has one character per column, ``<`` (left) or ``>`` (right);
@@ -27,8 +34,9 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: st
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str], how: str) -> str:
-        text = sep.join(c.ljust(w) if a == "<" else c.rjust(w)
-                        for c, w, a in zip(cells, widths, how))
+        text = sep.join(
+            c.ljust(w) if a == "<" else c.rjust(w) for c, w, a in zip(cells, widths, how)
+        )
         return text.rstrip() if strip else text
 
     lines = [line(header, header_align or align)]
@@ -65,9 +73,14 @@ def shown_rows(n: int, max_rows: int = MAX_ROWS) -> list:
     return list(range(half)) + [None] + list(range(n - half, n))
 
 
-def feature_table(feature_shape: tuple[int, ...], columns: Sequence[tuple[str, ArrayLike]], *,
-                  flags: Sequence[tuple[str, ArrayLike]] = (), max_rows: int = MAX_ROWS,
-                  whole: str = "0") -> str:
+def feature_table(
+    feature_shape: tuple[int, ...],
+    columns: Sequence[tuple[str, ArrayLike]],
+    *,
+    flags: Sequence[tuple[str, ArrayLike]] = (),
+    max_rows: int = MAX_ROWS,
+    whole: str = "0",
+) -> str:
     """One row per feature: its label, then ``columns`` (name, values of the
     feature shape), then with ``flags`` (name, boolean array) a ``flags``
     column naming the ones set. More than ``max_rows`` features print as

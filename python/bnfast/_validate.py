@@ -202,7 +202,9 @@ def saved_stat(v: object, name: str, shape: tuple[int, ...], func: str) -> F64Ar
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{func}: {name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
-        if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(n for n in shape if n != 1):
+        if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(
+            n for n in shape if n != 1
+        ):
             arr = arr.reshape(shape)  # e.g. PyTorch's (N, 1) statistics
         else:
             raise ValueError(f"{func}: {name} should have shape {shape}, got {arr.shape}")

@@ -150,15 +150,25 @@ class BatchNorm(RunningStatsLayer):
             factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         use_batch_stats = self.training or not self.track_running_stats
         y, mean, invstd = batch_norm(
-            xa, self.running_mean, self.running_var, self.weight, self.bias,
-            training=use_batch_stats, momentum=factor, eps=self.eps, axis=self.axis,
+            xa,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=use_batch_stats,
+            momentum=factor,
+            eps=self.eps,
+            axis=self.axis,
             return_stats=True,
         )
         self._saved = (xa.copy(), mean, invstd, use_batch_stats)
         return y
 
-    forward.__doc__ = _doc(_FORWARD_DOC, shape=", (N, C, ...) with C on ``axis``",
-                           extra=", or a training batch has one value per channel")
+    forward.__doc__ = _doc(
+        _FORWARD_DOC,
+        shape=", (N, C, ...) with C on ``axis``",
+        extra=", or a training batch has one value per channel",
+    )
 
     def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, invstd, use_batch_stats = self._saved_or_raise()
@@ -230,16 +240,25 @@ class InstanceNorm(RunningStatsLayer):
             check_channels(self, xa, self.axis, self.num_features)
         use_input_stats = self.training or not self.track_running_stats
         y, mean, rstd = instance_norm(
-            xa, self.weight, self.bias, running_mean=self.running_mean,
-            running_var=self.running_var, use_input_stats=use_input_stats,
-            momentum=0.0 if self.momentum is None else self.momentum, eps=self.eps,
-            axis=self.axis, return_stats=True,
+            xa,
+            self.weight,
+            self.bias,
+            running_mean=self.running_mean,
+            running_var=self.running_var,
+            use_input_stats=use_input_stats,
+            momentum=0.0 if self.momentum is None else self.momentum,
+            eps=self.eps,
+            axis=self.axis,
+            return_stats=True,
         )
         self._saved = (xa.copy(), mean, rstd, use_input_stats)
         return y
 
-    forward.__doc__ = _doc(_FORWARD_DOC, shape=", (N, C, ...) with C on ``axis``",
-                           extra=", or has one spatial element in training mode")
+    forward.__doc__ = _doc(
+        _FORWARD_DOC,
+        shape=", (N, C, ...) with C on ``axis``",
+        extra=", or has one spatial element in training mode",
+    )
 
     def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd, use_input_stats = self._saved_or_raise()
@@ -329,8 +348,15 @@ class GroupNorm(Layer):
     def forward(self, x: ArrayLike) -> FloatArray:
         xa = self._input(x)
         check_channels(self, xa, self.axis, self.num_channels)
-        y, mean, rstd = group_norm(xa, self.num_groups, self.weight, self.bias, eps=self.eps,
-                                   axis=self.axis, return_stats=True)
+        y, mean, rstd = group_norm(
+            xa,
+            self.num_groups,
+            self.weight,
+            self.bias,
+            eps=self.eps,
+            axis=self.axis,
+            return_stats=True,
+        )
         self._saved = (xa.copy(), mean, rstd)
         return y
 
@@ -338,16 +364,19 @@ class GroupNorm(Layer):
 
     def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd = self._saved_or_raise()
-        dx, dweight, dbias = group_norm_backward(dy, x, mean, rstd, self.num_groups,
-                                                 self.weight, axis=self.axis)
+        dx, dweight, dbias = group_norm_backward(
+            dy, x, mean, rstd, self.num_groups, self.weight, axis=self.axis
+        )
         self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
         return dx
 
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
 
     def __repr__(self) -> str:
-        return (f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, "
-                f"affine={self.affine}, axis={self.axis})")
+        return (
+            f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, "
+            f"affine={self.affine}, axis={self.axis})"
+        )
 
 
 class LayerNorm(Layer):
@@ -412,8 +441,9 @@ class LayerNorm(Layer):
     def forward(self, x: ArrayLike) -> FloatArray:
         xa = self._input(x)
         axes = check_trailing(self, xa, self.normalized_shape)
-        y, mean, rstd = layer_norm(xa, self.weight, self.bias, axis=axes, eps=self.eps,
-                                   return_stats=True)
+        y, mean, rstd = layer_norm(
+            xa, self.weight, self.bias, axis=axes, eps=self.eps, return_stats=True
+        )
         self._saved = (xa.copy(), mean, rstd, axes)
         return y
 
@@ -429,8 +459,10 @@ class LayerNorm(Layer):
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="the parameter")
 
     def __repr__(self) -> str:
-        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})")
+        return (
+            f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None})"
+        )
 
 
 class RMSNorm(Layer):
@@ -506,5 +538,7 @@ class RMSNorm(Layer):
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="", params="``weight``")
 
     def __repr__(self) -> str:
-        return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine})")
+        return (
+            f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine})"
+        )

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
 
 
-class Standardizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
-                   _standardize.Standardizer):
+class Standardizer(
+    OneToOneFeatureMixin, TransformerMixin, BaseEstimator, _standardize.Standardizer
+):
     """:class:`bnfast.Standardizer` as a scikit-learn transformer.
 
     Takes 2-D ``(n_samples, n_features)`` data (``axis`` must be 0) --
@@ -81,11 +82,24 @@ sample_axes_, moments_
     array([4.])
     """
 
-    def __init__(self, *, axis: int = 0, with_mean: bool = True, with_std: bool = True,
-                 ddof: int = 0, nan_policy: Literal["omit", "propagate", "raise"] = "omit",
-                 copy: bool = True) -> None:
-        super().__init__(axis=axis, with_mean=with_mean, with_std=with_std, ddof=ddof,
-                         nan_policy=nan_policy, copy=copy)
+    def __init__(
+        self,
+        *,
+        axis: int = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+    ) -> None:
+        super().__init__(
+            axis=axis,
+            with_mean=with_mean,
+            with_std=with_std,
+            ddof=ddof,
+            nan_policy=nan_policy,
+            copy=copy,
+        )
 
     def _validate(self, X: Any, reset: bool) -> Any:
         if self.axis not in (0, -2):
@@ -93,11 +107,15 @@ sample_axes_, moments_
                 f"bnfast.sklearn.Standardizer standardizes the columns of 2-D data (axis=0), "
                 f"got axis={self.axis!r}; use bnfast.Standardizer for other axes"
             )
-        return validate_data(self, X, reset=reset, dtype=_FLOATS,
-                             ensure_all_finite="allow-nan" if self.nan_policy != "raise" else True)
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=_FLOATS,
+            ensure_all_finite="allow-nan" if self.nan_policy != "raise" else True,
+        )
 
-    def fit(self: _S, X: ArrayLike, y: object = None,
-            sample_weight: ArrayLike | None = None) -> _S:
+    def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each column of ``X``, anew.
 
         Parameters
@@ -130,8 +148,9 @@ sample_axes_, moments_
             self._reset()
         return self._fit_chunk(self._validate(X, reset=True), sample_weight, reset=True)
 
-    def partial_fit(self: _S, X: ArrayLike, y: object = None,
-                    sample_weight: ArrayLike | None = None) -> _S:
+    def partial_fit(
+        self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> _S:
         """Merge the statistics of one chunk of rows into the fitted ones.
 
         Parameters
@@ -167,14 +186,17 @@ sample_axes_, moments_
     @overload  # float32 stays float32, float64 float64
     def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def transform(self, X: NDArray[_IntOrBool],
-                  out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    def transform(
+        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def transform(self, X: ArrayLike,
-                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]: ...
+    def transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def transform(self, X: ArrayLike,
-                  out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
+    def transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]:
         """Standardize the columns of ``X``: ``(X - mean_) / scale_``.
 
         Parameters
@@ -211,17 +233,19 @@ sample_axes_, moments_
         return super().transform(X, out=out)
 
     @overload
-    def inverse_transform(self, X: NDArray[_F],
-                          out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    def inverse_transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
     @overload
-    def inverse_transform(self, X: NDArray[_IntOrBool],
-                          out: NDArray[np.float64] | None = None) -> NDArray[np.float64]: ...
+    def inverse_transform(
+        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
-                          ) -> NDArray[np.floating[Any]]: ...
+    def inverse_transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def inverse_transform(self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
-                          ) -> NDArray[np.floating[Any]]:
+    def inverse_transform(
+        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+    ) -> NDArray[np.floating[Any]]:
         """Undo :meth:`transform`: ``X * scale_ + mean_`` per column.
 
         Parameters
@@ -253,17 +277,21 @@ sample_axes_, moments_
         return super().inverse_transform(X, out=out)
 
     @overload
-    def fit_transform(self, X: NDArray[_F], y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[_F]: ...
+    def fit_transform(
+        self, X: NDArray[_F], y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[_F]: ...
     @overload
-    def fit_transform(self, X: NDArray[_IntOrBool], y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.float64]: ...
+    def fit_transform(
+        self, X: NDArray[_IntOrBool], y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.float64]: ...
     @overload
-    def fit_transform(self, X: ArrayLike, y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]: ...
+    def fit_transform(
+        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.floating[Any]]: ...
 
-    def fit_transform(self, X: ArrayLike, y: object = None,
-                      sample_weight: ArrayLike | None = None) -> NDArray[np.floating[Any]]:
+    def fit_transform(
+        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.floating[Any]]:
         """Fit to ``X`` (:meth:`fit`), then standardize it (:meth:`transform`).
 
         Parameters

@@ -66,9 +66,11 @@ def batch_norm_backward_train(
     sum_d, sum_dy, sum_dy_d = batch_norm_backward_reduce(x, dy, mean)
     dtype = x.dtype
     sum_dy_xc, center, p, q, r = batch_norm_backward_params(
-        sum_d, sum_dy, sum_dy_d, n, mean, invstd, weight)
+        sum_d, sum_dy, sum_dy_d, n, mean, invstd, weight
+    )
     hi, lo = split_center(center, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        batch_norm_backward_apply(x, dy, dx, hi, lo, p.astype(dtype), q.astype(dtype),
-                                  r.astype(dtype))
+        batch_norm_backward_apply(
+            x, dy, dx, hi, lo, p.astype(dtype), q.astype(dtype), r.astype(dtype)
+        )
     return sum_dy, sum_dy_xc

@@ -78,7 +78,12 @@ def train_fold(
 
 
 def batch_norm_backward_params(
-    sum_d: F64, sum_dy: F64, sum_dy_d: F64, n: float, mean: F64, invstd: F64,
+    sum_d: F64,
+    sum_dy: F64,
+    sum_dy_d: F64,
+    n: float,
+    mean: F64,
+    invstd: F64,
     weight: Optional[F64],
 ) -> tuple[F64, F64, F64, F64, F64]:
     """``(sum_dy_xc, center, p, q, r)`` of batch norm's training backward.

@@ -60,8 +60,9 @@ def layer_norm_backward(
         xc = x2 - mean[:, None]
         xc -= xc.mean(axis=1, keepdims=True)  # the stored mean was rounded
         xhat = xc * rs
-        dx2 = rs * (g - g.mean(axis=1, keepdims=True)
-                    - xhat * (g * xhat).sum(axis=1, keepdims=True) / d)
+        dx2 = rs * (
+            g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).sum(axis=1, keepdims=True) / d
+        )
         dweight = (dy2 * xhat).sum(axis=0)
     dx[0] = dx2
     return dweight, dy2.sum(axis=0)

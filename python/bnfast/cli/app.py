@@ -37,8 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_neighbour(args.neighbour, calls=args.calls, threads=args.threads)
     from .bench import run
 
-    return run(quick=args.quick, threads=args.threads, json_path=args.json,
-               plot_path=args.plot, peers=not args.no_peers)
+    return run(
+        quick=args.quick,
+        threads=args.threads,
+        json_path=args.json,
+        plot_path=args.plot,
+        peers=not args.no_peers,
+    )
 
 
 def run_data_command(args: argparse.Namespace) -> int:

@@ -16,10 +16,14 @@ from .errors import CliError
 
 DATA_COMMANDS = ("stats", "normalize", "diagnose")
 DEFAULT_CHUNK_MB = 64.0
-DATA_HELP = ("a .npy file, or FILE.npz:MEMBER (MEMBER may be omitted when the archive "
-             "holds one array); read in chunks of rows through a memory map")
-_AXIS_HELP = ("comma-separated axes reduced over (the sample axes), must include 0; "
-              "default 0. NCHW channels: 0,2,3")
+DATA_HELP = (
+    "a .npy file, or FILE.npz:MEMBER (MEMBER may be omitted when the archive "
+    "holds one array); read in chunks of rows through a memory map"
+)
+_AXIS_HELP = (
+    "comma-separated axes reduced over (the sample axes), must include 0; "
+    "default 0. NCHW channels: 0,2,3"
+)
 
 
 # ---------------------------------------------------------------------------
@@ -31,19 +35,28 @@ def _axis_list(text: str) -> tuple[int, ...]:
         axes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 0 or 0,2,3, got {text!r}") from None
+            f"expected comma-separated integers such as 0 or 0,2,3, got {text!r}"
+        ) from None
     return axes
 
 
 def _add_data_options(p: argparse.ArgumentParser, *, axis_help: str) -> None:
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
-    p.add_argument("--axis", type=_axis_list, default=None, metavar="AXES",
-                   help=axis_help)
-    p.add_argument("--chunk-mb", type=float, default=DEFAULT_CHUNK_MB, metavar="N",
-                   help="MiB of data read per chunk (whole samples along axis 0); memory "
-                        "use is a few times this (default 64; fractions allowed)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (shown on stderr for runs longer than a second)")
+    p.add_argument("--axis", type=_axis_list, default=None, metavar="AXES", help=axis_help)
+    p.add_argument(
+        "--chunk-mb",
+        type=float,
+        default=DEFAULT_CHUNK_MB,
+        metavar="N",
+        help="MiB of data read per chunk (whole samples along axis 0); memory "
+        "use is a few times this (default 64; fractions allowed)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (shown on stderr for runs longer than a second)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,52 +64,86 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bnfast",
         description="bnfast command line: benchmarks, configuration, and statistics, "
-                    "standardization and diagnosis of .npy data files read in chunks.")
+        "standardization and diagnosis of .npy data files read in chunks.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="self-check, then time bnfast against NumPy")
     bench.add_argument("--quick", action="store_true", help="small arrays, few repeats")
     bench.add_argument("--threads", type=int, default=None, help="threads for bnfast")
     bench.add_argument("--json", metavar="PATH", default=None, help="also write results as JSON")
-    bench.add_argument("--plot", metavar="PNG", default=None,
-                       help="also write a bar chart (needs matplotlib)")
-    bench.add_argument("--no-peers", action="store_true",
-                       help="skip the PyTorch peers (they run in a child process)")
-    bench.add_argument("--neighbour", choices=("none", "spin", "bnfast"), default=None,
-                       help="instead of the table: time calls at the default thread count "
-                            "against 1 thread while a busy process (a spin loop or bnfast in "
-                            "a loop; none = quiet) shares the machine")
-    bench.add_argument("--calls", type=int, default=100,
-                       help="calls per case and thread count for --neighbour (default 100)")
+    bench.add_argument(
+        "--plot", metavar="PNG", default=None, help="also write a bar chart (needs matplotlib)"
+    )
+    bench.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip the PyTorch peers (they run in a child process)",
+    )
+    bench.add_argument(
+        "--neighbour",
+        choices=("none", "spin", "bnfast"),
+        default=None,
+        help="instead of the table: time calls at the default thread count "
+        "against 1 thread while a busy process (a spin loop or bnfast in "
+        "a loop; none = quiet) shares the machine",
+    )
+    bench.add_argument(
+        "--calls",
+        type=int,
+        default=100,
+        help="calls per case and thread count for --neighbour (default 100)",
+    )
     sub.add_parser("config", help="print the build and runtime configuration")
 
     stats = sub.add_parser("stats", help="per-feature count/mean/std/min/max of a data file")
     _add_data_options(stats, axis_help=_AXIS_HELP)
-    stats.add_argument("--out", metavar="STATS.npz", default=None,
-                       help="save the fitted Standardizer (bnfast.Standardizer.load reads it)")
-    stats.add_argument("--nan-policy", choices=("omit", "propagate", "raise"), default="omit",
-                       help="NaN handling of the fit (default omit)")
+    stats.add_argument(
+        "--out",
+        metavar="STATS.npz",
+        default=None,
+        help="save the fitted Standardizer (bnfast.Standardizer.load reads it)",
+    )
+    stats.add_argument(
+        "--nan-policy",
+        choices=("omit", "propagate", "raise"),
+        default="omit",
+        help="NaN handling of the fit (default omit)",
+    )
 
     normalize = sub.add_parser("normalize", help="write the standardized data to a .npy file")
     _add_data_options(normalize, axis_help=_AXIS_HELP + " (or the axis of --stats)")
     normalize.add_argument("out", metavar="OUT.npy", help="output .npy file")
-    normalize.add_argument("--stats", metavar="STATS.npz", default=None,
-                           help="statistics saved by `stats --out` (else fitted on DATA first)")
-    normalize.add_argument("--nan-policy", choices=("omit", "propagate", "raise"),
-                           default="omit", help="NaN handling of the fit (default omit)")
+    normalize.add_argument(
+        "--stats",
+        metavar="STATS.npz",
+        default=None,
+        help="statistics saved by `stats --out` (else fitted on DATA first)",
+    )
+    normalize.add_argument(
+        "--nan-policy",
+        choices=("omit", "propagate", "raise"),
+        default="omit",
+        help="NaN handling of the fit (default omit)",
+    )
     normalize.add_argument("--force", action="store_true", help="replace an existing OUT")
 
     diagnose = sub.add_parser("diagnose", help="report on a data file (NaN, scales, constants ...)")
     _add_data_options(diagnose, axis_help=_AXIS_HELP)
-    diagnose.add_argument("--plot", metavar="PNG", default=None,
-                          help="also write a PNG of per-feature mean and std (needs matplotlib)")
+    diagnose.add_argument(
+        "--plot",
+        metavar="PNG",
+        default=None,
+        help="also write a PNG of per-feature mean and std (needs matplotlib)",
+    )
     return parser
 
 
 # ---------------------------------------------------------------------------
 # checks against the data
 # ---------------------------------------------------------------------------
-def resolve_axes(axis: int | Sequence[int] | None, src: DataSource,
-                 option: str = "--axis") -> tuple[int, ...]:
+def resolve_axes(
+    axis: int | Sequence[int] | None, src: DataSource, option: str = "--axis"
+) -> tuple[int, ...]:
     """``axis`` (int, sequence of ints or None = all) -> sorted tuple of
     non-negative axes of ``src``; must include 0."""
     ndim = len(src.shape)
@@ -107,14 +154,18 @@ def resolve_axes(axis: int | Sequence[int] | None, src: DataSource,
     axes = []
     for a in items:
         if not -ndim <= a < ndim:
-            raise CliError(f"{option} {given}: axis {a} is out of range for the {ndim}-d data "
-                           f"{src.label} (shape {src.shape})")
+            raise CliError(
+                f"{option} {given}: axis {a} is out of range for the {ndim}-d data "
+                f"{src.label} (shape {src.shape})"
+            )
         axes.append(int(a) % ndim)
     if len(set(axes)) != len(axes):
         raise CliError(f"{option} {given}: repeated axis")
     if 0 not in axes:
-        raise CliError(f"{option} {given}: the axes must include 0 (the file is read in "
-                       f"chunks of rows along axis 0)")
+        raise CliError(
+            f"{option} {given}: the axes must include 0 (the file is read in "
+            f"chunks of rows along axis 0)"
+        )
     return tuple(sorted(axes))
 
 

@@ -43,9 +43,13 @@ class FileStats:
     """Result of :func:`fit_file`: the fitted ``standardizer`` and, per
     feature, ``nan_count``, ``min`` and ``max`` (float64, over non-NaN values)."""
 
-    def __init__(self, standardizer: Standardizer, nan_count: NDArray[np.int64] | None,
-                 minimum: NDArray[np.float64] | None,
-                 maximum: NDArray[np.float64] | None) -> None:
+    def __init__(
+        self,
+        standardizer: Standardizer,
+        nan_count: NDArray[np.int64] | None,
+        minimum: NDArray[np.float64] | None,
+        maximum: NDArray[np.float64] | None,
+    ) -> None:
         self.standardizer = standardizer
         self.nan_count = nan_count
         self.min = minimum
@@ -57,10 +61,15 @@ def _check_has_data(src: DataSource, what: str) -> None:
         raise CliError(f"{src.label}: no values to {what} (shape {src.shape})")
 
 
-def fit_file(src: DataSource, axes: tuple[int, ...], *,
-             nan_policy: Literal["omit", "propagate", "raise"] = "omit",
-             chunk_bytes: int = _CHUNK_BYTES, progress: bool = False,
-             extremes: bool = True) -> FileStats:
+def fit_file(
+    src: DataSource,
+    axes: tuple[int, ...],
+    *,
+    nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+    chunk_bytes: int = _CHUNK_BYTES,
+    progress: bool = False,
+    extremes: bool = True,
+) -> FileStats:
     """One pass over ``src``: ``Standardizer.partial_fit`` per chunk (and
     per-feature NaN count, min and max when ``extremes``)."""
     _check_has_data(src, "fit")
@@ -92,8 +101,13 @@ def fit_file(src: DataSource, axes: tuple[int, ...], *,
     )
 
 
-def diagnose_file(src: DataSource, axes: tuple[int, ...], *, chunk_bytes: int = _CHUNK_BYTES,
-                  progress: bool = False) -> DataReport:
+def diagnose_file(
+    src: DataSource,
+    axes: tuple[int, ...],
+    *,
+    chunk_bytes: int = _CHUNK_BYTES,
+    progress: bool = False,
+) -> DataReport:
     """One pass over ``src`` through ``DiagnoseAccumulator`` -> ``DataReport``."""
     _check_has_data(src, "diagnose")
     with library_errors(src.label):
@@ -108,9 +122,15 @@ def diagnose_file(src: DataSource, axes: tuple[int, ...], *, chunk_bytes: int = 
         return acc.report()
 
 
-def normalize_file(src: DataSource, out: str, standardizer: Standardizer,
-                   axes: tuple[int, ...], *, chunk_bytes: int = _CHUNK_BYTES,
-                   progress: bool = False) -> None:
+def normalize_file(
+    src: DataSource,
+    out: str,
+    standardizer: Standardizer,
+    axes: tuple[int, ...],
+    *,
+    chunk_bytes: int = _CHUNK_BYTES,
+    progress: bool = False,
+) -> None:
     """Write ``standardizer.transform(X)`` of the whole of ``src`` to the .npy
     file ``out`` (a temporary file in ``out``'s directory, renamed when complete)."""
     _check_feature_shape(standardizer, src, axes)
@@ -125,8 +145,10 @@ def normalize_file(src: DataSource, out: str, standardizer: Standardizer,
                 with library_errors(src.label):
                     y = standardizer.transform(chunk, out=buf[:k])
                 if y.dtype != out_dtype or y.shape != chunk.shape:
-                    raise RuntimeError(f"transform returned {y.dtype} {y.shape}, expected "
-                                       f"{out_dtype} {chunk.shape}")
+                    raise RuntimeError(
+                        f"transform returned {y.dtype} {y.shape}, expected "
+                        f"{out_dtype} {chunk.shape}"
+                    )
                 f.write(np.ascontiguousarray(y).data)
                 bar.update(k * src.row_bytes)
 
@@ -142,8 +164,10 @@ def _check_feature_shape(st: Standardizer, src: DataSource, axes: tuple[int, ...
     fshape = feature_shape(src.shape, axes)
     fitted = tuple(st.feature_shape_)
     if fitted != fshape:
-        raise CliError(f"{src.label}: the data has feature shape {fshape} (shape {src.shape}, "
-                       f"axis {axes}) but the statistics were fitted with feature shape {fitted}")
+        raise CliError(
+            f"{src.label}: the data has feature shape {fshape} (shape {src.shape}, "
+            f"axis {axes}) but the statistics were fitted with feature shape {fitted}"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -158,17 +182,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
             if not args.out.endswith(".npz"):  # np.savez appends .npz
                 check_not_input(args.out + ".npz", src, "--out")
             check_writable_dir(args.out, "--out")
-        res = fit_file(src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes,
-                       progress=args.progress)
+        res = fit_file(
+            src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes, progress=args.progress
+        )
     st, nans, lo, hi = res.standardizer, res.nan_count, res.min, res.max
     assert nans is not None and lo is not None and hi is not None  # extremes=True
     fshape = tuple(st.feature_shape_)
     count = np.broadcast_to(np.asarray(st.n_samples_seen_), fshape)
     std = np.sqrt(np.asarray(st.var_, np.float64))
     print(f"{src.describe()}; axis {axes}; {math.prod(fshape)} feature(s) of shape {fshape}")
-    print(feature_table(fshape, [("count", count), ("nan", nans),
-                                 ("mean", np.asarray(st.mean_)), ("std", std),
-                                 ("min", lo), ("max", hi)], whole="all"))
+    print(
+        feature_table(
+            fshape,
+            [
+                ("count", count),
+                ("nan", nans),
+                ("mean", np.asarray(st.mean_)),
+                ("std", std),
+                ("min", lo),
+                ("max", hi),
+            ],
+            whole="all",
+        )
+    )
     if args.out is not None:
         with library_errors(args.out):
             st.save(args.out)
@@ -198,13 +234,21 @@ def cmd_normalize(args: argparse.Namespace) -> int:
             if args.axis is not None:
                 given = resolve_axes(args.axis, src)
                 if given != axes:
-                    raise CliError(f"--axis {given} differs from the axis {axes} the statistics "
-                                   f"in {args.stats} were fitted with")
+                    raise CliError(
+                        f"--axis {given} differs from the axis {axes} the statistics "
+                        f"in {args.stats} were fitted with"
+                    )
             _check_feature_shape(st, src, axes)
         else:
             axes = resolve_axes(args.axis if args.axis is not None else 0, src)
-            st = fit_file(src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes,
-                          progress=args.progress, extremes=False).standardizer
+            st = fit_file(
+                src,
+                axes,
+                nan_policy=args.nan_policy,
+                chunk_bytes=chunk_bytes,
+                progress=args.progress,
+                extremes=False,
+            ).standardizer
         normalize_file(src, out, st, axes, chunk_bytes=chunk_bytes, progress=args.progress)
     return 0
 

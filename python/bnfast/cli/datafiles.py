@@ -84,8 +84,9 @@ class DataSource:
     disk), ``shape``, ``dtype`` (as stored), ``fortran_order``, ``row_bytes``
     (bytes of one row in the file), ``nbytes``."""
 
-    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
-                 fortran_order: bool) -> None:
+    def __init__(
+        self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype, fortran_order: bool
+    ) -> None:
         self.label = label
         self.path = path
         self.shape = tuple(int(s) for s in shape)
@@ -129,8 +130,15 @@ class DataSource:
 class _MappedSource(DataSource):
     """A .npy file or an uncompressed .npz member: a read-only memory map."""
 
-    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
-                 fortran_order: bool, data_offset: int) -> None:
+    def __init__(
+        self,
+        label: str,
+        path: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        fortran_order: bool,
+        data_offset: int,
+    ) -> None:
         super().__init__(label, path, shape, dtype, fortran_order)
         self.data_offset = data_offset
         self._file = open(path, "rb")
@@ -164,8 +172,11 @@ class _MappedSource(DataSource):
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             offset = self.data_offset + start * self.row_bytes
-            chunk = self._native(np.ndarray((stop - start,) + self.shape[1:], self.dtype,
-                                            buffer=self._map(), offset=offset))
+            chunk = self._native(
+                np.ndarray(
+                    (stop - start,) + self.shape[1:], self.dtype, buffer=self._map(), offset=offset
+                )
+            )
             yield chunk
             del chunk
             self._release(offset, self.data_offset + stop * self.row_bytes)
@@ -183,20 +194,22 @@ class _MappedSource(DataSource):
         itemsize = self.dtype.itemsize
         col_bytes = n * itemsize  # one column (fixed trailing index) is contiguous
         group = max(1, (rows * self.row_bytes) // max(1, col_bytes))
-        full = np.ndarray((n, cols), self.dtype, buffer=self._map(), offset=self.data_offset,
-                          order="F")
+        full = np.ndarray(
+            (n, cols), self.dtype, buffer=self._map(), offset=self.data_offset, order="F"
+        )
         rows = max(1, min(rows, n))
         flat = np.empty(rows * cols, self.native_dtype)
         try:
             for start in range(0, n, rows):
                 stop = min(n, start + rows)
                 k = stop - start
-                buf = flat[:k * cols].reshape((k, cols), order="F")
+                buf = flat[: k * cols].reshape((k, cols), order="F")
                 for j0 in range(0, cols, group):
                     j1 = min(cols, j0 + group)
                     buf[:, j0:j1] = full[start:stop, j0:j1]  # byte order converted here
-                    self._release(self.data_offset + j0 * col_bytes,
-                                  self.data_offset + j1 * col_bytes)
+                    self._release(
+                        self.data_offset + j0 * col_bytes, self.data_offset + j1 * col_bytes
+                    )
                 yield buf.reshape((k,) + self.shape[1:], order="F")
         finally:
             del full
@@ -214,8 +227,16 @@ class _MappedSource(DataSource):
 class _StreamSource(DataSource):
     """A compressed .npz member: decompressed chunk by chunk (C order only)."""
 
-    def __init__(self, label: str, path: str, shape: tuple[int, ...], dtype: np.dtype,
-                 fortran_order: bool, member: zipfile.ZipInfo, header_len: int) -> None:
+    def __init__(
+        self,
+        label: str,
+        path: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        fortran_order: bool,
+        member: zipfile.ZipInfo,
+        header_len: int,
+    ) -> None:
         super().__init__(label, path, shape, dtype, fortran_order)
         self.member = member
         self.header_len = header_len
@@ -235,7 +256,8 @@ class _StreamSource(DataSource):
                     yield self._native(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise CliError(
-                f"{self.label}: cannot read the compressed member ({one_line(exc)})") from None
+                f"{self.label}: cannot read the compressed member ({one_line(exc)})"
+            ) from None
 
 
 def _read_exactly(f: Any, view: memoryview, label: str, piece: int = MiB) -> None:
@@ -243,10 +265,11 @@ def _read_exactly(f: Any, view: memoryview, label: str, piece: int = MiB) -> Non
     # the requested size.
     done = 0
     while done < len(view):
-        got = f.readinto(view[done:done + piece])
+        got = f.readinto(view[done : done + piece])
         if not got:
             raise CliError(
-                f"{label}: truncated (the data ends before the size its header promises)")
+                f"{label}: truncated (the data ends before the size its header promises)"
+            )
         done += got
 
 
@@ -298,8 +321,10 @@ def _open_npy(label: str, path: str) -> DataSource:
         raise CliError(f"{label}: corrupt .npy header (negative dimension in {shape})")
     need = math.prod(shape) * dtype.itemsize
     if size < data_offset + need:
-        raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
-                       f"the file has {max(0, size - data_offset)}")
+        raise CliError(
+            f"{label}: truncated: the header promises {need} bytes of data, "
+            f"the file has {max(0, size - data_offset)}"
+        )
     return _MappedSource(label, path, shape, dtype, fortran_order, data_offset)
 
 
@@ -313,8 +338,9 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
     available = ", ".join(sorted(names)) or "none"
     if member is None:
         if len(names) != 1:
-            raise CliError(f"{path}: holds {len(names)} arrays ({available}); "
-                           f"choose one as {path}:NAME")
+            raise CliError(
+                f"{path}: holds {len(names)} arrays ({available}); choose one as {path}:NAME"
+            )
         info = next(iter(names.values()))
     else:
         found = names.get(member[:-4] if member.endswith(".npy") else member)
@@ -328,8 +354,9 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
             f.seek(info.header_offset)
             raw = f.read(_ZIP_LOCAL_HEADER.size)
             if len(raw) != _ZIP_LOCAL_HEADER.size or raw[:4] != _ZIP_MAGIC:
-                raise CliError(f"{path}: not a valid .npz archive "
-                               f"(bad local header of {info.filename})")
+                raise CliError(
+                    f"{path}: not a valid .npz archive (bad local header of {info.filename})"
+                )
             fields = _ZIP_LOCAL_HEADER.unpack(raw)
             name_len, extra_len = fields[-2], fields[-1]
             member_start = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len
@@ -341,8 +368,10 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
         need = math.prod(shape) * dtype.itemsize
         have = min(info.file_size - (data_offset - member_start), size - data_offset)
         if have < need:
-            raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
-                           f"the member has {max(0, have)}")
+            raise CliError(
+                f"{label}: truncated: the header promises {need} bytes of data, "
+                f"the member has {max(0, have)}"
+            )
         return _MappedSource(label, path, shape, dtype, fortran_order, data_offset)
     # compressed: stream it
     try:
@@ -354,19 +383,25 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
     _check_dtype(label, dtype)
     need = math.prod(shape) * dtype.itemsize
     if info.file_size - header_len < need:
-        raise CliError(f"{label}: truncated: the header promises {need} bytes of data, "
-                       f"the member has {max(0, info.file_size - header_len)}")
+        raise CliError(
+            f"{label}: truncated: the header promises {need} bytes of data, "
+            f"the member has {max(0, info.file_size - header_len)}"
+        )
     if fortran_order and len(shape) > 1 and math.prod(shape[1:]) > 1:
-        raise CliError(f"{label}: a compressed member in Fortran order cannot be read in row "
-                       f"chunks; store it in C order or uncompressed (np.savez)")
+        raise CliError(
+            f"{label}: a compressed member in Fortran order cannot be read in row "
+            f"chunks; store it in C order or uncompressed (np.savez)"
+        )
     return _StreamSource(label, path, shape, dtype, False, info, header_len)
 
 
 def _check_dtype(label: str, dtype: np.dtype) -> None:
     if dtype.kind not in "biuf":
         what = DTYPE_KIND_NAMES.get(dtype.kind, "non-numeric")
-        raise CliError(f"{label}: dtype {dtype} ({what}) is not supported; "
-                       f"bnfast needs real numbers (bool, integer or floating)")
+        raise CliError(
+            f"{label}: dtype {dtype} ({what}) is not supported; "
+            f"bnfast needs real numbers (bool, integer or floating)"
+        )
 
 
 def _check_source(src: DataSource) -> None:
@@ -381,9 +416,11 @@ def rows_per_chunk(chunk_bytes: int, bytes_per_row: int, label: str = "") -> int
     chunk is still read whole: memory then follows the size of one sample,
     which is said once on stderr."""
     if bytes_per_row > chunk_bytes and label:
-        print(f"bnfast: note: one sample of {label} takes {bytes_per_row / MiB:.1f} MiB, more "
-              f"than --chunk-mb; it is read whole, so memory use follows the sample size",
-              file=sys.stderr)
+        print(
+            f"bnfast: note: one sample of {label} takes {bytes_per_row / MiB:.1f} MiB, more "
+            f"than --chunk-mb; it is read whole, so memory use follows the sample size",
+            file=sys.stderr,
+        )
     return max(1, chunk_bytes // max(1, bytes_per_row))
 
 
@@ -400,12 +437,12 @@ def atomic_npy_writer(path: str, shape: tuple[int, ...], dtype: np.dtype) -> Ite
     removed and ``path`` is left as it was. The file and its directory are
     fsynced, so a completed output survives a crash.
     """
-    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": shape}
+    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     directory = os.path.dirname(os.path.abspath(path))
     mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path)[:180] + ".",
-                               suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path)[:180] + ".", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             try:

@@ -29,5 +29,13 @@ def progress(total: int, desc: str, enabled: bool) -> Any:
         from tqdm import tqdm
     except ImportError:  # progress is a nicety
         return _NoBar()
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                delay=PROGRESS_DELAY, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        delay=PROGRESS_DELAY,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

@@ -55,7 +55,8 @@ class CaseSpec:
     def baselines(self) -> tuple[str, ...]:
         """The baselines :func:`build` provides besides bnfast: ``numpy``, ``sklearn``."""
         return (("numpy",) if self.base_op not in _NO_NUMPY else ()) + (
-            ("sklearn",) if self.base_op in _SKLEARN else ())
+            ("sklearn",) if self.base_op in _SKLEARN else ()
+        )
 
     @property
     def name(self) -> str:
@@ -63,8 +64,14 @@ class CaseSpec:
 
     def peer_request(self, case_id: str = "") -> dict[str, Any]:
         """The JSON description :mod:`.peers` builds PyTorch's peer from."""
-        return {"id": case_id, "op": self.op, "shape": list(self.shape), "layout": self.layout,
-                "dtype": self.dtype, "groups": self.groups}
+        return {
+            "id": case_id,
+            "op": self.op,
+            "shape": list(self.shape),
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "groups": self.groups,
+        }
 
 
 def _shapes(size: str) -> dict[str, Any]:
@@ -97,8 +104,9 @@ def case_specs(size: str) -> list[CaseSpec]:
     s = _shapes(size)
     specs = []
 
-    def add(op: str, shape: tuple[int, ...], layout: str, dtype: type,
-            groups: int | None = None) -> None:
+    def add(
+        op: str, shape: tuple[int, ...], layout: str, dtype: type, groups: int | None = None
+    ) -> None:
         specs.append(CaseSpec(op, tuple(shape), layout, np.dtype(dtype).name, groups))
 
     for shape in s["nchw"]:
@@ -112,8 +120,14 @@ def case_specs(size: str) -> list[CaseSpec]:
         add(op + NEW_OUTPUT, s["nchw"][0], "NCHW", np.float32)
     for shape in s["two_d"]:
         for dtype in (np.float32, np.float64):
-            for op in ("batch_norm train", "batch_norm eval", "batch_norm backward",
-                       "mean_var axis=0", "Standardizer fit", "Standardizer transform"):
+            for op in (
+                "batch_norm train",
+                "batch_norm eval",
+                "batch_norm backward",
+                "mean_var axis=0",
+                "Standardizer fit",
+                "Standardizer transform",
+            ):
                 add(op, shape, "2-D", dtype)
     add("mean_var axis=-1", s["rows"][0], "2-D", np.float32)
     for shape in s["rows"]:
@@ -127,6 +141,7 @@ def case_specs(size: str) -> list[CaseSpec]:
 
 # --------------------------------------------------------------------------
 # NumPy expressions a user would otherwise write.
+
 
 def _np_bn_train(x: np.ndarray, axis: int) -> np.ndarray:
     axes = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
@@ -173,6 +188,7 @@ def _np_group_norm(x: np.ndarray, groups: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     """A runnable case: zero-argument callables whose arrays are made on first
@@ -214,11 +230,13 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
                 state["dx"] = np.empty_like(x)
                 if op == "batch_norm backward":
                     _, state["mean"], state["invstd"] = bnfast.batch_norm(
-                        x, training=True, axis=axis, return_stats=True)
+                        x, training=True, axis=axis, return_stats=True
+                    )
                 elif op == "layer_norm backward":
                     state["wd"] = np.ones(x.shape[-1], dtype)
                     _, state["mean"], state["rstd"] = bnfast.layer_norm(
-                        x, state["wd"], return_stats=True)
+                        x, state["wd"], return_stats=True
+                    )
                 else:
                     state["wd"] = np.ones(x.shape[-1], dtype)
                     _, state["rstd"] = bnfast.rms_norm(x, state["wd"], return_stats=True)
@@ -312,10 +330,12 @@ def _sklearn_call(op: str, arrays: Callable[[], dict[str, Any]]) -> Callable[[],
     except ImportError:
         return None
     if op == "Standardizer transform":
+
         def transform() -> object:
             a = arrays()
             if "sk_scaler" not in a:
                 a["sk_scaler"] = StandardScaler().fit(a["x"])
             return a["sk_scaler"].transform(a["x"])
+
         return transform
     return lambda: StandardScaler().fit(arrays()["x"])

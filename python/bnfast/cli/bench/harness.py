@@ -44,8 +44,9 @@ class Row:
         return None if peer is None else peer / self.bnfast_ms
 
 
-def torch_times(cases: list[Case], threads: int,
-                repeats: int) -> tuple[Optional[str], dict[str, float]]:
+def torch_times(
+    cases: list[Case], threads: int, repeats: int
+) -> tuple[Optional[str], dict[str, float]]:
     """Time the PyTorch peers in a child process: (torch version, {id: ms})."""
     script = Path(__file__).with_name("peers.py")
     request = {
@@ -54,11 +55,17 @@ def torch_times(cases: list[Case], threads: int,
         "cases": [c.spec.peer_request(c.id) for c in cases],
     }
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, str(script)], input=json.dumps(request),
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
-        print(f"note: PyTorch peers failed: {proc.stderr.strip().splitlines()[-1:]}",
-              file=sys.stderr)
+        print(
+            f"note: PyTorch peers failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr
+        )
         return None, {}
     out = json.loads(proc.stdout)
     return out["torch"], out["times"]
@@ -107,18 +114,49 @@ def _fmt(v: Optional[float], kind: str = "ms") -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ["op", "shape", "layout", "dtype", "bnfast ms", "copy ms", "numpy ms", "torch ms",
-            "sklearn ms", "bnfast/copy", "numpy/bnfast", "torch/bnfast", "sklearn/bnfast"]
+    head = [
+        "op",
+        "shape",
+        "layout",
+        "dtype",
+        "bnfast ms",
+        "copy ms",
+        "numpy ms",
+        "torch ms",
+        "sklearn ms",
+        "bnfast/copy",
+        "numpy/bnfast",
+        "torch/bnfast",
+        "sklearn/bnfast",
+    ]
     body = []
     for r in rows:
-        body.append([
-            r.op, r.shape, r.layout, r.dtype, _fmt(r.bnfast_ms), _fmt(r.copy_ms), _fmt(r.numpy_ms),
-            _fmt(r.torch_ms), _fmt(r.sklearn_ms), _fmt(r.bnfast_ms / r.copy_ms, "x"),
-            _fmt(r.ratio(r.numpy_ms), "x"), _fmt(r.ratio(r.torch_ms), "x"),
-            _fmt(r.ratio(r.sklearn_ms), "x"),
-        ])
-    return format_table(head, body, "<" * 4 + ">" * (len(head) - 4), header_align="<" * len(head),
-                        sep=" | ", rule="-+-", strip=False)
+        body.append(
+            [
+                r.op,
+                r.shape,
+                r.layout,
+                r.dtype,
+                _fmt(r.bnfast_ms),
+                _fmt(r.copy_ms),
+                _fmt(r.numpy_ms),
+                _fmt(r.torch_ms),
+                _fmt(r.sklearn_ms),
+                _fmt(r.bnfast_ms / r.copy_ms, "x"),
+                _fmt(r.ratio(r.numpy_ms), "x"),
+                _fmt(r.ratio(r.torch_ms), "x"),
+                _fmt(r.ratio(r.sklearn_ms), "x"),
+            ]
+        )
+    return format_table(
+        head,
+        body,
+        "<" * 4 + ">" * (len(head) - 4),
+        header_align="<" * len(head),
+        sep=" | ",
+        rule="-+-",
+        strip=False,
+    )
 
 
 def plot(rows: list[Row], path: str) -> None:
@@ -163,9 +201,15 @@ def environment(threads: int, torch_version: Optional[str]) -> dict[str, Any]:
         pass
     cfg = bnfast.config()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "compiler": cfg["compiler"],
-        "capability": cfg["capability"], "bnfast": cfg["version"], "numpy": np.__version__,
-        "torch": torch_version, "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "compiler": cfg["compiler"],
+        "capability": cfg["capability"],
+        "bnfast": cfg["version"],
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "python": platform.python_version(),
     }
 
 
@@ -176,8 +220,13 @@ def copy_time(nbytes: int, repeats: int) -> float:
     return _median_ms(lambda: np.copyto(dst, src), repeats)
 
 
-def run(quick: bool = False, threads: Optional[int] = None, json_path: Optional[str] = None,
-        plot_path: Optional[str] = None, peers: bool = True) -> int:
+def run(
+    quick: bool = False,
+    threads: Optional[int] = None,
+    json_path: Optional[str] = None,
+    plot_path: Optional[str] = None,
+    peers: bool = True,
+) -> int:
     rng = np.random.default_rng(0)
     if threads is not None:
         bnfast.set_num_threads(threads)
@@ -197,15 +246,35 @@ def run(quick: bool = False, threads: Optional[int] = None, json_path: Optional[
         np_ms = _median_ms(case.numpy, max(2, repeats // 3)) if case.numpy else None
         sk_ms = _median_ms(case.sklearn, max(2, repeats // 3)) if case.sklearn else None
         case.release()
-        rows.append(Row(spec.op, "x".join(map(str, spec.shape)), spec.layout, spec.dtype,
-                        bn_ms, copy_ms, np_ms, ttimes.get(case.id), sk_ms))
+        rows.append(
+            Row(
+                spec.op,
+                "x".join(map(str, spec.shape)),
+                spec.layout,
+                spec.dtype,
+                bn_ms,
+                copy_ms,
+                np_ms,
+                ttimes.get(case.id),
+                sk_ms,
+            )
+        )
     print(table(rows))
-    print("times are medians in ms; x/bnfast = how many times slower than bnfast; "
-          "bnfast/copy = cost relative to np.copyto of the same bytes")
+    print(
+        "times are medians in ms; x/bnfast = how many times slower than bnfast; "
+        "bnfast/copy = cost relative to np.copyto of the same bytes"
+    )
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump({"environment": env, "self_check_failures": failures,
-                       "rows": [asdict(r) for r in rows]}, fh, indent=2)
+            json.dump(
+                {
+                    "environment": env,
+                    "self_check_failures": failures,
+                    "rows": [asdict(r) for r in rows],
+                },
+                fh,
+                indent=2,
+            )
     if plot_path:
         plot(rows, plot_path)
     return 1 if failures else 0

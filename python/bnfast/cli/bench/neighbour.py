@@ -27,12 +27,12 @@ import bnfast
 # The neighbour checks that its parent is alive, so it never outlives the run.
 _NEIGHBOURS = {
     "spin": "import os\nppid = os.getppid()\nwhile os.getppid() == ppid:\n"
-            "    for _ in range(100000): pass\n",
+    "    for _ in range(100000): pass\n",
     "bnfast": "import os\nimport numpy as np\nimport bnfast\nppid = os.getppid()\n"
-              "x = np.random.default_rng(1).standard_normal((32, 64, 28, 28), dtype=np.float32)\n"
-              "y = np.empty_like(x)\n"
-              "while os.getppid() == ppid:\n"
-              "    bnfast.batch_norm(x, training=True, out=y)\n",
+    "x = np.random.default_rng(1).standard_normal((32, 64, 28, 28), dtype=np.float32)\n"
+    "y = np.empty_like(x)\n"
+    "while os.getppid() == ppid:\n"
+    "    bnfast.batch_norm(x, training=True, out=y)\n",
 }
 
 # (label, shape) of NCHW float32 inputs from 1e5 to 1e7 elements.
@@ -74,8 +74,9 @@ def _stats(times: list[float]) -> tuple[float, float, float]:
     return float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90))
 
 
-def measure(neighbour: str, calls: int = 100, rounds: int = 10,
-            threads: int | None = None) -> tuple[list[NeighbourRow], str]:
+def measure(
+    neighbour: str, calls: int = 100, rounds: int = 10, threads: int | None = None
+) -> tuple[list[NeighbourRow], str]:
     """Time every op and size beside ``neighbour``; returns the rows and the load."""
     if neighbour not in ("none", *_NEIGHBOURS):
         raise ValueError(f"neighbour must be 'none', 'spin' or 'bnfast', got {neighbour!r}")

@@ -64,12 +64,14 @@ def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
         return lambda: F.batch_norm(x, zeros, ones, ones, zeros, training=False)
     if op == "batch_norm backward":
         _, mean, invstd = torch.ops.aten.native_batch_norm(
-            x, ones, zeros, None, None, True, 0.1, 1e-5)
+            x, ones, zeros, None, None, True, 0.1, 1e-5
+        )
         dy = torch.randn(x.shape, generator=gen, dtype=dtype)
         if layout == "NHWC":
             dy = dy.to(memory_format=torch.channels_last)
         return lambda: torch.ops.aten.native_batch_norm_backward(
-            dy, x, ones, None, None, mean, invstd, True, 1e-5, [True, True, True])
+            dy, x, ones, None, None, mean, invstd, True, 1e-5, [True, True, True]
+        )
     if op.startswith("mean_var"):
         dim = 0 if op == "mean_var axis=0" else -1
         return lambda: torch.var_mean(x, dim=dim, correction=0)
@@ -81,7 +83,8 @@ def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
         _, mean, rstd = torch.ops.aten.native_layer_norm(x, [d], w_d, b_d, 1e-5)
         dy = torch.randn(x.shape, generator=gen, dtype=dtype)
         return lambda: torch.ops.aten.native_layer_norm_backward(
-            dy, x, [d], mean, rstd, w_d, b_d, [True, True, True])
+            dy, x, [d], mean, rstd, w_d, b_d, [True, True, True]
+        )
     if op == "rms_norm":
         return lambda: F.rms_norm(x, (d,), w_d)
     if op == "rms_norm backward":
