@@ -923,6 +923,24 @@ def call(api, fn, arena, faults=None, mutable=(), maybe=(), documented=(), suspe
     return result, None
 
 
+def assert_thread_independent(api, fn, result, size, backend, nthreads, arena):
+    """A native result does not depend on the thread count: the same call on
+    one thread gives the same bits (for inputs the kernels split)."""
+    if backend == "numpy" or nthreads == 1 or size <= THREAD_THRESHOLD:
+        return
+    with bnfast.threads(1):
+        again, _ = call(api, fn, arena, set())
+    parts = result if isinstance(result, tuple) else (result,)
+    again = again if isinstance(again, tuple) else (again,)
+    for i, (p, q) in enumerate(zip(parts, again)):
+        if p is None:
+            assert q is None
+            continue
+        p, q = np.asarray(p), np.asarray(q)
+        assert p.dtype == q.dtype and p.shape == q.shape
+        assert p.tobytes() == q.tobytes(), f"{api}: result {i} differs on 1 thread"
+
+
 @contextlib.contextmanager
 def thread_count(n):
     if n is None:
@@ -1141,6 +1159,15 @@ def test_mean_var(backend, data):
         )
     if res is None:
         return
+    assert_thread_independent(
+        "mean_var",
+        lambda: bnfast.mean_var(args["x"], axis, ddof=ddof, keepdims=keepdims),
+        res,
+        pre.size,
+        backend,
+        nthreads,
+        arena,
+    )
     mean, var = res
     axes = axes_of(axis, x.ndim)
     want_shape = kept_shape(x.shape, axes, keepdims)
@@ -1854,6 +1881,24 @@ def test_batch_norm_backward(backend, data):
         )
     if res is None:
         return
+    if a["out"] is None:
+        assert_thread_independent(
+            "batch_norm_backward",
+            lambda: bnfast.batch_norm_backward(
+                a["dy"],
+                a["x"],
+                a["mean"],
+                a["invstd"],
+                a["weight"],
+                axis=a["axis"],
+                training=training,
+            ),
+            res,
+            res[0].size,
+            backend,
+            nthreads,
+            arena,
+        )
     x = pre["x"]
     ax = int(a["axis"]) % x.ndim
     c = x.shape[ax]
@@ -1981,6 +2026,10 @@ def test_layer_rms_norm(backend, data):
         res, _ = call(api, fn, arena, faults, mutable=[a["out"]], suspect=exotic(a["eps"]))
     if res is None:
         return
+    if a["out"] is None:
+        assert_thread_independent(
+            api, fn, res, np.size(res[0] if return_stats else res), backend, nthreads, arena
+        )
     x = pre["x"]
     axes = axes_of(a["axis"], x.ndim)
     kept = tuple(n for i, n in enumerate(x.shape) if i not in axes)
@@ -2105,6 +2154,8 @@ def test_layer_rms_norm_backward(backend, data):
         res, _ = call(api, fn, arena, faults, mutable=[a["out"]])
     if res is None:
         return
+    if a["out"] is None:
+        assert_thread_independent(api, fn, res, res[0].size, backend, nthreads, arena)
     x = pre["x"]
     axes = axes_of(a["axis"], x.ndim)
     norm_shape = tuple(x.shape[i] for i in axes)
@@ -2293,6 +2344,10 @@ def test_group_instance_norm(backend, data):
         )
     if res is None:
         return
+    if a["out"] is None and not updated:
+        assert_thread_independent(
+            api, fn, res, np.size(res[0] if return_stats else res), backend, nthreads, arena
+        )
     x = pre["x"]
     ax = int(a["axis"]) % x.ndim
     n, c = x.shape[0], x.shape[ax]
@@ -2459,6 +2514,7 @@ def test_group_instance_norm_backward(backend, data):
         )
     if res is None:
         return
+    assert_thread_independent(api, fn, res, res[0].size, backend, nthreads, arena)
     x = pre["x"]
     ax = int(a["axis"]) % x.ndim
     c = x.shape[ax]
@@ -2655,7 +2711,7 @@ def test_standardizer(backend, data):
     # transform and inverse_transform of a chunk
     shape2 = other_chunk_shape(data.draw, shape, params["axis"])
     x2_spec = data.draw(array_specs(shape2, REAL_DTYPES + ["<c8"]))
-    out_choice = data.draw(st.sampled_from(["none", "none", "fresh", "same", "bad"]))
+    out_choice = data.draw(st.sampled_from(["none", "none", "fresh", "same", "shift", "bad"]))
     arena2 = Arena()
     b = build(arena2, {"X": x2_spec})
     x2 = b["X"]
@@ -2667,6 +2723,10 @@ def test_standardizer(backend, data):
         )
     elif out_choice == "same":
         b["out"] = x2
+    elif out_choice == "shift":  # out overlapping X a few elements further
+        b["out"] = None
+        if x2.dtype.kind != "O" and 0 not in x2.strides:
+            b["out"] = arena2.shifted(x2, data.draw(st.sampled_from([-2, -1, 1, 3])), "out")
     elif out_choice == "bad":
         b["out"] = build(
             arena2, {"out": data.draw(bad_out(dataclasses.replace(x2_spec, dtype=out_dtype.str)))}
@@ -2770,7 +2830,9 @@ def check_fitted(st_, x, w, x_spec):
         assert st_.mean_.shape == F and st_.mean_.dtype == np.float64
     if st_.with_std:
         assert st_.var_.shape == st_.scale_.shape == F
-        assert np.all(st_.scale_ > 0), "scale_ must be positive"
+        # positive; NaN for a feature without values (as scikit-learn)
+        empty = np.asarray(st_.moments_.count) == 0
+        assert np.all((st_.scale_ > 0) | empty), "scale_ must be positive"
     ddof = real_number(st_.ddof)
     if (
         x_spec is None
@@ -3486,3 +3548,35 @@ def test_defect_overflowing_variance_is_nan(backend):
     x = np.array([-1.4e302, -1.09e302])
     assert bnfast.moments(x).m2 == np.inf
     assert bnfast.mean_var(x)[1] == np.inf
+
+
+def test_every_public_name_is_fuzzed():
+    """A name added to bnfast.__all__ fails here until the fuzz tests cover it."""
+    covered = {
+        "DataReport",
+        "Moments",
+        "NotFittedError",
+        "Standardizer",
+        "__version__",
+        "batch_norm",
+        "batch_norm_backward",
+        "config",
+        "diagnose",
+        "get_num_threads",
+        "group_norm",
+        "group_norm_backward",
+        "instance_norm",
+        "instance_norm_backward",
+        "layer_norm",
+        "layer_norm_backward",
+        "mean_var",
+        "moments",
+        "nn",
+        "rms_norm",
+        "rms_norm_backward",
+        "set_num_threads",
+        "show_config",
+        "threads",
+    }
+    assert set(bnfast.__all__) == covered
+    assert set(nn.__all__) == set(LAYERS)
