@@ -2830,9 +2830,9 @@ def check_fitted(st_, x, w, x_spec):
         assert st_.mean_.shape == F and st_.mean_.dtype == np.float64
     if st_.with_std:
         assert st_.var_.shape == st_.scale_.shape == F
-        # positive; NaN for a feature without values (as scikit-learn)
-        empty = np.asarray(st_.moments_.count) == 0
-        assert np.all((st_.scale_ > 0) | empty), "scale_ must be positive"
+        # positive; NaN with var_ for a feature without values (as
+        # scikit-learn) or with NaN under nan_policy="propagate"
+        assert np.all((st_.scale_ > 0) | np.isnan(st_.var_)), "scale_ must be positive"
     ddof = real_number(st_.ddof)
     if (
         x_spec is None
