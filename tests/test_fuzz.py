@@ -1553,6 +1553,13 @@ def batch_norm_faults(a):
     return faults
 
 
+def forward_close(*args, **kwargs):
+    """assert_forward_close without the float warnings of its own arithmetic
+    (an infinite rstd times a zero tolerance term)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_forward_close(*args, **kwargs)
+
+
 def pre_values(args, names):
     """Native float64-able copies of the array arguments ``names`` (before the call)."""
     out = {}
@@ -1665,9 +1672,7 @@ def test_batch_norm(backend, data):
             x, ax, bool(training), rm0, rv0, w, b, eps, momentum
         )
         compared("batch_norm")
-        assert_forward_close(
-            y, y64, x, m64.reshape(bshape), inv64.reshape(bshape), (ax,), x.dtype, w
-        )
+        forward_close(y, y64, x, m64.reshape(bshape), inv64.reshape(bshape), (ax,), x.dtype, w)
         rtol = rtol_for(x.dtype)
         if return_stats:
             assert_close(res[1], m64, rtol, rtol * stat_atol(x), "mean")
@@ -1781,6 +1786,15 @@ def ref_bn_backward(dy, x, mean, invstd, w, ax, training):
         dx = dy64 * inv * g
     dw = (dy64 * xc).sum(axis=red) * inv.reshape(-1)
     return dx, (None if w is None else dw), dy64.sum(axis=red)
+
+
+def grad_noise(dy, x, rstd, w):
+    """The magnitude whose rounding noise a gradient may carry (the ``terms``
+    of assert_grad_close): |dy|*rstd*|w| (helpers.grad_terms) times
+    1 + |x|*rstd, since x - mean rounds to eps*|x| and rstd amplifies it into
+    xhat (a group of nearly equal values: the reference and the library
+    then both cancel down to noise)."""
+    return grad_terms(dy, rstd, w) * (1.0 + mag_of(x) * mag_of(rstd))
 
 
 def check_grads(got, ref, dtype, names, terms):
@@ -1926,7 +1940,7 @@ def test_batch_norm_backward(backend, data):
             ref,
             x.dtype,
             ("dx", "dweight", "dbias"),
-            grad_terms(pre["dy"], pre["invstd"], pre["weight"]) * max(1, mag_of(x)),
+            grad_noise(pre["dy"], x, pre["invstd"], pre["weight"]),
         )
 
 
@@ -2046,7 +2060,9 @@ def test_layer_rms_norm(backend, data):
         return
     eps = real_number(a["eps"]) if a["eps"] is not None else float(np.finfo(x.dtype).eps)
     w, b = pre["weight"], pre["bias"]
-    if all(tame_arg(specs[n]) for n in ("x", "weight", "bias")):
+    if all(tame_arg(specs[n]) for n in ("x", "weight", "bias")) and (
+        eps > 0 or not np.any(np.ptp(x, axis=axes) == 0)  # (else rstd is infinite)
+    ):
         with np.errstate(all="ignore"):
             if rms:
                 yref, rstd = ref_rms_norm(x, w, axes, eps)
@@ -2054,7 +2070,7 @@ def test_layer_rms_norm(backend, data):
             else:
                 yref, mean, rstd = ref_layer_norm(x, w, b, axes, eps)
         compared(api)
-        assert_forward_close(y, yref, x, mean, rstd, axes, x.dtype, w)
+        forward_close(y, yref, x, mean, rstd, axes, x.dtype, w)
         if return_stats:
             rtol = rtol_for(x.dtype)
             assert_close(res[-1], rstd.reshape(kept), rtol, 0.0, "rstd")
@@ -2176,7 +2192,7 @@ def test_layer_rms_norm_backward(backend, data):
             *(r.reshape(norm_shape) for r in ref[2:]),
         )
         compared(api)
-        check_grads(res, ref, x.dtype, names, grad_terms(pre["dy"], pre["rstd"], w))
+        check_grads(res, ref, x.dtype, names, grad_noise(pre["dy"], x, pre["rstd"], w))
 
 
 # --------------------------------------------------------------------------
@@ -2372,12 +2388,12 @@ def test_group_instance_norm(backend, data):
         y64, m64, inv64, _, _ = ref_batch_norm(x, ax, False, rm0, rv0, w, b, eps)
         bs = tuple(k if i == ax else 1 for i, k in enumerate(x.shape))
         compared(api)
-        assert_forward_close(y, y64, x, m64.reshape(bs), inv64.reshape(bs), (ax,), x.dtype, w)
+        forward_close(y, y64, x, m64.reshape(bs), inv64.reshape(bs), (ax,), x.dtype, w)
     elif tame and eps > 0:
         with np.errstate(all="ignore"):
             y64, m64, r64 = ref_group_norm(x, groups, w, b, eps, ax)
         compared(api)
-        assert_forward_close(
+        forward_close(
             y,
             y64,
             x,
@@ -2538,7 +2554,7 @@ def test_group_instance_norm_backward(backend, data):
             )
         compared(api)
         check_grads(
-            res, ref, x.dtype, ("dx", "dweight", "dbias"), grad_terms(pre["dy"], pre["rstd"], w)
+            res, ref, x.dtype, ("dx", "dweight", "dbias"), grad_noise(pre["dy"], x, pre["rstd"], w)
         )
 
 
@@ -2663,15 +2679,17 @@ def other_chunk_shape(draw, shape, axis):
 def test_standardizer(backend, data):
     params = {
         "axis": data.draw(
-            st.sampled_from([0, 0, None, -1, (0,), (0, 2), (1, 0), ()] + [1.5, "0", [0], True])
+            st.sampled_from(
+                [0, 0, 0, None, None, -1, (0,), (0, 2), (1, 0), ()] * 2 + [1.5, "0", [0], True]
+            )
         ),
         "with_mean": data.draw(st.booleans()),
         "with_std": data.draw(st.booleans()),
         "ddof": data.draw(st.sampled_from((0, 0, 1) + GOOD_DDOF + BAD_DDOF[:2])),
-        "nan_policy": data.draw(st.sampled_from(NAN_POLICIES * 3 + ("drop", None))),
+        "nan_policy": data.draw(st.sampled_from(NAN_POLICIES * 4 + ("drop", None))),
         "copy": data.draw(st.booleans()),
     }
-    shape = data.draw(shapes(0, 4, max_size=600))
+    shape = data.draw(batched_shapes(1))
     x_arg, x_spec = data.draw(data_arg(shape))
     axes0 = (
         axes_of(params["axis"], len(shape))
@@ -2767,14 +2785,7 @@ def test_standardizer(backend, data):
     elif in_place:
         assert y is x2
     sample_axes = None if len(st_.sample_axes_) == st_._fit_ndim else st_.sample_axes_
-    if (
-        x_spec is not None
-        and x_spec.tame
-        and x2_spec.tame
-        and st_.with_mean
-        and pre2.size
-        and not suspect
-    ):
+    if x_spec is not None and x_spec.tame and x2_spec.tame and pre2.size and not suspect:
         with np.errstate(all="ignore"):
             want = expected_transform(st_, pre2, sample_axes)
             atol = tr_atol(
@@ -2811,12 +2822,20 @@ def test_standardizer(backend, data):
     if x is not None and x_spec is not None:
         fresh = bnfast.Standardizer(**params)
         faults = chunk_faults(fresh, x, None, first=True)
+        # copy=False: the transform works in place on a writeable float X
+        in_place = (
+            not params["copy"]
+            and isinstance(a["X"], np.ndarray)
+            and a["X"].dtype in (np.dtype("<f4"), np.dtype("<f8"))
+            and a["X"].flags.writeable
+        )
         with thread_count(nthreads):
             call(
                 "Standardizer.fit_transform",
                 lambda: fresh.fit_transform(a["X"]),
                 arena,
                 faults,
+                mutable=[a["X"]] if in_place else (),
                 suspect=suspect,
             )
 
