@@ -19,6 +19,7 @@
 // (so a loop reads long sequential streams, as OpenMP's static schedule,
 // and the same thread tends to get the same share in consecutive runs).
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -46,17 +47,25 @@ using Clock = std::chrono::steady_clock;
 
 // A worker that finished a run polls for the next one this long before it
 // sleeps: enough to bridge the gap between the runs of one kernel (a
-// per-channel merge), short enough not to take a busy neighbour's time.
+// per-channel merge) or back-to-back calls, short enough not to take a
+// busy neighbour's time.
 constexpr auto kWorkerSpin = std::chrono::microseconds(30);
 // The caller polls this long for helpers' last blocks before it sleeps.
 constexpr auto kCallerSpin = std::chrono::microseconds(30);
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
+// Polls done() until it holds or `spin` has passed; false on time-out.
+// Each poll yields the CPU: when every core is busy the scheduler may have
+// put a helper on the caller's core, and a plain spin there would keep the
+// other from running (measured: +40 us on 20 us calls beside a busy loop).
+// On an idle core sched_yield returns at once.
+template <class Done>
+bool poll_for(Done&& done, std::chrono::microseconds spin) {
+    const auto end = Clock::now() + spin;
+    while (!done()) {
+        if (Clock::now() >= end) return false;
+        sched_yield();
+    }
+    return true;
 }
 
 struct alignas(64) Share {
@@ -140,9 +149,7 @@ void worker_main(Worker* w) {
     pthread_setname_np(pthread_self(), "bnfast-worker");  // for top -H, gdb, py-spy
 #endif
     for (;;) {
-        const auto spin_end = Clock::now() + kWorkerSpin;
-        while (!w->pending.load(std::memory_order_acquire) && Clock::now() < spin_end)
-            for (int i = 0; i < 64; ++i) cpu_relax();
+        poll_for([w] { return w->pending.load(std::memory_order_acquire); }, kWorkerSpin);
         std::shared_ptr<Job> job;
         int slot;
         {
@@ -317,9 +324,7 @@ void run(int nthreads, std::int64_t n, std::int64_t grain, BlockFn fn, void* ctx
     }
     drain(*job, 0);
     if (job->done.load(std::memory_order_acquire) != blocks) {
-        const auto spin_end = Clock::now() + kCallerSpin;
-        while (job->done.load(std::memory_order_acquire) != blocks && Clock::now() < spin_end)
-            for (int i = 0; i < 64; ++i) cpu_relax();
+        poll_for([&] { return job->done.load(std::memory_order_acquire) == blocks; }, kCallerSpin);
         std::unique_lock<std::mutex> lock(job->m);
         job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == blocks; });
     }
