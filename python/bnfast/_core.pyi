@@ -48,9 +48,7 @@ def affine(
 def batch_norm_train(
     x: _Float, y: _Float, weight: _F64 | None, bias: _F64 | None, eps: float
 ) -> tuple[_F64, _F64]: ...
-def batch_norm_backward_reduce(
-    x: _Float, dy: _Float, center: _F64
-) -> tuple[_F64, _F64, _F64]: ...
+def batch_norm_backward_reduce(x: _Float, dy: _Float, center: _F64) -> tuple[_F64, _F64, _F64]: ...
 def batch_norm_backward_apply(
     x: _Float,
     dy: _Float,
