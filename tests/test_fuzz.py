@@ -131,9 +131,12 @@ KNOWN_DEFECTS = {
     "evaluated after the result was written: group_norm/instance_norm then raise "
     "numpy's 'truth value of an array is ambiguous' ValueError (not naming the "
     "argument) with out= already overwritten",
-    "native-sum-overflow": "the native kernels overflow on finite float64 data near the top "
-    "of the range (mean_var(np.full(100, 1e307)) gives inf/nan; the "
-    "NumPy backend gives 1e307/0)",
+    "native-sum-overflow": "the statistics overflow when the sum of a slot of finite float64 "
+    "data exceeds the float64 range: the native kernels even for constant data "
+    "(mean_var(np.full(18, 1e307)) gives inf/nan, the NumPy backend 1e307/0), "
+    "both backends for varying data (np.full((100, 4), 1e307) with every other row "
+    "halved, axis=0); every op on these kernels inherits it (batch/layer/group norm "
+    "outputs NaN, Standardizer.mean_ inf, diagnose mean NaN)",
     "merge-overflow": "Moments.merge of means of opposite sign near the top of the float64 "
     "range gives an infinite mean for finite data",
     "var-overflow-nan": "the variance (M2) of finite data whose true value overflows float64 "
