@@ -24,10 +24,19 @@ several thread counts. Every call must
   bytes of ``out``, of running statistics updated in place, and of ``X`` under
   ``copy=False`` may change, and nothing at all when the call raised).
 
-Size: ``BNFAST_FUZZ_EXAMPLES`` examples per test and backend (default 25:
-about two minutes for the module on 2 cores); the module prints the number of
-calls it made per entry point. ``BNFAST_FUZZ_KNOWN_DEFECTS=1`` also generates
-the inputs of the known defects (KNOWN_DEFECTS below) and fails on them.
+Also: native results must not depend on the thread count (a repeat on one
+thread gives the same bits), and ``test_chaos`` calls every function with
+arguments drawn from one pool, checking only types, crashes and inputs.
+
+Size: ``BNFAST_FUZZ_EXAMPLES`` examples per test and backend (default 150,
+four times that for test_chaos: about a minute for the module on 2 quiet
+cores, ~20,000 calls; CI=1 replays the same examples on every run, see
+tests/conftest.py); ``BNFAST_FUZZ_EXAMPLES=800`` makes more than 10^5 calls.
+The module prints the number of calls per entry point, the results compared
+with a reference, and the known defects it tolerated; ``BNFAST_FUZZ_REPORT``
+names a JSON file for the same. ``BNFAST_FUZZ_KNOWN_DEFECTS=1`` also
+generates the inputs of the known defects (KNOWN_DEFECTS below) and fails on
+them.
 """
 
 import collections
@@ -85,7 +94,7 @@ def _env_int(name, default):
     return int(value) if value else default
 
 
-EXAMPLES = _env_int("BNFAST_FUZZ_EXAMPLES", 25)
+EXAMPLES = _env_int("BNFAST_FUZZ_EXAMPLES", 150)
 CALL_TIMEOUT = _env_int("BNFAST_FUZZ_CALL_TIMEOUT", 120)
 INCLUDE_KNOWN = os.environ.get("BNFAST_FUZZ_KNOWN_DEFECTS", "").strip() == "1"
 
@@ -821,6 +830,7 @@ ALIASES = {
     "X": ("x", "X", "input", "array", "data", "chunk"),
     "axis": ("axis", "axes"),
     "num_groups": ("num_groups", "groups"),
+    "sample_weight": ("sample_weight", "weight", "weights"),
     "running_mean": ("running_mean", "running statistic", "running"),
     "running_var": ("running_var", "running statistic", "running"),
     "n": ("threads", "thread"),
@@ -941,6 +951,8 @@ def assert_thread_independent(api, fn, result, size, backend, nthreads, arena):
             continue
         p, q = np.asarray(p), np.asarray(q)
         assert p.dtype == q.dtype and p.shape == q.shape
+        if p.dtype == np.longdouble:  # (6 bytes of padding with whatever was there)
+            p, q = p.astype(np.float64), q.astype(np.float64)
         assert p.tobytes() == q.tobytes(), f"{api}: result {i} differs on 1 thread"
 
 
@@ -1067,7 +1079,8 @@ def assert_within(mean, x, axes, what):
         * np.finfo(np.asarray(mean).dtype if np.asarray(mean).dtype.kind == "f" else np.float64).eps
         * np.maximum(np.abs(lo), np.abs(hi))
     )
-    ok = np.isfinite(m) & (m >= lo - slack) & (m <= hi + slack)
+    with np.errstate(over="ignore"):
+        ok = np.isfinite(m) & (m >= lo - slack) & (m <= hi + slack)
     if not ok.all():
         i = np.argwhere(~ok)[0]
         raise AssertionError(
@@ -1791,13 +1804,16 @@ def ref_bn_backward(dy, x, mean, invstd, w, ax, training):
     return dx, (None if w is None else dw), dy64.sum(axis=red)
 
 
-def grad_noise(dy, x, rstd, w):
+def grad_noise(dy, x, rstd, w, n):
     """The magnitude whose rounding noise a gradient may carry (the ``terms``
-    of assert_grad_close): |dy|*rstd*|w| (helpers.grad_terms) times
-    1 + |x|*rstd, since x - mean rounds to eps*|x| and rstd amplifies it into
-    xhat (a group of nearly equal values: the reference and the library
-    then both cancel down to noise)."""
-    return grad_terms(dy, rstd, w) * (1.0 + mag_of(x) * mag_of(rstd))
+    of assert_grad_close): |dy|*rstd*|w| (helpers.grad_terms), times
+    1 + |x|*rstd since x - mean rounds to eps*|x| and rstd amplifies it into
+    xhat, times sqrt(n) for the float64 sums over the n values of a
+    normalized group (the typical growth of a sequential sum's rounding
+    error; helpers' 16 ulps assume short sums). Only matters where the
+    gradient cancels to far below its terms (groups of few distinct values:
+    broadcast or constant rows)."""
+    return grad_terms(dy, rstd, w) * (1.0 + mag_of(x) * mag_of(rstd)) * math.sqrt(max(n, 1))
 
 
 def check_grads(got, ref, dtype, names, terms):
@@ -1943,7 +1959,7 @@ def test_batch_norm_backward(backend, data):
             ref,
             x.dtype,
             ("dx", "dweight", "dbias"),
-            grad_noise(pre["dy"], x, pre["invstd"], pre["weight"]),
+            grad_noise(pre["dy"], x, pre["invstd"], pre["weight"], x.size // max(c, 1)),
         )
 
 
@@ -2195,7 +2211,8 @@ def test_layer_rms_norm_backward(backend, data):
             *(r.reshape(norm_shape) for r in ref[2:]),
         )
         compared(api)
-        check_grads(res, ref, x.dtype, names, grad_noise(pre["dy"], x, pre["rstd"], w))
+        noise = grad_noise(pre["dy"], x, pre["rstd"], w, math.prod(norm_shape))
+        check_grads(res, ref, x.dtype, names, noise)
 
 
 # --------------------------------------------------------------------------
@@ -2547,8 +2564,9 @@ def test_group_instance_norm_backward(backend, data):
         and stats_ok
     ):
         w = pre["weight"]
+        g = c if instance else int(a["num_groups"])
+        n_group = group_count(x, ax, g) if use_input_stats else x.size // max(c, 1)
         if use_input_stats:
-            g = c if instance else int(a["num_groups"])
             ref = ref_group_norm_backward(pre["dy"], x, g, w, ax, 1e-5)
             ref = (ref[0], None if w is None else ref[1], ref[2])
         else:
@@ -2557,7 +2575,11 @@ def test_group_instance_norm_backward(backend, data):
             )
         compared(api)
         check_grads(
-            res, ref, x.dtype, ("dx", "dweight", "dbias"), grad_noise(pre["dy"], x, pre["rstd"], w)
+            res,
+            ref,
+            x.dtype,
+            ("dx", "dweight", "dbias"),
+            grad_noise(pre["dy"], x, pre["rstd"], w, n_group),
         )
 
 
@@ -2706,7 +2728,7 @@ def test_standardizer(backend, data):
     st_, _ = call("Standardizer", lambda: bnfast.Standardizer(**params), arena, set())
     assert repr(st_).startswith("Standardizer(")
     _, err = call("Standardizer.set_params", lambda: st_.set_params(bogus=1), arena, {"bogus"})
-    suspect = exotic_ddof(params["ddof"]) or exotic(a["sample_weight"])
+    suspect = exotic(a["sample_weight"]) or exotic_ddof(params["ddof"])
     x = as_nd(a["X"])
     if data.draw(st.integers(0, 5)):
         faults = chunk_faults(st_, x, a["sample_weight"], first=True)

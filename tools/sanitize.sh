@@ -97,9 +97,14 @@ if ! ldd "$MODULE" | grep -q libasan; then
 fi
 echo "== instrumented: $MODULE"
 
+# Reports go to files: pytest captures the test's stderr, and a process the
+# sanitizer aborts never prints what was captured.
+REPORTS="$DIR/reports"
+rm -rf "$REPORTS"
+mkdir -p "$REPORTS"
 export LD_PRELOAD="$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD}"
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:strict_init_order=1:detect_stack_use_after_return=1:log_path=$REPORTS/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$REPORTS/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONMALLOC=malloc
 "$PY" -c "import bnfast; bnfast.show_config()"
 
@@ -112,6 +117,18 @@ fi
 cd "$ROOT"
 status=0
 "$PY" -m pytest -q -p no:cacheprovider "${DESELECT[@]}" "$@" || status=$?
+shopt -s nullglob
+reports=("$REPORTS"/*)
+if [[ ${#reports[@]} -gt 0 ]]; then
+    for report in "${reports[@]}"; do
+        echo "== sanitizer report $report" >&2
+        cat "$report" >&2
+    done
+    [[ $status -ne 0 ]] || status=1
+    echo "sanitize.sh: ${#reports[@]} sanitizer report(s)" >&2
+else
+    echo "== no sanitizer report"
+fi
 if [[ $status -eq 0 && $TEMP_DIR -eq 1 ]]; then
     rm -rf "$DIR"
 elif [[ $TEMP_DIR -eq 1 ]]; then
