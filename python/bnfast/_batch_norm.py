@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Literal, Optional, Union, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -30,6 +30,7 @@ from ._validate import (
     check_grad_pair,
     check_momentum,
     empty_grads,
+    from_container,
     grad_weight,
     output_for,
     saved_stat,
@@ -41,6 +42,7 @@ def check_running(
 ) -> FloatArray:
     """A running statistic (batch and instance norm): 1-D, length c, x's
     dtype; an ndarray that is writeable when ``updating`` (in place)."""
+    stat = cast(ArrayLike, from_container(stat, name, writable=updating))  # torch: shared memory
     if updating and not isinstance(stat, np.ndarray):
         raise TypeError(
             f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
+from ._twin.moments import corrected_two_pass
 from ._validate import (
     F64Array,
     FloatArray,
@@ -30,24 +31,25 @@ def _work_dtype(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], np.dtype[Any]]:
         return dtype, dtype
     if dtype == np.float16:
         return np.dtype(np.float32), dtype
-    if dtype.kind == "f":  # longdouble: computed in double
-        return np.dtype(np.float64), dtype
+    if dtype.kind == "f":  # longdouble: computed in long double (see _reduce)
+        return dtype, dtype
     return np.dtype(np.float64), np.dtype(np.float64)  # bool, integers (as np.mean)
 
 
 def _reduce(
     x: ArrayLike, axis: Axis
 ) -> tuple[
-    Optional[F64Array],
-    Optional[F64Array],
+    Optional[NDArray[np.floating[Any]]],
+    Optional[NDArray[np.floating[Any]]],
     int,
     tuple[int, ...],
     tuple[int, ...],
     np.ndarray[Any, Any],
     np.dtype[Any],
 ]:
-    """Shared front end: returns (mean64, m2_64, count, out_shape, result dtype)
-    with mean64/m2_64 flat over the kept axes (C order)."""
+    """Shared front end: returns (mean, m2, count, out_shape, result dtype)
+    with mean/m2 flat over the kept axes (C order), float64 (long double for
+    longdouble input)."""
     x = as_array(x)
     check_real_dtype(x, "x")
     axes = normalize_axes(axis, x.ndim)
@@ -60,7 +62,12 @@ def _reduce(
     if x.dtype != work_dtype:
         x = x.astype(work_dtype)
     x3, _ = _layout.canonical(x, kept)
-    mean, m2 = _runtime.impl().moments(x3)
+    if work_dtype == np.longdouble and work_dtype != np.float64:
+        # No kernel has long double: the twin's two-pass in long double keeps
+        # every bit of the input's precision (both backends run it).
+        mean, m2 = corrected_two_pass(x3)
+    else:
+        mean, m2 = _runtime.impl().moments(x3)
     return mean, m2, count, axes, kept, x, result_dtype
 
 
@@ -112,8 +119,8 @@ def mean_var(
         NumPy's reductions give (typed as a scalar for ``axis=None``
         without ``keepdims``, else as an array, which a NumPy scalar stands
         in for as a 0-d one). float32 gives float32, float64 gives
-        float64, float16 and longdouble keep their dtype, integers and bool
-        give float64.
+        float64, float16 and longdouble keep their dtype (longdouble
+        computed in long double), integers and bool give float64.
     var : ndarray or NumPy scalar
         Shape and dtype as ``mean``; inf or NaN (with a RuntimeWarning)
         where ``n - ddof <= 0``.
@@ -168,7 +175,8 @@ def mean_var(
 def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Moments:
     """Mergeable moments (count, mean, M2) of ``x`` along ``axis``.
 
-    The result is kept in float64 whatever the input dtype, so that merging
+    The result is kept in float64 whatever the input dtype (longdouble input
+    is reduced in long double, then rounded once to float64), so that merging
     many chunks stays exact; ``Moments.combine`` of the chunks' moments
     equals the moments of their concatenation.
 

@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _layout, _runtime, _scan
 from ._layout import as_param
 from ._moments import Moments
+from ._sparse import check_sparse, is_sparse, scale_columns, sparse_moments
 from ._standardize_io import Persistence, State, not_saved
 from ._standardize_rules import (
     EstimatorParams,
@@ -19,8 +20,11 @@ from ._standardize_rules import (
     NotFittedError,
     check_axis_param,
     check_chunk,
+    check_feature_names,
     constant_features,
     derived_attributes,
+    feature_names,
+    feature_names_out,
     output_array,
     result_dtype,
 )
@@ -90,6 +94,10 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         every axis (``feature_shape_ == ()``) any input shape is accepted.
     moments_ : Moments
         Count, mean and M2 per feature (:class:`bnfast.Moments`).
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        The column names of a pandas DataFrame fitted per column (``axis=0``),
+        when all are strings (scikit-learn's rule); only then. Later
+        DataFrames must have these columns in this order.
 
     See Also
     --------
@@ -98,6 +106,13 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
 
     Notes
     -----
+    Input may be any array-like, a pandas DataFrame (nullable ``Float64``/
+    ``Int64`` columns read ``pd.NA`` as NaN, which ``nan_policy`` governs), a
+    CPU PyTorch tensor or a DLPack object; results are NumPy arrays. With
+    ``with_mean=False``, scipy.sparse CSR/CSC matrices are fitted without
+    densifying (implicit zeros count as data) and transformed into sparse
+    output of the same format.
+
     Threads may share one instance: :meth:`partial_fit` computes each chunk's
     statistics in parallel and merges them under the instance's lock (no
     sample is lost), and :meth:`transform` uses the mean and scale of one
@@ -132,6 +147,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     feature_shape_: tuple[int, ...]
     sample_axes_: tuple[int, ...]
     moments_: Moments
+    feature_names_in_: NDArray[np.object_]
     _fit_ndim: int
 
     def __init__(
@@ -173,6 +189,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
             "n_features_in_",
             "feature_shape_",
             "sample_axes_",
+            "feature_names_in_",
             "_fit_ndim",
         ):
             self.__dict__.pop(name, None)
@@ -214,12 +231,13 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> bnfast.Standardizer().fit([[0.0], [2.0]], sample_weight=[1.0, 3.0]).mean_
         array([1.5])
         """
-        x = as_array(X, "X")
+        names = self._names_of(X, "fit", reset=True)
+        x: Any = X if is_sparse(X) else as_array(X, "X")
         with self._fit_lock():
             self._reset()
-        if x.size == 0 and x.ndim > 0:
+        if math.prod(x.shape) == 0 and len(x.shape) > 0:
             raise ValueError(f"Standardizer.fit: X of shape {x.shape} holds no values")
-        return self._fit_chunk(x, sample_weight, reset=True)
+        return self._fit_chunk(x, sample_weight, reset=True, names=names)
 
     def partial_fit(
         self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
@@ -262,11 +280,31 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.mean_, st.n_samples_seen_
         (array([5., 6.]), 6)
         """
-        return self._fit_chunk(as_array(X, "X"), sample_weight, reset=False)
+        names = self._names_of(X, "partial_fit", reset=not hasattr(self, "moments_"))
+        x = X if is_sparse(X) else as_array(X, "X")
+        return self._fit_chunk(x, sample_weight, reset=False, names=names)
 
-    def _fit_chunk(self: _S, x: np.ndarray, sample_weight: ArrayLike | None, reset: bool) -> _S:
-        """Compute the statistics of chunk ``x`` outside the lock, then merge
-        them into the fitted ones (``reset``: replace them) under it."""
+    def _names_of(self, X: object, method: str, reset: bool) -> NDArray[np.object_] | None:
+        """The feature names of ``X`` (a DataFrame's string column names, else
+        None), checked against ``feature_names_in_`` unless ``reset``. (The
+        scikit-learn adapter validates names itself and returns None.)"""
+        names = feature_names(X)
+        if not reset:
+            fitted = self.__dict__.get("feature_names_in_")
+            check_feature_names(fitted, names, f"{type(self).__name__}.{method}")
+        return names
+
+    def _fit_chunk(
+        self: _S,
+        x: Any,
+        sample_weight: ArrayLike | None,
+        reset: bool,
+        names: NDArray[np.object_] | None = None,
+    ) -> _S:
+        """Compute the statistics of chunk ``x`` (an ndarray or CSR/CSC
+        matrix) outside the lock, then merge them into the fitted ones
+        (``reset``: replace them) under it. ``names``: the feature names a
+        first fit records."""
         axis = self._checked_params()
         check_real_dtype(x, "X")
         if x.ndim == 0:
@@ -286,7 +324,11 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
             if sample_weight is not None:
                 weights = _scan.check_weights(sample_weight, x.shape[axes[0]])
             check_chunk(x, axes, weights, feature_shape, self.feature_shape_ if fitted else None)
-            chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
+            if is_sparse(x):
+                check_sparse(x, axes, self.with_mean, f"{type(self).__name__}.fit")
+                chunk = sparse_moments(x, weights, self.nan_policy)
+            else:
+                chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
             with self._fit_lock():
                 now_fitted = not reset and hasattr(self, "moments_")
                 if now_fitted and not fitted:  # another thread fitted first
@@ -307,6 +349,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
                 # All state at once, then warn: a warning turned into an error
                 # must not leave a half-updated estimator.
                 self._set_fitted(chunk, x.ndim, axes, feature_shape, derived)
+                if not now_fitted and names is not None and axes == (0,) and x.ndim == 2:
+                    self.feature_names_in_ = names
             break
         if undefined:
             warnings.warn(
@@ -341,6 +385,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         method: str,
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.dtype[Any], Any]:
         self._check_fitted(method)
+        self._names_of(X, method, reset=False)
         x = as_array(X, "X")
         check_real_dtype(x, "X")
         axes = self._axes_for(x, method)
@@ -421,6 +466,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         array([[0.],
                [2.]], dtype=float32)
         """
+        if is_sparse(X):
+            return self._scale_sparse(X, out, "transform")
         x, y, kept, dtype, result = self._prepare(X, out, "transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
@@ -484,6 +531,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.inverse_transform(st.transform([[4.0]]))
         array([[4.]])
         """
+        if is_sparse(X):
+            return self._scale_sparse(X, out, "inverse_transform")
         x, y, kept, dtype, result = self._prepare(X, out, "inverse_transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
@@ -500,6 +549,72 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         shift = mean_ if self.with_mean else np.zeros(c)
         self._apply(x, y, kept, None, None, as_param(scale, dtype), as_param(shift, dtype))
         return result
+
+    def _scale_sparse(self, X: Any, out: object, method: str) -> Any:
+        """:meth:`transform` (or :meth:`inverse_transform`) of a CSR/CSC
+        matrix: its stored values scaled per column, in its format."""
+        self._check_fitted(method)
+        self._names_of(X, method, reset=False)
+        func = f"{type(self).__name__}.{method}"
+        check_real_dtype(X, "X")
+        if out is not None:
+            raise TypeError(
+                f"{func}: out= is not supported for sparse X; the result is a new sparse "
+                f"matrix (or X itself with copy=False)"
+            )
+        if self.sample_axes_ != (0,) or self._fit_ndim != 2:
+            raise ValueError(
+                f"{func}: sparse X needs a Standardizer fitted per column of 2-D data "
+                f"(axis=0); this one was fitted over axes {self.sample_axes_} of "
+                f"{self._fit_ndim}-D data"
+            )
+        check_sparse(X, (0,), self.with_mean, func)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                f"{self.n_features_in_} features"
+            )
+        scale_ = self._fitted_pair()[1]
+        if self.with_std:
+            assert scale_ is not None, "fitted with with_std=False"
+            factor = scale_ if method == "inverse_transform" else 1.0 / scale_
+        else:
+            factor = np.ones(self.n_features_in_)
+        return scale_columns(X, factor, result_dtype(X.dtype), self.copy)
+
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> NDArray[np.object_]:
+        """Get the names of the output features: those of the input, one to one.
+
+        Parameters
+        ----------
+        input_features : array_like of str, optional
+            The input feature names: None for ``feature_names_in_`` when fitted
+            on a DataFrame, else ``["x0", "x1", ...]``; if given, they must
+            equal ``feature_names_in_`` (when set) and number
+            ``n_features_in_``.
+
+        Returns
+        -------
+        ndarray of object, shape (n_features_in_,)
+            The output feature names (scikit-learn's one-to-one rule, so the
+            Standardizer can name its outputs in a ColumnTransformer).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        ValueError
+            If ``input_features`` does not match the fitted features.
+
+        Examples
+        --------
+        >>> import bnfast
+        >>> bnfast.Standardizer().fit([[1.0, 2.0], [3.0, 5.0]]).get_feature_names_out()
+        array(['x0', 'x1'], dtype=object)
+        """
+        self._check_fitted("get_feature_names_out")
+        fitted = self.__dict__.get("feature_names_in_")
+        return feature_names_out(fitted, self.n_features_in_, input_features)
 
     def _fitted_pair(self) -> tuple[NDArray[np.float64] | None, NDArray[np.float64] | None]:
         """``mean_`` and ``scale_`` of one fit (a concurrent partial_fit

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
+import warnings
 from typing import Any, TypeVar
 
 import numpy as np
@@ -255,3 +257,93 @@ def check_chunk(
             f"Standardizer: the first chunk has {what} (X of shape {x.shape}); "
             f"nothing to compute statistics from"
         )
+
+
+# -- feature names (scikit-learn's rules for DataFrame columns) --------------
+
+
+def feature_names(X: object) -> NDArray[np.object_] | None:
+    """The column names of a pandas DataFrame ``X`` when all are strings (as
+    scikit-learn records them), None for other input or non-string names;
+    TypeError for a mix. pandas is never imported: a DataFrame can only
+    exist once it is."""
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(X, pd.DataFrame):
+        return None
+    names = np.asarray(X.columns, dtype=object)
+    is_str = [isinstance(n, str) for n in names]
+    if names.size and all(is_str):
+        return names
+    if any(is_str):
+        kinds = sorted({type(n).__name__ for n in names})
+        raise TypeError(
+            f"Feature names are only supported if all columns have string names, but X's "
+            f"column names are of types {kinds}; convert them all to strings "
+            f"(X.columns = X.columns.astype(str)) or to another type"
+        )
+    return None
+
+
+def check_feature_names(
+    fitted: NDArray[np.object_] | None, names: NDArray[np.object_] | None, func: str
+) -> None:
+    """scikit-learn's check of ``X``'s column names against the fitted ones:
+    a ValueError naming the unseen, missing or reordered columns; a warning
+    when only one side has names."""
+    if fitted is None and names is None:
+        return
+    if names is None:
+        warnings.warn(
+            f"{func}: X does not have feature names, but the Standardizer was fitted with "
+            f"feature names (feature_names_in_)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if fitted is None:
+        warnings.warn(
+            f"{func}: X has feature names, but the Standardizer was fitted without feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if len(names) == len(fitted) and np.array_equal(names, fitted):
+        return
+    unseen = [n for n in names if n not in set(fitted)]
+    missing = [n for n in fitted if n not in set(names)]
+    if not unseen and not missing:
+        why = "the same columns in another order; reorder them: X[st.feature_names_in_]"
+    else:
+        parts = []
+        if unseen:
+            parts.append(f"unseen at fit time: {unseen[:5]}")
+        if missing:
+            parts.append(f"seen at fit time, now missing: {missing[:5]}")
+        why = "; ".join(parts)
+    raise ValueError(
+        f"{func}: the feature names of X should match those passed during fit "
+        f"(feature_names_in_): {why}"
+    )
+
+
+def feature_names_out(
+    fitted: NDArray[np.object_] | None, n_features: int, input_features: object
+) -> NDArray[np.object_]:
+    """scikit-learn's names of a one-to-one transformer's outputs."""
+    if input_features is None:
+        if fitted is not None:
+            return fitted.copy()
+        return np.asarray([f"x{i}" for i in range(n_features)], dtype=object)
+    names = np.asarray(input_features, dtype=object)
+    if names.ndim != 1:
+        raise ValueError(f"input_features must be 1-D, got shape {names.shape}")
+    if fitted is not None and not np.array_equal(names, fitted):
+        raise ValueError(
+            "input_features is not equal to feature_names_in_; pass None or the fitted names"
+        )
+    if len(names) != n_features:
+        raise ValueError(
+            f"input_features should have length equal to the number of features "
+            f"({n_features}), got {len(names)}"
+        )
+    return names

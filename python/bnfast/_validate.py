@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
+import sys
 from typing import Any, Optional, cast
 
 import numpy as np
@@ -22,16 +24,161 @@ F64Array = NDArray[np.float64]
 FloatScalar = np.floating[Any]
 
 
+# -- containers: PyTorch tensors, DLPack objects, pandas ----------------------
+# The one conversion of the public boundary, before any other check (the
+# in-place checks of out= and running statistics see its ndarray). The
+# optional packages are looked up in sys.modules, never imported: an object
+# of a package that was never imported cannot be passed in.
+
+
+def from_container(obj: object, name: str = "x", *, writable: bool = False) -> object:
+    """``obj`` as an ndarray when it is a container NumPy would read wrongly,
+    slowly or not at all; anything else unchanged (for ``np.asarray``).
+
+    - a CPU ``torch.Tensor``: an ndarray sharing its memory (bfloat16 through
+      ``ml_dtypes``); a tensor that requires grad is read through
+      ``detach()`` but refused when ``writable``;
+    - another object with ``__dlpack__`` (not an ndarray): ``np.from_dlpack``,
+      sharing memory;
+    - a pandas DataFrame or Series: its values, nullable columns (``Float64``,
+      ``Int64``, ``boolean``) with ``pd.NA`` as NaN; never ``writable``.
+
+    ``writable`` marks arrays bnfast writes in place (``out``, running
+    statistics): those must share memory with ``obj`` or are refused with a
+    TypeError/ValueError naming ``name`` and the fix."""
+    if type(obj) is np.ndarray:
+        return obj
+    if is_sparse(obj):
+        raise TypeError(
+            f"{name} is a scipy.sparse matrix, but this needs dense data: pass {name}.toarray() "
+            f"(bnfast.Standardizer(with_mean=False) takes CSR/CSC matrices as they are)"
+        )
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return _from_torch(torch, obj, name, writable)
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
+        if writable:
+            raise TypeError(
+                f"{name} must be a NumPy array (bnfast writes it in place), got a pandas "
+                f"{type(obj).__name__}; pass a NumPy array and wrap the result afterwards"
+            )
+        return _from_pandas(pd, obj, name)
+    if not isinstance(obj, np.ndarray) and hasattr(obj, "__dlpack__"):
+        return _from_dlpack(obj, name, writable)
+    return obj
+
+
+def is_sparse(x: object) -> bool:
+    """Whether ``x`` is a scipy.sparse matrix or array (any format)."""
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and bool(sp.issparse(x))
+
+
+def _from_torch(torch: Any, t: Any, name: str, writable: bool) -> np.ndarray:
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"{name} is a torch tensor on {t.device}; bnfast computes on the CPU with NumPy: "
+            f"pass {name}.cpu()" + (" and copy the result back" if writable else "")
+        )
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} is a {t.layout} torch tensor; pass {name}.to_dense()")
+    if t.requires_grad:
+        if writable:
+            raise ValueError(
+                f"{name} is a torch tensor that requires grad; bnfast cannot update it in "
+                f"place behind autograd: pass {name}.detach() (it shares the memory)"
+            )
+        t = t.detach()  # read only; the NumPy result is outside autograd anyway
+    if t.is_conj() or t.is_neg():
+        if writable:
+            raise ValueError(
+                f"{name} is a lazily conjugated/negated torch view; pass a materialized "
+                f"tensor ({name}.resolve_conj().resolve_neg())"
+            )
+        t = t.resolve_conj().resolve_neg()
+    if t.dtype == torch.bfloat16:
+        bfloat16 = _ml_dtypes_bfloat16()
+        if bfloat16 is None:
+            raise TypeError(
+                f"{name} is a torch.bfloat16 tensor; reading it needs ml_dtypes "
+                f"(pip install ml_dtypes), or pass {name}.float()"
+            )
+        # Same bits, same memory: int16 in torch, then ml_dtypes' bfloat16.
+        return cast(np.ndarray, t.view(torch.int16).numpy().view(bfloat16))
+    try:
+        return cast(np.ndarray, t.numpy())
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(
+            f"{name}: a torch tensor of dtype {t.dtype} has no NumPy equivalent ({exc}); "
+            f"convert it first, e.g. {name}.float()"
+        ) from None
+
+
+def _ml_dtypes_bfloat16() -> Optional[np.dtype[Any]]:
+    try:
+        ml_dtypes = importlib.import_module("ml_dtypes")
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _from_dlpack(obj: object, name: str, writable: bool) -> object:
+    try:
+        arr: np.ndarray = np.from_dlpack(obj)  # type: ignore[arg-type]
+    except (BufferError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        if not writable and hasattr(obj, "__array__"):
+            return obj  # np.asarray reads it (a copy)
+        raise TypeError(
+            f"{name} ({type(obj).__name__}) could not be read through DLPack ({exc}); "
+            f"pass a NumPy array, or an array on the CPU"
+        ) from None
+    return arr
+
+
+def _from_pandas(pd: Any, obj: Any, name: str) -> np.ndarray:
+    """Values of a DataFrame/Series of numeric or boolean columns; nullable
+    extension columns read with NaN for ``pd.NA`` (float32 when every column
+    is float32, else float64)."""
+    dtypes = list(obj.dtypes) if isinstance(obj, pd.DataFrame) else [obj.dtype]
+    types = pd.api.types
+    bad = [
+        i for i, d in enumerate(dtypes) if not (types.is_numeric_dtype(d) or types.is_bool_dtype(d))
+    ]
+    if bad:
+        what = (
+            f"columns {[obj.columns[i] for i in bad[:5]]}"
+            if isinstance(obj, pd.DataFrame)
+            else f"dtype {obj.dtype}"
+        )
+        raise TypeError(
+            f"{name} must hold real numbers, but the pandas {type(obj).__name__} has "
+            f"non-numeric {what}; select or encode the numeric data first "
+            f"(e.g. {name}.select_dtypes('number'))"
+        )
+    if all(isinstance(d, np.dtype) for d in dtypes):
+        return cast(np.ndarray, obj.to_numpy())
+    # Nullable (extension) dtypes: pd.NA becomes NaN.
+    numpy_dtypes = [
+        d if isinstance(d, np.dtype) else getattr(d, "numpy_dtype", None) for d in dtypes
+    ]
+    target = np.float32 if all(d == np.float32 for d in numpy_dtypes) else np.float64
+    return cast(np.ndarray, obj.to_numpy(dtype=target, na_value=np.nan))
+
+
 def as_array(x: object, name: str = "x") -> np.ndarray:
     """A plain ndarray in native byte order (no copy when ``x`` already is one).
 
     Masked arrays are refused (their mask would be silently ignored); other
-    subclasses are viewed as ndarray; big-endian data is converted."""
+    subclasses are viewed as ndarray; big-endian data is converted; torch
+    tensors, DLPack objects and pandas data go through
+    :func:`from_container`."""
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(
             f"{name} is a masked array; bnfast would ignore its mask. Pass "
             f"{name}.filled(np.nan) (and handle NaN) or {name}.compressed() instead"
         )
+    x = from_container(x, name)
     if type(x) is not np.ndarray:
         try:
             x = np.asarray(x)
@@ -113,6 +260,7 @@ def normalize_axes(axis: object, ndim: int) -> tuple[int, ...]:
 
 
 def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: str) -> np.ndarray:
+    out = from_container(out, "out", writable=True)  # a torch tensor: its memory
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:

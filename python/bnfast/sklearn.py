@@ -9,12 +9,14 @@ without it raises ImportError.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 try:
+    from sklearn import get_config
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - exercised without sklearn
@@ -24,6 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised without sklearn
     ) from None
 
 from . import _standardize
+from ._sparse import FORMATS
+from ._validate import from_container
 
 _FLOATS = (np.float64, np.float32)
 _S = TypeVar("_S", bound="Standardizer")
@@ -43,6 +47,10 @@ class Standardizer(
     fits in pipelines and grid searches. Statistics, accuracy and memory
     behaviour are those of :class:`bnfast.Standardizer`, whose methods and
     fitted attributes it has (plus ``feature_names_in_`` for named columns).
+    With ``with_mean=False`` it takes scipy.sparse CSR/CSC input, as
+    scikit-learn's StandardScaler. CPU PyTorch tensors and DLPack objects are
+    read as NumPy arrays; under ``sklearn.config_context(array_api_dispatch=True)``
+    only NumPy-backed input is accepted (results are NumPy arrays).
 
     Parameters
     ----------
@@ -101,19 +109,28 @@ sample_axes_, moments_
             copy=copy,
         )
 
-    def _validate(self, X: Any, reset: bool) -> Any:
+    def _validate(self, X: Any, reset: bool, allow_nan: bool | None = None) -> Any:
+        """scikit-learn's validation of ``X`` (feature names included); NaN
+        allowed unless ``nan_policy="raise"`` (``allow_nan`` overrides)."""
         if self.axis not in (0, -2):
             raise ValueError(
                 f"bnfast.sklearn.Standardizer standardizes the columns of 2-D data (axis=0), "
                 f"got axis={self.axis!r}; use bnfast.Standardizer for other axes"
             )
+        if allow_nan is None:
+            allow_nan = self.nan_policy != "raise"
         return validate_data(
             self,
-            X,
+            _numpy_input(X),
             reset=reset,
             dtype=_FLOATS,
-            ensure_all_finite="allow-nan" if self.nan_policy != "raise" else True,
+            accept_sparse=FORMATS,
+            ensure_all_finite="allow-nan" if allow_nan else True,
         )
+
+    def _names_of(self, X: object, method: str, reset: bool) -> None:
+        # validate_data has recorded or checked the feature names already.
+        return None
 
     def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each column of ``X``, anew.
@@ -229,7 +246,7 @@ sample_axes_, moments_
         check_is_fitted(self)
         # NaN passes through transform under every nan_policy (it only
         # governs fitting), as in the plain class.
-        X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
+        X = self._validate(X, reset=False, allow_nan=True)
         return super().transform(X, out=out)
 
     @overload
@@ -273,7 +290,7 @@ sample_axes_, moments_
         array([[5.]])
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
+        X = self._validate(X, reset=False, allow_nan=True)
         return super().inverse_transform(X, out=out)
 
     @overload
@@ -325,9 +342,47 @@ sample_axes_, moments_
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = not self.with_mean  # as StandardScaler
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # BaseEstimator's get_params/set_params/__repr__ take precedence over the
     # plain class's (same parameters, scikit-learn's formatting).
+
+
+def _numpy_input(X: Any) -> Any:
+    """``X`` for scikit-learn's validation: torch tensors and DLPack objects
+    as the NumPy arrays sharing their memory (bnfast computes with NumPy),
+    the rest as given (DataFrames keep their column names). Under
+    ``array_api_dispatch=True``, input of another array namespace is refused:
+    scikit-learn would then expect results in that namespace."""
+    if get_config().get("array_api_dispatch", False) and _foreign_namespace(X):
+        raise TypeError(
+            f"bnfast.sklearn.Standardizer computes with NumPy: under "
+            f"sklearn.config_context(array_api_dispatch=True) it takes NumPy arrays, "
+            f"array-likes, DataFrames and scipy.sparse matrices, got "
+            f"{type(X).__module__}.{type(X).__name__}; pass np.asarray(X) (X.cpu().numpy() "
+            f"for a torch tensor), or use sklearn.preprocessing.StandardScaler to keep "
+            f"results in that namespace"
+        )
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(X, (pd.DataFrame, pd.Series)):
+        return X
+    return from_container(X, "X")
+
+
+def _foreign_namespace(X: Any) -> bool:
+    """Whether ``X`` belongs to an array namespace other than NumPy's."""
+    if isinstance(X, np.ndarray):
+        return False
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(X, torch.Tensor):
+        return True
+    get_namespace = getattr(X, "__array_namespace__", None)
+    if get_namespace is None:
+        return False
+    try:
+        namespace = get_namespace()
+    except Exception:  # a namespace that cannot even name itself is foreign
+        return True
+    return getattr(namespace, "__name__", "").split(".")[0] != "numpy"

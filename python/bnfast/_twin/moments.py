@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -19,11 +21,20 @@ def moments(x: FloatArray) -> tuple[F64, F64]:
         raise ValueError("x must be a 3-D (A, C, B) view")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError("moments: x must be float32 or float64")
-    if x.shape[0] * x.shape[2] == 0:
-        nan = np.full(x.shape[1], np.nan)
+    mean, m2 = corrected_two_pass(x.astype(np.float64))
+    return cast(F64, mean), cast(F64, m2)
+
+
+def corrected_two_pass(
+    xd: NDArray[np.floating[Any]],
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
+    """:func:`moments` of an (A, C, B) view, computed in ``xd``'s own dtype:
+    float64 for the kernel's twin, long double for longdouble input
+    (:func:`bnfast.mean_var` keeps its precision; no native kernel has it)."""
+    if xd.shape[0] * xd.shape[2] == 0:
+        nan = np.full(xd.shape[1], np.nan, dtype=xd.dtype)
         return nan, nan.copy()
-    xd = x.astype(np.float64)
-    n = x.shape[0] * x.shape[2]
+    n = xd.shape[0] * xd.shape[2]
     with np.errstate(invalid="ignore", over="ignore"):
         # Corrected two-pass: the mean of the deviations from a first mean
         # removes that mean's rounding (NumPy's sum along a strided axis is
@@ -31,7 +42,7 @@ def moments(x: FloatArray) -> tuple[F64, F64]:
         mean = xd.mean(axis=(0, 2))
         dev = xd - mean[None, :, None]
         correction = dev.mean(axis=(0, 2))
-        m2: F64 = np.einsum("acb,acb->c", dev, dev) - n * correction * correction
+        m2 = np.einsum("acb,acb->c", dev, dev) - n * correction * correction
         np.maximum(m2, 0.0, out=m2, where=~np.isnan(m2))
         mean += np.where(np.isfinite(mean), correction, 0.0)
         lo = xd.min(axis=(0, 2))
