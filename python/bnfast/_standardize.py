@@ -687,7 +687,12 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     def _saved_state(self) -> State:
         self._check_fitted("save")
         return State(
-            self.get_params(), self._fit_ndim, self.sample_axes_, self.feature_shape_, self.moments_
+            self.get_params(),
+            self._fit_ndim,
+            self.sample_axes_,
+            self.feature_shape_,
+            self.moments_,
+            self.__dict__.get("feature_names_in_"),
         )
 
     @classmethod
@@ -700,6 +705,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise not_saved(name, exc) from None
         obj._set_fitted(state.moments, state.ndim, state.axes, state.feature_shape, derived)
+        if state.feature_names is not None:
+            obj.feature_names_in_ = state.feature_names
         return obj
 
 

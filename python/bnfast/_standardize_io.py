@@ -3,13 +3,15 @@ and their file: an ``.npz`` archive that loads without pickle.
 
 Entries: ``format`` (the string ``bnfast.Standardizer``), ``version`` (1),
 ``meta`` (JSON: the constructor's ``params``, the fitted data's ``ndim``,
-its reduced ``axes`` and the ``feature_shape``) and the moments ``count``,
+its reduced ``axes``, the ``feature_shape`` and, when fitted on a DataFrame,
+its ``feature_names``) and the moments ``count``,
 ``mean``, ``m2`` (arrays of the feature shape).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from typing import Any, NamedTuple, TypeVar, Union
@@ -33,6 +35,7 @@ class State(NamedTuple):
     axes: tuple[int, ...]
     feature_shape: tuple[int, ...]
     moments: Moments
+    feature_names: np.ndarray | None = None  # of str (object dtype)
 
 
 def _plain(value: object) -> object:
@@ -53,6 +56,8 @@ def write(path: PathLike, state: State) -> None:
         "axes": list(state.axes),
         "feature_shape": list(state.feature_shape),
     }
+    if state.feature_names is not None:
+        meta["feature_names"] = [str(n) for n in state.feature_names]
     moments = state.moments
     np.savez(
         path,
@@ -122,6 +127,16 @@ def read(path: PathLike) -> tuple[State, str]:
             raise ValueError(
                 f"feature shape {feature_shape} does not fit {ndim}-D data reduced over axes {axes}"
             )
+        names = meta.get("feature_names")
+        feature_names = None
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise TypeError("feature_names must be a list of strings")
+            if len(names) != math.prod(feature_shape):
+                raise ValueError(
+                    f"{len(names)} feature names for features of shape {feature_shape}"
+                )
+            feature_names = np.asarray(names, dtype=object)
         moments = Moments(count, mean, m2)
         if moments.shape != feature_shape:
             raise ValueError(
@@ -129,7 +144,7 @@ def read(path: PathLike) -> tuple[State, str]:
             )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise not_saved(name, exc) from None
-    return State(params, ndim, axes, feature_shape, moments), name
+    return State(params, ndim, axes, feature_shape, moments, feature_names), name
 
 
 class Persistence:
