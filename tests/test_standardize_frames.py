@@ -53,7 +53,9 @@ def test_reordered_or_missing_columns_are_refused(backend, method):
     df = frame()
     st = bnfast.Standardizer().fit(df)
     call = getattr(st, method)
-    with pytest.raises(ValueError, match=r"another order; reorder them: X\[st\.feature_names_in_\]"):
+    with pytest.raises(
+        ValueError, match=r"another order; reorder them: X\[st\.feature_names_in_\]"
+    ):
         call(df[["c", "b", "a"]])
     with pytest.raises(ValueError, match=r"unseen at fit time: \['d'\].*missing: \['c'\]"):
         call(df.rename(columns={"c": "d"}))
@@ -131,9 +133,7 @@ def nullable_frame():
 
 
 def nan_twin():
-    return np.array(
-        [[0.5, 1.0, 1.0], [np.nan, 2.0, np.nan], [2.5, np.nan, 0.0], [4.0, 7.0, 1.0]]
-    )
+    return np.array([[0.5, 1.0, 1.0], [np.nan, 2.0, np.nan], [2.5, np.nan, 0.0], [4.0, 7.0, 1.0]])
 
 
 def test_nullable_columns_read_pd_na_as_nan(backend):

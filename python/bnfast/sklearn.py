@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised without sklearn
 
 from . import _standardize
 from ._sparse import FORMATS
-from ._validate import from_container
+from ._validate import from_container, is_sparse
 
 _FLOATS = (np.float64, np.float32)
 _S = TypeVar("_S", bound="Standardizer")
@@ -366,8 +366,8 @@ def _numpy_input(X: Any) -> Any:
             f"results in that namespace"
         )
     pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(X, (pd.DataFrame, pd.Series)):
-        return X
+    if is_sparse(X) or (pd is not None and isinstance(X, (pd.DataFrame, pd.Series))):
+        return X  # scikit-learn's validation reads these (DataFrames: with names)
     return from_container(X, "X")
 
 
