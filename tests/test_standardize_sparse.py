@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bnfast
 
@@ -242,3 +244,47 @@ def test_adapter_check_estimator_without_centring(backend):
     assert any(
         r["check_name"] == "check_estimator_sparse_tag" and r["status"] == "passed" for r in results
     )
+
+
+@st.composite
+def sparse_cases(draw):
+    n = draw(st.integers(1, 40))
+    m = draw(st.integers(1, 6))
+    density = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    nan = draw(st.sampled_from([0.0, 0.2]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    weighted = draw(st.booleans())
+    fmt = draw(st.sampled_from(FORMATS))
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.int32]))
+    return n, m, density, nan, seed, weighted, fmt, dtype
+
+
+@given(case=sparse_cases())
+def test_sparse_fit_matches_the_dense_fit(backend, case):
+    n, m, density, nan, seed, weighted, fmt, dtype = case
+    rng = np.random.default_rng(seed)
+    dense = np.round(rng.standard_normal((n, m)) * 100 + 50, 2)
+    dense[rng.random((n, m)) >= density] = 0.0
+    if np.dtype(dtype).kind == "f":
+        dense[rng.random((n, m)) < nan] = np.nan
+    dense = dense.astype(dtype)
+    w = rng.uniform(0.0, 2.0, n) if weighted else None
+    if w is not None:
+        w[0] = 1.0  # never all weights zero
+    X = make(fmt, dense)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # features without values
+        ours = bnfast.Standardizer(with_mean=False).fit(X, sample_weight=w)
+        ref = bnfast.Standardizer(with_mean=False).fit(dense, sample_weight=w)
+    # Two exact float64 methods over <= 40 values: they differ by rounding
+    # (a few eps relative, and a few eps of mean**2 for variances cancelling
+    # against a large mean).
+    np.testing.assert_allclose(ours.n_samples_seen_, ref.n_samples_seen_, rtol=64 * EPS)
+    np.testing.assert_allclose(ours.mean_, ref.mean_, rtol=64 * EPS, atol=1e-12)
+    scale = np.nan_to_num(ref.mean_) ** 2 + 1.0
+    np.testing.assert_allclose(
+        ours.var_, ref.var_, rtol=64 * EPS, atol=float(64 * EPS * scale.max())
+    )
+    Y = ours.transform(X)
+    assert Y.format == X.format and type(Y) is type(X)
+    np.testing.assert_array_equal(Y.toarray(), ours.transform(dense))

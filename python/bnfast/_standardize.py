@@ -202,6 +202,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         X : array_like of bool, int or float, at least 1-D
             The data; ``axis`` names its sample axes. float32/float64 arrays are
             read in place, other dtypes converted to float64 a slab at a time.
+            A DataFrame records ``feature_names_in_``; a scipy.sparse CSR/CSC
+            matrix needs ``with_mean=False``.
         y : object, optional
             Ignored.
         sample_weight : array_like of shape (X.shape[sample_axes_[0]],) or float, optional
@@ -216,7 +218,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         ------
         ValueError
             If ``X`` holds no values or infinity, NaN under
-            ``nan_policy="raise"``, or for a bad parameter or weight.
+            ``nan_policy="raise"``, for a bad parameter or weight, or for
+            sparse ``X`` with ``with_mean=True``.
         TypeError
             If ``X`` does not hold real numbers.
 
@@ -436,7 +439,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         ----------
         X : array_like of bool, int or float
             Data of the fitted dimensions and feature shape (any shape after a
-            fit over every axis).
+            fit over every axis); a DataFrame with the fitted columns; a CSR/CSC
+            matrix (``with_mean=False``).
         out : ndarray, optional
             Writable array of the shape of ``X`` and the result dtype for the
             result; may be ``X`` itself.
@@ -446,14 +450,16 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         ndarray of the shape of ``X``
             The result: float32 for float32 input, else float64. ``out`` when
             given, ``X`` itself when ``copy=False`` and ``X`` is float32/float64.
+            A NumPy array for DataFrames and tensors; sparse in ``X``'s format
+            for sparse ``X``.
 
         Raises
         ------
         NotFittedError
             Before :meth:`fit`.
         ValueError
-            If the features of ``X`` are not the fitted ones, or ``out`` has
-            the wrong shape or is read-only.
+            If the features (or DataFrame columns) of ``X`` are not the fitted
+            ones, or ``out`` has the wrong shape or is read-only.
         TypeError
             If ``X`` does not hold real numbers, or ``out`` has the wrong dtype.
 
