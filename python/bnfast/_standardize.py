@@ -328,7 +328,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
                 weights = _scan.check_weights(sample_weight, x.shape[axes[0]])
             check_chunk(x, axes, weights, feature_shape, self.feature_shape_ if fitted else None)
             if is_sparse(x):
-                check_sparse(x, axes, self.with_mean, f"{type(self).__name__}.fit")
+                method = "fit" if reset else "partial_fit"
+                check_sparse(x, axes, self.with_mean, f"{type(self).__name__}.{method}")
                 chunk = sparse_moments(x, weights, self.nan_policy)
             else:
                 chunk = _scan.chunk_moments(x, axes, weights, self.nan_policy)
