@@ -124,6 +124,18 @@ def test_torch_tensor_as_x_gives_numpy(backend):
     # is outside autograd either way.
     g = t.clone().requires_grad_(True)
     np.testing.assert_array_equal(bnfast.layer_norm(g), y)
+    # nn.Parameter weights (read-only arguments) too
+    w = torch.nn.Parameter(torch.full((3,), 2.0))
+    np.testing.assert_array_equal(bnfast.layer_norm(t, w), 2 * y)
+
+
+def test_torch_in_standardizer(backend):
+    torch = _torch()
+    X = torch.randn(10, 3, dtype=torch.float64)
+    st = bnfast.Standardizer().fit(X, sample_weight=torch.rand(10, dtype=torch.float64))
+    out = torch.empty_like(X)
+    st.transform(X, out=out)
+    np.testing.assert_array_equal(out.numpy(), st.transform(X.numpy()))
 
 
 def test_torch_non_contiguous_tensor_read_in_place(backend):
