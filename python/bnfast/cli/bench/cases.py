@@ -51,6 +51,33 @@ class CaseSpec:
         """Bytes of the input array (what the copy baseline copies)."""
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
+    def floor_passes(self, cache_bytes: int) -> tuple[tuple[int, int], ...]:
+        """The passes over memory this op's algorithm cannot avoid, each as
+        (bytes read, bytes written): the memory floor the harness times.
+
+        A reduction reads its input once. An element-wise op, or one whose
+        statistics cover a slab that stays in ``cache_bytes`` of cache until
+        it is written (a row of layer norm, a group of group norm), reads
+        and writes once. Batch-norm training of NHWC and 2-D data needs
+        every row before any output: a read, then a read and write (NCHW
+        is fused per channel: one read and write). Batch-norm backward reads
+        x and dy; its sums must be complete before any dx, so two passes,
+        unless a channel's x and dy fit in ``cache_bytes`` (NCHW only)."""
+        n = self.nbytes
+        op = self.base_op
+        if op.startswith("mean_var") or op == "Standardizer fit":
+            return ((n, 0),)
+        if op == "batch_norm train":
+            return ((n, n),) if self.layout == "NCHW" else ((n, 0), (n, n))
+        if op == "batch_norm backward":
+            channels = self.shape[1] if self.layout == "NCHW" else self.shape[-1]
+            if self.layout == "NCHW" and 2 * n // channels <= cache_bytes:
+                return ((2 * n, n),)
+            return ((2 * n, 0), (2 * n, n))
+        if op in ("layer_norm backward", "rms_norm backward"):
+            return ((2 * n, n),)
+        return ((n, n),)  # eval, layer/RMS/group norm, Standardizer transform
+
     @property
     def baselines(self) -> tuple[str, ...]:
         """The baselines :func:`build` provides besides bnfast: ``numpy``, ``sklearn``."""
