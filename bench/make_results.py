@@ -1,12 +1,30 @@
-"""Write bench/RESULTS.md from two ``python -m bnfast bench --json`` runs.
+"""Write the measured part of bench/RESULTS.md from ``python -m bnfast bench
+--json`` runs: for each capability, a run at the default thread count and
+one at 1 thread.
 
-python -m bnfast bench --threads 2 --json t2.json
-python -m bnfast bench --threads 1 --json t1.json
-python bench/make_results.py t2.json t1.json > bench/RESULTS.md
+    python -m bnfast bench --json avx512-t2.json --plot bench/RESULTS.png
+    python -m bnfast bench --threads 1 --json avx512-t1.json
+    BNFAST_CPU_CAPABILITY=avx2 python -m bnfast bench --json avx2-t2.json
+    BNFAST_CPU_CAPABILITY=avx2 python -m bnfast bench --threads 1 --json avx2-t1.json
+    python bench/make_results.py avx512-t2.json avx512-t1.json avx2-t2.json avx2-t1.json
 """
 
 import json
 import sys
+
+ENV_KEYS = (
+    "cpu",
+    "cores",
+    "threads",
+    "capability",
+    "l2_cache_bytes",
+    "compiler",
+    "bnfast",
+    "numpy",
+    "torch",
+    "python",
+)
+BUSY_SPREAD = 1.3  # as bnfast.cli.bench.harness.BUSY_SPREAD
 
 
 def fmt(v, ratio=False):
@@ -19,81 +37,94 @@ def fmt(v, ratio=False):
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
-def main(path_main: str, path_one: str) -> None:
-    main_run = json.load(open(path_main))
-    one = json.load(open(path_one))
-    env = main_run["environment"]
-    one_rows = {(r["op"], r["shape"], r["layout"], r["dtype"]): r for r in one["rows"]}
-    print("# Benchmark results\n")
-    print(
-        "Produced by `python -m bnfast bench --threads 2 --json ...` and the same with "
-        "`--threads 1`, then `python bench/make_results.py`. Every time is the median of "
-        "repeated runs in one process (PyTorch in a child process with the same thread "
-        "count); read the ratios, not the absolute times: this is a shared 2-core virtual "
-        "machine and single runs vary by 10-30%.\n"
-    )
+def over(a, b):
+    return a / b if a is not None and b else None
+
+
+def key(r):
+    return (r["op"], r["shape"], r["layout"], r["dtype"])
+
+
+def section(run, one):
+    env = run["environment"]
+    one_rows = {key(r): r for r in one["rows"]}
+    print(f"\n## {env['capability']} ({env['cpu']})\n")
     print("| | |\n|---|---|")
-    for key in (
-        "cpu",
-        "cores",
-        "threads",
-        "capability",
-        "compiler",
-        "bnfast",
-        "numpy",
-        "torch",
-        "python",
-    ):
-        print(f"| {key} | {env.get(key)} |")
-    print(
-        "\nColumns: times in ms; `bnfast/copy` is bnfast's time over `np.copyto` of the same "
-        "bytes (the memory floor: 1.00x means as fast as a copy); `numpy/bnfast`, "
-        "`torch/bnfast` and `sklearn/bnfast` are how many times slower the peer is "
-        "(above 1 means bnfast is faster); `1→2 threads` is bnfast's speed-up from 1 to 2 "
-        "threads.\n"
-    )
+    for k in ENV_KEYS:
+        print(f"| {k} | {env.get(k)} |")
     head = [
         "op",
         "shape",
         "layout",
         "dtype",
         "bnfast",
+        "min-p90",
+        "floor",
+        "floor passes",
+        "bnfast/floor",
         "copy",
-        "numpy",
-        "torch",
-        "sklearn",
-        "bnfast/copy",
-        "numpy/bnfast",
         "torch/bnfast",
+        "numpy/bnfast",
         "sklearn/bnfast",
         "bnfast 1 thread",
-        "1→2 threads",
+        "/floor 1 thread",
+        "torch/bnfast 1 thread",
+        "1→N threads",
     ]
+    print()
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
-    for r in main_run["rows"]:
+    for r in run["rows"]:
         b = r["bnfast_ms"]
-        o = one_rows.get((r["op"], r["shape"], r["layout"], r["dtype"]))
-        b1 = o["bnfast_ms"] if o else None
+        o = one_rows.get(key(r), {})
+        b1 = o.get("bnfast_ms")
+        busy = r["bnfast_p90_ms"] > BUSY_SPREAD * r["bnfast_min_ms"]
+        busy1 = o and o["bnfast_p90_ms"] > BUSY_SPREAD * o["bnfast_min_ms"]
         cells = [
             r["op"],
             r["shape"],
             r["layout"],
             r["dtype"],
-            fmt(b),
+            fmt(b) + (" (busy)" if busy else ""),
+            f"{fmt(r['bnfast_min_ms'])}-{fmt(r['bnfast_p90_ms'])}",
+            fmt(r["floor_ms"]),
+            r["floor"],
+            fmt(over(b, r["floor_ms"]), True),
             fmt(r["copy_ms"]),
-            fmt(r["numpy_ms"]),
-            fmt(r["torch_ms"]),
-            fmt(r["sklearn_ms"]),
-            fmt(b / r["copy_ms"], True),
-            fmt(r["numpy_ms"] / b if r["numpy_ms"] else None, True),
-            fmt(r["torch_ms"] / b if r["torch_ms"] else None, True),
-            fmt(r["sklearn_ms"] / b if r["sklearn_ms"] else None, True),
-            fmt(b1),
-            fmt(b1 / b if b1 else None, True),
+            fmt(over(r["torch_ms"], b), True),
+            fmt(over(r["numpy_ms"], b), True),
+            fmt(over(r["sklearn_ms"], b), True),
+            fmt(b1) + (" (busy)" if busy1 else ""),
+            fmt(over(b1, o.get("floor_ms")), True),
+            fmt(over(o.get("torch_ms"), b1), True),
+            fmt(over(b1, b), True),
         ]
         print("| " + " | ".join(cells) + " |")
 
 
+def main(paths):
+    if not paths or len(paths) % 2:
+        sys.exit("usage: make_results.py MAIN.json ONE_THREAD.json [MAIN.json ONE_THREAD.json ...]")
+    print(
+        "Columns: times in ms. `bnfast` is the median of repeated runs in one process, "
+        "`min-p90` its spread; a row marked busy had p90 over "
+        f"{BUSY_SPREAD}x its min (the shared machine was busy: read its ratios with care). "
+        "`floor` is what the passes in `floor passes` cost on this machine at the same thread "
+        "count: bnfast's own read pass and read + streaming-write pass over the same numbers "
+        "of bytes (units of the input array: `2 reads+write` reads x and dy and writes dx "
+        "once). `bnfast/floor` is the number to read: 1.00x is the hardware's floor. "
+        "`copy` is `np.copyto` of the input (one thread, plain stores: familiar, not the "
+        "floor). `torch/bnfast`, `numpy/bnfast`, `sklearn/bnfast`: how many times slower the "
+        "peer is (PyTorch in a child process at the same thread count). The 1-thread columns "
+        "come from a second run with `--threads 1`."
+    )
+    for i in range(0, len(paths), 2):
+        with open(paths[i]) as fh:
+            run = json.load(fh)
+        with open(paths[i + 1]) as fh:
+            one = json.load(fh)
+        section(run, one)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1:])

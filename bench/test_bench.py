@@ -3,8 +3,10 @@
 The cases come from the one registry, ``bnfast.cli.bench.cases``, at its
 ``moderate`` size (a full run takes minutes; a smoke run with
 ``--benchmark-disable`` uses the ``quick`` size). Each case is a benchmark
-group: bnfast beside np.copyto of the same bytes (the memory floor), the
-plain NumPy expression, PyTorch (CPU, same thread count, in this process)
+group: bnfast beside its memory floor (``floor``: bnfast's read and
+read + streaming-write passes over the bytes the case's algorithm moves),
+``np.copyto`` of the same bytes (a familiar reference), the plain NumPy
+expression, PyTorch (CPU, same thread count, in this process)
 when installed, and scikit-learn's StandardScaler for dataset statistics
 when installed. Run with ``pytest bench/ --benchmark-only``; CI only
 smoke-runs them with ``--benchmark-disable``.
@@ -15,7 +17,7 @@ import re
 import numpy as np
 import pytest
 
-from bnfast.cli.bench import cases
+from bnfast.cli.bench import cases, harness
 from bnfast.cli.bench.peers import make_peer
 
 
@@ -34,7 +36,7 @@ def pytest_generate_tests(metafunc):
             [
                 pytest.param(spec, impl, id=f"{_id(spec)}-{impl}")
                 for spec in specs
-                for impl in ("bnfast", "copy", *spec.baselines, "torch")
+                for impl in ("bnfast", "floor", "copy", *spec.baselines, "torch")
             ],
         )
 
@@ -71,6 +73,18 @@ def test_case(benchmark, request, built, spec, impl):
         fn = make_peer(torch, spec.peer_request())
         if fn is None:
             pytest.skip("no PyTorch peer for this case")
+    elif impl == "floor":
+        from bnfast._runtime import _core
+
+        if _core is None:
+            pytest.skip("the memory floor needs the native module")
+        passes = spec.floor_passes(harness.cache_bytes())
+        bufs = [(np.ones(r, np.uint8), np.ones(w, np.uint8)) for r, w in passes]
+
+        def fn():
+            for src, dst in bufs:
+                _core.memory_floor(src, dst)
+
     elif impl == "copy":
         src = np.ones(spec.nbytes, np.uint8)
         dst = np.empty_like(src)

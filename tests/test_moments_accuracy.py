@@ -3,6 +3,8 @@ bnfast.mean_var and bnfast.moments: large offsets, constant data, the float32
 first pass, every loop of the kernel (chosen by the strides of the (A, C, B)
 view), thread counts, and native/NumPy parity."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -352,3 +354,27 @@ def test_native_matches_numpy_backend(native_backend, dtype, axis):
     np.testing.assert_array_equal(mo.count, mon.count)
     np.testing.assert_allclose(mo.mean, mon.mean, rtol=1e-13)
     np.testing.assert_allclose(mo.m2, mon.m2, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# the mean when the first element is an outlier
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["rows", "channels"])
+@pytest.mark.parametrize(
+    "outlier, rest, n",
+    [(1e16, 1.0, 1_000_000), (1e8, 0.1, 999), (-3e15, 7.0, 100_000), (1e300, 1.0, 5000)],
+)
+def test_mean_with_an_outlier_first(backend, path, outlier, rest, n):
+    # Means kept relative to the channel's first element rounded the mean to
+    # ulp(first element): [1e16] + a million ones came out 1.0 (5e5 ulps)
+    # off. Now the mean comes from double-double sums of the chunks; what is
+    # left is the pass-2 sum of deviations in the chunk holding the outlier:
+    # one chain of at most kChannelChunkScale * kChunk = 32768 terms (4096 on
+    # the rows path), each rounded at ulp(outlier) / 2, over n values.
+    x = np.concatenate([[outlier], np.full(n, rest)])
+    exact = math.fsum(x.tolist()) / x.size
+    chain = 4096 if path == "rows" else 32768
+    bound = min(chain, x.size) * np.spacing(abs(outlier)) / 2 / x.size + 2 * np.spacing(exact)
+    data = x if path == "rows" else np.tile(x[:, None], (1, 3))
+    mean, _ = bnfast.mean_var(data, axis=0)
+    assert np.all(np.abs(np.asarray(mean, np.float64) - exact) <= bound), (mean, exact, bound)

@@ -82,7 +82,7 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
         });
         Moments1 m = part[0];
         for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, part[g]);
-        mean[c] = ref + m.mean;
+        mean[c] = final_mean(ref + m.mean, m);
         m2[c] = m.m2;
         const auto p = channel_map<T>(mean[c], m.m2, count, weight, bias, c, eps);
         T* yc = y + c * yv.sC;

@@ -15,7 +15,7 @@ FamilyKernels<T> family_kernels() {
 
 const KernelTable& kernel_table() {
     static const KernelTable table{Isa::BNFAST_ISA, family_kernels<float>(),
-                                   family_kernels<double>()};
+                                   family_kernels<double>(), memory_floor_kernels()};
     return table;
 }
 

@@ -77,6 +77,8 @@ inline std::int64_t group_count(std::int64_t n) {
 inline bool chunk_from_pass1(std::int64_t n, double sum, double lo, double hi,
                              Moments1& out) {
     out.n = n;
+    out.sum_hi = sum;
+    out.sum_lo = 0.0;
     if (std::isnan(sum)) {  // NaN in the data
         out.mean = sum;
         out.m2 = sum;
@@ -90,15 +92,18 @@ inline bool chunk_from_pass1(std::int64_t n, double sum, double lo, double hi,
     if (lo == hi) {  // constant chunk: exact
         out.mean = lo;
         out.m2 = 0.0;
+        constant_sum(static_cast<double>(n), lo, out.sum_hi, out.sum_lo);
         return true;
     }
     return false;
 }
 
-inline void chunk_from_pass2(std::int64_t n, double shift, double sum_d,
-                             double sum_dd, Moments1& out) {
+// sum1: pass 1's sum, shift = sum1 / n; the mean is relative to ref.
+inline void chunk_from_pass2(std::int64_t n, double sum1, double shift, double ref,
+                             double sum_d, double sum_dd, Moments1& out) {
     const double dn = static_cast<double>(n);
-    out.mean = shift + sum_d / dn;
+    chunk_sum(dn, sum1, shift, sum_d, out.sum_hi, out.sum_lo);
+    out.mean = (shift - ref) + sum_d / dn;
     double m2 = sum_dd - sum_d * sum_d / dn;
     if (m2 < 0.0) m2 = 0.0;  // rounding; keeps NaN
     out.m2 = m2;
@@ -286,7 +291,9 @@ inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
 // would round each mean to ulp(1e8) and the Chan merge would turn that into
 // variance error (1e-9 relative here). Relative to a value of the data the
 // means are O(std) and keep full precision. A constant channel stays exact:
-// every chunk mean is ref - ref = 0.
+// every chunk mean is ref - ref = 0. The mean returned is not ref + mean,
+// which rounds to ulp(ref) (5e5 ulps off for [1e16] + a million ones), but
+// final_mean() of the absolute double-double sums kept beside.
 template <class T>
 inline double reference_value(const T* p) {
     const double v = static_cast<double>(*p);
@@ -329,7 +336,7 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
             for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
                 pass2_segment(p, len, v.sB, shift, p2);
             });
-            chunk_from_pass2(hi - lo, shift - ref, p2.sum_d(), p2.sum_dd(), chunk);
+            chunk_from_pass2(hi - lo, sum, shift, ref, p2.sum_d(), p2.sum_dd(), chunk);
         }
         chan_merge(acc, chunk);
     }
@@ -348,7 +355,7 @@ inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2) 
     for (std::int64_t g = 1; g < groups; ++g)
         chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups), part_begin(g + 1, n, groups),
                                         ref));
-    mean = ref + m.mean;
+    mean = final_mean(ref + m.mean, m);
     m2 = m.m2;
 }
 
@@ -381,7 +388,7 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     for (std::int64_t c = 0; c < v.C; ++c) {
         Moments1 m = partial[c * groups];
         for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[c * groups + g]);
-        mean[c] = reference_value(x + c * v.sC) + m.mean;
+        mean[c] = final_mean(reference_value(x + c * v.sC) + m.mean, m);
         m2[c] = m.m2;
     }
 }
@@ -403,6 +410,8 @@ struct TileScratch {
     double* sum_dd;
     double* mean;  // running moments of the tile (mean relative to ref)
     double* m2;
+    double* sum_hi;  // running sums of the tile (absolute; Moments1's sum_hi, sum_lo)
+    double* sum_lo;
     float* sum_f32;  // pass 1 of float32 data (see Pass1AccF32)
     float* lo_f32;
     float* hi_f32;
@@ -421,7 +430,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                   const double* __restrict ref, TileScratch& s) {
     const std::int64_t sc = kUnitC ? 1 : v.sC;
     std::int64_t acc_n = 0;
-    for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = 0.0;
+    for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = s.sum_hi[c] = s.sum_lo[c] = 0.0;
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
         const std::int64_t r1 = min_i64(r0 + chunk_rows, r_end);
         const std::int64_t n = r1 - r0;
@@ -544,6 +553,8 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         // merged into the tile's running moments.
         double* __restrict mean = s.mean;
         double* __restrict m2 = s.m2;
+        double* __restrict sum_hi = s.sum_hi;
+        double* __restrict sum_lo = s.sum_lo;
         const double na = static_cast<double>(acc_n);
         const double b_frac = dn / static_cast<double>(acc_n + n);
         const bool first = acc_n == 0;
@@ -557,6 +568,14 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             const double mean_b =
                 !finite ? total : (constant ? lo[c] - ref[c] : (shift[c] - ref[c]) + sd[c] / dn);
             const double m2_b = !finite ? total - total : (constant ? 0.0 : m2_chunk);
+            // The chunk's sum as chunk_from_pass1/2 give it (as selects),
+            // added to the tile's.
+            double const_hi, const_lo, var_hi, var_lo;
+            constant_sum(dn, lo[c], const_hi, const_lo);
+            chunk_sum(dn, total, shift[c], sd[c], var_hi, var_lo);
+            const double chunk_hi = constant ? const_hi : total;
+            const double chunk_lo = constant ? const_lo : (finite ? var_lo : 0.0);
+            dd_add(sum_hi[c], sum_lo[c], chunk_hi, chunk_lo);
             // Chan merge as in chan_merge(), written as selects.
             const bool both_finite = mean[c] - mean[c] == 0.0 && mean_b - mean_b == 0.0;
             const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
@@ -600,7 +619,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // Per-thread regions padded by two cache lines: the accumulators are
     // written on every row, and a line shared by two threads' regions would
     // bounce between cores.
-    const std::size_t stride = 8 * t + 16, stride_f32 = 3 * t + 32;
+    const std::size_t stride = 10 * t + 16, stride_f32 = 3 * t + 32;
     Scratch<double> scratch_buf(stride * static_cast<std::size_t>(nt));
     Scratch<float> scratch_f32_buf(  // pass 1 of float32 data only
         sizeof(T) == 4 ? stride_f32 * static_cast<std::size_t>(nt) : 0);
@@ -611,9 +630,19 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
         float* fbuf = scratch_f32 == nullptr
                           ? nullptr
                           : scratch_f32 + stride_f32 * static_cast<std::size_t>(slot);
-        TileScratch s{buf,         buf + t,     buf + 2 * t, buf + 3 * t,
-                      buf + 4 * t, buf + 5 * t, buf + 6 * t, buf + 7 * t,
-                      fbuf,        fbuf ? fbuf + t : nullptr, fbuf ? fbuf + 2 * t : nullptr};
+        TileScratch s{buf,
+                      buf + t,
+                      buf + 2 * t,
+                      buf + 3 * t,
+                      buf + 4 * t,
+                      buf + 5 * t,
+                      buf + 6 * t,
+                      buf + 7 * t,
+                      buf + 8 * t,
+                      buf + 9 * t,
+                      fbuf,
+                      fbuf ? fbuf + t : nullptr,
+                      fbuf ? fbuf + 2 * t : nullptr};
         for (std::int64_t item = begin; item < end; ++item) {
             const std::int64_t g = item / tiles;
             const std::int64_t c0 = (item % tiles) * tile;
@@ -627,12 +656,15 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
             }
             if (groups == 1) {
                 for (std::int64_t c = 0; c < tw; ++c) {
-                    mean[c0 + c] = ref[c0 + c] + s.mean[c];
+                    const Moments1 m{r_end - r_begin, s.mean[c], s.m2[c], s.sum_hi[c],
+                                     s.sum_lo[c]};
+                    mean[c0 + c] = final_mean(ref[c0 + c] + m.mean, m);
                     m2[c0 + c] = s.m2[c];
                 }
             } else {
                 for (std::int64_t c = 0; c < tw; ++c)
-                    partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c]};
+                    partial[g * v.C + c0 + c] = Moments1{r_end - r_begin, s.mean[c], s.m2[c],
+                                                         s.sum_hi[c], s.sum_lo[c]};
             }
         }
     });
@@ -640,7 +672,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
         for (std::int64_t c = 0; c < v.C; ++c) {
             Moments1 m = partial[c];
             for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, partial[g * v.C + c]);
-            mean[c] = ref[c] + m.mean;
+            mean[c] = final_mean(ref[c] + m.mean, m);
             m2[c] = m.m2;
         }
     }

@@ -8,6 +8,7 @@
 #include "kernels/affine.hpp"
 #include "kernels/batch_norm.hpp"
 #include "kernels/layer_norm.hpp"
+#include "kernels/memory_floor.hpp"
 #include "kernels/moments.hpp"
 
 namespace bnfast {
@@ -32,6 +33,7 @@ struct KernelTable {
     Isa isa;
     FamilyKernels<float> f32;
     FamilyKernels<double> f64;
+    MemoryFloorKernels memory_floor;  // untyped: moves bytes
 
     // table.of<T>().batch_norm.train
     template <class T>

@@ -4,9 +4,9 @@ kernel, and the fallback when the extension is not built.
 Each kernel here has the same name, parameters and meaning as its twin in
 ``bnfast._core`` and works on the same canonical (A, C, B) views, one module
 per family (``moments``, ``affine``, ``batch_norm``, ``layer_norm``) plus the
-per-channel float64 ``formulas``. The native-only fast entry points
-(``batch_norm_fast``, ``layer_norm_fast``) have no twin: the general path is
-their specification.
+per-channel float64 ``formulas`` and the benchmark's ``memory_floor`` pass.
+The native-only fast entry points (``batch_norm_fast``, ``layer_norm_fast``)
+have no twin: the general path is their specification.
 """
 
 from .affine import affine
@@ -18,6 +18,7 @@ from .batch_norm import (
 )
 from .formulas import eval_fold, invstd, running_update, split_center
 from .layer_norm import layer_norm_backward, layer_norm_forward
+from .memory_floor import memory_floor
 from .moments import moments
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "invstd",
     "layer_norm_backward",
     "layer_norm_forward",
+    "memory_floor",
     "moments",
     "running_update",
     "split_center",

@@ -35,18 +35,22 @@ def corrected_two_pass(
         nan = np.full(xd.shape[1], np.nan, dtype=xd.dtype)
         return nan, nan.copy()
     n = xd.shape[0] * xd.shape[2]
+    # One contiguous row per channel: NumPy sums a contiguous axis pairwise
+    # (a few ulps), a strided one sequentially (an outlier first put the
+    # mean 5e4 ulps off).
+    channels = xd.shape[1]
+    xd = np.ascontiguousarray(np.moveaxis(xd, 1, 0)).reshape(channels, n)
     with np.errstate(invalid="ignore", over="ignore"):
         # Corrected two-pass: the mean of the deviations from a first mean
-        # removes that mean's rounding (NumPy's sum along a strided axis is
-        # not pairwise and can be off by many ulps on offset data).
-        mean = xd.mean(axis=(0, 2))
-        dev = xd - mean[None, :, None]
-        correction = dev.mean(axis=(0, 2))
-        m2 = np.einsum("acb,acb->c", dev, dev) - n * correction * correction
+        # removes that mean's rounding.
+        mean = xd.mean(axis=1)
+        dev = xd - mean[:, None]
+        correction = dev.mean(axis=1)
+        m2 = np.einsum("cn,cn->c", dev, dev) - n * correction * correction
         np.maximum(m2, 0.0, out=m2, where=~np.isnan(m2))
         mean += np.where(np.isfinite(mean), correction, 0.0)
-        lo = xd.min(axis=(0, 2))
-        hi = xd.max(axis=(0, 2))
+        lo = xd.min(axis=1)
+        hi = xd.max(axis=1)
     constant: NDArray[np.bool_] = (lo == hi) & np.isfinite(lo)
     mean[constant] = lo[constant]
     m2[constant] = 0.0

@@ -51,6 +51,33 @@ class CaseSpec:
         """Bytes of the input array (what the copy baseline copies)."""
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
+    def floor_passes(self, cache_bytes: int) -> tuple[tuple[int, int], ...]:
+        """The passes over memory this op's algorithm cannot avoid, each as
+        (bytes read, bytes written): the memory floor the harness times.
+
+        A reduction reads its input once. An element-wise op, or one whose
+        statistics cover a slab that stays in ``cache_bytes`` of cache until
+        it is written (a row of layer norm, a group of group norm), reads
+        and writes once. Batch-norm training of NHWC and 2-D data needs
+        every row before any output: a read, then a read and write (NCHW
+        is fused per channel: one read and write). Batch-norm backward reads
+        x and dy; its sums must be complete before any dx, so two passes,
+        unless a channel's x and dy fit in ``cache_bytes`` (NCHW only)."""
+        n = self.nbytes
+        op = self.base_op
+        if op.startswith("mean_var") or op == "Standardizer fit":
+            return ((n, 0),)
+        if op == "batch_norm train":
+            return ((n, n),) if self.layout == "NCHW" else ((n, 0), (n, n))
+        if op == "batch_norm backward":
+            channels = self.shape[1] if self.layout == "NCHW" else self.shape[-1]
+            if self.layout == "NCHW" and 2 * n // channels <= cache_bytes:
+                return ((2 * n, n),)
+            return ((2 * n, 0), (2 * n, n))
+        if op in ("layer_norm backward", "rms_norm backward"):
+            return ((2 * n, n),)
+        return ((n, n),)  # eval, layer/RMS/group norm, Standardizer transform
+
     @property
     def baselines(self) -> tuple[str, ...]:
         """The baselines :func:`build` provides besides bnfast: ``numpy``, ``sklearn``."""
@@ -80,21 +107,30 @@ def _shapes(size: str) -> dict[str, Any]:
             "nchw": [(16, 32, 28, 28), (8, 64, 14, 14)],
             "two_d": [(65_536, 64), (4096, 256)],
             "rows": [(2048, 1024), (1024, 768)],
-            "gn": (8, 64, 28, 28),
+            "gn": [(8, 64, 28, 28)],
         }
     if size == "moderate":  # pytest-benchmark: many rounds per case
         return {
             "nchw": [(32, 64, 56, 56), (8, 256, 14, 14)],
             "two_d": [(262_144, 64), (16_384, 1024)],
             "rows": [(8192, 768), (4096, 4096)],
-            "gn": (16, 128, 28, 28),
+            "gn": [(16, 128, 28, 28)],
         }
     if size == "full":
         return {
-            "nchw": [(64, 64, 112, 112), (256, 128, 28, 28), (32, 64, 56, 56), (8, 256, 14, 14)],
+            # large (memory-bound) shapes, then in-cache ones (tens of KB to a
+            # few MB, where a pass is compute- and overhead-bound)
+            "nchw": [
+                (64, 64, 112, 112),
+                (256, 128, 28, 28),
+                (32, 64, 56, 56),
+                (8, 256, 14, 14),
+                (32, 64, 28, 28),
+                (8, 64, 14, 14),
+            ],
             "two_d": [(1_048_576, 64), (65_536, 1024)],
-            "rows": [(16_384, 4096), (8192, 768)],
-            "gn": (32, 256, 56, 56),
+            "rows": [(16_384, 4096), (8192, 768), (2048, 1024), (1024, 768)],
+            "gn": [(32, 256, 56, 56), (8, 64, 28, 28)],
         }
     raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
 
@@ -133,7 +169,10 @@ def case_specs(size: str) -> list[CaseSpec]:
     for shape in s["rows"]:
         for op in ("layer_norm", "layer_norm backward", "rms_norm", "rms_norm backward"):
             add(op, shape, "2-D", np.float32)
-    add("group_norm", s["gn"], "NCHW", np.float32, groups=32)
+    for shape in s["gn"]:
+        add("group_norm", shape, "NCHW", np.float32, groups=32)
+        # channels last: the layout the native kernels do not cover yet
+        add("group_norm", (shape[0], shape[2], shape[3], shape[1]), "NHWC", np.float32, groups=32)
     add("batch_norm train", (4, 16), "tiny", np.float32)
     add("layer_norm", (4, 64), "tiny", np.float32)
     return specs
@@ -275,7 +314,7 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
         if op == "group_norm":
             groups = spec.groups
             assert groups is not None
-            return lambda: bnfast.group_norm(x, groups, w, b, out=y)
+            return lambda: bnfast.group_norm(x, groups, w, b, axis=axis, out=y)
         if op == "Standardizer fit":
             return lambda: bnfast.Standardizer().fit(x)
         if op == "Standardizer transform":
@@ -307,6 +346,8 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
             return _np_rms_norm(x)
         if op == "group_norm":
             assert spec.groups is not None
+            if layout == "NHWC":  # channels first for the expression, back after
+                return _np_group_norm(np.moveaxis(x, -1, 1), spec.groups).transpose(0, 2, 3, 1)
             return _np_group_norm(x, spec.groups)
         if op == "Standardizer fit":
             return x.mean(axis=0), x.std(axis=0)

@@ -1,9 +1,16 @@
 """``python -m bnfast bench``: a self-check, then every benchmark case of
-the registry (:mod:`.cases`) timed beside its baselines -- ``np.copyto`` of
-the same bytes (the memory floor), the plain NumPy expression, PyTorch (in a
-child process, see :mod:`.peers`) and scikit-learn's StandardScaler for
-dataset statistics. Times are medians of repeated runs; the ratios are what
-to read.
+the registry (:mod:`.cases`) timed beside its memory floor and baselines.
+
+The floor is what the bytes the case's algorithm must move cost on this
+machine at the run's thread count: bnfast's own read pass and read +
+streaming-write pass (``_core.memory_floor``) over the same numbers of bytes
+(:meth:`.cases.CaseSpec.floor_passes` says which passes). The baselines are
+``np.copyto`` of the input (one thread, plain stores: familiar, not the
+floor), the plain NumPy expression, PyTorch (in a child process, see
+:mod:`.peers`) and scikit-learn's StandardScaler for dataset statistics.
+bnfast's time is given as min, median and p90 of repeated runs; a row whose
+p90 exceeds its min by more than :data:`BUSY_SPREAD` is flagged: the machine
+was busy while it ran. The ratios are what to read.
 """
 
 from __future__ import annotations
@@ -26,6 +33,67 @@ from .cases import EPS, Case, make_cases
 
 # The peers script is a plain module with no bnfast imports: one timer for both.
 from .peers import median_ms as _median_ms
+from .peers import sample_ms as _sample_ms
+
+# A row whose p90 is this many times its min ran on a busy machine: its
+# median may be off by as much (quiet runs here spread by 2-10%).
+BUSY_SPREAD = 1.3
+
+
+def cache_bytes() -> int:
+    """One core's L2 cache (Linux sysfs), 512 KiB where unknown: the slab
+    size below which an op's statistics and output pass share the bytes."""
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return 512 << 10
+
+
+def floor_label(passes: tuple[tuple[int, int], ...], nbytes: int) -> str:
+    """``read``, ``read+write``, ``read, read+write``, ``2 reads+write``...:
+    the floor's passes in units of the input array."""
+
+    def one(r: int, w: int) -> str:
+        k = r // nbytes if nbytes else 1
+        reads = "read" if k == 1 else f"{k} reads"
+        return reads + ("+write" if w else "")
+
+    return ", ".join(one(r, w) for r, w in passes)
+
+
+class FloorTimer:
+    """Median times of ``_core.memory_floor`` passes (cached per size), on
+    buffers kept between cases and touched before timing."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.src = np.ones(0, np.uint8)
+        self.dst = np.ones(0, np.uint8)
+        self.cache: dict[tuple[int, int], float] = {}
+
+    def _buffer(self, current: np.ndarray, n: int) -> np.ndarray:
+        return current if current.size >= n else np.ones(n, np.uint8)
+
+    def pass_ms(self, read: int, write: int) -> Optional[float]:
+        from ..._runtime import _core
+
+        if _core is None:
+            return None
+        if (read, write) not in self.cache:
+            self.src = self._buffer(self.src, read)
+            self.dst = self._buffer(self.dst, write)
+            src, dst = self.src[:read], self.dst[:write]
+            self.cache[read, write] = _median_ms(lambda: _core.memory_floor(src, dst), self.repeats)
+        return self.cache[read, write]
+
+    def floor_ms(self, passes: tuple[tuple[int, int], ...]) -> Optional[float]:
+        times = [self.pass_ms(r, w) for r, w in passes]
+        return None if any(t is None for t in times) else sum(t for t in times if t)
+
+    def release(self) -> None:
+        self.src = self.dst = np.ones(0, np.uint8)
 
 
 @dataclass
@@ -34,7 +102,11 @@ class Row:
     shape: str
     layout: str
     dtype: str
-    bnfast_ms: float
+    bnfast_ms: float  # median
+    bnfast_min_ms: float
+    bnfast_p90_ms: float
+    floor_ms: Optional[float]  # None without the native module
+    floor: str  # which passes the floor times (floor_label)
     copy_ms: float
     numpy_ms: Optional[float]
     torch_ms: Optional[float]
@@ -42,6 +114,14 @@ class Row:
 
     def ratio(self, peer: Optional[float]) -> Optional[float]:
         return None if peer is None else peer / self.bnfast_ms
+
+    @property
+    def over_floor(self) -> Optional[float]:
+        return None if not self.floor_ms else self.bnfast_ms / self.floor_ms
+
+    @property
+    def busy(self) -> bool:
+        return self.bnfast_p90_ms > BUSY_SPREAD * self.bnfast_min_ms
 
 
 def torch_times(
@@ -120,14 +200,16 @@ def table(rows: list[Row]) -> str:
         "layout",
         "dtype",
         "bnfast ms",
+        "min",
+        "p90",
+        "floor ms",
+        "floor",
+        "bnfast/floor",
         "copy ms",
-        "numpy ms",
-        "torch ms",
-        "sklearn ms",
-        "bnfast/copy",
         "numpy/bnfast",
         "torch/bnfast",
         "sklearn/bnfast",
+        "busy",
     ]
     body = []
     for r in rows:
@@ -138,20 +220,22 @@ def table(rows: list[Row]) -> str:
                 r.layout,
                 r.dtype,
                 _fmt(r.bnfast_ms),
+                _fmt(r.bnfast_min_ms),
+                _fmt(r.bnfast_p90_ms),
+                _fmt(r.floor_ms),
+                r.floor,
+                _fmt(r.over_floor, "x"),
                 _fmt(r.copy_ms),
-                _fmt(r.numpy_ms),
-                _fmt(r.torch_ms),
-                _fmt(r.sklearn_ms),
-                _fmt(r.bnfast_ms / r.copy_ms, "x"),
                 _fmt(r.ratio(r.numpy_ms), "x"),
                 _fmt(r.ratio(r.torch_ms), "x"),
                 _fmt(r.ratio(r.sklearn_ms), "x"),
+                "busy" if r.busy else "",
             ]
         )
     return format_table(
         head,
         body,
-        "<" * 4 + ">" * (len(head) - 4),
+        "<" * 4 + ">" * 4 + "<" + ">" * (len(head) - 10) + "<",
         header_align="<" * len(head),
         sep=" | ",
         rule="-+-",
@@ -159,7 +243,18 @@ def table(rows: list[Row]) -> str:
     )
 
 
-def plot(rows: list[Row], path: str) -> None:
+FAMILIES = (
+    ("batch norm", ("batch_norm",)),
+    ("layer and RMS norm", ("layer_norm", "rms_norm")),
+    ("group norm", ("group_norm",)),
+    ("statistics and Standardizer", ("mean_var", "Standardizer")),
+)
+
+
+def plot(rows: list[Row], path: str, env: dict[str, Any]) -> None:
+    """One panel per family: each row's time over its memory floor (log
+    scale; 1 = the floor) for bnfast and its peers. Tiny calls, whose
+    floor is a few nanoseconds, are left to the table."""
     try:
         import matplotlib
 
@@ -168,25 +263,66 @@ def plot(rows: list[Row], path: str) -> None:
     except ImportError:
         print("note: --plot needs matplotlib (pip install 'bnfast[bench]')", file=sys.stderr)
         return
-    labels = [f"{r.op}\n{r.shape} {r.layout} {r.dtype}" for r in rows]
-    series = {
-        "bnfast": [r.bnfast_ms / r.copy_ms for r in rows],
-        "numpy": [(r.numpy_ms or np.nan) / r.copy_ms for r in rows],
-        "torch": [(r.torch_ms or np.nan) / r.copy_ms for r in rows],
-    }
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(rows)), 6))
-    idx = np.arange(len(rows))
-    for k, (name, values) in enumerate(series.items()):
-        ax.bar(idx + (k - 1) * 0.27, values, 0.27, label=name)
-    ax.axhline(1.0, color="k", linewidth=0.8, linestyle="--", label="np.copyto (memory floor)")
-    ax.set_yscale("log")
-    ax.set_ylabel("time / np.copyto time (median, log scale)")
-    ax.set_xticks(idx)
-    ax.set_xticklabels(labels, rotation=90, fontsize=6)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    panels = []
+    for title, prefixes in FAMILIES:
+        mine = [r for r in rows if r.op.startswith(prefixes) and r.layout != "tiny" and r.floor_ms]
+        if mine:
+            panels.append((title, mine))
+    if not panels:
+        print("note: no rows with a measured floor to plot", file=sys.stderr)
+        return
+    series = (
+        ("bnfast", lambda r: r.bnfast_ms, "tab:blue"),
+        ("PyTorch", lambda r: r.torch_ms, "tab:orange"),
+        ("NumPy", lambda r: r.numpy_ms, "tab:green"),
+        ("scikit-learn", lambda r: r.sklearn_ms, "tab:red"),
+    )
+    heights = [0.34 * len(mine) + 1.0 for _, mine in panels]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(10, sum(heights)), gridspec_kw={"height_ratios": heights}
+    )
+    axes = np.atleast_1d(axes)
+    bar = 0.2
+    for ax, (title, mine) in zip(axes, panels):
+        idx = np.arange(len(mine))
+        for k, (name, time_of, color) in enumerate(series):
+            values = [(time_of(r) or np.nan) / (r.floor_ms or np.nan) for r in mine]
+            if not np.all(np.isnan(values)):
+                ax.barh(idx + (k - 1.5) * bar, values, bar, label=name, color=color)
+        ax.axvline(1.0, color="k", linewidth=0.8, linestyle="--", label="memory floor")
+        ax.set_xscale("log")
+        ax.set_ylim(len(mine) - 0.5, -0.5)  # first row on top; one row keeps thin bars
+        ax.set_yticks(idx)
+        ax.set_yticklabels(
+            [
+                f"{r.op} {r.shape} {r.layout} {r.dtype}" + (" (busy)" if r.busy else "")
+                for r in mine
+            ],
+            fontsize=8,
+        )
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    axes[-1].set_xlabel("time / memory floor of the bytes moved (median; 1 = the floor, log scale)")
+    fig.suptitle(
+        f"{env['cpu']}, {env['capability']}, {env['threads']} threads: "
+        "bnfast and peers over the memory floor",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     print(f"plot written to {path}")
+
+
+def _write_atomically(path: str, write: Any) -> None:
+    """write(tmp) into a temporary file beside ``path``, then rename it."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def environment(threads: int, torch_version: Optional[str]) -> dict[str, Any]:
@@ -204,6 +340,7 @@ def environment(threads: int, torch_version: Optional[str]) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
+        "l2_cache_bytes": cache_bytes(),
         "compiler": cfg["compiler"],
         "capability": cfg["capability"],
         "bnfast": cfg["version"],
@@ -239,10 +376,14 @@ def run(
     env = environment(threads, torch_version)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     rows = []
+    floors = FloorTimer(repeats)
+    l2 = cache_bytes()
     for case in cases:
         spec = case.spec
         copy_ms = copy_time(spec.nbytes, repeats)
-        bn_ms = _median_ms(case.bnfast, repeats)
+        passes = spec.floor_passes(l2)
+        floor_ms = floors.floor_ms(passes)
+        samples = _sample_ms(case.bnfast, repeats)
         np_ms = _median_ms(case.numpy, max(2, repeats // 3)) if case.numpy else None
         sk_ms = _median_ms(case.sklearn, max(2, repeats // 3)) if case.sklearn else None
         case.release()
@@ -252,29 +393,38 @@ def run(
                 "x".join(map(str, spec.shape)),
                 spec.layout,
                 spec.dtype,
-                bn_ms,
+                float(np.median(samples)),
+                float(np.min(samples)),
+                float(np.percentile(samples, 90)),
+                floor_ms,
+                floor_label(passes, spec.nbytes),
                 copy_ms,
                 np_ms,
                 ttimes.get(case.id),
                 sk_ms,
             )
         )
+    floors.release()
     print(table(rows))
     print(
-        "times are medians in ms; x/bnfast = how many times slower than bnfast; "
-        "bnfast/copy = cost relative to np.copyto of the same bytes"
+        "times in ms; bnfast ms is the median, min and p90 beside it; bnfast/floor = "
+        "bnfast's median over the memory floor of the passes in 'floor' (bnfast's own "
+        "read and read+streaming-write passes over the same bytes, same threads); "
+        "x/bnfast = how many times slower than bnfast; busy = p90 over "
+        f"{BUSY_SPREAD}x the min"
     )
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(
-                {
-                    "environment": env,
-                    "self_check_failures": failures,
-                    "rows": [asdict(r) for r in rows],
-                },
-                fh,
-                indent=2,
-            )
+        report = {
+            "environment": env,
+            "self_check_failures": failures,
+            "rows": [asdict(r) for r in rows],
+        }
+
+        def write_json(tmp: str) -> None:
+            with open(tmp, "w") as fh:
+                json.dump(report, fh, indent=2)
+
+        _write_atomically(json_path, write_json)
     if plot_path:
-        plot(rows, plot_path)
+        plot(rows, plot_path, env)
     return 1 if failures else 0

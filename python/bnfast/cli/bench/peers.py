@@ -19,9 +19,9 @@ import time
 from typing import Any, Callable
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median time of one call of ``fn`` in ms over ``repeats`` samples, after
-    a warm-up. Calls shorter than ~0.1 ms are timed in batches of about 1 ms
+def sample_ms(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Times of one call of ``fn`` in ms, ``repeats`` samples after a
+    warm-up. Calls shorter than ~0.1 ms are timed in batches of about 1 ms
     per sample (the timer's own cost would otherwise be part of a
     microsecond call)."""
     t0 = time.perf_counter()
@@ -37,8 +37,13 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         t0 = time.perf_counter()
         for _ in range(inner):
             fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - t0) / inner * 1e3)
+    return times
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median of :func:`sample_ms`."""
+    return statistics.median(sample_ms(fn, repeats))
 
 
 def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
