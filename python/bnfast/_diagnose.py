@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _scan
+from ._dispatch import dask_ops, is_dask
 from ._moments import Moments
 from ._standardize_rules import constant_features
 from ._table import MAX_ROWS, feature_label, feature_table, format_value
@@ -179,6 +180,8 @@ def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport
     >>> report.warnings[0]
     '1 NaN value(s) in feature(s) 0'
     """
+    if is_dask(X):
+        return dask_ops().diagnose(X, axis)
     return DiagnoseAccumulator(axis).update(X).report()
 
 

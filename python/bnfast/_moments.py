@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
+from ._dispatch import dask_ops, is_dask
 from ._validate import (
     F64Array,
     FloatArray,
@@ -141,6 +142,8 @@ def mean_var(
     >>> float(mean), float(var)
     (3.0, 4.666666666666667)
     """
+    if is_dask(x):
+        return dask_ops().mean_var(x, axis, ddof=ddof, keepdims=keepdims)
     ddof = check_ddof(ddof)
     mean, m2, count, axes, kept, xa, result_dtype = _reduce(x, axis)
     shape = _shape_out(xa.shape, axes, kept, keepdims)
@@ -207,6 +210,8 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
     >>> float((a + b).var(ddof=1))
     2.5
     """
+    if is_dask(x):
+        return dask_ops().moments(x, axis, keepdims=keepdims)
     mean, m2, count, axes, kept, xa, _ = _reduce(x, axis)
     shape = _shape_out(xa.shape, axes, kept, keepdims)
     counts = np.full(shape, count, dtype=np.int64)

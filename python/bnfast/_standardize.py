@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime, _scan
+from ._dispatch import dask_ops, is_dask
 from ._layout import as_param
 from ._moments import Moments
 from ._standardize_io import Persistence, State, not_saved
@@ -214,6 +215,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> bnfast.Standardizer().fit([[0.0], [2.0]], sample_weight=[1.0, 3.0]).mean_
         array([1.5])
         """
+        if is_dask(X):
+            return dask_ops().standardizer_fit(self, X, sample_weight, reset=True)
         x = as_array(X, "X")
         with self._fit_lock():
             self._reset()
@@ -262,6 +265,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.mean_, st.n_samples_seen_
         (array([5., 6.]), 6)
         """
+        if is_dask(X):
+            return dask_ops().standardizer_fit(self, X, sample_weight, reset=False)
         return self._fit_chunk(as_array(X, "X"), sample_weight, reset=False)
 
     def _fit_chunk(self: _S, x: np.ndarray, sample_weight: ArrayLike | None, reset: bool) -> _S:
@@ -421,6 +426,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         array([[0.],
                [2.]], dtype=float32)
         """
+        if is_dask(X):
+            return dask_ops().standardizer_transform(self, X, out)
         x, y, kept, dtype, result = self._prepare(X, out, "transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
@@ -484,6 +491,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.inverse_transform(st.transform([[4.0]]))
         array([[4.]])
         """
+        if is_dask(X):
+            return dask_ops().standardizer_inverse_transform(self, X, out)
         x, y, kept, dtype, result = self._prepare(X, out, "inverse_transform")
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
