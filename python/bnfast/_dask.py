@@ -252,6 +252,14 @@ def _tree_moments(
     )
 
 
+def lazy_moments(x: DaskArray, axes: tuple[int, ...]) -> DaskArray:
+    """The packed (count, mean, m2) of ``x`` along ``axes``, lazy (for the
+    xarray accessor)."""
+    _check_known(x)
+    check_real_dtype(x, "x")
+    return _tree_moments(x, axes, False)
+
+
 def _packed_mean(p: np.ndarray, dtype: Any) -> np.ndarray:
     return p[..., 1].astype(dtype)
 
@@ -452,18 +460,83 @@ def _check_transform_input(st: Any, X: DaskArray, method: str) -> tuple[tuple[in
     return kept, result_dtype(X.dtype)
 
 
+def _transform_params(
+    mean_: Any, scale_: Any, with_mean: bool, with_std: bool, dtype: Any
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """``(hi, lo, scale, shift)`` of ``transform`` (as ``Standardizer.transform``
+    builds them): ``((x - hi) - lo) * (1 / scale_) + 0``, flat."""
+    inv = 1.0 / np.asarray(scale_) if with_std else np.ones(np.shape(mean_))
+    hi = lo = None
+    if with_mean:
+        hi, lo = _runtime.impl().split_center(
+            np.asarray(mean_, dtype=np.float64).reshape(-1), dtype
+        )
+    zero = np.zeros(inv.size, dtype=dtype)
+    return hi, lo, as_param(inv.reshape(-1), dtype), zero
+
+
 def standardizer_transform(st: Any, X: DaskArray, out: Any) -> DaskArray:
     _no_out(out, "Standardizer.transform")
     kept, dtype = _check_transform_input(st, X, "transform")
     if not (st.with_mean or st.with_std):
         return X.astype(dtype)
     mean_, scale_ = st._fitted_pair()
-    inv = 1.0 / scale_ if st.with_std else np.ones(st.feature_shape_)
-    hi = lo = None
-    if st.with_mean:
-        hi, lo = _runtime.impl().split_center(np.asarray(mean_).reshape(-1), dtype)
-    zero = np.zeros(inv.size, dtype=dtype)
-    return _apply_per_slot(X, kept, dtype, hi, lo, as_param(inv.reshape(-1), dtype), zero)
+    params = _transform_params(mean_, scale_, st.with_mean, st.with_std, dtype)
+    return _apply_per_slot(X, kept, dtype, *params)
+
+
+@_in_task
+def _standardize_block(
+    block: np.ndarray,
+    packed: np.ndarray,
+    *,
+    kept: tuple[int, ...],
+    ddof: float,
+    with_mean: bool,
+    with_std: bool,
+    result: Any,
+) -> np.ndarray:
+    derived, _ = derived_attributes(_unpack(packed), int(ddof), with_mean, with_std)
+    params = _transform_params(derived["mean_"], derived["scale_"], with_mean, with_std, result)
+    return _affine_block(block, *params, kept=kept, result=result)
+
+
+def standardize(
+    x: DaskArray,
+    axes: tuple[int, ...],
+    *,
+    ddof: int = 0,
+    nan_policy: str = "omit",
+    with_mean: bool = True,
+    with_std: bool = True,
+) -> DaskArray:
+    """``Standardizer(axis=axes, ...).fit_transform(x)`` with nothing
+    computed: the statistics are a lazy tree reduction that each output
+    block reads its slice of (used by the xarray accessor)."""
+    _check_known(x)
+    check_real_dtype(x, "x")
+    dtype = result_dtype(x.dtype)
+    if not (with_mean or with_std):
+        return x.astype(dtype)
+    packed = _tree_moments(x, axes, False, _fit_block, nan_policy=nan_policy)
+    kept = _scan.kept_axes(x.ndim, axes)
+    ind = tuple(range(x.ndim))
+    return da.blockwise(
+        _standardize_block,
+        ind,
+        x,
+        ind,
+        packed,
+        kept + (x.ndim,),
+        kept=kept,
+        ddof=ddof,
+        with_mean=with_mean,
+        with_std=with_std,
+        result=dtype,
+        concatenate=True,
+        dtype=dtype,
+        meta=_meta(x.ndim, dtype),
+    )
 
 
 def standardizer_inverse_transform(st: Any, X: DaskArray, out: Any) -> DaskArray:
