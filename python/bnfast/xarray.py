@@ -57,7 +57,7 @@ def _reduced_like(obj: xr.DataArray, data: Any, reduced: tuple[Hashable, ...]) -
 
 
 class DataArrayAccessor:
-    """bnfast on an :class:`xarray.DataArray`: ``da.bnfast.mean_var("time")``.
+    """The ``.bnfast`` accessor of an :class:`xarray.DataArray`.
 
     Registered as ``.bnfast`` by ``import bnfast.xarray``.
 
@@ -96,9 +96,11 @@ class DataArrayAccessor:
 
         Returns
         -------
-        mean, var : xarray.DataArray
+        mean : xarray.DataArray
             Over the other dimensions, with their coordinates and the
             attributes; lazy when the data are a dask array.
+        var : xarray.DataArray
+            The variance, as ``mean``.
         """
         dims, axes = self._axes(dim)
         mean, var = _mean_var(self._obj.data, axis=axes, ddof=ddof)
@@ -187,8 +189,10 @@ class DataArrayAccessor:
 
 
 class DatasetAccessor:
-    """bnfast on an :class:`xarray.Dataset`: each data variable that has all
-    the named dimensions (the others are left out).
+    """The ``.bnfast`` accessor of an :class:`xarray.Dataset`.
+
+    Each numeric data variable that has all the named dimensions is
+    reduced or standardized; the others are left out (or unchanged).
 
     Registered as ``.bnfast`` by ``import bnfast.xarray``.
 
@@ -231,9 +235,11 @@ class DatasetAccessor:
 
         Returns
         -------
-        mean, var : xarray.Dataset
+        mean : xarray.Dataset
             One variable per data variable that has every dimension of
             ``dim``; lazy on dask-backed data.
+        var : xarray.Dataset
+            The variances, as ``mean``.
         """
         pairs = {
             k: DataArrayAccessor(self._obj[k]).mean_var(dim, ddof=ddof)
