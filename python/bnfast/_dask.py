@@ -25,11 +25,13 @@ worker's dask threads do not oversubscribe its cores.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, TypeVar
 
 import dask
@@ -118,6 +120,32 @@ def _in_task(fn: Callable[..., _T]) -> Callable[..., _T]:
             return fn(*args, **kwargs)
 
     return run
+
+
+# ---------------------------------------------------------------------------
+# Computing the small results (moments, fit, diagnose, running statistics)
+
+_COMPUTE: contextvars.ContextVar[Optional[Callable[..., Sequence[Any]]]] = contextvars.ContextVar(
+    "bnfast_dask_compute", default=None
+)
+
+
+def _compute(*collections: Any) -> list[Any]:
+    """``dask.compute`` (or the function of an enclosing :func:`compute_with`)."""
+    fn = _COMPUTE.get()
+    return list((fn or dask.compute)(*collections))
+
+
+@contextlib.contextmanager
+def compute_with(fn: Callable[..., Sequence[Any]]) -> Iterator[None]:
+    """Compute the small results inside the block with ``fn`` instead of
+    ``dask.compute`` (the command line: a distributed client, a progress
+    display)."""
+    token = _COMPUTE.set(fn)
+    try:
+        yield
+    finally:
+        _COMPUTE.reset(token)
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +347,7 @@ def moments(x: DaskArray, axis: Any = None, *, keepdims: bool = False) -> Moment
     if count == 0 or math.prod(shape) == 0:
         zeros = np.zeros(shape)
         return Moments(counts, zeros, zeros)
-    packed = np.asarray(_tree_moments(x, axes, keepdims).compute())
+    packed = np.asarray(_compute(_tree_moments(x, axes, keepdims))[0])
     return Moments(counts, packed[..., 1], packed[..., 2])
 
 
@@ -347,6 +375,15 @@ def standardizer_fit(st: Any, X: DaskArray, sample_weight: Any, reset: bool) -> 
     """``Standardizer.fit`` (``reset``) or ``partial_fit`` of a dask array:
     the moments of every block merged in a tree, computed, then merged into
     the estimator as one chunk."""
+    return fit_with(st, X, sample_weight, reset)[0]
+
+
+def fit_with(
+    st: Any, X: DaskArray, sample_weight: Any, reset: bool, extra: Sequence[Any] = ()
+) -> tuple[Any, list[Any]]:
+    """:func:`standardizer_fit`, computing the dask collections ``extra`` in
+    the same pass over ``X`` (the command line's min/max/NaN counts);
+    returns ``(st, their values)``."""
     axis = st._checked_params()
     check_real_dtype(X, "X")
     _check_known(X, "X")
@@ -370,7 +407,8 @@ def standardizer_fit(st: Any, X: DaskArray, sample_weight: Any, reset: bool) -> 
         )
     weights = _weights_for(sample_weight, X, axes)
     packed = _tree_moments(X, axes, False, _fit_block, weights=weights, nan_policy=st.nan_policy)
-    p = np.asarray(packed.compute())
+    p, *extra_values = _compute(packed, *extra)
+    p = np.asarray(p)
     count = p[..., 0] if weights is not None else p[..., 0].astype(np.int64)
     if not fitted and not np.any(count > 0):
         raise ValueError(
@@ -388,9 +426,9 @@ def standardizer_fit(st: Any, X: DaskArray, sample_weight: Any, reset: bool) -> 
             f"Standardizer: {undefined} feature(s) have no more values than "
             f"ddof={st.ddof}; their variance is NaN and their scale 1",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return st
+    return st, extra_values
 
 
 @_in_task
@@ -596,7 +634,7 @@ def diagnose(X: DaskArray, axis: Any = 0, split_every: int = 8) -> DataReport:
             dask.delayed(_merge_diagnose)(level[i : i + split_every])
             for i in range(0, len(level), split_every)
         ]
-    totals, integer, n_samples = level[0].compute()
+    totals, integer, n_samples = _compute(level[0])[0]
     m = totals.moments
     count = m.count
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -673,7 +711,7 @@ def batch_norm(
         # The global statistics, computed now (small): the running
         # statistics are updated once, in place, and every block is
         # normalized with them.
-        p = np.asarray(_tree_moments(x, reduced, False).compute())
+        p = np.asarray(_compute(_tree_moments(x, reduced, False))[0])
         mean, m2 = np.ascontiguousarray(p[..., 1]), np.ascontiguousarray(p[..., 2])
         invstd = impl.invstd(m2, count, eps)
         scale = invstd * (1.0 if w is None else w)
@@ -787,7 +825,7 @@ def batch_norm_backward(
         axis=axis,
     )
     # The sums are needed by every block of dx: computed now (3 x C values).
-    total = np.asarray(sums.sum(axis=reduced).compute())
+    total = np.asarray(_compute(sums.sum(axis=reduced))[0])
     sum_d, sum_dy, sum_dy_d = (np.ascontiguousarray(total[:, k]) for k in range(3))
     n = math.prod(x.shape[i] for i in reduced)
     if training:
@@ -1024,7 +1062,7 @@ def _instance_running_update(
     spatial = tuple(i for i in range(1, x.ndim) if i != axis)
     p = _tree_moments(x, spatial, False)  # (N, C, 3)
     n_spatial = math.prod(x.shape[i] for i in spatial)
-    mean_avg, m2_avg = da.compute(p[..., 1].mean(axis=0), p[..., 2].mean(axis=0))
+    mean_avg, m2_avg = _compute(p[..., 1].mean(axis=0), p[..., 2].mean(axis=0))
     update_running_pair(
         rm, rv, np.asarray(mean_avg), np.asarray(m2_avg) / (n_spatial - 1), momentum
     )
