@@ -181,7 +181,9 @@ def batch_norm(
     place with ``momentum`` (unbiased variance), in float64 and rounded once.
     With ``training=False`` the running statistics are used, folded into one
     scale and shift per channel. Statistics are exact (float64 two-pass) and
-    results do not depend on the thread count.
+    results do not depend on the thread count. A dask array gives a lazy
+    result; training then uses the global statistics of the whole batch
+    (synchronized batch norm).
 
     Parameters
     ----------

@@ -138,7 +138,8 @@ def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport
     Per feature: count of finite values, NaN and inf counts, mean, std, min
     and max; flags for constant features, features on very different scales,
     unnormalized image bytes and data that already looks standardized. Memory
-    use is bounded by a slab of the data, not its size.
+    use is bounded by a slab of the data, not its size. A dask array is
+    scanned block by block and the report computed at once.
 
     Parameters
     ----------

@@ -90,7 +90,8 @@ def mean_var(
 
     NumPy conventions: ``var = sum((x - mean)**2) / (n - ddof)``.
     Statistics are accumulated in float64 with a blocked two-pass algorithm
-    and rounded once, and are bit-identical for any thread count.
+    and rounded once, and are bit-identical for any thread count. A dask
+    array gives lazy dask arrays (per-block moments merged in a tree).
 
     Parameters
     ----------
@@ -173,7 +174,8 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
 
     The result is kept in float64 whatever the input dtype, so that merging
     many chunks stays exact; ``Moments.combine`` of the chunks' moments
-    equals the moments of their concatenation.
+    equals the moments of their concatenation. A dask array is reduced
+    block by block and this (small) result computed at once.
 
     Parameters
     ----------

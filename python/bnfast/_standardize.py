@@ -181,6 +181,10 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each feature of ``X``, anew.
 
+        A dask array ``X`` is reduced block by block (exact merges in a
+        tree) and the statistics are computed at once; ``transform`` then
+        returns lazy dask arrays.
+
         Parameters
         ----------
         X : array_like of bool, int or float, at least 1-D
