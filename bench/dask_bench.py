@@ -47,6 +47,14 @@ def _fmt(t: dict[str, float]) -> str:
     return f"{t['median']:.3f} s ({t['min']:.3f}-{t['max']:.3f})"
 
 
+def _read_once(block: np.ndarray) -> np.ndarray:
+    return np.add.reduce(block.reshape(-1), dtype=np.float32).reshape(1, 1)
+
+
+def _nothing(block: np.ndarray) -> np.ndarray:
+    return np.zeros((1, 1), np.float32)
+
+
 def throughput(gb: float, repeats: int) -> dict:
     import dask
     import dask.array as da
@@ -103,6 +111,17 @@ def throughput(gb: float, repeats: int) -> dict:
                 fn()
                 times[name].append(time.perf_counter() - t0)
         out["times"] = {k: _median_spread(v) for k, v in times.items()}
+        # Cluster memory (process memory of both workers, summed) during one
+        # more run of each case, against the persisted array's size.
+        from distributed.diagnostics import MemorySampler
+
+        sampler = MemorySampler()
+        for name, fn in cases.items():
+            with sampler.sample(name, interval=0.05):
+                fn()
+        frame = sampler.to_pandas()
+        out["cluster_memory_peak"] = {k: float(frame[k].max()) for k in frame.columns}
+        out["cluster_memory_min"] = {k: float(frame[k].min()) for k in frame.columns}
         mem = client.run(lambda: __import__("psutil").Process().memory_info().rss)
         out["worker_rss_after"] = mem
     return out
@@ -280,10 +299,10 @@ def main() -> None:
     if "throughput" in args.parts:
         r = throughput(args.gb, args.repeats)
         results["throughput"] = r
-        floor = r["times"]["floor x.max(0)"]["median"]
+        floor = r["times"]["floor: read once"]["median"]
         print(f"array {r['shape']} float32, {r['bytes'] / 2**30:.2f} GiB, {r['chunks']} chunks")
-        print("| case | time (median, min-max) | vs floor | GB/s |")
-        print("|---|---|---|---|")
+        print("| case | time (median, min-max) | vs floor | GB/s | cluster memory peak |")
+        print("|---|---|---|---|---|")
         for k, t in r["times"].items():
             print(
                 f"| {k} | {_fmt(t)} | {t['median'] / floor:.2f}x | {r['bytes'] / t['median'] / 1e9:.2f} |"
