@@ -168,12 +168,6 @@ def _no_out(out: object, func: str) -> None:
         )
 
 
-def _as_dask(v: Any, like_chunks: Optional[tuple[tuple[int, ...], ...]] = None) -> DaskArray:
-    if isinstance(v, da.Array):
-        return v if like_chunks is None else v.rechunk(like_chunks)
-    return da.from_array(np.asarray(v), chunks=like_chunks if like_chunks is not None else -1)
-
-
 def _meta(ndim: int, dtype: Any) -> np.ndarray:
     return np.empty((0,) * ndim, dtype=dtype)
 
