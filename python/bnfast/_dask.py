@@ -29,6 +29,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -88,12 +89,12 @@ def _concurrent_tasks() -> int:
     """How many dask tasks may run at once in this process: the worker's
     thread count on a distributed worker, the local pool's size on a
     thread of the threaded scheduler, 1 on the main thread (synchronous)."""
-    try:
-        from distributed import get_worker
-
-        return max(1, int(get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):
-        pass
+    distributed = sys.modules.get("distributed")  # a worker has imported it
+    if distributed is not None:
+        try:
+            return max(1, int(distributed.get_worker().state.nthreads))
+        except (ValueError, AttributeError):  # not on a worker
+            pass
     if threading.current_thread() is threading.main_thread():
         return 1
     from dask.system import CPU_COUNT
