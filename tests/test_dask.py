@@ -361,6 +361,8 @@ def test_worker_killed_mid_computation_gives_same_result(client):
     futures = client.compute(list(bnfast.mean_var(slow, axis=0)))
     pids = client.run(os.getpid)
     time.sleep(0.6)  # some blocks done, most not
+    # 40 blocks of >= 0.1 s on 2 workers take >= 2 s: still running.
+    assert not all(f.done() for f in futures)
     victim = sorted(pids)[0]
     os.kill(pids[victim], signal.SIGKILL)
     m, v = client.gather(futures)
@@ -371,7 +373,7 @@ def test_worker_killed_mid_computation_gives_same_result(client):
 
 
 def _slow_copy(block):
-    time.sleep(0.05)
+    time.sleep(0.1)
     return block.copy()
 
 
