@@ -70,6 +70,13 @@ def _public_objects() -> list[tuple[str, bool]]:
         pass
     else:
         add_class("bnfast.sklearn.Standardizer", sklearn_adapter.Standardizer)
+    try:
+        xarray_accessor = importlib.import_module("bnfast.xarray")
+    except ImportError:  # xarray is optional
+        pass
+    else:
+        for name in xarray_accessor.__all__:
+            add_class(f"bnfast.xarray.{name}", getattr(xarray_accessor, name))
     return names
 
 

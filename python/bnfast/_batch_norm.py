@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
+from ._dispatch import dask_ops, is_dask
 from ._layout import as_float64, as_param
 from ._validate import (
     F64Array,
@@ -182,7 +183,9 @@ def batch_norm(
     place with ``momentum`` (unbiased variance), in float64 and rounded once.
     With ``training=False`` the running statistics are used, folded into one
     scale and shift per channel. Statistics are exact (float64 two-pass) and
-    results do not depend on the thread count.
+    results do not depend on the thread count. A dask array gives a lazy
+    result; training then uses the global statistics of the whole batch
+    (synchronized batch norm).
 
     Parameters
     ----------
@@ -254,6 +257,20 @@ def batch_norm(
     array([[-1., -1.],
            [ 1.,  1.]])
     """
+    if is_dask(x):
+        return dask_ops().batch_norm(
+            x,
+            running_mean,
+            running_var,
+            weight,
+            bias,
+            training=training,
+            momentum=momentum,
+            eps=eps,
+            axis=axis,
+            out=out,
+            return_stats=return_stats,
+        )
     if not return_stats and _runtime.native_active():
         y = _runtime.core().batch_norm_fast(
             x, running_mean, running_var, weight, bias, training, momentum, eps, axis, out
@@ -430,6 +447,10 @@ def batch_norm_backward(
     >>> np.abs(dx).max() < 1e-12, db
     (np.True_, array([3., 3.]))
     """
+    if is_dask(dy, x):
+        return dask_ops().batch_norm_backward(
+            dy, x, mean, invstd, weight, axis=axis, training=training, out=out
+        )
     dy, x = check_grad_pair(dy, x, "batch_norm_backward")
     check_batched(x, "batch_norm_backward")
     axis = check_axis(axis, x.ndim)

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _scan
+from ._dispatch import dask_ops, is_dask
 from ._moments import Moments
 from ._standardize_rules import constant_features
 from ._table import MAX_ROWS, feature_label, feature_table, format_value
@@ -137,7 +138,8 @@ def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport
     Per feature: count of finite values, NaN and inf counts, mean, std, min
     and max; flags for constant features, features on very different scales,
     unnormalized image bytes and data that already looks standardized. Memory
-    use is bounded by a slab of the data, not its size.
+    use is bounded by a slab of the data, not its size. A dask array is
+    scanned block by block and the report computed at once.
 
     Parameters
     ----------
@@ -179,6 +181,8 @@ def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport
     >>> report.warnings[0]
     '1 NaN value(s) in feature(s) 0'
     """
+    if is_dask(X):
+        return dask_ops().diagnose(X, axis)
     return DiagnoseAccumulator(axis).update(X).report()
 
 

@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
 from ._batch_norm import batch_norm, batch_norm_backward, check_running_pair, update_running_pair
+from ._dispatch import dask_ops, is_dask
 from ._layout import as_float64, as_param
 from ._validate import (
     F64Array,
@@ -148,6 +149,10 @@ def group_norm(
     array([[[-1.,  1.],
             [-1.,  1.]]])
     """
+    if is_dask(x):
+        return dask_ops().group_norm(
+            x, num_groups, weight, bias, eps=eps, axis=axis, out=out, return_stats=return_stats
+        )
     xa = as_array(x)
     check_float_dtype(xa, "x", "group_norm")
     check_batched(xa, "group_norm")
@@ -289,6 +294,20 @@ def instance_norm(
     >>> rm, rv
     (array([0.2, 0.5]), array([1.1, 2.7]))
     """
+    if is_dask(x):
+        return dask_ops().instance_norm(
+            x,
+            weight,
+            bias,
+            running_mean=running_mean,
+            running_var=running_var,
+            use_input_stats=use_input_stats,
+            momentum=momentum,
+            eps=eps,
+            axis=axis,
+            out=out,
+            return_stats=return_stats,
+        )
     xa = as_array(x)
     check_float_dtype(xa, "x", "instance_norm")
     check_batched(xa, "instance_norm")
@@ -435,6 +454,8 @@ def group_norm_backward(
     >>> np.abs(dx).max() < 1e-12, dw, db
     (np.True_, None, array([2., 2.]))
     """
+    if is_dask(dy, x):
+        return dask_ops().group_norm_backward(dy, x, mean, rstd, num_groups, weight, axis=axis)
     dya, xa = check_grad_pair(dy, x, "group_norm_backward")
     check_batched(xa, "group_norm_backward")
     axis = channel_axis(axis, xa.ndim, "group_norm_backward")
@@ -582,6 +603,10 @@ def instance_norm_backward(
     >>> dw.round(4), db
     (array([2., 6.]), array([ 4., 10.]))
     """
+    if is_dask(dy, x):
+        return dask_ops().instance_norm_backward(
+            dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats
+        )
     dya, xa = check_grad_pair(dy, x, "instance_norm_backward")
     check_batched(xa, "instance_norm_backward")
     axis = check_axis(axis, xa.ndim)

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
+from ._dispatch import dask_ops, is_dask
 from ._layout import as_param
 from ._validate import (
     FloatArray,
@@ -203,6 +204,10 @@ def layer_norm(
     >>> mean
     array([2., 2.])
     """
+    if is_dask(x):
+        return dask_ops().layer_norm(
+            x, weight, bias, axis=axis, eps=eps, out=out, return_stats=return_stats
+        )
     if not return_stats and _runtime.native_active():
         y = _runtime.core().layer_norm_fast(x, weight, bias, axis, eps, False, out)
         if y is not None:  # the common case (last axis, contiguous), done in C++
@@ -309,6 +314,10 @@ def rms_norm(
     array([[ 0.8485,  1.1314],
            [ 1.    , -1.    ]])
     """
+    if is_dask(x):
+        return dask_ops().rms_norm(
+            x, weight, axis=axis, eps=eps, out=out, return_stats=return_stats
+        )
     if not return_stats and _runtime.native_active():
         y = _runtime.core().layer_norm_fast(x, weight, None, axis, eps, True, out)
         if y is not None:
@@ -480,6 +489,8 @@ def layer_norm_backward(
     >>> np.abs(dx).max() < 1e-12, dw, db
     (np.True_, None, array([2., 2., 2.]))
     """
+    if is_dask(dy, x):
+        return dask_ops().layer_norm_backward(dy, x, mean, rstd, weight, axis=axis, out=out)
     return _row_backward(dy, x, mean, rstd, weight, axis, "layer_norm_backward", rms=False, out=out)
 
 
@@ -572,6 +583,8 @@ def rms_norm_backward(
     >>> dw.round(4)
     array([0.8485, 1.1314])
     """
+    if is_dask(dy, x):
+        return dask_ops().rms_norm_backward(dy, x, rstd, weight, axis=axis, out=out)
     dx, dweight, _ = _row_backward(
         dy, x, None, rstd, weight, axis, "rms_norm_backward", rms=True, out=out
     )

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
+from ._dispatch import dask_ops, is_dask
 from ._twin.moments import corrected_two_pass
 from ._validate import (
     F64Array,
@@ -96,7 +97,8 @@ def mean_var(
 
     NumPy conventions: ``var = sum((x - mean)**2) / (n - ddof)``.
     Statistics are accumulated in float64 with a blocked two-pass algorithm
-    and rounded once, and are bit-identical for any thread count.
+    and rounded once, and are bit-identical for any thread count. A dask
+    array gives lazy dask arrays (per-block moments merged in a tree).
 
     Parameters
     ----------
@@ -148,6 +150,8 @@ def mean_var(
     >>> float(mean), float(var)
     (3.0, 4.666666666666667)
     """
+    if is_dask(x):
+        return dask_ops().mean_var(x, axis, ddof=ddof, keepdims=keepdims)
     ddof = check_ddof(ddof)
     mean, m2, count, axes, kept, xa, result_dtype = _reduce(x, axis)
     shape = _shape_out(xa.shape, axes, kept, keepdims)
@@ -178,7 +182,8 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
     The result is kept in float64 whatever the input dtype (longdouble input
     is reduced in long double, then rounded once to float64), so that merging
     many chunks stays exact; ``Moments.combine`` of the chunks' moments
-    equals the moments of their concatenation.
+    equals the moments of their concatenation. A dask array is reduced
+    block by block and this (small) result computed at once.
 
     Parameters
     ----------
@@ -215,6 +220,8 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
     >>> float((a + b).var(ddof=1))
     2.5
     """
+    if is_dask(x):
+        return dask_ops().moments(x, axis, keepdims=keepdims)
     mean, m2, count, axes, kept, xa, _ = _reduce(x, axis)
     shape = _shape_out(xa.shape, axes, kept, keepdims)
     counts = np.full(shape, count, dtype=np.int64)

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime, _scan
+from ._dispatch import dask_ops, is_dask
 from ._layout import as_param
 from ._moments import Moments
 from ._sparse import check_sparse, is_sparse, scale_columns, sparse_moments
@@ -197,6 +198,10 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each feature of ``X``, anew.
 
+        A dask array ``X`` is reduced block by block (exact merges in a
+        tree) and the statistics are computed at once; ``transform`` then
+        returns lazy dask arrays.
+
         Parameters
         ----------
         X : array_like of bool, int or float, at least 1-D
@@ -234,6 +239,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> bnfast.Standardizer().fit([[0.0], [2.0]], sample_weight=[1.0, 3.0]).mean_
         array([1.5])
         """
+        if is_dask(X):
+            return dask_ops().standardizer_fit(self, X, sample_weight, reset=True)
         names = self._names_of(X, "fit", reset=True)
         x: Any = X if is_sparse(X) else as_array(X, "X")
         with self._fit_lock():
@@ -283,6 +290,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.mean_, st.n_samples_seen_
         (array([5., 6.]), 6)
         """
+        if is_dask(X):
+            return dask_ops().standardizer_fit(self, X, sample_weight, reset=False)
         names = self._names_of(X, "partial_fit", reset=not hasattr(self, "moments_"))
         x = X if is_sparse(X) else as_array(X, "X")
         return self._fit_chunk(x, sample_weight, reset=False, names=names)
@@ -473,6 +482,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         array([[0.],
                [2.]], dtype=float32)
         """
+        if is_dask(X):
+            return dask_ops().standardizer_transform(self, X, out)
         if is_sparse(X):
             return self._scale_sparse(X, out, "transform")
         x, y, kept, dtype, result = self._prepare(X, out, "transform")
@@ -538,6 +549,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         >>> st.inverse_transform(st.transform([[4.0]]))
         array([[4.]])
         """
+        if is_dask(X):
+            return dask_ops().standardizer_inverse_transform(self, X, out)
         if is_sparse(X):
             return self._scale_sparse(X, out, "inverse_transform")
         x, y, kept, dtype, result = self._prepare(X, out, "inverse_transform")

@@ -49,10 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_data_command(args: argparse.Namespace) -> int:
     """Run a data subcommand; errors in files or arguments -> one stderr line, 1."""
     from .commands import COMMANDS
+    from .daskjobs import DASK_COMMANDS, wants_dask
 
     try:
         with _exit_on_termination():
-            return COMMANDS[args.command](args)
+            return (DASK_COMMANDS if wants_dask(args) else COMMANDS)[args.command](args)
     except CliError as exc:
         return _error(one_line(exc))
     except BrokenPipeError:  # stdout closed early (`... | head`): stop quietly

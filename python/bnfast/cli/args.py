@@ -18,7 +18,8 @@ DATA_COMMANDS = ("stats", "normalize", "diagnose")
 DEFAULT_CHUNK_MB = 64.0
 DATA_HELP = (
     "a .npy file, or FILE.npz:MEMBER (MEMBER may be omitted when the archive "
-    "holds one array); read in chunks of rows through a memory map"
+    "holds one array); read in chunks of rows through a memory map; or a Zarr "
+    "array DATA.zarr (zarr v3), processed on Dask"
 )
 _AXIS_HELP = (
     "comma-separated axes reduced over (the sample axes), must include 0; "
@@ -50,6 +51,14 @@ def _add_data_options(p: argparse.ArgumentParser, *, axis_help: str) -> None:
         metavar="N",
         help="MiB of data read per chunk (whole samples along axis 0); memory "
         "use is a few times this (default 64; fractions allowed)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="WHERE",
+        help="run on Dask: threads (this process; the default for Zarr data), processes "
+        "(a local cluster of worker processes) or the address of a dask scheduler "
+        "(tcp://host:8786); needs bnfast[dask]",
     )
     p.add_argument(
         "--no-progress",
