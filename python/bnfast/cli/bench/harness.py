@@ -21,6 +21,7 @@ import numpy as np
 
 import bnfast
 
+from ..._files import atomic_write
 from ..._table import format_table
 from .cases import EPS, Case, make_cases
 
@@ -185,7 +186,9 @@ def plot(rows: list[Row], path: str) -> None:
     ax.set_xticklabels(labels, rotation=90, fontsize=6)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    with atomic_write(path, "--plot") as fh:
+        fig.savefig(fh, format=fmt, dpi=120)
     print(f"plot written to {path}")
 
 
@@ -265,16 +268,16 @@ def run(
         "bnfast/copy = cost relative to np.copyto of the same bytes"
     )
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(
-                {
-                    "environment": env,
-                    "self_check_failures": failures,
-                    "rows": [asdict(r) for r in rows],
-                },
-                fh,
-                indent=2,
-            )
+        text = json.dumps(
+            {
+                "environment": env,
+                "self_check_failures": failures,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        with atomic_write(json_path, "--json") as fh:
+            fh.write(text.encode())
     if plot_path:
         plot(rows, plot_path)
     return 1 if failures else 0
