@@ -216,6 +216,16 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
     return Moments(counts, mean.reshape(shape), m2.reshape(shape))
 
 
+def _float64_field(value: ArrayLike, name: str) -> F64Array:
+    """A Moments field as a float64 array; TypeError naming it otherwise."""
+    try:
+        return np.array(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the range of float64") from None
+    except Exception as exc:  # strings, objects, a failing __array__
+        raise TypeError(f"{name} must be real numbers: {exc}") from None
+
+
 class Moments:
     """Mergeable count, mean and M2 of sets of values, one set per slot.
 
@@ -270,11 +280,14 @@ class Moments:
     m2: F64Array
 
     def __init__(self, count: ArrayLike, mean: ArrayLike, m2: ArrayLike) -> None:
-        mean = np.array(mean, dtype=np.float64)
-        m2 = np.array(m2, dtype=np.float64)
+        mean = _float64_field(mean, "mean")
+        m2 = _float64_field(m2, "m2")
         if mean.shape != m2.shape:
             raise ValueError(f"mean has shape {mean.shape} but m2 has shape {m2.shape}")
-        given = np.asarray(count)
+        try:
+            given = np.asarray(count)
+        except Exception as exc:  # a failing __array__, ragged lists
+            raise TypeError(f"count could not be converted to an array: {exc}") from None
         count_dtype: type[Union[np.int64, np.float64]]
         if given.dtype.kind in "iu":
             if given.dtype.kind == "u" and np.any(given > np.iinfo(np.int64).max):

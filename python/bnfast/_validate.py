@@ -73,10 +73,19 @@ def check_float_dtype(arr: np.ndarray, name: str, func: str) -> None:
         )
 
 
+def real_float(value: numbers.Real, name: str) -> float:
+    """``float(value)`` of a real number, or ValueError naming ``name`` when
+    it is beyond float64's range (a huge Python int, Fraction or Decimal)."""
+    try:
+        return float(value)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        raise ValueError(f"{name} is beyond the range of float64, got {value!r:.40}") from None
+
+
 def check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
+    eps = real_float(eps, "eps")
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a non-negative finite number, got {eps}")
     return eps
@@ -85,10 +94,21 @@ def check_eps(eps: object) -> float:
 def check_momentum(momentum: object) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum must be a real number in [0, 1], got {type(momentum).__name__}")
-    momentum = float(momentum)
+    momentum = real_float(momentum, "momentum")
     if not (0.0 <= momentum <= 1.0):  # also rejects NaN
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     return momentum
+
+
+def as_flag(value: object, name: str) -> bool:
+    """A flag argument as a bool, checked before anything is written (an
+    array of several truth values is refused naming the argument)."""
+    try:
+        return bool(value)
+    except Exception as exc:  # e.g. "truth value of an array ... is ambiguous"
+        raise TypeError(
+            f"{name} must be True or False, got {type(value).__name__} ({exc})"
+        ) from None
 
 
 def check_axis(axis: object, ndim: int) -> int:
@@ -117,11 +137,33 @@ def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: s
         raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{func}: out has shape {out.shape}, expected {shape}")
-    if out.dtype != dtype:
-        raise TypeError(f"{func}: out has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.writeable:
-        raise ValueError(f"{func}: out is read-only")
+    check_in_place(out, "out", dtype, func)
     return out
+
+
+def check_in_place(arr: np.ndarray, name: str, dtype: np.dtype[Any], func: str) -> None:
+    """An ndarray the call writes in place (``out``, running statistics):
+    exactly ``dtype`` in native byte order and writeable. Anything else
+    would need a converted copy, and the caller's array would silently keep
+    its old values: refused, naming ``name`` and the fix."""
+    if arr.dtype != dtype:
+        if arr.dtype.kind == dtype.kind and arr.dtype.newbyteorder("=") == dtype:
+            raise ValueError(
+                f"{func}: {name} has non-native byte order (dtype {arr.dtype.str}) and is "
+                f"written in place, which would go into a converted copy; pass a "
+                f"native-order array, e.g. {name} = {name}.astype({name}.dtype.newbyteorder('=')), "
+                f"and keep that one"
+            )
+        raise TypeError(
+            f"{func}: {name} has dtype {arr.dtype}, expected {dtype} (it is written in "
+            f"place, so it cannot be converted); pass {name}.astype(np.{dtype.name}) and "
+            f"keep that array"
+        )
+    if not arr.flags.writeable:
+        raise ValueError(
+            f"{func}: {name} is read-only, but it is written in place; pass a writeable "
+            f"copy ({name}.copy()) and keep that one"
+        )
 
 
 def channel_vector(v: object, name: str, c: int) -> np.ndarray:
@@ -136,10 +178,15 @@ def channel_vector(v: object, name: str, c: int) -> np.ndarray:
 
 
 def check_ddof(ddof: object) -> float:
-    """``ddof`` as given, after checking it is a real number (not a bool)."""
+    """``ddof`` after checking it is a real number (not a bool): ints as
+    given (exact, like NumPy), other reals (Fraction, Decimal, NumPy
+    scalars) as float; ValueError beyond float64's range."""
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
         raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
-    return cast(float, ddof)  # kept as given (a Real), like NumPy
+    as_float = real_float(ddof, "ddof")
+    if isinstance(ddof, numbers.Integral):
+        return cast(float, int(ddof))  # exact: count - ddof in integers
+    return as_float
 
 
 def check_batched(x: np.ndarray, func: str) -> None:
