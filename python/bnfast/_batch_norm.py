@@ -93,13 +93,13 @@ RUNNING_LOCK = threading.Lock()
 
 def update_running(running: FloatArray, value: F64Array, momentum: float) -> None:
     """``impl().running_update`` (float64, rounded once) on a running
-    statistic of any layout: a non-contiguous one is updated through a
-    contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
+    statistic of any layout: a non-contiguous or unaligned one is updated
+    through a contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
     update = _runtime.impl().running_update
     if running.flags.c_contiguous and running.flags.aligned:
         update(running, value, momentum)
-    else:
-        work = np.ascontiguousarray(running)
+    else:  # (a fresh copy: ascontiguousarray keeps an unaligned array as is)
+        work = running.copy()
         update(work, value, momentum)
         running[...] = work
 
@@ -449,9 +449,10 @@ def backward(
     training: bool,
     out: Optional[FloatArray],
     func: str,
+    invstd_name: str = "invstd",
 ) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
     """:func:`batch_norm_backward`, with ``func`` (the function the user
-    called) naming it in error messages."""
+    called) and ``invstd_name`` (its name for ``invstd``) in error messages."""
     training = as_flag(training, "training")
     dy, x = check_grad_pair(dy, x, func)
     check_batched(x, func)
@@ -459,7 +460,7 @@ def backward(
     c = x.shape[axis]
     dtype = x.dtype
     mu = saved_stat(mean, "mean", (c,), func)
-    inv = saved_stat(invstd, "invstd", (c,), func)
+    inv = saved_stat(invstd, invstd_name, (c,), func)
     w = grad_weight(weight, (c,), func)
     dx = output_for(x, out, func)
     if x.size == 0:

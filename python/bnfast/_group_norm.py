@@ -24,6 +24,7 @@ from ._validate import (
     as_flag,
     channel_axis,
     channel_vector,
+    check_axis,
     check_batched,
     check_eps,
     check_float_dtype,
@@ -610,9 +611,10 @@ def instance_norm_backward(
     func = "instance_norm_backward"
     dya, xa = check_grad_pair(dy, x, func)
     check_batched(xa, func)
-    axis = channel_axis(axis, xa.ndim, func)
     if not as_flag(use_input_stats, "use_input_stats"):
-        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, None, func)
+        axis = check_axis(axis, xa.ndim)  # (batch norm's eval gradient: any axis)
+        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, None, func, "rstd")
+    axis = channel_axis(axis, xa.ndim, func)
     c = xa.shape[axis]
     if c == 0:  # no channels: one group per channel means no groups at all
         n = xa.shape[0]

@@ -408,7 +408,7 @@ class Moments:
         TypeError
             If ``ddof`` is not a real number.
         """
-        check_ddof(ddof)
+        ddof = check_ddof(ddof)
         dof = np.maximum(self.count - ddof, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             var: F64Array = self.m2 / dof

@@ -178,15 +178,18 @@ def channel_vector(v: object, name: str, c: int) -> np.ndarray:
 
 
 def check_ddof(ddof: object) -> float:
-    """``ddof`` after checking it is a real number (not a bool): ints as
-    given (exact, like NumPy), other reals (Fraction, Decimal, NumPy
-    scalars) as float; ValueError beyond float64's range."""
+    """``ddof`` after checking it is a real number (not a bool): an int of
+    int64's range as given (exact, like NumPy), any other real (Fraction,
+    Decimal, NumPy scalars, larger ints) as a float -- +-inf beyond
+    float64's range, which leaves no degrees of freedom (or all of them)."""
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
         raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
-    as_float = real_float(ddof, "ddof")
-    if isinstance(ddof, numbers.Integral):
+    if isinstance(ddof, numbers.Integral) and -(2**63) < int(ddof) < 2**63:
         return cast(float, int(ddof))  # exact: count - ddof in integers
-    return as_float
+    try:
+        return float(ddof)
+    except OverflowError:
+        return math.inf if ddof > 0 else -math.inf
 
 
 def check_batched(x: np.ndarray, func: str) -> None:
