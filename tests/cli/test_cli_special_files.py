@@ -60,6 +60,22 @@ def _run(args, cwd):
         pytest.fail(f"python -m bnfast {' '.join(map(str, args))} hung on a special file")
 
 
+def _child(code, cwd, timeout=120, fifo=None):
+    """Run Python ``code`` in a child interpreter -> CompletedProcess (a
+    test failure if it runs ``timeout`` seconds: blocked on ``fifo``)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=cwd,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=HANG if fifo is not None else timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child hung (on {fifo})" if fifo else "the child hung")
+
+
 def _hidden_leftovers(directory):
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
@@ -114,34 +130,33 @@ def test_stats_out_and_plot_refuse_special_files(tmp_path, x2d, capsys):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     plot = _fifo(tmp_path, "plot.png")
-    code, _, err = cli(capsys, "diagnose", x2d[1], "--plot", plot)
-    assert_one_error(code, err, "plot.png", "not a regular file")
+    res = _run(["diagnose", x2d[1], "--plot", plot], tmp_path)  # (a child: it could block)
+    assert_one_error(res.returncode, res.stderr, "plot.png", "not a regular file")
     assert stat.S_ISFIFO(os.stat(plot).st_mode)
 
 
 def test_library_saves_refuse_special_files(tmp_path):
-    st = bnfast.Standardizer().fit(np.arange(6.0).reshape(3, 2))
-    fifo = _fifo(tmp_path, "st.npz")
-    with pytest.raises(ValueError, match="not a regular file"):
-        st.save(fifo)
-    with pytest.raises(ValueError, match="not a regular file"):
-        bnfast.Standardizer.load(fifo)  # (np.load would wait for a writer)
-    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # In a child: opening a FIFO blocks until the other end opens it.
+    res = _child(
+        """
+import numpy as np, bnfast
+st = bnfast.Standardizer().fit(np.arange(6.0).reshape(3, 2))
+for call in (lambda: st.save("st.npz"), lambda: bnfast.Standardizer.load("st.npz")):
+    try:
+        call()
+    except ValueError as exc:
+        print("refused:", exc)
+""",
+        tmp_path,
+        fifo=_fifo(tmp_path, "st.npz"),
+    )
+    assert res.stdout.count("refused:") == 2 and "not a regular file" in res.stdout, res
+    assert stat.S_ISFIFO(os.stat(tmp_path / "st.npz").st_mode)
 
 
 # ---------------------------------------------------------------------------
 # atomic writes
 # ---------------------------------------------------------------------------
-def _child(code, cwd, timeout=120):
-    """Run Python ``code`` in a child interpreter -> CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # A child whose files may not grow beyond LIMIT bytes (EFBIG, as a full disk
