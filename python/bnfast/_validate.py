@@ -189,7 +189,7 @@ def check_ddof(ddof: object) -> float:
     try:
         return float(ddof)
     except OverflowError:
-        return math.inf if ddof > 0 else -math.inf
+        return math.inf if cast(Any, ddof) > 0 else -math.inf  # (a huge int or Fraction)
 
 
 def check_batched(x: np.ndarray, func: str) -> None:
