@@ -264,6 +264,25 @@ def test_huge_float32_scale_standardizes_with_float32_precision(backend):
     np.testing.assert_allclose(got, exact, rtol=2 * np.finfo(np.float32).eps, atol=1e-7)
 
 
+@pytest.mark.parametrize("op", ["group_norm", "instance_norm"])
+def test_subnormal_float32_group_instance_norm_finite(backend, op):
+    # Before: [inf, nan, -inf] with eps=0 (rstd overflows float32).
+    x = np.array([2e-40, 1e-40, 0.0, 3e-40], np.float32).reshape(1, 2, 2)
+    w = np.array([1.5, -0.5])
+    if op == "group_norm":
+        y, mean, rstd = bnfast.group_norm(x, 1, w, eps=0.0, return_stats=True)
+        red = (1, 2)
+    else:
+        y, mean, rstd = bnfast.instance_norm(x, w, eps=0.0, return_stats=True)
+        red = (2,)
+    assert np.all(np.isfinite(y))
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=red, keepdims=True)
+    exact = (x64 - mu) / np.sqrt(x64.var(axis=red, keepdims=True)) * w[None, :, None]
+    np.testing.assert_allclose(y, exact, rtol=1e-6, atol=1e-6)
+    assert np.all(np.isinf(rstd))  # (the statistic itself is beyond float32)
+
+
 # ---------------------------------------------------------------------------
 # float32 backward passes of huge inputs
 # ---------------------------------------------------------------------------

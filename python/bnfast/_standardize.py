@@ -24,7 +24,7 @@ from ._standardize_rules import (
     output_array,
     result_dtype,
 )
-from ._validate import as_array, check_ddof, check_real_dtype, normalize_axes
+from ._validate import as_array, check_ddof, check_real_dtype, normal_in, normalize_axes
 
 NAN_POLICIES = ("omit", "propagate", "raise")
 
@@ -33,14 +33,6 @@ _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
 if TYPE_CHECKING:
     _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
     AxisLike = Union[int, tuple[int, ...], None]
-
-
-def _normal_in(values: np.ndarray, dtype: np.dtype[Any]) -> bool:
-    """Whether every value is 0 or a normal number of ``dtype`` (neither
-    overflowing nor subnormal), so that a product with it keeps its digits."""
-    info = np.finfo(dtype)
-    mag = np.abs(values)
-    return bool(np.all((mag <= info.max) & ((mag >= info.tiny) | (mag == 0))))
 
 
 class Standardizer(EstimatorParams, FittedState, Persistence):
@@ -439,7 +431,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         if self.with_std:
             assert scale_ is not None, "fitted with with_std=False"
             inv = 1.0 / scale_
-            if not _normal_in(inv, dtype):
+            if not normal_in(inv, dtype):
                 # 1 / scale_ leaves dtype's normal range (subnormal data: an
                 # inf factor; huge data: a subnormal one losing digits):
                 # divide in float64 instead of multiplying by the reciprocal.

@@ -22,6 +22,16 @@ F64Array = NDArray[np.float64]
 FloatScalar = np.floating[Any]
 
 
+def normal_in(values: np.ndarray, dtype: np.dtype[Any]) -> bool:
+    """Whether every value is 0 or a normal number of ``dtype`` (neither
+    overflowing nor subnormal), so that a product with it keeps its digits:
+    a per-channel factor that is not (subnormal float32 data make ``1 / std``
+    overflow float32) must be applied in float64 instead."""
+    info = np.finfo(dtype)
+    mag = np.abs(values)
+    return bool(np.all((mag <= info.max) & ((mag >= info.tiny) | (mag == 0))))
+
+
 def as_array(x: object, name: str = "x") -> np.ndarray:
     """A plain ndarray in native byte order (no copy when ``x`` already is one).
 
