@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from cli_helpers import assert_one_error, child_env, cli, make_features, run_child
+from cli_helpers import assert_one_error, child_env, make_features, run_child
 
 import bnfast
 
@@ -123,10 +123,11 @@ def test_normalize_never_replaces_a_special_output(tmp_path, x2d, kind, force):
             sock.close()
 
 
-def test_stats_out_and_plot_refuse_special_files(tmp_path, x2d, capsys):
+def test_stats_out_and_plot_refuse_special_files(tmp_path, x2d):
+    # (children: writing into a FIFO blocks until a reader opens it)
     fifo = _fifo(tmp_path, "st.npz")
-    code, _, err = cli(capsys, "stats", x2d[1], "--out", fifo)
-    assert_one_error(code, err, "st.npz", "not a regular file")
+    res = _run(["stats", x2d[1], "--out", fifo], tmp_path)
+    assert_one_error(res.returncode, res.stderr, "st.npz", "not a regular file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
     plot = _fifo(tmp_path, "plot.png")
