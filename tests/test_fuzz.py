@@ -1734,7 +1734,8 @@ def consistent_stats(x, red, eps, rms=False):
         return None, 1.0 / np.sqrt(np.mean(x64 * x64, axis=red, keepdims=True) + eps)
     m0 = np.mean(x64, axis=red, keepdims=True)
     mean = m0 + np.mean(x64 - m0, axis=red, keepdims=True)
-    return mean, 1.0 / np.sqrt(np.mean((x64 - mean) ** 2, axis=red, keepdims=True) + eps)
+    with np.errstate(over="ignore"):  # (huge data: an inf variance, rstd 0)
+        return mean, 1.0 / np.sqrt(np.mean((x64 - mean) ** 2, axis=red, keepdims=True) + eps)
 
 
 def ref_bn_backward(dy, x, mean, invstd, w, ax, training):
