@@ -44,10 +44,13 @@ BackwardParams batch_norm_backward_params(double sum_d, double sum_dy, double su
     BackwardParams out;
     out.sum_dy_xc = sum_dy_d - delta * sum_dy;
     out.center = mean + delta;
-    const double k = out.sum_dy_xc * invstd * invstd / n;
+    // mean(dy * xhat) with invstd applied once: invstd * invstd underflows
+    // float32 (and the product with p its subnormals) for data near 1e21.
+    const double k = out.sum_dy_xc * invstd / n;
+    out.s = invstd;
     out.p = invstd * weight;
-    out.q = -k * out.p;
-    out.r = -(sum_dy / n) * out.p;
+    out.q = -k * weight;
+    out.r = -(sum_dy / n) * weight;
     return out;
 }
 

@@ -18,12 +18,14 @@ import pytest
 from hypothesis import strategies as st
 
 import bnfast
-from bnfast import _layout as views  # noqa: F401  (the canonical (A, C, B) views)
 
 # --------------------------------------------------------------------------
 # the library's private modules (the only imports of them in tests/)
 # --------------------------------------------------------------------------
 # (re-exported for the test files: hence the noqa F401)
+from bnfast import _files as files  # noqa: F401  (atomic_write: every file bnfast writes)
+from bnfast import _layout as views  # noqa: F401  (the canonical (A, C, B) views)
+from bnfast import _moments as moments_module  # noqa: F401  (mean_var's integer slabs)
 from bnfast import _runtime as runtime  # backend choice, capabilities, impl(), core()
 from bnfast import _scan as scan  # noqa: F401  (the slab scan of Standardizer/diagnose)
 from bnfast import _twin as twin  # noqa: F401  (the NumPy twin of every native kernel)

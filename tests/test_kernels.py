@@ -220,18 +220,22 @@ def test_batch_norm_backward_apply_kernel_matches_twin(native_backend, kind, dty
     c = x3.shape[1]
     hi = (3.0 + rng.standard_normal(c)).astype(dtype)
     lo = (rng.standard_normal(c) * 1e-7).astype(dtype)
+    s = (0.5 + rng.random(c)).astype(dtype)
     p, q, r = (rng.standard_normal(c).astype(dtype) for _ in range(3))
     dx = np.full_like(x3, np.nan)
     dx_ref = np.full_like(x3, np.nan)
-    _impl().batch_norm_backward_apply(x3, dy3, dx, hi, lo, p, q, r)
-    twin.batch_norm_backward_apply(x3, dy3, dx_ref, hi, lo, p, q, r)
-    # dx = dy*p + ((x - hi) - lo)*q + r: the same operations, up to FMA
-    # contraction: a couple of ulps of the largest term.
+    _impl().batch_norm_backward_apply(x3, dy3, dx, hi, lo, s, p, q, r)
+    twin.batch_norm_backward_apply(x3, dy3, dx_ref, hi, lo, s, p, q, r)
+    # dx = dy*p + ((((x - hi) - lo)*s)*q + r)*s: the same operations, up to
+    # FMA contraction: a couple of ulps of the largest term.
     eps = np.finfo(dtype).eps
     terms = (
         np.abs(dy3).max() * np.abs(p).max()
-        + (np.abs(x3).max() + np.abs(hi).max()) * np.abs(q).max()
-        + np.abs(r).max()
+        + (
+            (np.abs(x3).max() + np.abs(hi).max()) * np.abs(s).max() * np.abs(q).max()
+            + np.abs(r).max()
+        )
+        * np.abs(s).max()
     )
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=8 * eps * terms)
 
@@ -322,19 +326,19 @@ def test_batch_norm_backward_apply_streamed_equals_pieces(native_backend, layout
     dy = rng.standard_normal(shape).astype(np.float32)
     assert x.nbytes >= STREAM_BYTES
     c = shape[1]
-    hi, lo, p, q, r = (rng.standard_normal(c).astype(np.float32) for _ in range(5))
+    hi, lo, s, p, q, r = (rng.standard_normal(c).astype(np.float32) for _ in range(6))
     dx = misaligned_empty(shape, np.float32, offset)
-    core.batch_norm_backward_apply(x, dy, dx, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(x, dy, dx, hi, lo, s, p, q, r)
     # Fortran order takes another path (no periodic run, no streaming of
     # whole rows); same operations per element, so the same bits.
     xf, dyf = np.asfortranarray(x), np.asfortranarray(dy)
     ref = np.empty_like(xf)
-    core.batch_norm_backward_apply(xf, dyf, ref, hi, lo, p, q, r)
+    core.batch_norm_backward_apply(xf, dyf, ref, hi, lo, s, p, q, r)
     np.testing.assert_array_equal(dx, ref)
     step = max(1, shape[0] // 8)
     for a in range(0, shape[0], step):  # small pieces: plain stores
         piece = np.empty_like(x[a : a + 2])
-        core.batch_norm_backward_apply(x[a : a + 2], dy[a : a + 2], piece, hi, lo, p, q, r)
+        core.batch_norm_backward_apply(x[a : a + 2], dy[a : a + 2], piece, hi, lo, s, p, q, r)
         np.testing.assert_array_equal(dx[a : a + 2], piece)
 
 

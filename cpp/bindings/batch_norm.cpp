@@ -57,11 +57,12 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> reduce
 
 template <class T>
 void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
-                 const py::array& lo, const py::array& p, const py::array& q,
-                 const py::array& r) {
+                 const py::array& lo, const py::array& s, const py::array& p,
+                 const py::array& q, const py::array& r) {
     const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
     const T* h = channel_param<T>(hi, xv.C, "hi");
     const T* l = channel_param<T>(lo, xv.C, "lo");
+    const T* ss = channel_param<T>(s, xv.C, "s");
     const T* pp = channel_param<T>(p, xv.C, "p");
     const T* qq = channel_param<T>(q, xv.C, "q");
     const T* rr = channel_param<T>(r, xv.C, "r");
@@ -71,7 +72,7 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
     const auto kernel = active_kernels<T>().batch_norm.backward_apply;
     const int nthreads = threads_for_call();
     call_kernel(x.nbytes() + dy.nbytes(),
-                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, pp, qq, rr, nthreads); });
+                [&] { kernel(xd, xv, dyd, dyv, dxd, dxv, h, l, ss, pp, qq, rr, nthreads); });
 }
 
 template <class T>
@@ -207,14 +208,16 @@ void register_batch_norm(py::module_& m) {
     m.def(
         "batch_norm_backward_apply",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
-           const py::array& lo, const py::array& p, const py::array& q, const py::array& r) {
+           const py::array& lo, const py::array& s, const py::array& p, const py::array& q,
+           const py::array& r) {
             with_dtype(x, "batch_norm_backward_apply", "x", [&](auto tag) {
-                apply_typed<decltype(tag)>(x, dy, dx, hi, lo, p, q, r);
+                apply_typed<decltype(tag)>(x, dy, dx, hi, lo, s, p, q, r);
             });
         },
-        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("hi"), py::arg("lo"), py::arg("p"),
-        py::arg("q"), py::arg("r"),
-        "dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c] on (A, C, B) views.");
+        py::arg("x"), py::arg("dy"), py::arg("dx"), py::arg("hi"), py::arg("lo"), py::arg("s"),
+        py::arg("p"), py::arg("q"), py::arg("r"),
+        "dx = dy * p[c] + ((((x - hi[c]) - lo[c]) * s[c]) * q[c] + r[c]) * s[c] on (A, C, B) "
+        "views.");
     m.def(
         "batch_norm_backward_train",
         [](const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,

@@ -22,15 +22,15 @@ using batch_norm_backward_reduce_fn = void (*)(const T* x, const View3& xv, cons
                                                double* sum_d, double* sum_dy, double* sum_dy_d,
                                                int nthreads);
 
-// Backward, apply: dx = dy*p[c] + ((x - hi[c]) - lo[c])*q[c] + r[c].
+// Backward, apply: dx = dy*p[c] + ((((x - hi[c]) - lo[c])*s[c])*q[c] + r[c])*s[c].
 template <class T>
 using batch_norm_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
                                               const View3& dyv, T* dx, const View3& dxv,
-                                              const T* hi, const T* lo, const T* p, const T* q,
-                                              const T* r, int nthreads);
+                                              const T* hi, const T* lo, const T* s, const T* p,
+                                              const T* q, const T* r, int nthreads);
 
 // Training backward in one call: the sums of the reduce about center = mean,
-// then per channel formulas::batch_norm_backward_params (p, q, r and the exact
+// then per channel formulas::batch_norm_backward_params (s, p, q, r and the exact
 // mean, split into hi + lo of T) and the apply. Writes sum_dy[c] and
 // sum_dy_xc[c] (for dweight and dbias). weight (double, length C) may be
 // null. NCHW-like layouts reduce and apply each channel while its slab is in

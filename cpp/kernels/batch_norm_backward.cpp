@@ -7,9 +7,12 @@
 // same shape-only partition into groups as the moments kernel, groups
 // added in index order.
 //
-// backward_apply: dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c],
+// backward_apply: dx = dy * p[c] + ((((x - hi[c]) - lo[c]) * s[c]) * q[c] + r[c]) * s[c],
 // the training gradient (dy - mean(dy) - xhat * mean(dy * xhat)) * invstd * w
-// with everything per channel folded into p, q, r by the caller.
+// with everything per channel folded into s, p, q, r by the caller (s = invstd,
+// p = invstd * w, q = -w * mean(dy * xhat), r = -w * mean(dy)). xhat is formed
+// first and s applied twice, never s * s: for float32 data near 1e21 and
+// beyond, invstd**2 leaves float32's range (issue 13).
 //
 // backward_train: the two in one call, p, q, r from
 // formulas::batch_norm_backward_params.
@@ -260,49 +263,53 @@ void batch_norm_backward_reduce(const T* x, const View3& xv0, const T* dy, const
 // ---------------------------------------------------------------------------
 
 template <class T>
-inline T apply_one(T x, T dy, T hi, T lo, T p, T q, T r) {
-    return dy * p + (((x - hi) - lo) * q + r);
+inline T apply_one(T x, T dy, T hi, T lo, T s, T p, T q, T r) {
+    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
+}
+
+// The same on vectors (xs: x - hi - lo already formed).
+template <class V>
+inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
+    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
 }
 
 // The apply over whole (N, C) / NHWC rows back to back (see periodic_run);
-// the five parameter arrays repeated to C + lanes entries by fill_periodic.
+// the six parameter arrays repeated to C + lanes entries by fill_periodic.
 template <bool kStream, class T>
 inline void apply_run_periodic(const T* x, const T* dy, T* out, std::int64_t n, std::int64_t C,
-                               const T* hi, const T* lo, const T* p, const T* q, const T* r) {
+                               const T* hi, const T* lo, const T* s, const T* p, const T* q,
+                               const T* r) {
     using V = typename NativeVec<T>::type;
     periodic_run<kStream>(
         out, n, C,
         [&](std::int64_t i, std::int64_t ph) {
-            const V t = ((load_vec<V>(x + i) - load_vec<V>(hi + ph)) - load_vec<V>(lo + ph)) *
-                            load_vec<V>(q + ph) +
-                        load_vec<V>(r + ph);
-            return load_vec<V>(dy + i) * load_vec<V>(p + ph) + t;
+            return apply_vec(load_vec<V>(x + i), load_vec<V>(dy + i), load_vec<V>(hi + ph),
+                             load_vec<V>(lo + ph), load_vec<V>(s + ph), load_vec<V>(p + ph),
+                             load_vec<V>(q + ph), load_vec<V>(r + ph));
         },
         [&](std::int64_t i, std::int64_t ph) {
-            return apply_one(x[i], dy[i], hi[ph], lo[ph], p[ph], q[ph], r[ph]);
+            return apply_one(x[i], dy[i], hi[ph], lo[ph], s[ph], p[ph], q[ph], r[ph]);
         });
 }
 
 // One contiguous run of B values of one channel (NCHW rows).
 template <bool kStream, class T>
-inline void apply_row(const T* xr, const T* dr, T* out, std::int64_t B, T hi, T lo, T p, T q,
-                      T r) {
+inline void apply_row(const T* xr, const T* dr, T* out, std::int64_t B, T hi, T lo, T s, T p,
+                      T q, T r) {
     using V = typename NativeVec<T>::type;
-    const V hv = splat<V>(hi), lv = splat<V>(lo);
+    const V hv = splat<V>(hi), lv = splat<V>(lo), sv = splat<V>(s);
     const V pv = splat<V>(p), qv = splat<V>(q), rv = splat<V>(r);
     write_run<kStream>(
         out, B,
         [&](std::int64_t i) {
-            const V xvv = load_vec<V>(xr + i);
-            const V dv = load_vec<V>(dr + i);
-            return dv * pv + (((xvv - hv) - lv) * qv + rv);
+            return apply_vec(load_vec<V>(xr + i), load_vec<V>(dr + i), hv, lv, sv, pv, qv, rv);
         },
-        [&](std::int64_t i) { return apply_one(xr[i], dr[i], hi, lo, p, q, r); });
+        [&](std::int64_t i) { return apply_one(xr[i], dr[i], hi, lo, s, p, q, r); });
 }
 
 template <bool kStream, class T>
 void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
+                const View3& dxv, const T* hi, const T* lo, const T* s, const T* p, const T* q,
                 const T* r, int nt, const T* periodic) {
     using V = typename NativeVec<T>::type;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
@@ -311,14 +318,14 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
         parallel_periodic_blocks(nt, A, C, [&](std::int64_t r0, std::int64_t nr) {
             apply_run_periodic<kStream>(x + r0 * C, dy + r0 * C, dx + r0 * C, nr * C, C, periodic,
                                         periodic + ext, periodic + 2 * ext, periodic + 3 * ext,
-                                        periodic + 4 * ext);
+                                        periodic + 4 * ext, periodic + 5 * ext);
         });
     } else if (xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1 && B > 1) {
         parallel_rows(nt, A * C, B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
             const std::int64_t a = row / C, c = row % C;
             apply_row<kStream>(x + a * xv.sA + c * xv.sC + j0, dy + a * dyv.sA + c * dyv.sC + j0,
-                               dx + a * dxv.sA + c * dxv.sC + j0, len, hi[c], lo[c], p[c], q[c],
-                               r[c]);
+                               dx + a * dxv.sA + c * dxv.sC + j0, len, hi[c], lo[c], s[c], p[c],
+                               q[c], r[c]);
         });
     } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
         parallel_rows(nt, A * B, C, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
@@ -326,18 +333,18 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
             const T* xr = x + a * xv.sA + b * xv.sB + j0;
             const T* dr = dy + a * dyv.sA + b * dyv.sB + j0;
             T* out = dx + a * dxv.sA + b * dxv.sB + j0;
-            const T *h = hi + j0, *l = lo + j0, *pp = p + j0, *qq = q + j0, *rr = r + j0;
+            const T *h = hi + j0, *l = lo + j0, *ss = s + j0, *pp = p + j0, *qq = q + j0,
+                    *rr = r + j0;
             write_run<kStream>(
                 out, len,
                 [&](std::int64_t i) {
-                    const V xvv = load_vec<V>(xr + i);
-                    const V dv = load_vec<V>(dr + i);
-                    const V t = ((xvv - load_vec<V>(h + i)) - load_vec<V>(l + i)) *
-                                    load_vec<V>(qq + i) +
-                                load_vec<V>(rr + i);
-                    return dv * load_vec<V>(pp + i) + t;
+                    return apply_vec(load_vec<V>(xr + i), load_vec<V>(dr + i), load_vec<V>(h + i),
+                                     load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
+                                     load_vec<V>(qq + i), load_vec<V>(rr + i));
                 },
-                [&](std::int64_t i) { return apply_one(xr[i], dr[i], h[i], l[i], pp[i], qq[i], rr[i]); });
+                [&](std::int64_t i) {
+                    return apply_one(xr[i], dr[i], h[i], l[i], ss[i], pp[i], qq[i], rr[i]);
+                });
         });
     } else {
         parallel_rows(nt, A * C, B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
@@ -345,16 +352,16 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
             for (std::int64_t b = j0; b < j0 + len; ++b)
                 dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
                     apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
-                              dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], p[c], q[c],
-                              r[c]);
+                              dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], s[c], p[c],
+                              q[c], r[c]);
         });
     }
 }
 
 template <class T>
 void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                               const View3& dxv, const T* hi, const T* lo, const T* p, const T* q,
-                               const T* r, int nthreads) {
+                               const View3& dxv, const T* hi, const T* lo, const T* s, const T* p,
+                               const T* q, const T* r, int nthreads) {
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
@@ -362,34 +369,37 @@ void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const V
     const bool is_periodic = xv.B == 1 && C > 1 && C < 4096 && xv.sC == 1 && dyv.sC == 1 &&
                              dxv.sC == 1 && xv.sA == C && dyv.sA == C && dxv.sA == C;
     const std::int64_t ext = C + NativeVec<T>::lanes;
-    Scratch<T> periodic_buf(is_periodic ? 5 * static_cast<std::size_t>(ext) : 0);
+    constexpr int kParams = 6;
+    Scratch<T> periodic_buf(is_periodic ? kParams * static_cast<std::size_t>(ext) : 0);
     T* periodic = is_periodic ? periodic_buf.get() : nullptr;
     if (is_periodic) {
-        const T* params[5] = {hi, lo, p, q, r};
-        for (int k = 0; k < 5; ++k) fill_periodic(params[k], C, periodic + k * ext);
+        const T* params[kParams] = {hi, lo, s, p, q, r};
+        for (int k = 0; k < kParams; ++k) fill_periodic(params[k], C, periodic + k * ext);
     }
     if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
-        apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
+        apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, s, p, q, r, nt, periodic);
     else
-        apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, p, q, r, nt, periodic);
+        apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, s, p, q, r, nt, periodic);
 }
 
 // ---------------------------------------------------------------------------
 // Training backward in one call (batch_norm_backward_train_fn).
 
 // The per-channel epilogue, one function for the fused and the two-pass
-// loops so both give the same bits: the float64 formula, then hi, lo, p, q, r
-// rounded to T.
+// loops so both give the same bits: the float64 formula, then hi, lo, s, p,
+// q, r rounded to T.
+constexpr int kApplyParams = 6;
 template <class T>
 void train_params(const Sums3& s, double n, double mean, double invstd, double w,
-                  double& sum_dy, double& sum_dy_xc, T out[5]) {
+                  double& sum_dy, double& sum_dy_xc, T out[kApplyParams]) {
     const auto prm = formulas::batch_norm_backward_params(s.d, s.dy, s.dy_d, n, mean, invstd, w);
     sum_dy = s.dy;
     sum_dy_xc = prm.sum_dy_xc;
     formulas::split_center(prm.center, out[0], out[1]);
-    out[2] = static_cast<T>(prm.p);
-    out[3] = static_cast<T>(prm.q);
-    out[4] = static_cast<T>(prm.r);
+    out[2] = static_cast<T>(prm.s);
+    out[3] = static_cast<T>(prm.p);
+    out[4] = static_cast<T>(prm.q);
+    out[5] = static_cast<T>(prm.r);
 }
 
 // NCHW-like rows: each channel is reduced (the same groups and order as
@@ -409,12 +419,12 @@ void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv
         for (std::int64_t g = 1; g < groups; ++g)
             s.add(row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(g, n, groups),
                                  part_begin(g + 1, n, groups)));
-        T prm[5];
+        T prm[kApplyParams];
         train_params(s, static_cast<double>(n), mean[c], invstd[c],
                      weight != nullptr ? weight[c] : 1.0, sum_dy[c], sum_dy_xc[c], prm);
         for (std::int64_t a = 0; a < xv.A; ++a)
             apply_row<kStream>(xc + a * xv.sA, dyc + a * dyv.sA, dx + c * dxv.sC + a * dxv.sA,
-                               xv.B, prm[0], prm[1], prm[2], prm[3], prm[4]);
+                               xv.B, prm[0], prm[1], prm[2], prm[3], prm[4], prm[5]);
     });
 }
 
@@ -447,18 +457,18 @@ void batch_norm_backward_train(const T* x, const View3& xv, const T* dy, const V
     double* sums_dy = sum_d + C;
     double* sum_dy_d = sum_d + 2 * C;
     batch_norm_backward_reduce(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
-    Scratch<T> params_buf(5 * static_cast<std::size_t>(C));
+    Scratch<T> params_buf(kApplyParams * static_cast<std::size_t>(C));
     T* prm = params_buf.get();
     for (std::int64_t c = 0; c < C; ++c) {
-        T one[5];
+        T one[kApplyParams];
         train_params(Sums3{sum_d[c], sums_dy[c], sum_dy_d[c]}, static_cast<double>(xv.A * xv.B),
                      mean[c], invstd[c], weight != nullptr ? weight[c] : 1.0, sum_dy[c],
                      sum_dy_xc[c], one);
-        for (int k = 0; k < 5; ++k) prm[k * C + c] = one[k];
+        for (int k = 0; k < kApplyParams; ++k) prm[k * C + c] = one[k];
     }
     if (total > 0)
         batch_norm_backward_apply(x, xv, dy, dyv, dx, dxv, prm, prm + C, prm + 2 * C,
-                                  prm + 3 * C, prm + 4 * C, nthreads);
+                                  prm + 3 * C, prm + 4 * C, prm + 5 * C, nthreads);
 }
 
 }  // namespace

@@ -23,12 +23,14 @@ from ._validate import (
     F64Array,
     FloatArray,
     as_array,
+    as_flag,
     channel_vector,
     check_axis,
     check_batched,
     check_eps,
     check_float_dtype,
     check_grad_pair,
+    check_in_place,
     check_momentum,
     empty_grads,
     from_container,
@@ -39,20 +41,23 @@ from ._validate import (
 
 
 def check_running(
-    stat: ArrayLike, name: str, c: int, dtype: np.dtype[Any], updating: bool
+    stat: ArrayLike, name: str, c: int, dtype: np.dtype[Any], updating: bool, func: str
 ) -> FloatArray:
     """A running statistic (batch and instance norm): 1-D, length c, x's
-    dtype; an ndarray that is writeable when ``updating`` (in place)."""
+    dtype; when ``updating``, an ndarray that can be updated in place
+    (native byte order, writeable: :func:`check_in_place`), never a
+    converted copy."""
     stat = cast(ArrayLike, from_container(stat, name, writable=updating))  # torch: shared memory
     if updating and not isinstance(stat, np.ndarray):
         raise TypeError(
             f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
         )
     arr = channel_vector(stat, name, c)
-    if arr.dtype != dtype:
+    if updating:
+        assert isinstance(stat, np.ndarray)
+        check_in_place(stat, name, dtype, func)  # (stat, not arr: arr may be a copy)
+    elif arr.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
-    if updating and not arr.flags.writeable:
-        raise ValueError(f"{name} is read-only, but training updates it in place")
     return arr
 
 
@@ -64,6 +69,7 @@ def check_running_pair(
     updating: bool,
     required: bool,
     why: str,
+    func: str,
 ) -> tuple[Optional[FloatArray], Optional[FloatArray]]:
     """Both running statistics checked by :func:`check_running`, or neither
     (an error when ``required``; ``why`` ends the message)."""
@@ -74,8 +80,8 @@ def check_running_pair(
             raise ValueError(f"running_mean and running_var are required {why}")
         return None, None
     return (
-        check_running(running_mean, "running_mean", c, dtype, updating),
-        check_running(running_var, "running_var", c, dtype, updating),
+        check_running(running_mean, "running_mean", c, dtype, updating, func),
+        check_running(running_var, "running_var", c, dtype, updating, func),
     )
 
 
@@ -90,13 +96,13 @@ RUNNING_LOCK = threading.Lock()
 
 def update_running(running: FloatArray, value: F64Array, momentum: float) -> None:
     """``impl().running_update`` (float64, rounded once) on a running
-    statistic of any layout: a non-contiguous one is updated through a
-    contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
+    statistic of any layout: a non-contiguous or unaligned one is updated
+    through a contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
     update = _runtime.impl().running_update
     if running.flags.c_contiguous and running.flags.aligned:
         update(running, value, momentum)
-    else:
-        work = np.ascontiguousarray(running)
+    else:  # (a fresh copy: ascontiguousarray keeps an unaligned array as is)
+        work = running.copy()
         update(work, value, momentum)
         running[...] = work
 
@@ -271,6 +277,7 @@ def batch_norm(
             out=out,
             return_stats=return_stats,
         )
+    return_stats = as_flag(return_stats, "return_stats")
     if not return_stats and _runtime.native_active():
         y = _runtime.core().batch_norm_fast(
             x, running_mean, running_var, weight, bias, training, momentum, eps, axis, out
@@ -282,7 +289,7 @@ def batch_norm(
     check_batched(x, "batch_norm")
     axis = check_axis(axis, x.ndim)
     eps = check_eps(eps)
-    training = bool(training)
+    training = as_flag(training, "training")
     momentum = check_momentum(momentum)
     dtype = x.dtype
     c = x.shape[axis]
@@ -295,6 +302,7 @@ def batch_norm(
         training,
         required=not training,
         why="when training=False (eval mode normalizes with the running statistics)",
+        func="batch_norm",
     )
     w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
     b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
@@ -451,15 +459,33 @@ def batch_norm_backward(
         return dask_ops().batch_norm_backward(
             dy, x, mean, invstd, weight, axis=axis, training=training, out=out
         )
-    dy, x = check_grad_pair(dy, x, "batch_norm_backward")
-    check_batched(x, "batch_norm_backward")
+    return backward(dy, x, mean, invstd, weight, axis, training, out, "batch_norm_backward")
+
+
+def backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    weight: Optional[ArrayLike],
+    axis: int,
+    training: bool,
+    out: Optional[FloatArray],
+    func: str,
+    invstd_name: str = "invstd",
+) -> tuple[FloatArray, Optional[FloatArray], FloatArray]:
+    """:func:`batch_norm_backward`, with ``func`` (the function the user
+    called) and ``invstd_name`` (its name for ``invstd``) in error messages."""
+    training = as_flag(training, "training")
+    dy, x = check_grad_pair(dy, x, func)
+    check_batched(x, func)
     axis = check_axis(axis, x.ndim)
     c = x.shape[axis]
     dtype = x.dtype
-    mu = saved_stat(mean, "mean", (c,), "batch_norm_backward")
-    inv = saved_stat(invstd, "invstd", (c,), "batch_norm_backward")
-    w = grad_weight(weight, (c,), "batch_norm_backward")
-    dx = output_for(x, out, "batch_norm_backward")
+    mu = saved_stat(mean, "mean", (c,), func)
+    inv = saved_stat(invstd, invstd_name, (c,), func)
+    w = grad_weight(weight, (c,), func)
+    dx = output_for(x, out, func)
     if x.size == 0:
         _, dweight, dbias = empty_grads(x, (c,), w)
         return dx, dweight, dbias

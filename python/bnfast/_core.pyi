@@ -55,6 +55,7 @@ def batch_norm_backward_apply(
     dx: _Float,
     hi: _Float,
     lo: _Float,
+    s: _Float,
     p: _Float,
     q: _Float,
     r: _Float,

@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _scan
 from ._dispatch import dask_ops, is_dask
+from ._files import atomic_write
 from ._moments import Moments
 from ._standardize_rules import constant_features
 from ._table import MAX_ROWS, feature_label, feature_table, format_value
@@ -186,6 +187,16 @@ def diagnose(X: ArrayLike, axis: int | tuple[int, ...] | None = 0) -> DataReport
     return DiagnoseAccumulator(axis).update(X).report()
 
 
+def _field(value: ArrayLike, dtype: type, name: str) -> np.ndarray:
+    """A DataReport field as an array of ``dtype``; TypeError naming it otherwise."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the range of {np.dtype(dtype)}") from None
+    except Exception as exc:  # strings, objects, a failing __array__
+        raise TypeError(f"{name} must be real numbers: {exc}") from None
+
+
 class DataReport:
     """What :func:`diagnose` found about a data set.
 
@@ -284,13 +295,13 @@ class DataReport:
         integer_valued: bool,
     ) -> None:
         # (No copies: diagnose passes arrays of these dtypes.)
-        self.count = count = np.asarray(count, dtype=np.int64)
-        self.nan_count = nan_count = np.asarray(nan_count, dtype=np.int64)
-        self.inf_count = inf_count = np.asarray(inf_count, dtype=np.int64)
-        self.mean = mean = np.asarray(mean, dtype=np.float64)
-        self.std = std = np.asarray(std, dtype=np.float64)
-        self.min = minimum = np.asarray(minimum, dtype=np.float64)
-        self.max = maximum = np.asarray(maximum, dtype=np.float64)
+        self.count = count = _field(count, np.int64, "count")
+        self.nan_count = nan_count = _field(nan_count, np.int64, "nan_count")
+        self.inf_count = inf_count = _field(inf_count, np.int64, "inf_count")
+        self.mean = mean = _field(mean, np.float64, "mean")
+        self.std = std = _field(std, np.float64, "std")
+        self.min = minimum = _field(minimum, np.float64, "minimum")
+        self.max = maximum = _field(maximum, np.float64, "maximum")
         self.n_samples = int(n_samples)
         self.dtype = str(np.dtype(dtype))
         self.feature_shape = tuple(mean.shape)
@@ -479,12 +490,15 @@ class DataReport:
         Parameters
         ----------
         path : str or os.PathLike
-            The PNG file.
+            The PNG file, written atomically (a temporary file in the same
+            directory, renamed when complete).
 
         Raises
         ------
         ImportError
             Without matplotlib (``pip install 'bnfast[plot]'``).
+        ValueError
+            If ``path`` is a FIFO, a device, a socket or a directory.
 
         Examples
         --------
@@ -526,4 +540,5 @@ class DataReport:
         axes[1].set_xlabel("feature (flat index)")
         fig.suptitle(f"{self.n_samples} samples x {self.n_features} features ({self.dtype})")
         fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
+        with atomic_write(path, "path") as fh:
+            fig.savefig(fh, format="png", dpi=100)

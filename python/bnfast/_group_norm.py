@@ -14,13 +14,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _layout, _runtime
-from ._batch_norm import batch_norm, batch_norm_backward, check_running_pair, update_running_pair
+from ._batch_norm import backward as batch_norm_backward_as
+from ._batch_norm import batch_norm, check_running_pair, update_running_pair
 from ._dispatch import dask_ops, is_dask
 from ._layout import as_float64, as_param
 from ._validate import (
     F64Array,
     FloatArray,
     as_array,
+    as_flag,
     channel_axis,
     channel_vector,
     check_axis,
@@ -158,6 +160,7 @@ def group_norm(
     check_batched(xa, "group_norm")
     axis = channel_axis(axis, xa.ndim, "group_norm")
     eps = check_eps(eps)
+    return_stats = as_flag(return_stats, "return_stats")
     c = xa.shape[axis]
     groups = check_num_groups(num_groups, xa.shape, c)
     if xa.shape[0] * (c // groups) * _layout.spatial_size(xa, axis) == 1:
@@ -314,8 +317,9 @@ def instance_norm(
     axis = channel_axis(axis, xa.ndim, "instance_norm")
     eps = check_eps(eps)
     momentum = check_momentum(momentum)
+    return_stats = as_flag(return_stats, "return_stats")
     c = xa.shape[axis]
-    use_input_stats = bool(use_input_stats)
+    use_input_stats = as_flag(use_input_stats, "use_input_stats")
     rm, rv = check_running_pair(
         running_mean,
         running_var,
@@ -324,12 +328,14 @@ def instance_norm(
         use_input_stats,
         required=not use_input_stats,
         why="when use_input_stats=False",
+        func="instance_norm",
     )
     spatial = _layout.spatial_size(xa, axis)
     if use_input_stats and spatial == 1:
         raise ValueError(
             f"Expected more than 1 spatial element when training, got input size {xa.shape}"
         )
+    y = output_for(xa, out, "instance_norm")  # checked here, named as the user's call
     if not use_input_stats:
         # Running statistics per channel: exactly batch norm's eval path.
         return batch_norm(
@@ -341,12 +347,15 @@ def instance_norm(
             training=False,
             eps=eps,
             axis=axis,
-            out=out,
+            out=y,
             return_stats=return_stats,
         )
     w, b = _affine_params(weight, bias, c)
+    if c == 0:  # no channels: nothing to normalize (statistics of shape (N, 0))
+        empty = np.empty((xa.shape[0], 0), dtype=xa.dtype)
+        return (y, empty, empty.copy()) if return_stats else y
     y, mean, rstd, mean64, m2 = _layout.group_forward(
-        _runtime.impl(), xa, output_for(xa, out, "instance_norm"), c, w, b, eps, axis, True
+        _runtime.impl(), xa, y, c, w, b, eps, axis, True
     )
     if rm is not None and rv is not None and mean64 is not None and m2 is not None:
         # Batch averages of the instance statistics, in float64 and rounded
@@ -456,14 +465,29 @@ def group_norm_backward(
     """
     if is_dask(dy, x):
         return dask_ops().group_norm_backward(dy, x, mean, rstd, num_groups, weight, axis=axis)
-    dya, xa = check_grad_pair(dy, x, "group_norm_backward")
-    check_batched(xa, "group_norm_backward")
-    axis = channel_axis(axis, xa.ndim, "group_norm_backward")
+    return _group_backward(dy, x, mean, rstd, num_groups, weight, axis, "group_norm_backward")
+
+
+def _group_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: object,
+    weight: Optional[ArrayLike],
+    axis: int,
+    func: str,
+) -> Grads:
+    """:func:`group_norm_backward`, with ``func`` (the function the user
+    called) naming it in error messages."""
+    dya, xa = check_grad_pair(dy, x, func)
+    check_batched(xa, func)
+    axis = channel_axis(axis, xa.ndim, func)
     n, c = xa.shape[0], xa.shape[axis]
     g_count = check_num_groups(num_groups, xa.shape, c)
-    mu = saved_stat(mean, "mean", (n, g_count), "group_norm_backward")
-    rs = saved_stat(rstd, "rstd", (n, g_count), "group_norm_backward")
-    w = grad_weight(weight, (c,), "group_norm_backward")
+    mu = saved_stat(mean, "mean", (n, g_count), func)
+    rs = saved_stat(rstd, "rstd", (n, g_count), func)
+    w = grad_weight(weight, (c,), func)
     if xa.size == 0:
         return empty_grads(xa, (c,), w)
     dtype = xa.dtype
@@ -494,11 +518,13 @@ def group_norm_backward(
         sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
         mean_g = np.repeat(sum_g / count, per, axis=1)
         mean_gx = np.repeat(sum_gx / count, per, axis=1)
+        # dx = dy * p + ((xc * rstd) * q + r) * rstd: rstd applied twice,
+        # never squared (rstd**2 leaves float32's range for data near 1e21).
         p = rs_c * gamma
-        q = -rs_c * rs_c * mean_gx
-        r = -rs_c * mean_g
+        q = -mean_gx
+        r = -mean_g
         hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
-        params = [as_param(a, dtype) for a in (p, q, r)]
+        params = [as_param(a, dtype) for a in (rs_c, p, q, r)]
         for (lo_n, hi_n), xb, dyb, dxb in zip(ranges, x_blocks, dy_blocks, dx_blocks):
             sl = slice(lo_n * c, hi_n * c)
             impl.batch_norm_backward_apply(
@@ -607,9 +633,17 @@ def instance_norm_backward(
         return dask_ops().instance_norm_backward(
             dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats
         )
-    dya, xa = check_grad_pair(dy, x, "instance_norm_backward")
-    check_batched(xa, "instance_norm_backward")
-    axis = check_axis(axis, xa.ndim)
-    if not use_input_stats:
-        return batch_norm_backward(dya, xa, mean, rstd, weight, axis=axis, training=False)
-    return group_norm_backward(dya, xa, mean, rstd, xa.shape[axis], weight, axis=axis)
+    func = "instance_norm_backward"
+    dya, xa = check_grad_pair(dy, x, func)
+    check_batched(xa, func)
+    if not as_flag(use_input_stats, "use_input_stats"):
+        axis = check_axis(axis, xa.ndim)  # (batch norm's eval gradient: any axis)
+        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, None, func, "rstd")
+    axis = channel_axis(axis, xa.ndim, func)
+    c = xa.shape[axis]
+    if c == 0:  # no channels: one group per channel means no groups at all
+        n = xa.shape[0]
+        saved_stat(mean, "mean", (n, 0), func)
+        saved_stat(rstd, "rstd", (n, 0), func)
+        return empty_grads(xa, (0,), grad_weight(weight, (0,), func))
+    return _group_backward(dya, xa, mean, rstd, c, weight, axis, func)

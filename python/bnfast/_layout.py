@@ -22,6 +22,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from numpy.typing import ArrayLike, NDArray
 
+from ._validate import normal_in
+
 F64Array = NDArray[np.float64]
 
 # (a_axes, c_axes, b_axes), each a tuple of axis numbers
@@ -263,12 +265,38 @@ def group_forward(
     if w is not None:
         scale_nc = scale_nc * w
     shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
+    if not normal_in(scale_nc[np.isfinite(scale_nc)], dtype):
+        # rstd beyond dtype's normal range (eps=0 and subnormal float32
+        # data): the affine map in float64, one sample at a time.
+        _affine_float64(x, y, axis, mean_nc, scale_nc, shift_nc)
+        with np.errstate(over="ignore"):  # (rstd itself may be beyond dtype)
+            return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
     hi, lo = impl.split_center(mean_nc.ravel(), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         affine_per_sample_channel(
             impl, x, y, axis, hi, lo, as_param(scale_nc, dtype), as_param(shift_nc, dtype)
         )
         return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
+
+
+def _affine_float64(
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: int,
+    center: F64Array,
+    scale: np.ndarray,
+    shift: np.ndarray,
+) -> None:
+    """y[n, c, ...] = (x[n, c, ...] - center[n, c]) * scale[n, c] + shift[n, c]
+    in float64, rounded once to y's dtype, one sample at a time."""
+    bshape = [1] * (x.ndim - 1)
+    bshape[axis - 1] = x.shape[axis]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(x.shape[0]):
+            xi = x[i].astype(np.float64)
+            y[i] = (xi - center[i].reshape(bshape)) * scale[i].reshape(bshape) + shift[i].reshape(
+                bshape
+            )
 
 
 # -- group norm's backward: rows of (sample, channel) pairs --------------------

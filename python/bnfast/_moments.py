@@ -60,6 +60,9 @@ def _reduce(
     n_kept = math.prod(x.shape[i] for i in kept)
     if count == 0 or n_kept == 0:
         return None, None, count, axes, kept, x, result_dtype
+    if x.dtype.kind in "biu":
+        mean, m2 = _slab_moments(x, kept)
+        return mean, m2, count, axes, kept, x, result_dtype
     if x.dtype != work_dtype:
         x = x.astype(work_dtype)
     x3, _ = _layout.canonical(x, kept)
@@ -70,6 +73,68 @@ def _reduce(
     else:
         mean, m2 = _runtime.impl().moments(x3)
     return mean, m2, count, axes, kept, x, result_dtype
+
+
+# Integer and bool input is converted to float64 a slab of at most this many
+# values at a time (1 MiB of float64): never the whole array (8x the memory
+# of uint8 data).
+SLAB_ELEMENTS = 1 << 17
+
+
+def _slab_moments(x: np.ndarray, kept: tuple[int, ...]) -> tuple[F64Array, F64Array]:
+    """Per-kept-slot ``(mean, m2)`` of integer/bool ``x``, converting at most
+    :data:`SLAB_ELEMENTS` values to float64 at a time.
+
+    The (A, C, B) view of ``x`` (a copy in x's own dtype only where no view
+    exists) is cut into blocks of whole channels (C) and, where a channel
+    block holds more than a slab, of A rows and B columns; each block's
+    moments come from the moments kernel, and the blocks of one channel
+    range merge with Chan's formula in a fixed binary tree (depth log2 of
+    the block count, so the rounding stays within a few ulps of the whole
+    float64 pass). Results do not depend on the thread count."""
+    x3, _ = _layout.canonical(x, kept)
+    a_len, c_len, b_len = x3.shape
+    b_step = min(b_len, SLAB_ELEMENTS)
+    c_step = max(1, min(c_len, SLAB_ELEMENTS // b_step))
+    a_step = max(1, min(a_len, SLAB_ELEMENTS // (c_step * b_step)))
+    kernel = _runtime.impl().moments
+    means, m2s = [], []
+    for c0 in range(0, c_len, c_step):
+        tree = _MergeTree()
+        for a0 in range(0, a_len, a_step):
+            for b0 in range(0, b_len, b_step):
+                block = x3[a0 : a0 + a_step, c0 : c0 + c_step, b0 : b0 + b_step]
+                mean, m2 = kernel(block.astype(np.float64))
+                tree.add(Moments(block.shape[0] * block.shape[2], mean, m2))
+        total = tree.result()
+        means.append(total.mean)
+        m2s.append(total.m2)
+    if len(means) == 1:
+        return np.array(means[0]), np.array(m2s[0])
+    return np.concatenate(means), np.concatenate(m2s)
+
+
+class _MergeTree:
+    """Moments merged in a balanced binary tree, in a fixed order, keeping
+    only O(log n) partial results (a binary counter of merged runs)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, Moments]] = []
+
+    def add(self, m: Moments) -> None:
+        level = 0
+        while self._stack and self._stack[-1][0] == level:
+            _, left = self._stack.pop()
+            m = left.merge(m)
+            level += 1
+        self._stack.append((level, m))
+
+    def result(self) -> Moments:
+        _, total = self._stack.pop()
+        while self._stack:
+            _, left = self._stack.pop()
+            total = left.merge(total)
+        return total
 
 
 def _shape_out(
@@ -231,6 +296,16 @@ def moments(x: ArrayLike, axis: Axis = None, *, keepdims: bool = False) -> Momen
     return Moments(counts, mean.reshape(shape), m2.reshape(shape))
 
 
+def _float64_field(value: ArrayLike, name: str) -> F64Array:
+    """A Moments field as a float64 array; TypeError naming it otherwise."""
+    try:
+        return np.array(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the range of float64") from None
+    except Exception as exc:  # strings, objects, a failing __array__
+        raise TypeError(f"{name} must be real numbers: {exc}") from None
+
+
 class Moments:
     """Mergeable count, mean and M2 of sets of values, one set per slot.
 
@@ -285,11 +360,14 @@ class Moments:
     m2: F64Array
 
     def __init__(self, count: ArrayLike, mean: ArrayLike, m2: ArrayLike) -> None:
-        mean = np.array(mean, dtype=np.float64)
-        m2 = np.array(m2, dtype=np.float64)
+        mean = _float64_field(mean, "mean")
+        m2 = _float64_field(m2, "m2")
         if mean.shape != m2.shape:
             raise ValueError(f"mean has shape {mean.shape} but m2 has shape {m2.shape}")
-        given = np.asarray(count)
+        try:
+            given = np.asarray(count)
+        except Exception as exc:  # a failing __array__, ragged lists
+            raise TypeError(f"count could not be converted to an array: {exc}") from None
         count_dtype: type[Union[np.int64, np.float64]]
         if given.dtype.kind in "iu":
             if given.dtype.kind == "u" and np.any(given > np.iinfo(np.int64).max):
@@ -345,7 +423,7 @@ class Moments:
         TypeError
             If ``ddof`` is not a real number.
         """
-        check_ddof(ddof)
+        ddof = check_ddof(ddof)
         dof = np.maximum(self.count - ddof, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             var: F64Array = self.m2 / dof

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
 from ._moments import Moments, moments
-from ._validate import as_array
+from ._validate import as_array, real_float
 
 # 2**18 values: float64 slab temporaries of 2 MB each (a NaN-aware slab
 # needs about ten of them at once), large enough that the per-slab Python
@@ -180,7 +180,7 @@ def check_weights(sample_weight: ArrayLike, n: int) -> NDArray[np.float64]:
     """``sample_weight`` (a number, or one per sample) as ``n`` finite,
     non-negative float64 weights."""
     if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
-        w = np.full(n, float(sample_weight))
+        w = np.full(n, real_float(sample_weight, "sample_weight"))
     else:
         w = as_array(sample_weight, "sample_weight")
         if w.dtype.kind not in "biuf":

@@ -29,7 +29,7 @@ from ._standardize_rules import (
     output_array,
     result_dtype,
 )
-from ._validate import as_array, check_ddof, check_real_dtype, normalize_axes
+from ._validate import as_array, check_ddof, check_real_dtype, normal_in, normalize_axes
 
 NAN_POLICIES = ("omit", "propagate", "raise")
 
@@ -496,6 +496,12 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         if self.with_std:
             assert scale_ is not None, "fitted with with_std=False"
             inv = 1.0 / scale_
+            if not normal_in(inv, dtype):
+                # 1 / scale_ leaves dtype's normal range (subnormal data: an
+                # inf factor; huge data: a subnormal one losing digits):
+                # divide in float64 instead of multiplying by the reciprocal.
+                self._divide(x, y, kept, mean_ if self.with_mean else None, scale_)
+                return result
         else:
             inv = np.ones(self.feature_shape_)
         zero = np.zeros(c, dtype=dtype)
@@ -641,6 +647,31 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         replaces both under the lock)."""
         with self._fit_lock():
             return self.mean_, self.scale_
+
+    @staticmethod
+    def _divide(
+        x: np.ndarray,
+        y: np.ndarray,
+        kept: tuple[int, ...],
+        mean: np.ndarray | None,
+        scale: np.ndarray,
+    ) -> None:
+        """``y = (x - mean) / scale`` in float64, rounded once to y's dtype, a
+        slab of at most ``_scan.SLAB_ELEMENTS`` values at a time (the rare
+        path of :meth:`transform` for scales whose reciprocal the kernels'
+        dtype cannot hold)."""
+        if x.size == 0:
+            return
+        bshape = tuple(n if i in kept else 1 for i, n in enumerate(x.shape))
+        center = 0.0 if mean is None else np.reshape(mean, bshape)
+        divisor = np.reshape(scale, bshape)
+        axis = next(i for i in range(x.ndim) if i not in kept)
+        n = x.shape[axis]
+        step = max(1, _scan.SLAB_ELEMENTS // max(1, x.size // n))
+        for start in range(0, n, step):
+            idx = (slice(None),) * axis + (slice(start, start + step),)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                y[idx] = (x[idx].astype(np.float64) - center) / divisor
 
     @staticmethod
     def _apply(

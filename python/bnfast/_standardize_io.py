@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, TypeVar, Union
 
 import numpy as np
 
+from ._files import atomic_write, special_file_kind
 from ._moments import Moments
 from ._validate import normalize_axes
 
@@ -48,8 +49,16 @@ def _plain(value: object) -> object:
     return value
 
 
+def saved_name(path: PathLike) -> str:
+    """The file :func:`write` writes: ``path``, with ``.npz`` appended unless
+    it ends so (as np.savez names files)."""
+    name = os.fspath(path)
+    return name if name.endswith(".npz") else name + ".npz"
+
+
 def write(path: PathLike, state: State) -> None:
-    """Save a fitted Standardizer's state to ``path`` (np.savez adds .npz)."""
+    """Save a fitted Standardizer's state to ``path`` (``.npz`` appended as
+    np.savez would), atomically (:func:`bnfast._files.atomic_write`)."""
     meta = {
         "params": {k: _plain(v) for k, v in state.params.items()},
         "ndim": state.ndim,
@@ -59,15 +68,16 @@ def write(path: PathLike, state: State) -> None:
     if state.feature_names is not None:
         meta["feature_names"] = [str(n) for n in state.feature_names]
     moments = state.moments
-    np.savez(
-        path,
-        format=np.array(FORMAT),
-        version=np.array(FORMAT_VERSION),
-        meta=np.array(json.dumps(meta)),
-        count=moments.count,
-        mean=moments.mean,
-        m2=moments.m2,
-    )
+    with atomic_write(saved_name(path), "path") as f:
+        np.savez(
+            f,
+            format=np.array(FORMAT),
+            version=np.array(FORMAT_VERSION),
+            meta=np.array(json.dumps(meta)),
+            count=moments.count,
+            mean=moments.mean,
+            m2=moments.m2,
+        )
 
 
 def not_saved(name: str, why: object) -> ValueError:
@@ -88,6 +98,9 @@ def read(path: PathLike) -> tuple[State, str]:
         name += ".npz"  # as np.savez named it
     if not os.path.exists(name):
         raise FileNotFoundError(f"No such file: {name!r}")
+    kind = special_file_kind(name)
+    if kind is not None:  # (np.load would wait forever on a FIFO)
+        raise not_saved(name, f"it is {kind}, not a regular file")
     try:
         data = np.load(name, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -164,8 +177,11 @@ class Persistence:
         Parameters
         ----------
         path : str or os.PathLike
-            The file; NumPy adds the suffix ``.npz`` when it is missing
-            (:meth:`load` finds the file either way).
+            The file; the suffix ``.npz`` is added when it is missing, as
+            NumPy does (:meth:`load` finds the file either way). Written
+            atomically: to a temporary file in the same directory, flushed
+            and renamed over ``path`` when complete, so a failed save (a
+            full disk, an interrupt) leaves a previous file intact.
 
         Raises
         ------
@@ -173,6 +189,8 @@ class Persistence:
             Before :meth:`fit`.
         OSError
             If the file cannot be written.
+        ValueError
+            If ``path`` is a FIFO, a device, a socket or a directory.
 
         Examples
         --------

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._moments import Moments
-from ._validate import check_out
+from ._validate import check_ddof, check_out
 
 _EPS = np.finfo(np.float64).eps
 _E = TypeVar("_E", bound="EstimatorParams")
@@ -180,7 +180,7 @@ def derived_attributes(
     count = m.count
     empty = count == 0
     mean = np.where(empty, np.nan, m.mean)
-    dof = count - ddof
+    dof = count - check_ddof(ddof)  # (a Fraction or a huge int as a float)
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.where(empty | (dof <= 0), np.nan, m.m2 / np.where(dof > 0, dof, 1))
     undefined = ~empty & (dof <= 0)

@@ -166,6 +166,16 @@ def _from_pandas(pd: Any, obj: Any, name: str) -> np.ndarray:
     return cast(np.ndarray, obj.to_numpy(dtype=target, na_value=np.nan))
 
 
+def normal_in(values: np.ndarray, dtype: np.dtype[Any]) -> bool:
+    """Whether every value is 0 or a normal number of ``dtype`` (neither
+    overflowing nor subnormal), so that a product with it keeps its digits:
+    a per-channel factor that is not (subnormal float32 data make ``1 / std``
+    overflow float32) must be applied in float64 instead."""
+    info = np.finfo(dtype)
+    mag = np.abs(values)
+    return bool(np.all((mag <= info.max) & ((mag >= info.tiny) | (mag == 0))))
+
+
 def as_array(x: object, name: str = "x") -> np.ndarray:
     """A plain ndarray in native byte order (no copy when ``x`` already is one).
 
@@ -220,10 +230,19 @@ def check_float_dtype(arr: np.ndarray, name: str, func: str) -> None:
         )
 
 
+def real_float(value: numbers.Real, name: str) -> float:
+    """``float(value)`` of a real number, or ValueError naming ``name`` when
+    it is beyond float64's range (a huge Python int, Fraction or Decimal)."""
+    try:
+        return float(value)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        raise ValueError(f"{name} is beyond the range of float64, got {value!r:.40}") from None
+
+
 def check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
+    eps = real_float(eps, "eps")
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a non-negative finite number, got {eps}")
     return eps
@@ -232,10 +251,21 @@ def check_eps(eps: object) -> float:
 def check_momentum(momentum: object) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum must be a real number in [0, 1], got {type(momentum).__name__}")
-    momentum = float(momentum)
+    momentum = real_float(momentum, "momentum")
     if not (0.0 <= momentum <= 1.0):  # also rejects NaN
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     return momentum
+
+
+def as_flag(value: object, name: str) -> bool:
+    """A flag argument as a bool, checked before anything is written (an
+    array of several truth values is refused naming the argument)."""
+    try:
+        return bool(value)
+    except Exception as exc:  # e.g. "truth value of an array ... is ambiguous"
+        raise TypeError(
+            f"{name} must be True or False, got {type(value).__name__} ({exc})"
+        ) from None
 
 
 def check_axis(axis: object, ndim: int) -> int:
@@ -265,11 +295,33 @@ def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: s
         raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{func}: out has shape {out.shape}, expected {shape}")
-    if out.dtype != dtype:
-        raise TypeError(f"{func}: out has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.writeable:
-        raise ValueError(f"{func}: out is read-only")
+    check_in_place(out, "out", dtype, func)
     return out
+
+
+def check_in_place(arr: np.ndarray, name: str, dtype: np.dtype[Any], func: str) -> None:
+    """An ndarray the call writes in place (``out``, running statistics):
+    exactly ``dtype`` in native byte order and writeable. Anything else
+    would need a converted copy, and the caller's array would silently keep
+    its old values: refused, naming ``name`` and the fix."""
+    if arr.dtype != dtype:
+        if arr.dtype.kind == dtype.kind and arr.dtype.newbyteorder("=") == dtype:
+            raise ValueError(
+                f"{func}: {name} has non-native byte order (dtype {arr.dtype.str}) and is "
+                f"written in place, which would go into a converted copy; pass a "
+                f"native-order array, e.g. {name} = {name}.astype({name}.dtype.newbyteorder('=')), "
+                f"and keep that one"
+            )
+        raise TypeError(
+            f"{func}: {name} has dtype {arr.dtype}, expected {dtype} (it is written in "
+            f"place, so it cannot be converted); pass {name}.astype(np.{dtype.name}) and "
+            f"keep that array"
+        )
+    if not arr.flags.writeable:
+        raise ValueError(
+            f"{func}: {name} is read-only, but it is written in place; pass a writeable "
+            f"copy ({name}.copy()) and keep that one"
+        )
 
 
 def channel_vector(v: object, name: str, c: int) -> np.ndarray:
@@ -284,10 +336,18 @@ def channel_vector(v: object, name: str, c: int) -> np.ndarray:
 
 
 def check_ddof(ddof: object) -> float:
-    """``ddof`` as given, after checking it is a real number (not a bool)."""
+    """``ddof`` after checking it is a real number (not a bool): an int of
+    int64's range as given (exact, like NumPy), any other real (Fraction,
+    Decimal, NumPy scalars, larger ints) as a float -- +-inf beyond
+    float64's range, which leaves no degrees of freedom (or all of them)."""
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Real):
         raise TypeError(f"ddof must be a real number, got {type(ddof).__name__}")
-    return cast(float, ddof)  # kept as given (a Real), like NumPy
+    if isinstance(ddof, numbers.Integral) and -(2**63) < int(ddof) < 2**63:
+        return cast(float, int(ddof))  # exact: count - ddof in integers
+    try:
+        return float(ddof)
+    except OverflowError:
+        return math.inf if cast(Any, ddof) > 0 else -math.inf  # (a huge int or Fraction)
 
 
 def check_batched(x: np.ndarray, func: str) -> None:

@@ -96,7 +96,8 @@ class BatchNorm(RunningStatsLayer):
     num_features : int
         C, the number of channels.
     eps : float, optional
-        Added to the variance.
+        Added to the variance; positive (training normalizes with the batch
+        variance, which is 0 for a constant channel).
     momentum : float or None, optional
         Weight of a batch in the running statistics; None for a cumulative
         average (``1 / num_batches_tracked``).
@@ -113,8 +114,8 @@ class BatchNorm(RunningStatsLayer):
     Raises
     ------
     TypeError, ValueError
-        For a non-positive ``num_features``, ``eps``/``momentum`` out of
-        range or a dtype other than float32/float64.
+        For a non-positive ``num_features`` or ``eps``, a ``momentum`` out
+        of range or a dtype other than float32/float64.
 
     Examples
     --------
@@ -140,6 +141,12 @@ class BatchNorm(RunningStatsLayer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, axis, dtype)
+        if self.eps == 0:  # (refused here, not by every training forward)
+            raise ValueError(
+                "BatchNorm eps must be positive: training normalizes with the batch "
+                "variance, which is 0 for a constant channel (batch_norm refuses eps=0 "
+                "when training)"
+            )
 
     def forward(self, x: ArrayLike) -> FloatArray:
         xa = self._input(x)

@@ -327,6 +327,25 @@ def test_missing_output_directory_fails_before_the_pass(tmp_path, capsys):
     assert code == 1 and "no such directory" in err
 
 
+def _writing_into(pid, directory):
+    """Whether process ``pid`` has its temporary output open in ``directory``:
+    a named file there, or (Linux, O_TMPFILE) an open descriptor of an
+    unnamed one, which /proc shows as ``DIRECTORY/#INODE (deleted)``."""
+    if any(directory.iterdir()):
+        return True
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(directory) + os.sep):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_sigterm_during_normalize_leaves_no_temp_file(tmp_path):
     # Regression: SIGTERM (and SIGHUP) left normalize's temporary file behind.
     data = tmp_path / "x.npy"
@@ -353,7 +372,7 @@ def test_sigterm_during_normalize_leaves_no_temp_file(tmp_path):
         stderr=subprocess.PIPE,
     )
     deadline = time.time() + 30
-    while time.time() < deadline and not any(outdir.iterdir()):  # the temp file exists
+    while time.time() < deadline and not _writing_into(proc.pid, outdir):
         time.sleep(0.01)
     if proc.poll() is not None:
         pytest.skip("normalize finished before it could be interrupted")

@@ -47,12 +47,14 @@ void split_center(double mean, double& hi, double& lo);
 // stored mean (sum_d = sum(x - mean), sum_dy, sum_dy_d = sum(dy * (x - mean)))
 // over n values: delta = sum_d / n moves the centre to the exact mean
 // (mean + delta), sum_dy_xc = sum_dy_d - delta * sum_dy, and
-// dx = dy * p + (x - center) * q + r with p = invstd * weight,
-// q = -(sum_dy_xc * invstd * invstd / n) * p, r = -(sum_dy / n) * p.
+// dx = dy * p + (((x - center) * s) * q + r) * s with s = invstd,
+// p = invstd * weight, q = -(sum_dy_xc * invstd / n) * weight,
+// r = -(sum_dy / n) * weight: every factor stays near the data's scale
+// (invstd * invstd would leave float32's range for data near 1e21).
 struct BackwardParams {
     double sum_dy_xc;  // sum(dy * (x - exact mean)), for dweight
     double center;     // the exact mean, to split with split_center
-    double p, q, r;
+    double s, p, q, r;
 };
 BackwardParams batch_norm_backward_params(double sum_d, double sum_dy, double sum_dy_d, double n,
                                           double mean, double invstd, double weight);

@@ -40,14 +40,17 @@ def batch_norm_backward_apply(
     dx: FloatArray,
     hi: FloatArray,
     lo: FloatArray,
+    s: FloatArray,
     p: FloatArray,
     q: FloatArray,
     r: FloatArray,
 ) -> None:
-    """``dx = dy * p[c] + ((x - hi[c]) - lo[c]) * q[c] + r[c]`` written into dx."""
+    """``dx = dy * p[c] + ((((x - hi[c]) - lo[c]) * s[c]) * q[c] + r[c]) * s[c]``
+    written into dx."""
     col = (None, slice(None), None)
     with np.errstate(invalid="ignore", over="ignore"):
-        dx[...] = dy * p[col] + (((x - hi[col]) - lo[col]) * q[col] + r[col])
+        xhat = ((x - hi[col]) - lo[col]) * s[col]
+        dx[...] = dy * p[col] + (xhat * q[col] + r[col]) * s[col]
 
 
 def batch_norm_backward_train(
@@ -58,19 +61,17 @@ def batch_norm_backward_train(
 
     The sums are taken about the stored ``mean`` (rounded to x's dtype by the
     forward pass); ``sum_d / n`` is that rounding, so the centre moves to the
-    exact batch mean. Then ``dx = dy*p + ((x - hi) - lo)*q + r`` with the
+    exact batch mean. Then ``dx = dy*p + ((((x - hi) - lo)*s)*q + r)*s`` with the
     parameters of :func:`~bnfast._twin.formulas.batch_norm_backward_params`
     and ``hi + lo`` the exact mean, all rounded to x's dtype.
     """
     n = x.shape[0] * x.shape[2]
     sum_d, sum_dy, sum_dy_d = batch_norm_backward_reduce(x, dy, mean)
     dtype = x.dtype
-    sum_dy_xc, center, p, q, r = batch_norm_backward_params(
+    sum_dy_xc, center, s, p, q, r = batch_norm_backward_params(
         sum_d, sum_dy, sum_dy_d, n, mean, invstd, weight
     )
     hi, lo = split_center(center, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        batch_norm_backward_apply(
-            x, dy, dx, hi, lo, p.astype(dtype), q.astype(dtype), r.astype(dtype)
-        )
+        batch_norm_backward_apply(x, dy, dx, hi, lo, *(a.astype(dtype) for a in (s, p, q, r)))
     return sum_dy, sum_dy_xc

@@ -85,25 +85,28 @@ def batch_norm_backward_params(
     mean: F64,
     invstd: F64,
     weight: Optional[F64],
-) -> tuple[F64, F64, F64, F64, F64]:
-    """``(sum_dy_xc, center, p, q, r)`` of batch norm's training backward.
+) -> tuple[F64, F64, F64, F64, F64, F64]:
+    """``(sum_dy_xc, center, s, p, q, r)`` of batch norm's training backward.
 
     From the sums about the stored mean over ``n`` values: ``delta = sum_d /
     n`` moves the centre to the exact mean (``center = mean + delta``),
-    ``sum_dy_xc = sum_dy_d - delta * sum_dy``, and ``dx = dy * p + (x -
-    center) * q + r`` with ``p = invstd * weight``, ``q = -(sum_dy_xc *
-    invstd * invstd / n) * p``, ``r = -(sum_dy / n) * p``.
+    ``sum_dy_xc = sum_dy_d - delta * sum_dy``, and ``dx = dy * p + (((x -
+    center) * s) * q + r) * s`` with ``s = invstd``, ``p = invstd * weight``,
+    ``q = -(sum_dy_xc * invstd / n) * weight``, ``r = -(sum_dy / n) *
+    weight`` (no ``invstd * invstd``: it leaves float32's range for data near
+    1e21).
     """
     inv = _f64(invstd)
+    w = 1.0 if weight is None else _f64(weight)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         delta = sum_d / n
         sum_dy_xc = sum_dy_d - delta * sum_dy
         center = mean + delta
-        k = sum_dy_xc * inv * inv / n
-        p = inv * (1.0 if weight is None else _f64(weight))
-        q = -k * p
-        r = -(sum_dy / n) * p
-    return sum_dy_xc, center, p, q, r
+        k = sum_dy_xc * inv / n
+        p = inv * w
+        q = -k * w
+        r = -(sum_dy / n) * w
+    return sum_dy_xc, center, inv, p, q, r
 
 
 def row_rstd(mean: F64, m2: F64, count: float, eps: float, rms: bool) -> F64:

@@ -82,7 +82,8 @@ def _error(message: str) -> int:
 def _exit_on_termination() -> Iterator[None]:
     """SIGTERM and SIGHUP (timeout, kill, a closed terminal, batch schedulers)
     raise SystemExit, so normalize's cleanup removes its temporary file as it
-    does for Ctrl-C. (SIGKILL cannot be caught: a hidden temp file may stay.)"""
+    does for Ctrl-C. (SIGKILL cannot be caught: on Linux the temporary is
+    unnamed and vanishes anyway; elsewhere a hidden temp file may stay.)"""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._files import special_file_kind
 from .datafiles import DataSource, MiB
 from .errors import CliError
 
@@ -208,7 +209,13 @@ def check_not_input(out: str, src: DataSource, what: str) -> None:
 
 
 def check_writable_dir(path: str, what: str) -> None:
-    """Fail early (before a pass over the data) if ``path`` cannot be created."""
+    """Fail early (before a pass over the data) if ``path`` cannot be created
+    or replaced: a missing or read-only directory, or an existing FIFO,
+    device, socket or directory at ``path`` (``--force`` included: bnfast
+    only replaces regular files)."""
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise CliError(f"{what} {path} is {kind}, not a regular file; choose another path")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CliError(f"{what} directory {directory}: no such directory")

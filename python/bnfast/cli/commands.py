@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from .._diagnose import DataReport, DiagnoseAccumulator
 from .._standardize import Standardizer
+from .._standardize_io import saved_name
 from .._standardize_rules import result_dtype
 from .._table import feature_table
 from .args import (
@@ -32,7 +33,14 @@ from .args import (
     resolve_axes,
     same_file,
 )
-from .datafiles import DataSource, MiB, atomic_npy_writer, open_data, rows_per_chunk
+from .datafiles import (
+    DataSource,
+    MiB,
+    atomic_npy_writer,
+    check_regular_input,
+    open_data,
+    rows_per_chunk,
+)
 from .errors import CliError, library_errors, one_line
 from .progress import progress as progress_bar
 
@@ -181,7 +189,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             check_not_input(args.out, src, "--out")
             if not args.out.endswith(".npz"):  # np.savez appends .npz
                 check_not_input(args.out + ".npz", src, "--out")
-            check_writable_dir(args.out, "--out")
+            check_writable_dir(saved_name(args.out), "--out")
         res = fit_file(
             src, axes, nan_policy=args.nan_policy, chunk_bytes=chunk_bytes, progress=args.progress
         )
@@ -220,14 +228,20 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         check_not_input(out, src, "output")
         if os.path.isdir(out):
             raise CliError(f"output {out} is a directory")
+        # before a fitting pass, not after it; FIFOs and devices even with --force
+        check_writable_dir(out, "output")
         if os.path.lexists(out) and not args.force:
             raise CliError(f"output {out} exists; use --force to replace it")
-        check_writable_dir(out, "output")  # before a fitting pass, not after it
         if args.stats is not None:
             if os.path.lexists(out) and same_file(out, args.stats):
                 raise CliError(f"output {out} is the --stats file")
             if os.path.isdir(args.stats):
                 raise CliError(f"--stats {args.stats}: is a directory")
+            stats_file = args.stats
+            if not os.path.exists(stats_file) and os.path.exists(saved_name(stats_file)):
+                stats_file = saved_name(stats_file)  # as Standardizer.load finds it
+            if os.path.exists(stats_file):
+                check_regular_input(stats_file, f"--stats {stats_file}")
             with library_errors("--stats"):
                 st = Standardizer.load(args.stats)
             axes = _stats_axes(st, src, args.stats)

@@ -2,23 +2,22 @@
 in chunks of whole rows along axis 0, and ``.npy`` outputs written atomically.
 
 Files are never loaded whole: ``.npy`` files and uncompressed ``.npz``
-members are memory-mapped and read as views of whole rows along axis 0, and
-the pages of each processed chunk are dropped from the process
-(``madvise(MADV_DONTNEED)``), so the resident memory stays bounded by a few
-times the chunk size whatever the file size (or by the size of one sample
-along axis 0, if that is larger).  Compressed ``.npz`` members are streamed
-chunk by chunk.  An output is written to a temporary file next to it and
-renamed only when complete (:func:`atomic_npy_writer`).
+members are read with ``pread`` a chunk of whole rows at a time into one
+reused buffer, so the resident memory stays bounded by a few times the
+chunk size whatever the file size (or by the size of one sample along axis
+0, if that is larger). They are not memory-mapped: a mapped file that
+shrinks under the reader raises SIGBUS, a short read is a one-line error.
+Compressed ``.npz`` members are streamed chunk by chunk. Only regular files
+are read (a FIFO is never opened blocking). An output is written through
+:func:`bnfast._files.atomic_write` (:func:`atomic_npy_writer`).
 """
 
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 import sys
-import tempfile
 import tokenize
 import zipfile
 import zlib
@@ -29,6 +28,7 @@ from typing import IO, Any, Callable
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .._files import atomic_write, check_regular_target, kind_of_mode
 from .._validate import DTYPE_KIND_NAMES
 from .errors import CliError, one_line
 
@@ -128,7 +128,13 @@ class DataSource:
 
 
 class _MappedSource(DataSource):
-    """A .npy file or an uncompressed .npz member: a read-only memory map."""
+    """A .npy file or an uncompressed .npz member, read with ``pread`` into
+    one reused chunk buffer.
+
+    Not memory-mapped: a mapped file that shrinks while it is read (another
+    process truncating it) kills the reader with SIGBUS, where a short read
+    is an error message (:func:`_pread_exactly`). Resident memory stays at
+    the chunk buffer whatever the file size."""
 
     def __init__(
         self,
@@ -141,87 +147,98 @@ class _MappedSource(DataSource):
     ) -> None:
         super().__init__(label, path, shape, dtype, fortran_order)
         self.data_offset = data_offset
-        self._file = open(path, "rb")
-        try:
-            self._mm: mmap.mmap | None = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        except BaseException:
-            self._file.close()
-            raise
-        self._can_release = hasattr(self._mm, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+        self._fd: int | None = _open_regular(path, label)
 
-    def _map(self) -> mmap.mmap:
-        if self._mm is None:
+    def _fileno(self) -> int:
+        if self._fd is None:
             raise ValueError(f"{self.label}: read after close")
-        return self._mm
+        return self._fd
 
-    def _release(self, start: int, stop: int) -> None:
-        """Drop the pages of data bytes [start, stop) from this process."""
-        if not self._can_release or stop <= start:
-            return
-        start -= start % mmap.PAGESIZE
-        try:
-            self._map().madvise(mmap.MADV_DONTNEED, start, stop - start)
-        except OSError:  # not fatal: only memory use is at stake
-            self._can_release = False
+    def _read(self, view: memoryview, offset: int) -> None:
+        _pread_exactly(self._fileno(), view, self.data_offset + offset, self.label)
 
     def chunks(self, rows: int) -> Iterator[np.ndarray]:
         n = self.n_rows
+        rows = max(1, min(rows, n))
         if self.fortran_order:
             yield from self._fortran_chunks(rows)
             return
+        buf = np.empty(rows * self.row_bytes, np.uint8)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            offset = self.data_offset + start * self.row_bytes
-            chunk = self._native(
-                np.ndarray(
-                    (stop - start,) + self.shape[1:], self.dtype, buffer=self._map(), offset=offset
-                )
-            )
-            yield chunk
-            del chunk
-            self._release(offset, self.data_offset + stop * self.row_bytes)
+            nbytes = (stop - start) * self.row_bytes
+            self._read(buf.data[:nbytes], start * self.row_bytes)
+            chunk = buf[:nbytes].view(self.dtype).reshape((stop - start,) + self.shape[1:])
+            yield self._native(chunk)
 
     def _fortran_chunks(self, rows: int) -> Iterator[np.ndarray]:
-        """Row chunks of a Fortran-order array, copied into a chunk buffer.
-
-        A row chunk of such a file is a strided view that touches every
-        column, and the kernel may map whole large page-cache folios around
-        each touched page (measured: the whole file for a few rows of each
-        column), so viewing would not bound memory.  The chunk is instead
-        copied a group of columns at a time, the group's whole file span
-        (at most one chunk's worth of bytes) released after each copy."""
+        """Row chunks of a Fortran-order array: each column (fixed trailing
+        index) is contiguous in the file, so a chunk is one read per column
+        into a Fortran-order chunk buffer."""
         n, cols = self.n_rows, self.row_elems
         itemsize = self.dtype.itemsize
-        col_bytes = n * itemsize  # one column (fixed trailing index) is contiguous
-        group = max(1, (rows * self.row_bytes) // max(1, col_bytes))
-        full = np.ndarray(
-            (n, cols), self.dtype, buffer=self._map(), offset=self.data_offset, order="F"
-        )
-        rows = max(1, min(rows, n))
-        flat = np.empty(rows * cols, self.native_dtype)
-        try:
-            for start in range(0, n, rows):
-                stop = min(n, start + rows)
-                k = stop - start
-                buf = flat[: k * cols].reshape((k, cols), order="F")
-                for j0 in range(0, cols, group):
-                    j1 = min(cols, j0 + group)
-                    buf[:, j0:j1] = full[start:stop, j0:j1]  # byte order converted here
-                    self._release(
-                        self.data_offset + j0 * col_bytes, self.data_offset + j1 * col_bytes
-                    )
-                yield buf.reshape((k,) + self.shape[1:], order="F")
-        finally:
-            del full
+        col_bytes = n * itemsize
+        flat = np.empty(rows * cols, self.dtype)
+        raw = flat.view(np.uint8)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            k = stop - start
+            for j in range(cols):
+                dst = raw[j * k * itemsize : (j + 1) * k * itemsize]
+                self._read(dst.data, j * col_bytes + start * itemsize)
+            buf = flat[: k * cols].reshape((k, cols), order="F")
+            yield self._native(buf.reshape((k,) + self.shape[1:], order="F"))
 
     def close(self) -> None:
-        mm, self._mm = self._mm, None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # a chunk is still referenced: closed when it is freed
-        self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _pread_exactly(fd: int, view: memoryview, offset: int, label: str) -> None:
+    """Fill ``view`` from ``offset`` of ``fd``; a file that ended early
+    (it shrank after it was opened) is a CliError."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise CliError(
+                f"{label}: the file shrank while it was read (it ends at byte {offset + done}, "
+                f"the data needs {offset + len(view)}); was it modified by another program?"
+            )
+        done += got
+
+
+def _open_regular(path: str, label: str) -> int:
+    """A read-only descriptor of the regular file ``path``. Opened without
+    blocking (O_NONBLOCK: opening a FIFO for reading would wait for a
+    writer) and checked with fstat before any read: FIFOs, devices and
+    sockets are refused with a CliError."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise CliError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"{label}: cannot open: {exc.strerror or one_line(exc)}") from None
+    try:
+        kind = kind_of_mode(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise CliError(
+                f"{label}: is {kind}, not a regular file; bnfast reads .npy/.npz files only"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_regular_input(path: str, label: str) -> None:
+    """CliError unless ``path`` is an existing regular file (stat only, or a
+    non-blocking open: never waits on a FIFO)."""
+    os.close(_open_regular(path, label))
 
 
 class _StreamSource(DataSource):
@@ -293,7 +310,8 @@ def open_data(arg: str) -> DataSource:
         raise CliError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CliError(f"{path}: is a directory, expected a .npy file or an .npz archive")
-    with open(path, "rb") as f:
+    # Never open a FIFO, device or socket with a blocking open: checked first.
+    with os.fdopen(_open_regular(path, path), "rb") as f:
         magic = f.read(len(_NPY_MAGIC))
     if magic.startswith(_ZIP_MAGIC):
         src = _open_npz(arg, path, member)
@@ -312,7 +330,7 @@ def open_data(arg: str) -> DataSource:
 
 
 def _open_npy(label: str, path: str) -> DataSource:
-    with open(path, "rb") as f:
+    with os.fdopen(_open_regular(path, label), "rb") as f:
         shape, fortran_order, dtype = _read_npy_header(f, label)
         data_offset = f.tell()
         size = os.fstat(f.fileno()).st_size
@@ -350,7 +368,7 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
     if info.flag_bits & 0x1:
         raise CliError(f"{label}: the member is encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
-        with open(path, "rb") as f:
+        with os.fdopen(_open_regular(path, label), "rb") as f:
             f.seek(info.header_offset)
             raw = f.read(_ZIP_LOCAL_HEADER.size)
             if len(raw) != _ZIP_LOCAL_HEADER.size or raw[:4] != _ZIP_MAGIC:
@@ -431,55 +449,22 @@ def rows_per_chunk(chunk_bytes: int, bytes_per_row: int, label: str = "") -> int
 def atomic_npy_writer(path: str, shape: tuple[int, ...], dtype: np.dtype) -> Iterator[IO[bytes]]:
     """A binary file for the data of a C-order ``.npy`` array, after its header.
 
-    The data goes to a hidden temporary file in ``path``'s directory, which
-    replaces ``path`` (keeping the mode of a file it replaces) only when the
-    ``with`` block completes; on any exception, Ctrl-C included, it is
-    removed and ``path`` is left as it was. The file and its directory are
-    fsynced, so a completed output survives a crash.
+    Written through :func:`bnfast._files.atomic_write`: an unnamed temporary
+    file in ``path``'s directory (a hidden named one where the system has
+    none), which replaces ``path`` (keeping the mode of a file it replaces)
+    only when the ``with`` block completes; on any exception, Ctrl-C
+    included, ``path`` is left as it was, and even ``kill -9`` leaves no
+    temporary behind on Linux. Existing non-regular files (FIFOs, devices)
+    are refused (CliError).
     """
     header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path)[:180] + ".", suffix=".tmp"
-    )
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                npy_format.write_array_header_1_0(f, header)
-            except ValueError:  # header too long for format 1.0
-                npy_format.write_array_header_2_0(f, header)
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        check_regular_target(path, "output")
+    except ValueError as exc:
+        raise CliError(one_line(exc)) from None
+    with atomic_write(path, "output") as f:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _new_file_mode(out: str) -> int:
-    try:
-        return os.stat(out).st_mode & 0o7777  # --force: keep the replaced file's mode
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            npy_format.write_array_header_1_0(f, header)
+        except ValueError:  # header too long for format 1.0
+            npy_format.write_array_header_2_0(f, header)
+        yield f

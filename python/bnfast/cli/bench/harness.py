@@ -28,6 +28,7 @@ import numpy as np
 
 import bnfast
 
+from ..._files import atomic_write
 from ..._table import format_table
 from .cases import EPS, Case, make_cases
 
@@ -310,19 +311,10 @@ def plot(rows: list[Row], path: str, env: dict[str, Any]) -> None:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.985))
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    with atomic_write(path, "--plot") as fh:
+        fig.savefig(fh, format=fmt, dpi=110)
     print(f"plot written to {path}")
-
-
-def _write_atomically(path: str, write: Any) -> None:
-    """write(tmp) into a temporary file beside ``path``, then rename it."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def environment(threads: int, torch_version: Optional[str]) -> dict[str, Any]:
@@ -414,17 +406,16 @@ def run(
         f"{BUSY_SPREAD}x the min"
     )
     if json_path:
-        report = {
-            "environment": env,
-            "self_check_failures": failures,
-            "rows": [asdict(r) for r in rows],
-        }
-
-        def write_json(tmp: str) -> None:
-            with open(tmp, "w") as fh:
-                json.dump(report, fh, indent=2)
-
-        _write_atomically(json_path, write_json)
+        text = json.dumps(
+            {
+                "environment": env,
+                "self_check_failures": failures,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        with atomic_write(json_path, "--json") as fh:
+            fh.write(text.encode())
     if plot_path:
         plot(rows, plot_path, env)
     return 1 if failures else 0
