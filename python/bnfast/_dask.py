@@ -689,6 +689,7 @@ def batch_norm(
         training,
         required=not training,
         why="when training=False (eval mode normalizes with the running statistics)",
+        func="batch_norm",
     )
     w = _channel_params(weight, "weight", c)
     b = _channel_params(bias, "bias", c)
@@ -746,6 +747,7 @@ def _bn_apply_block(
     dy: np.ndarray,
     hi: np.ndarray,
     lo: np.ndarray,
+    s: np.ndarray,
     p: np.ndarray,
     q: np.ndarray,
     r: np.ndarray,
@@ -761,7 +763,7 @@ def _bn_apply_block(
             np.errstate(invalid="ignore", over="ignore"),
             _layout.output_view(dx, groups, x3.shape, False) as dx3,
         ):
-            _runtime.impl().batch_norm_backward_apply(x3, dy3, dx3, hi, lo, p, q, r)
+            _runtime.impl().batch_norm_backward_apply(x3, dy3, dx3, hi, lo, s, p, q, r)
     return dx
 
 
@@ -826,11 +828,11 @@ def batch_norm_backward(
     if training:
         from ._twin.formulas import batch_norm_backward_params
 
-        sum_dy_xc, center, p, q, r = batch_norm_backward_params(
+        sum_dy_xc, center, s, p, q, r = batch_norm_backward_params(
             sum_d, sum_dy, sum_dy_d, n, mu, inv, w
         )
         hi, lo = impl.split_center(center, dtype)
-        params = [hi, lo] + [as_param(a, dtype) for a in (p, q, r)]
+        params = [hi, lo] + [as_param(a, dtype) for a in (s, p, q, r)]
         dx = da.blockwise(
             _bn_apply_block,
             ind,
@@ -1090,6 +1092,7 @@ def instance_norm(
         use_input_stats,
         required=not use_input_stats,
         why="when use_input_stats=False",
+        func="instance_norm",
     )
     if not use_input_stats:  # batch norm's eval path, as on NumPy
         return batch_norm(

@@ -60,6 +60,8 @@ def _reduce(
     n_kept = math.prod(x.shape[i] for i in kept)
     if count == 0 or n_kept == 0:
         return None, None, count, axes, kept, x, result_dtype
+    mean: NDArray[np.floating[Any]]
+    m2: NDArray[np.floating[Any]]
     if x.dtype.kind in "biu":
         mean, m2 = _slab_moments(x, kept)
         return mean, m2, count, axes, kept, x, result_dtype

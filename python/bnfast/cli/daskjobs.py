@@ -229,7 +229,10 @@ def dask_normalize(args: argparse.Namespace) -> int:
         raise CliError(f"output {out} is the input {data.path}; refusing to overwrite it")
     if os.path.lexists(out) and not args.force:
         raise CliError(f"output {out} exists; use --force to replace it")
-    check_writable_dir(out, "output")
+    # A Zarr store is a directory: an existing one is replaced (atomically,
+    # atomic_zarr_store); anything else at the path is checked as for files.
+    is_store = os.path.isdir(out) and os.path.isfile(os.path.join(out, "zarr.json"))
+    check_writable_dir(os.path.join(out, "zarr.json") if is_store else out, "output")
     with _scheduler(args.scheduler) as client:
         if args.stats is not None:
             with library_errors("--stats"):
