@@ -29,8 +29,10 @@ from ._validate import (
     check_float_dtype,
     check_grad_pair,
     check_momentum,
+    compute_dtype,
     empty_grads,
     grad_weight,
+    is_half,
     output_for,
     saved_stat,
 )
@@ -40,14 +42,16 @@ def check_running(
     stat: ArrayLike, name: str, c: int, dtype: np.dtype[Any], updating: bool
 ) -> FloatArray:
     """A running statistic (batch and instance norm): 1-D, length c, x's
-    dtype; an ndarray that is writeable when ``updating`` (in place)."""
+    dtype (or float32 beside float16/bfloat16 x, PyTorch's mixed precision);
+    an ndarray that is writeable when ``updating`` (in place)."""
     if updating and not isinstance(stat, np.ndarray):
         raise TypeError(
             f"{name} must be a NumPy array (it is updated in place), got {type(stat).__name__}"
         )
     arr = channel_vector(stat, name, c)
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
+    if arr.dtype != dtype and arr.dtype != compute_dtype(dtype):
+        also = f" or {compute_dtype(dtype)}" if is_half(dtype) else ""
+        raise TypeError(f"{name} must have dtype {dtype}{also} to match x, got {arr.dtype}")
     if updating and not arr.flags.writeable:
         raise ValueError(f"{name} is read-only, but training updates it in place")
     return arr
@@ -88,9 +92,15 @@ RUNNING_LOCK = threading.Lock()
 def update_running(running: FloatArray, value: F64Array, momentum: float) -> None:
     """``impl().running_update`` (float64, rounded once) on a running
     statistic of any layout: a non-contiguous one is updated through a
-    contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
+    contiguous copy, with the same bits. A float16/bfloat16 one is updated
+    in a float64 copy, then rounded through float32 (the compute dtype, as
+    every half-precision result). Callers hold :data:`RUNNING_LOCK`."""
     update = _runtime.impl().running_update
-    if running.flags.c_contiguous and running.flags.aligned:
+    if is_half(running.dtype):
+        work64 = running.astype(np.float64)
+        update(work64, value, momentum)
+        running[...] = work64.astype(np.float32)
+    elif running.flags.c_contiguous and running.flags.aligned:
         update(running, value, momentum)
     else:
         work = np.ascontiguousarray(running)
@@ -266,6 +276,7 @@ def batch_norm(
     training = bool(training)
     momentum = check_momentum(momentum)
     dtype = x.dtype
+    pdtype = compute_dtype(dtype)  # parameters and statistics: float32 for half x
     c = x.shape[axis]
 
     rm, rv = check_running_pair(
@@ -309,8 +320,8 @@ def batch_norm(
                 groups,
                 None,
                 None,
-                as_param(scale, dtype),
-                as_param(shift, dtype),
+                as_param(scale, pdtype),
+                as_param(shift, pdtype),
             )
 
     if training and rm is not None and rv is not None:
@@ -318,7 +329,7 @@ def batch_norm(
         update_running_pair(rm, rv, mean, m2 / (count - 1), momentum)
 
     if return_stats:
-        return y, mean.astype(dtype), invstd.astype(dtype)
+        return y, mean.astype(pdtype), invstd.astype(pdtype)
     return y
 
 
@@ -432,7 +443,7 @@ def batch_norm_backward(
     check_batched(x, "batch_norm_backward")
     axis = check_axis(axis, x.ndim)
     c = x.shape[axis]
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # of the parameters and their gradients
     mu = saved_stat(mean, "mean", (c,), "batch_norm_backward")
     inv = saved_stat(invstd, "invstd", (c,), "batch_norm_backward")
     w = grad_weight(weight, (c,), "batch_norm_backward")

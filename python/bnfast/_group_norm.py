@@ -26,6 +26,7 @@ from ._validate import (
     check_batched,
     check_eps,
     check_float_dtype,
+    compute_dtype,
     check_grad_pair,
     check_momentum,
     check_num_groups,
@@ -445,7 +446,7 @@ def group_norm_backward(
     w = grad_weight(weight, (c,), "group_norm_backward")
     if xa.size == 0:
         return empty_grads(xa, (c,), w)
-    dtype = xa.dtype
+    dtype = compute_dtype(xa.dtype)  # of the kernel parameters and the gradients
     per = c // g_count
     spatial = tuple(i for i in range(1, xa.ndim) if i != axis and xa.shape[i] != 1)
     count = per * math.prod(xa.shape[i] for i in spatial)

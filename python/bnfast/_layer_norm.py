@@ -20,6 +20,9 @@ from ._validate import (
     as_array,
     check_eps,
     check_float_dtype,
+    compute_dtype,
+    is_real_dtype,
+    machine_eps,
     check_grad_pair,
     empty_grads,
     grad_weight,
@@ -38,7 +41,7 @@ def _shaped_param(
     if p is None:
         return None
     arr = as_array(p, name)
-    if arr.dtype.kind not in "biuf":
+    if not is_real_dtype(arr.dtype):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(
@@ -72,7 +75,7 @@ def _rows_forward(
     b = _shaped_param(bias, "bias", norm_shape)
     y = output_for(x, out, func)
     impl = _runtime.impl()
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # parameters and statistics: float32 for half x
     if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
         undefined = np.full(kept_shape, np.nan, dtype=dtype)
         return y, undefined, undefined.copy()
@@ -316,7 +319,7 @@ def rms_norm(
             return fast
     xa = as_array(x)
     check_float_dtype(xa, "x", "rms_norm")
-    eps_ = float(np.finfo(xa.dtype).eps) if eps is None else check_eps(eps)
+    eps_ = machine_eps(xa.dtype) if eps is None else check_eps(eps)
     norm_axes = _norm_axes(axis, xa.ndim)
     y, _, rstd = _rows_forward(xa, norm_axes, weight, None, eps_, out, "rms_norm", rms=True)
     return (y, rstd) if return_stats else y
@@ -364,7 +367,7 @@ def _row_backward_arrays(
     if x.size == 0:
         _, dw0, db0 = empty_grads(x, norm_shape, w)
         return dx, dw0, db0
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # of the parameters and their gradients
     groups = _row_groups(x, norm_axes)
     x3 = _layout.view_or_copy(x, groups)
     dy3 = _layout.view_or_copy(dy, groups)
