@@ -14,7 +14,13 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._moments import Moments
-from ._validate import check_out
+from ._validate import (
+    ACCEPTED_FLOATS,
+    check_out,
+    is_float_dtype,
+    is_half,
+    resolve_dtype,
+)
 
 _EPS = np.finfo(np.float64).eps
 _E = TypeVar("_E", bound="EstimatorParams")
@@ -129,9 +135,24 @@ def check_axis_param(axis: Any) -> int | tuple[int, ...] | None:
 
 
 def result_dtype(dtype: DTypeLike) -> np.dtype[Any]:
-    """float32 stays float32; everything else is standardized in float64 (as
-    scikit-learn)."""
-    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+    """The default output dtype: float32, float16 and bfloat16 stay as they
+    are (as scikit-learn keeps float32 and float16); everything else is
+    standardized in float64 (as scikit-learn)."""
+    dt = np.dtype(dtype)
+    if dt == np.float32 or is_half(dt):
+        return dt
+    return np.dtype(np.float64)
+
+
+def check_output_dtype(dtype: object) -> np.dtype[Any] | None:
+    """The ``dtype`` parameter of Standardizer: None (the default rule,
+    :func:`result_dtype`) or float32, float64, float16 or bfloat16."""
+    if dtype is None:
+        return None
+    dt = resolve_dtype(dtype)
+    if not is_float_dtype(dt):
+        raise ValueError(f"dtype must be None or one of {ACCEPTED_FLOATS}, got {dt}")
+    return dt
 
 
 def same_memory(x: np.ndarray, X: object) -> bool:

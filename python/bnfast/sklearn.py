@@ -24,12 +24,27 @@ except ImportError as exc:  # pragma: no cover - exercised without sklearn
     ) from None
 
 from . import _standardize
+from ._validate import is_bfloat16
 
-_FLOATS = (np.float64, np.float32)
+# Kept as they are (float16 too, as scikit-learn's StandardScaler); other
+# input becomes float64. bfloat16 is kept as well (see _checked_input).
+_FLOATS = (np.float64, np.float32, np.float16)
 _S = TypeVar("_S", bound="Standardizer")
 _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
 if TYPE_CHECKING:
     _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
+
+
+def _checked_input(est: Any, X: Any, reset: bool, finite: Any) -> Any:
+    """``validate_data`` of X, keeping bfloat16 arrays as they are:
+    scikit-learn does not know the dtype and would convert them to float64
+    (a silent 4x larger result). Their shape and features are validated on a
+    uint16 view (no copy); the plain class checks their values (it refuses
+    infinity and applies ``nan_policy`` itself)."""
+    if isinstance(X, np.ndarray) and is_bfloat16(X.dtype):
+        validate_data(est, X.view(np.uint16), reset=reset, dtype=None, ensure_all_finite=False)
+        return X
+    return validate_data(est, X, reset=reset, dtype=_FLOATS, ensure_all_finite=finite)
 
 
 class Standardizer(
@@ -58,6 +73,9 @@ class Standardizer(
         NaN handling of the fit, as in :class:`bnfast.Standardizer`.
     copy : bool, default True
         ``False`` lets :meth:`transform` work in place on float arrays.
+    dtype : dtype or None, default None
+        The output dtype, as for :class:`bnfast.Standardizer`: None keeps
+        float32, float16 and bfloat16 and gives float64 otherwise.
 
     Attributes
     ----------
@@ -91,6 +109,7 @@ sample_axes_, moments_
         ddof: int = 0,
         nan_policy: Literal["omit", "propagate", "raise"] = "omit",
         copy: bool = True,
+        dtype: Any = None,
     ) -> None:
         super().__init__(
             axis=axis,
@@ -99,6 +118,7 @@ sample_axes_, moments_
             ddof=ddof,
             nan_policy=nan_policy,
             copy=copy,
+            dtype=dtype,
         )
 
     def _validate(self, X: Any, reset: bool) -> Any:
@@ -107,12 +127,8 @@ sample_axes_, moments_
                 f"bnfast.sklearn.Standardizer standardizes the columns of 2-D data (axis=0), "
                 f"got axis={self.axis!r}; use bnfast.Standardizer for other axes"
             )
-        return validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=_FLOATS,
-            ensure_all_finite="allow-nan" if self.nan_policy != "raise" else True,
+        return _checked_input(
+            self, X, reset, "allow-nan" if self.nan_policy != "raise" else True
         )
 
     def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
@@ -209,7 +225,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features_in_)
-            The result: float32 for float32 input, else float64 (a DataFrame
+            The result, of dtype ``dtype``; by default float32, float16 and
+            bfloat16 input keep their dtype, other input gives float64 (a DataFrame
             under ``set_output(transform="pandas")``).
 
         Raises
@@ -229,7 +246,7 @@ sample_axes_, moments_
         check_is_fitted(self)
         # NaN passes through transform under every nan_policy (it only
         # governs fitting), as in the plain class.
-        X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
+        X = _checked_input(self, X, False, "allow-nan")
         return super().transform(X, out=out)
 
     @overload
@@ -258,7 +275,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features_in_)
-            The result: float32 for float32 input, else float64.
+            The result, of dtype ``dtype``; by default float32, float16 and
+            bfloat16 input keep their dtype, other input gives float64.
 
         Raises
         ------
@@ -273,7 +291,7 @@ sample_axes_, moments_
         array([[5.]])
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOATS, ensure_all_finite="allow-nan")
+        X = _checked_input(self, X, False, "allow-nan")
         return super().inverse_transform(X, out=out)
 
     @overload
@@ -306,7 +324,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features)
-            The result: float32 for float32 input, else float64.
+            The result, of dtype ``dtype``; by default float32, float16 and
+            bfloat16 input keep their dtype, other input gives float64.
 
         Raises
         ------
