@@ -42,7 +42,9 @@ def _converts_exactly(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
     """Whether every value of ``source`` is exact in ``target`` (uint8 in
     float16, float16 in float32, ...): then the data is converted into the
     output first and standardized there, in the output's precision."""
-    if is_half(source) and target in (np.dtype(np.float32), np.dtype(np.float64)):
+    if source == target or (
+        is_half(source) and target in (np.dtype(np.float32), np.dtype(np.float64))
+    ):
         return True
     if target.name == "bfloat16":  # 8 significant bits, float32's range
         return source == np.bool_ or source in (np.dtype(np.uint8), np.dtype(np.int8))
@@ -111,11 +113,12 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     dtype : dtype or None, default None
         The dtype of what :meth:`transform` and :meth:`inverse_transform`
         return: float32, float64, float16 or bfloat16 (``"bfloat16"`` needs
-        ml_dtypes). None keeps float32, float16 and bfloat16 input as it is
-        and gives float64 for everything else (integers and bool, as
-        scikit-learn). A narrower output than the input is computed in the
-        input's precision a slab at a time and rounded once: uint8 images
-        become float32 without a float64 copy of the whole data set.
+        ml_dtypes). None keeps float32 input float32 and gives float64 for
+        everything else (integers, bool, float16, bfloat16; as scikit-learn
+        does for integers). Data that the output dtype holds exactly (uint8
+        in float32 or float16, float16 in float32) is standardized in the
+        output's precision; other data in its own, a slab at a time, and
+        rounded once: no float64 copy of the whole data set.
 
     Attributes
     ----------
@@ -470,8 +473,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64. ``out`` when
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64. ``out`` when
             given, ``X`` itself when ``copy=False`` and ``X`` is float32/float64.
 
         Raises
@@ -543,8 +546,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------
@@ -634,8 +637,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------

@@ -18,7 +18,6 @@ from ._validate import (
     ACCEPTED_FLOATS,
     check_out,
     is_float_dtype,
-    is_half,
     resolve_dtype,
 )
 
@@ -135,13 +134,10 @@ def check_axis_param(axis: Any) -> int | tuple[int, ...] | None:
 
 
 def result_dtype(dtype: DTypeLike) -> np.dtype[Any]:
-    """The default output dtype: float32, float16 and bfloat16 stay as they
-    are (as scikit-learn keeps float32 and float16); everything else is
+    """The default output dtype: float32 stays float32; everything else
+    (float16 and bfloat16 included: ask for them with ``dtype=``) is
     standardized in float64 (as scikit-learn)."""
-    dt = np.dtype(dtype)
-    if dt == np.float32 or is_half(dt):
-        return dt
-    return np.dtype(np.float64)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
 
 
 def check_output_dtype(dtype: object) -> np.dtype[Any] | None:

@@ -26,8 +26,8 @@ except ImportError as exc:  # pragma: no cover - exercised without sklearn
 from . import _standardize
 from ._validate import is_bfloat16
 
-# Kept as they are (float16 too, as scikit-learn's StandardScaler); other
-# input becomes float64. bfloat16 is kept as well (see _checked_input).
+# Read as they are (float16 too, as scikit-learn's StandardScaler; bfloat16
+# as well, see _checked_input); other input is converted to float64.
 _FLOATS = (np.float64, np.float32, np.float16)
 _S = TypeVar("_S", bound="Standardizer")
 _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
@@ -74,8 +74,8 @@ class Standardizer(
     copy : bool, default True
         ``False`` lets :meth:`transform` work in place on float arrays.
     dtype : dtype or None, default None
-        The output dtype, as for :class:`bnfast.Standardizer`: None keeps
-        float32, float16 and bfloat16 and gives float64 otherwise.
+        The output dtype, as for :class:`bnfast.Standardizer`: None gives
+        float32 for float32 input and float64 otherwise.
 
     Attributes
     ----------
@@ -225,8 +225,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features_in_)
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64 (a DataFrame
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64 (a DataFrame
             under ``set_output(transform="pandas")``).
 
         Raises
@@ -275,8 +275,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features_in_)
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------
@@ -324,8 +324,8 @@ sample_axes_, moments_
         Returns
         -------
         ndarray of shape (n_samples, n_features)
-            The result, of dtype ``dtype``; by default float32, float16 and
-            bfloat16 input keep their dtype, other input gives float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "float64", "float16", "bfloat16"),
         default=None,
-        help="dtype of OUT (default: float32/float16 stay so, anything else gives float64); "
+        help="dtype of OUT (default: float32 for float32 data, else float64); "
         "bfloat16 needs ml_dtypes and is stored in the .npy as 2-byte void '<V2' "
         "(read it back with .view(ml_dtypes.bfloat16))",
     )
