@@ -192,7 +192,9 @@ def test_widening_to_double_is_exact(backend, dt, layout):
     v = v[np.isfinite(v)][::7]
     x = np.zeros((len(v), 64))
     x[:, 0] = v
-    x3 = x.astype(dt)[None] if layout == "rows" else np.ascontiguousarray(x.astype(dt).T)[:, :, None]
+    x3 = (
+        x.astype(dt)[None] if layout == "rows" else np.ascontiguousarray(x.astype(dt).T)[:, :, None]
+    )
     mean, m2 = runtime.impl().moments(x3)
     np.testing.assert_array_equal(mean, v / 64)
     np.testing.assert_array_equal(m2, v * v * 63 / 64)
@@ -463,8 +465,9 @@ def _from_torch(t):
 # (PyTorch warns that float32 weights beside half input take its unfused path)
 @pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
 @pytest.mark.parametrize("dt", HALF, ids=HALF_IDS)
-@pytest.mark.parametrize("op", ["batch_norm", "batch_norm_eval", "layer_norm", "rms_norm",
-                                "group_norm", "instance_norm"])
+@pytest.mark.parametrize(
+    "op", ["batch_norm", "batch_norm_eval", "layer_norm", "rms_norm", "group_norm", "instance_norm"]
+)
 def test_matches_torch(backend, dt, op):
     # PyTorch's CPU kernels compute half inputs in float32 too (float32
     # weight, bias and running statistics beside half activations): both
@@ -681,8 +684,18 @@ def test_cli_normalize_dtype(tmp_path, out):
     rng = np.random.default_rng(13)
     X = rng.integers(0, 256, (300, 5)).astype(np.uint8)
     np.save(tmp_path / "x.npy", X)
-    cmd = [sys.executable, "-m", "bnfast", "normalize", str(tmp_path / "x.npy"),
-           str(tmp_path / "y.npy"), "--dtype", out, "--chunk-mb", "0.001"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bnfast",
+        "normalize",
+        str(tmp_path / "x.npy"),
+        str(tmp_path / "y.npy"),
+        "--dtype",
+        out,
+        "--chunk-mb",
+        "0.001",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     y = np.load(tmp_path / "y.npy")
     out_dt = BF16 if out == "bfloat16" else np.dtype(out)

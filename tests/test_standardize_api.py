@@ -48,7 +48,12 @@ def test_constructor_keyword_only_and_stores_unchanged():
     with pytest.raises(TypeError):
         bnfast.Standardizer(0)  # keyword-only
     odd = dict(
-        axis="nonsense", with_mean=0, with_std="yes", ddof="x", nan_policy="maybe", copy=None,
+        axis="nonsense",
+        with_mean=0,
+        with_std="yes",
+        ddof="x",
+        nan_policy="maybe",
+        copy=None,
         dtype="nope",
     )
     s = bnfast.Standardizer(**odd)  # no validation in __init__ (sklearn rule)

@@ -19,9 +19,9 @@ from ._standardize_rules import (
     NotFittedError,
     check_axis_param,
     check_chunk,
+    check_output_dtype,
     constant_features,
     derived_attributes,
-    check_output_dtype,
     output_array,
     result_dtype,
 )
@@ -73,6 +73,7 @@ def _sample_slabs(shape: tuple[int, ...], kept: tuple[int, ...]) -> list[tuple[s
         index[axis] = slice(start, start + step)
         slabs.append(tuple(index))
     return slabs
+
 
 _S = TypeVar("_S", bound="Standardizer")
 _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes

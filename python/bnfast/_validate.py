@@ -28,8 +28,11 @@ ACCEPTED_FLOATS = "float32, float64, float16 or bfloat16"
 
 def is_bfloat16(dtype: np.dtype[Any]) -> bool:
     """Whether ``dtype`` is ml_dtypes' bfloat16 (a 2-byte non-structured type)."""
-    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None and (
-        dtype.name == "bfloat16"
+    return (
+        dtype.kind == "V"
+        and dtype.itemsize == 2
+        and dtype.names is None
+        and (dtype.name == "bfloat16")
     )
 
 
@@ -69,9 +72,10 @@ def resolve_dtype(dtype: object, name: str = "dtype") -> np.dtype[Any]:
             ) from None
         return np.dtype(ml_dtypes.bfloat16)
     try:
-        return np.dtype(dtype)  # type: ignore[call-overload,no-any-return]
+        return np.dtype(dtype)  # type: ignore[call-overload]
     except TypeError as exc:
         raise TypeError(f"{name} must be a NumPy dtype, got {dtype!r} ({exc})") from None
+
 
 # The array types of the public signatures.
 FloatArray = NDArray[np.floating[Any]]  # x's dtype (float16/32/64; bfloat16 is typed as this too)

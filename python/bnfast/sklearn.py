@@ -127,9 +127,7 @@ sample_axes_, moments_
                 f"bnfast.sklearn.Standardizer standardizes the columns of 2-D data (axis=0), "
                 f"got axis={self.axis!r}; use bnfast.Standardizer for other axes"
             )
-        return _checked_input(
-            self, X, reset, "allow-nan" if self.nan_policy != "raise" else True
-        )
+        return _checked_input(self, X, reset, "allow-nan" if self.nan_policy != "raise" else True)
 
     def fit(self: _S, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> _S:
         """Compute the mean and scale of each column of ``X``, anew.
