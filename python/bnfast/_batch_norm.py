@@ -196,9 +196,11 @@ def batch_norm(
     ----------
     x : array_like
         Input of shape (N, C, ...) -- at least 2-D -- with the channels on
-        ``axis``; float32 or float64, any layout.
+        ``axis``; float32, float64, float16 or bfloat16, any
+        layout (half precision is computed in float32).
     running_mean, running_var : ndarray, optional
-        Running statistics, shape (C,), of x's dtype; both or neither.
+        Running statistics, shape (C,), of x's dtype (or float32 beside
+        float16/bfloat16 x); both or neither.
         Required when ``training=False``; with ``training=True`` they must
         be writeable ndarrays (updated in place). Threads training at once
         may share them: each update is applied once (README, "Threads").
@@ -225,14 +227,15 @@ def batch_norm(
     y : ndarray
         The normalized input, x's shape and dtype (``out`` if given).
     mean, invstd : ndarray
-        Only with ``return_stats=True``: shape (C,), x's dtype; the batch
+        Only with ``return_stats=True``: shape (C,), x's dtype (float32 for
+        half-precision x); the batch
         mean and ``1 / sqrt(var + eps)`` when training, else the running
         mean and ``1 / sqrt(running_var + eps)``.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, a parameter is not real, or a
+        If ``x`` is not float32/float64/float16/bfloat16, a parameter is not real, or a
         running statistic has another dtype than ``x`` (or is not an ndarray
         while training).
     ValueError
@@ -416,14 +419,15 @@ def batch_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        Shape (C,), x's dtype; None when ``weight`` is None.
+        Shape (C,), x's dtype (float32 for half-precision x); None when
+        ``weight`` is None.
     dbias : ndarray
-        Shape (C,), x's dtype.
+        Shape (C,), x's dtype (float32 for half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or a
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or a
         statistic or the weight is not real.
     ValueError
         For fewer than 2 dimensions or mismatched shapes.

@@ -157,7 +157,8 @@ def layer_norm(
     Parameters
     ----------
     x : array_like
-        Input of any shape and layout; float32 or float64.
+        Input of any shape and layout; float32, float64, float16 or
+        bfloat16 (half precision is computed in float32).
     weight, bias : array_like, optional
         Affine parameters with the shape of the normalized axes (PyTorch's
         ``normalized_shape``), real numbers.
@@ -177,13 +178,14 @@ def layer_norm(
         Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
         Only with ``return_stats=True``: the shape of the axes not
-        normalized, x's dtype; ``rstd = 1 / sqrt(var + eps)`` (inf for a
+        normalized, x's dtype (float32 for half-precision x);
+        ``rstd = 1 / sqrt(var + eps)`` (inf for a
         constant row with ``eps = 0``). NaN for an empty input.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, ``axis`` is None or a parameter is
+        If ``x`` is not float32/float64/float16/bfloat16, ``axis`` is None or a parameter is
         not real.
     ValueError
         For a bad, repeated or empty ``axis``, parameters of the wrong
@@ -267,7 +269,8 @@ def rms_norm(
     Parameters
     ----------
     x : array_like
-        Input of any shape and layout; float32 or float64.
+        Input of any shape and layout; float32, float64, float16 or
+        bfloat16 (half precision is computed in float32).
     weight : array_like, optional
         Scale with the shape of the normalized axes, real numbers.
     axis : int or tuple of ints, optional
@@ -286,13 +289,14 @@ def rms_norm(
         Same shape and dtype as x (``out`` if given).
     rstd : ndarray
         Only with ``return_stats=True``: ``1 / sqrt(mean(x**2) + eps)``, the
-        shape of the axes not normalized, x's dtype (0 for a row holding
+        shape of the axes not normalized, x's dtype (float32 for half-precision
+        x; 0 for a row holding
         +-inf and no NaN).
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, ``axis`` is None or ``weight`` is
+        If ``x`` is not float32/float64/float16/bfloat16, ``axis`` is None or ``weight`` is
         not real.
     ValueError
         For a bad, repeated or empty ``axis``, a weight of the wrong shape,
@@ -442,7 +446,7 @@ def layer_norm_backward(
     dy : array_like
         Gradient of the loss with respect to y; x's shape and dtype.
     x : array_like
-        The forward input; float32 or float64.
+        The forward input; float32, float64, float16 or bfloat16.
     mean, rstd : array_like
         What ``layer_norm(..., return_stats=True)`` returned: the shape of
         the axes not normalized (squeezed shapes such as PyTorch's (N, 1)
@@ -460,15 +464,17 @@ def layer_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        The shape of the normalized axes, x's dtype; None when ``weight``
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x); None when ``weight``
         is None.
     dbias : ndarray
-        The shape of the normalized axes, x's dtype.
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or a
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or a
         statistic or the weight is not real.
     ValueError
         For mismatched shapes or a bad ``axis``.
@@ -537,7 +543,7 @@ def rms_norm_backward(
     dy : array_like
         Gradient of the loss with respect to y; x's shape and dtype.
     x : array_like
-        The forward input; float32 or float64.
+        The forward input; float32, float64, float16 or bfloat16.
     rstd : array_like
         What ``rms_norm(..., return_stats=True)`` returned
         (``1 / sqrt(mean(x**2) + eps)``), the shape of the axes not
@@ -554,13 +560,14 @@ def rms_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        The shape of the normalized axes, x's dtype; None when ``weight``
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x); None when ``weight``
         is None.
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or
         ``rstd`` or the weight is not real.
     ValueError
         For mismatched shapes or a bad ``axis``.
