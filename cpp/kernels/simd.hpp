@@ -184,6 +184,42 @@ inline S from_f64(double v) {
     else return static_cast<S>(v);
 }
 
+// kLanesF64 floats to doubles and back: one instruction on x86 (GCC 12
+// splits __builtin_convertvector of them into pieces, see load_as_f64).
+inline f64v widen_f32h(const f32h& h) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f64v>(_mm512_cvtps_pd(bit_cast_<__m256>(h)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f64v>(_mm256_cvtps_pd(bit_cast_<__m128>(h)));
+#else
+    return __builtin_convertvector(h, f64v);
+#endif
+}
+inline f32h narrow_f64v(const f64v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f32h>(_mm512_cvtpd_ps(bit_cast_<__m512d>(v)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f32h>(_mm256_cvtpd_ps(bit_cast_<__m256d>(v)));
+#else
+    return __builtin_convertvector(v, f32h);
+#endif
+}
+
+// The low 16 bits of each 32-bit lane (vpmovdw in avx512; GCC builds
+// __builtin_convertvector of it from a permute there). The zero-masked
+// forms: the plain ones start from an "undefined" vector (GCC bug 105593).
+template <class H, class W>
+inline H low_halves(const W& r) {
+#if defined(BNFAST_ISA_AVX512)
+    if constexpr (sizeof(W) == 64) {
+        return bit_cast_<H>(_mm512_maskz_cvtepi32_epi16(0xffff, bit_cast_<__m512i>(r)));
+    } else if constexpr (sizeof(W) == 32) {
+        return bit_cast_<H>(_mm256_maskz_cvtepi32_epi16(0xff, bit_cast_<__m256i>(r)));
+    }
+#endif
+    return __builtin_convertvector(r, H);
+}
+
 // Vectors of bfloat16: the same operations as the scalar ones, lane-wise,
 // in GCC/Clang vector extensions (any ISA).
 template <class W, class H>
@@ -196,7 +232,7 @@ inline H bf16_narrow_lanes(const W& u) {
     const W nan = bit_cast_<W>(is_nan);
     const W rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const W quiet = (u >> 16) | 0x40u;
-    return __builtin_convertvector((quiet & nan) | (rounded & ~nan), H);
+    return low_halves<H>((quiet & nan) | (rounded & ~nan));
 }
 
 // kLanesF32 elements of S as one f32v, and back.
@@ -253,8 +289,7 @@ inline f64v load_as_f64(const f16_t* p) {
 #endif
 }
 inline f64v load_as_f64(const bf16_t* p) {
-    return __builtin_convertvector(bit_cast_<f32h>(bf16_widen_lanes<u32h>(load_vec<u16q>(p))),
-                                   f64v);
+    return widen_f32h(bit_cast_<f32h>(bf16_widen_lanes<u32h>(load_vec<u16q>(p))));
 }
 inline void store_from_f64(f16_t* p, const f64v& v) {
 #if defined(BNFAST_ISA_AVX512)
@@ -270,8 +305,7 @@ inline void store_from_f64(f16_t* p, const f64v& v) {
 #endif
 }
 inline void store_from_f64(bf16_t* p, const f64v& v) {
-    const f32h f = __builtin_convertvector(v, f32h);
-    store_vec(p, bf16_narrow_lanes<u16q>(bit_cast_<u32h>(f)));
+    store_vec(p, bf16_narrow_lanes<u16q>(bit_cast_<u32h>(narrow_f64v(v))));
 }
 
 // The compute-type vector of elements i..i+L-1 of storage S (load_cv), and
