@@ -60,7 +60,7 @@ def test_constructor_keyword_only_and_stores_unchanged():
     assert s.get_params() == odd
     assert s.get_params(deep=True) == odd
     assert bnfast.Standardizer().get_params() == dict(
-        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True
+        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True, dtype=None
     )
 
 
