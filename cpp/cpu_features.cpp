@@ -31,6 +31,7 @@ CpuFeatures detect_cpu_features() {
     const bool has_osxsave = (ecx >> 27) & 1u;
     const bool has_avx = (ecx >> 28) & 1u;
     const bool has_fma = (ecx >> 12) & 1u;
+    const bool has_f16c = (ecx >> 29) & 1u;  // float16 conversions (avx2 and avx512 builds)
     if (!has_osxsave || !has_avx) return f;
     const unsigned long long xcr0 = read_xcr0();
     const bool os_ymm = (xcr0 & 0x6u) == 0x6u;     // SSE + AVX state
@@ -41,7 +42,7 @@ CpuFeatures detect_cpu_features() {
     const bool has_avx512dq = (ebx >> 17) & 1u;
     const bool has_avx512bw = (ebx >> 30) & 1u;
     const bool has_avx512vl = (ebx >> 31) & 1u;
-    f.avx2_fma = os_ymm && has_avx2 && has_fma;
+    f.avx2_fma = os_ymm && has_avx2 && has_fma && has_f16c;
     f.avx512 = f.avx2_fma && os_zmm && has_avx512f && has_avx512dq && has_avx512bw &&
                has_avx512vl;
     return f;

@@ -211,6 +211,10 @@ FLOAT_DTYPES = ["<f4", "<f8", ">f4", ">f8"]  # what the normalizations accept
 REAL_DTYPES = FLOAT_DTYPES + ["<f2", LONGDOUBLE, "|b1", "|i1", "|u1", "<i4", "<i8", "<u8"]
 NON_REAL_DTYPES = ["<c8", "<c16", "|O", "<U3", "<M8[s]"]
 ALL_DTYPES = REAL_DTYPES + NON_REAL_DTYPES
+# Other dtypes drawn for the normalizations: float16 is one they take, with
+# its own output rules (float32 statistics and parameter gradients), fuzzed
+# in test_half.py; the oracles here know float32/float64.
+NORM_OTHER_DTYPES = [d for d in ALL_DTYPES if d != "<f2"]
 
 # Value kinds. Tame data get a float64 reference comparison; the others are
 # checked for shape, dtype, finiteness and range.
@@ -1426,7 +1430,7 @@ def x_norm(draw, shape):
     """x of a normalization: mostly a float32/float64 array of any layout
     and byte order; sometimes another dtype, nested lists, a TensorLike or
     not an array at all."""
-    dtypes = draw(st.sampled_from([FLOAT_DTYPES] * 6 + [ALL_DTYPES]))
+    dtypes = draw(st.sampled_from([FLOAT_DTYPES] * 6 + [NORM_OTHER_DTYPES]))
     spec = draw(array_specs(shape, dtypes))
     form = draw(st.sampled_from(["array"] * 12 + ["list", "tensor", "bad"]))
     if form == "bad":
@@ -2935,7 +2939,7 @@ def test_diagnose(backend, data):
 # nn layers: construction, forward, backward, state dicts, modes
 # --------------------------------------------------------------------------
 LAYERS = ("BatchNorm", "InstanceNorm", "GroupNorm", "LayerNorm", "RMSNorm")
-BAD_DTYPES = ("float16", np.int32, "nope", None, Opaque(), np.complex64)
+BAD_DTYPES = ("int8", np.int32, "nope", None, Opaque(), np.complex64)
 
 
 @st.composite
@@ -3127,7 +3131,7 @@ def test_nn_layers(backend, data):
     dtypes = (
         [dt.str, dt.newbyteorder(">").str]
         if variant != "dtype"
-        else ["<f8" if dt == np.float32 else "<f4", "<i4", "<f2"]
+        else ["<f8" if dt == np.float32 else "<f4", "<i4", "|u1"]
     )
     x_spec = data.draw(array_specs(shape, dtypes))
     x_arg = x_spec if variant != "bad" else data.draw(st.sampled_from(BAD_ARRAYS))
@@ -3422,7 +3426,7 @@ def test_chaos(backend, data):
             spec = data.draw(
                 array_specs(
                     shapes_by_kind[kind],
-                    ALL_DTYPES if data.draw(st.integers(0, 3)) == 0 else FLOAT_DTYPES,
+                    NORM_OTHER_DTYPES if data.draw(st.integers(0, 3)) == 0 else FLOAT_DTYPES,
                     writeable=name in UPDATED,
                 )
             )

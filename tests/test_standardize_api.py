@@ -48,13 +48,19 @@ def test_constructor_keyword_only_and_stores_unchanged():
     with pytest.raises(TypeError):
         bnfast.Standardizer(0)  # keyword-only
     odd = dict(
-        axis="nonsense", with_mean=0, with_std="yes", ddof="x", nan_policy="maybe", copy=None
+        axis="nonsense",
+        with_mean=0,
+        with_std="yes",
+        ddof="x",
+        nan_policy="maybe",
+        copy=None,
+        dtype="nope",
     )
     s = bnfast.Standardizer(**odd)  # no validation in __init__ (sklearn rule)
     assert s.get_params() == odd
     assert s.get_params(deep=True) == odd
     assert bnfast.Standardizer().get_params() == dict(
-        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True
+        axis=0, with_mean=True, with_std=True, ddof=0, nan_policy="omit", copy=True, dtype=None
     )
 
 

@@ -17,14 +17,15 @@ void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
     if (xv.A > 1 && ps > (INT64_MAX - xv.C) / (xv.A - 1))
         throw py::value_error("affine: param_stride_a is too large for x");
     const std::int64_t n_params = (ps == 0 || xv.A == 0) ? xv.C : (xv.A - 1) * ps + xv.C;
-    const T* hi = nullptr;
-    const T* lo = nullptr;
+    using P = compute_t<T>;  // parameters: float for half-precision x
+    const P* hi = nullptr;
+    const P* lo = nullptr;
     if (!center_hi.is_none()) {
-        hi = channel_param<T>(existing_array(center_hi, "center_hi"), n_params, "center_hi");
-        lo = channel_param<T>(existing_array(center_lo, "center_lo"), n_params, "center_lo");
+        hi = channel_param<P>(existing_array(center_hi, "center_hi"), n_params, "center_hi");
+        lo = channel_param<P>(existing_array(center_lo, "center_lo"), n_params, "center_lo");
     }
-    const T* sc = channel_param<T>(scale, n_params, "scale");
-    const T* sh = channel_param<T>(shift, n_params, "shift");
+    const P* sc = channel_param<P>(scale, n_params, "scale");
+    const P* sh = channel_param<P>(shift, n_params, "shift");
     const T* xd = static_cast<const T*>(x.data());
     T* yd = static_cast<T*>(y.mutable_data());
     const auto kernel = active_kernels<T>().affine.affine;

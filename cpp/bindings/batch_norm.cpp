@@ -60,12 +60,13 @@ void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const p
                  const py::array& lo, const py::array& s, const py::array& p,
                  const py::array& q, const py::array& r) {
     const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
-    const T* h = channel_param<T>(hi, xv.C, "hi");
-    const T* l = channel_param<T>(lo, xv.C, "lo");
-    const T* ss = channel_param<T>(s, xv.C, "s");
-    const T* pp = channel_param<T>(p, xv.C, "p");
-    const T* qq = channel_param<T>(q, xv.C, "q");
-    const T* rr = channel_param<T>(r, xv.C, "r");
+    using P = compute_t<T>;  // parameters: float for half-precision x
+    const P* h = channel_param<P>(hi, xv.C, "hi");
+    const P* l = channel_param<P>(lo, xv.C, "lo");
+    const P* ss = channel_param<P>(s, xv.C, "s");
+    const P* pp = channel_param<P>(p, xv.C, "p");
+    const P* qq = channel_param<P>(q, xv.C, "q");
+    const P* rr = channel_param<P>(r, xv.C, "r");
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());
     T* dxd = static_cast<T*>(dx.mutable_data());

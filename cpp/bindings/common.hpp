@@ -7,9 +7,11 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "bnfast/dispatch.hpp"
+#include "bnfast/half.hpp"
 #include "bnfast/runtime.hpp"
 #include "bnfast/view3.hpp"
 
@@ -46,20 +48,38 @@ void call_kernel(std::int64_t input_bytes, F&& f) {
     if (interrupted) raise_interrupted();
 }
 
+// The half-precision dtypes, in native byte order: NumPy's float16, and
+// bfloat16, a dtype NumPy does not have. bfloat16 arrays (ml_dtypes, the
+// package JAX uses) arrive as 2-byte elements whose dtype's name is the
+// type tag; nothing here imports ml_dtypes.
+inline bool is_float16(const py::dtype& dt) {
+    return dt.kind() == 'f' && dt.itemsize() == 2 && dt.byteorder() != '>';
+}
+inline bool is_bfloat16(const py::dtype& dt) {
+    return dt.kind() == 'V' && dt.itemsize() == 2 && !dt.has_fields() &&
+           py::str(dt.attr("name")).equal(py::str("bfloat16"));
+}
+
 // Equivalent dtype (not the same dtype object: pickled arrays and dtypes
 // with metadata carry their own descriptor).
 template <class T>
 bool has_dtype(const py::array& a) {
-    return py::isinstance<py::array_t<T>>(a);
+    if constexpr (std::is_same_v<T, f16_t>) return is_float16(a.dtype());
+    else if constexpr (std::is_same_v<T, bf16_t>) return is_bfloat16(a.dtype());
+    else return py::isinstance<py::array_t<T>>(a);
 }
 
-// Calls f(T{}) with T the element type of a, float or double: the one place
-// that maps a NumPy dtype to a kernel's type.
+// Calls f(T{}) with T the element type of a -- float, double, f16_t or
+// bf16_t (bnfast/half.hpp) -- the one place that maps a NumPy dtype to a
+// kernel's storage type.
 template <class F>
 decltype(auto) with_dtype(const py::array& a, const char* func, const char* name, F&& f) {
     if (has_dtype<float>(a)) return f(float{});
     if (has_dtype<double>(a)) return f(double{});
-    throw py::type_error(std::string(func) + ": " + name + " must be float32 or float64");
+    if (has_dtype<f16_t>(a)) return f(f16_t{});
+    if (has_dtype<bf16_t>(a)) return f(bf16_t{});
+    throw py::type_error(std::string(func) + ": " + name +
+                         " must be float32, float64, float16 or bfloat16");
 }
 
 // The active table's kernels of type T: active_kernels<T>().batch_norm.train.

@@ -84,7 +84,9 @@ void running_update(const py::object& running, const py::object& value, double m
     if (!py::isinstance<py::array>(running))
         throw py::type_error("running_update: running must be a NumPy array");
     auto r = py::reinterpret_borrow<py::array>(running);
-    with_dtype(r, "running_update", "running", [&](auto tag) {
+    // float32/float64 only: the Python layer updates half-precision running
+    // statistics through a float64 copy (bnfast/_batch_norm.py).
+    const auto typed = [&](auto tag) {
         using T = decltype(tag);
         const int need = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
                          py::detail::npy_api::NPY_ARRAY_ALIGNED_;
@@ -105,7 +107,10 @@ void running_update(const py::object& running, const py::object& value, double m
         // (the fast path updates them under the GIL too), and it is C values.
         for (std::int64_t c = 0; c < n; ++c)
             out[c] = formulas::running_update(out[c], v[c], momentum);
-    });
+    };
+    if (has_dtype<float>(r)) typed(float{});
+    else if (has_dtype<double>(r)) typed(double{});
+    else throw py::type_error("running_update: running must be float32 or float64");
 }
 
 std::pair<py::array, py::array> split_center(const py::object& mean, const py::object& dtype) {

@@ -23,8 +23,9 @@ std::tuple<py::array_t<double>, py::array_t<double>, py::array_t<double>> forwar
     if (!y.writeable()) throw py::value_error("layer_norm_forward: y is read-only");
     if (xv.A != 1) throw py::value_error("layer_norm_forward: x must be a (1, R, D) view");
     if (!(eps >= 0.0)) throw py::value_error("layer_norm_forward: eps must be >= 0");
-    const T* wp = channel_param<T>(w, xv.B, "weight");
-    const T* bp = channel_param<T>(b, xv.B, "bias");
+    using P = compute_t<T>;  // parameters: float for half-precision x
+    const P* wp = channel_param<P>(w, xv.B, "weight");
+    const P* bp = channel_param<P>(b, xv.B, "bias");
     py::array_t<double> mean(xv.C), m2(xv.C), rstd(xv.C);
     double* mean_ptr = mean.mutable_data();
     double* m2_ptr = m2.mutable_data();
@@ -47,7 +48,7 @@ std::pair<py::array_t<double>, py::array_t<double>> backward_typed(
     if (xv.A != 1) throw py::value_error("layer_norm_backward: x must be a (1, R, D) view");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* rp = channel_param<double>(rstd, xv.C, "rstd");
-    const T* wp = channel_param<T>(w, xv.B, "weight");
+    const compute_t<T>* wp = channel_param<compute_t<T>>(w, xv.B, "weight");
     py::array_t<double> dweight(xv.B), dbias(xv.B);
     double* dw_ptr = dweight.mutable_data();
     double* db_ptr = dbias.mutable_data();

@@ -16,8 +16,8 @@
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
 
-template <bool kCenter, bool kStream, class T>
-void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
+template <bool kCenter, bool kStream, class S, class T = compute_t<S>>
+void affine_impl(const S* x, const View3& xv, S* y, const View3& yv,
                  const T* hi, const T* lo, const T* scale, const T* shift,
                  std::int64_t ps, int nt, const T* periodic) {
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
@@ -53,21 +53,24 @@ void affine_impl(const T* x, const View3& xv, T* y, const View3& yv,
             const std::int64_t p = a * ps + c;
             const T h = kCenter ? hi[p] : T(0);
             const T l = kCenter ? lo[p] : T(0);
-            const T* xr = x + a * xv.sA + c * xv.sC;
-            T* yr = y + a * yv.sA + c * yv.sC;
+            const S* xr = x + a * xv.sA + c * xv.sC;
+            S* yr = y + a * yv.sA + c * yv.sC;
             for (std::int64_t b = j0; b < j0 + len; ++b)
-                yr[b * yv.sB] = affine_one<kCenter>(xr[b * xv.sB], h, l, scale[p], shift[p]);
+                yr[b * yv.sB] = to_storage<S>(
+                    affine_one<kCenter>(to_compute(xr[b * xv.sB]), h, l, scale[p], shift[p]));
         });
     }
 }
 
-template <class T>
-void affine(const T* x, const View3& xv, T* y, const View3& yv, const T* hi, const T* lo,
-            const T* scale, const T* shift, std::int64_t ps, int nthreads) {
+template <class S>
+void affine(const S* x, const View3& xv, S* y, const View3& yv, const compute_t<S>* hi,
+            const compute_t<S>* lo, const compute_t<S>* scale, const compute_t<S>* shift,
+            std::int64_t ps, int nthreads) {
+    using T = compute_t<S>;
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
-    const bool stream = total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes;
+    const bool stream = total * static_cast<std::int64_t>(sizeof(S)) >= kStreamMinBytes;
     // Whole (A, C) rows back to back, per-channel parameters, short rows:
     // the periodic path (parameters repeated to C + lanes entries each).
     const std::int64_t C = xv.C;
@@ -102,5 +105,7 @@ AffineKernels<T> affine_kernels() {
 
 template AffineKernels<float> affine_kernels<float>();
 template AffineKernels<double> affine_kernels<double>();
+template AffineKernels<f16_t> affine_kernels<f16_t>();
+template AffineKernels<bf16_t> affine_kernels<bf16_t>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "bnfast/half.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast {
@@ -11,10 +12,13 @@ namespace bnfast {
 // with parameter index p = a * param_stride_a + c (0 for per-channel
 // parameters as in batch norm, C for per-(sample, channel) ones as in group
 // norm). x and y have the same A, C, B but their own strides; y may equal x.
-template <class T>
-using affine_fn = void (*)(const T* x, const View3& xv, T* y, const View3& yv,
-                           const T* center_hi, const T* center_lo, const T* scale,
-                           const T* shift, std::int64_t param_stride_a, int nthreads);
+// x and y are of the storage type S, the parameters of its compute type
+// (float for the half types, bnfast/half.hpp).
+template <class S>
+using affine_fn = void (*)(const S* x, const View3& xv, S* y, const View3& yv,
+                           const compute_t<S>* center_hi, const compute_t<S>* center_lo,
+                           const compute_t<S>* scale, const compute_t<S>* shift,
+                           std::int64_t param_stride_a, int nthreads);
 
 template <class T>
 struct AffineKernels {
@@ -24,7 +28,7 @@ struct AffineKernels {
 #if defined(BNFAST_ISA)
 namespace kernels::BNFAST_ISA {
 template <class T>
-AffineKernels<T> affine_kernels();  // affine.cpp, for float and double
+AffineKernels<T> affine_kernels();  // affine.cpp, for float, double, f16_t, bf16_t
 }
 #endif
 

@@ -49,7 +49,7 @@ void fused_rows(const T* x, const View3& v, T* y, const View3& yv, const double*
     parallel_for(nt, v.C, 1, [&](std::int64_t c) {
         const T* xc = x + c * v.sC;
         slab_moments(xc, v, mean[c], m2[c]);
-        const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
+        const auto p = channel_map<compute_t<T>>(mean[c], m2[c], count, weight, bias, c, eps);
         T* yc = y + c * yv.sC;
         for (std::int64_t a = 0; a < v.A; ++a)
             affine_run_bcast<true, kStream>(xc + a * v.sA, yc + a * yv.sA, v.B, p.hi, p.lo,
@@ -84,7 +84,7 @@ void fused_rows_shared(const T* x, const View3& v, T* y, const View3& yv, const 
         for (std::int64_t g = 1; g < groups; ++g) chan_merge(m, part[g]);
         mean[c] = final_mean(ref + m.mean, m);
         m2[c] = m.m2;
-        const auto p = channel_map<T>(mean[c], m.m2, count, weight, bias, c, eps);
+        const auto p = channel_map<compute_t<T>>(mean[c], m.m2, count, weight, bias, c, eps);
         T* yc = y + c * yv.sC;
         parallel_for(nt, groups, 1, [&](std::int64_t g) {
             for_each_row_span(v.B, part_begin(g, n, groups), part_begin(g + 1, n, groups),
@@ -131,14 +131,15 @@ void batch_norm_train(const T* x, const View3& xv, T* y, const View3& yv, const 
     moments_impl(x, xv, mean, m2, nthreads);
     const std::int64_t count_i = xv.A * xv.B;
     const double count = static_cast<double>(count_i);
-    Scratch<T> params_buf(4 * static_cast<std::size_t>(xv.C));
-    T* params = params_buf.get();
-    T* hi = params;
-    T* lo = params + xv.C;
-    T* scale_t = params + 2 * xv.C;
-    T* shift_t = params + 3 * xv.C;
+    using P = compute_t<T>;  // the affine kernel's parameter type
+    Scratch<P> params_buf(4 * static_cast<std::size_t>(xv.C));
+    P* params = params_buf.get();
+    P* hi = params;
+    P* lo = params + xv.C;
+    P* scale_t = params + 2 * xv.C;
+    P* shift_t = params + 3 * xv.C;
     for (std::int64_t c = 0; c < xv.C; ++c) {
-        const auto p = channel_map<T>(mean[c], m2[c], count, weight, bias, c, eps);
+        const auto p = channel_map<P>(mean[c], m2[c], count, weight, bias, c, eps);
         hi[c] = p.hi;
         lo[c] = p.lo;
         scale_t[c] = p.scale;
@@ -160,5 +161,7 @@ BatchNormKernels<T> batch_norm_kernels() {
 
 template BatchNormKernels<float> batch_norm_kernels<float>();
 template BatchNormKernels<double> batch_norm_kernels<double>();
+template BatchNormKernels<f16_t> batch_norm_kernels<f16_t>();
+template BatchNormKernels<bf16_t> batch_norm_kernels<bf16_t>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

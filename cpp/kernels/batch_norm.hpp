@@ -2,6 +2,7 @@
 // (group and instance norm run on the backward reduce/apply pair too).
 #pragma once
 
+#include "bnfast/half.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast {
@@ -22,12 +23,15 @@ using batch_norm_backward_reduce_fn = void (*)(const T* x, const View3& xv, cons
                                                double* sum_d, double* sum_dy, double* sum_dy_d,
                                                int nthreads);
 
-// Backward, apply: dx = dy*p[c] + ((((x - hi[c]) - lo[c])*s[c])*q[c] + r[c])*s[c].
+// Backward, apply: dx = dy*p[c] + ((((x - hi[c]) - lo[c])*s[c])*q[c] + r[c])*s[c];
+// the parameters of the compute type (float for half storage).
 template <class T>
 using batch_norm_backward_apply_fn = void (*)(const T* x, const View3& xv, const T* dy,
                                               const View3& dyv, T* dx, const View3& dxv,
-                                              const T* hi, const T* lo, const T* s, const T* p,
-                                              const T* q, const T* r, int nthreads);
+                                              const compute_t<T>* hi, const compute_t<T>* lo,
+                                              const compute_t<T>* s, const compute_t<T>* p,
+                                              const compute_t<T>* q, const compute_t<T>* r,
+                                              int nthreads);
 
 // Training backward in one call: the sums of the reduce about center = mean,
 // then per channel formulas::batch_norm_backward_params (s, p, q, r and the exact
@@ -54,7 +58,7 @@ struct BatchNormKernels {
 #if defined(BNFAST_ISA)
 namespace kernels::BNFAST_ISA {
 template <class T>
-BatchNormKernels<T> batch_norm_kernels();  // batch_norm.cpp, for float and double
+BatchNormKernels<T> batch_norm_kernels();  // batch_norm.cpp, for float, double, f16_t, bf16_t
 // Fills the backward_* entries (batch_norm_backward.cpp).
 template <class T>
 void add_batch_norm_backward_kernels(BatchNormKernels<T>& k);

@@ -62,16 +62,16 @@ Sums3 row_range_sums(const T* xc, const View3& xv, const T* dyc, const View3& dy
                 dyd1 += gB * dB;
             }
             for (; i < len; ++i) {
-                const double d = static_cast<double>(xp[i]) - center;
-                const double g = static_cast<double>(dp[i]);
+                const double d = as_f64(xp[i]) - center;
+                const double g = as_f64(dp[i]);
                 d_t += d;
                 dy_t += g;
                 dyd_t += g * d;
             }
         } else {
             for (; i < len; ++i) {
-                const double d = static_cast<double>(xp[i * xv.sB]) - center;
-                const double g = static_cast<double>(dp[i * dyv.sB]);
+                const double d = as_f64(xp[i * xv.sB]) - center;
+                const double g = as_f64(dp[i * dyv.sB]);
                 d_t += d;
                 dy_t += g;
                 dyd_t += g * d;
@@ -178,10 +178,10 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
                 const T* __restrict g0 = dy_row(r);
                 const T* __restrict g1 = dy_row(r + 1);
                 for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d0 = static_cast<double>(x0[c]) - ctr[c];
-                    const double d1 = static_cast<double>(x1[c]) - ctr[c];
-                    const double gv0 = static_cast<double>(g0[c]);
-                    const double gv1 = static_cast<double>(g1[c]);
+                    const double d0 = as_f64(x0[c]) - ctr[c];
+                    const double d1 = as_f64(x1[c]) - ctr[c];
+                    const double gv0 = as_f64(g0[c]);
+                    const double gv1 = as_f64(g1[c]);
                     pd[c] = (pd[c] + d0) + d1;
                     pg[c] = (pg[c] + gv0) + gv1;
                     pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
@@ -193,16 +193,16 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
             const T* dr = dy_row(r);
             if (unit) {
                 for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = static_cast<double>(xr[c]) - ctr[c];
-                    const double gv = static_cast<double>(dr[c]);
+                    const double d = as_f64(xr[c]) - ctr[c];
+                    const double gv = as_f64(dr[c]);
                     pd[c] += d;
                     pg[c] += gv;
                     pgd[c] += gv * d;
                 }
             } else {
                 for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = static_cast<double>(xr[c * xv.sC]) - ctr[c];
-                    const double gv = static_cast<double>(dr[c * dyv.sC]);
+                    const double d = as_f64(xr[c * xv.sC]) - ctr[c];
+                    const double gv = as_f64(dr[c * dyv.sC]);
                     pd[c] += d;
                     pg[c] += gv;
                     pgd[c] += gv * d;
@@ -267,7 +267,7 @@ inline T apply_one(T x, T dy, T hi, T lo, T s, T p, T q, T r) {
     return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
 }
 
-// The same on vectors (xs: x - hi - lo already formed).
+// The same on vectors.
 template <class V>
 inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
     return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
@@ -275,43 +275,48 @@ inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
 
 // The apply over whole (N, C) / NHWC rows back to back (see periodic_run);
 // the six parameter arrays repeated to C + lanes entries by fill_periodic.
-template <bool kStream, class T>
-inline void apply_run_periodic(const T* x, const T* dy, T* out, std::int64_t n, std::int64_t C,
+// x, dy and out of the storage type S, parameters and arithmetic of its
+// compute type T (see affine_runs.hpp).
+template <bool kStream, class S, class T = compute_t<S>>
+inline void apply_run_periodic(const S* x, const S* dy, S* out, std::int64_t n, std::int64_t C,
                                const T* hi, const T* lo, const T* s, const T* p, const T* q,
                                const T* r) {
-    using V = typename NativeVec<T>::type;
+    using V = typename NativeVec<S>::type;
     periodic_run<kStream>(
         out, n, C,
         [&](std::int64_t i, std::int64_t ph) {
-            return apply_vec(load_vec<V>(x + i), load_vec<V>(dy + i), load_vec<V>(hi + ph),
+            return apply_vec(load_cv(x + i), load_cv(dy + i), load_vec<V>(hi + ph),
                              load_vec<V>(lo + ph), load_vec<V>(s + ph), load_vec<V>(p + ph),
                              load_vec<V>(q + ph), load_vec<V>(r + ph));
         },
         [&](std::int64_t i, std::int64_t ph) {
-            return apply_one(x[i], dy[i], hi[ph], lo[ph], s[ph], p[ph], q[ph], r[ph]);
+            return apply_one(to_compute(x[i]), to_compute(dy[i]), hi[ph], lo[ph], s[ph], p[ph],
+                             q[ph], r[ph]);
         });
 }
 
 // One contiguous run of B values of one channel (NCHW rows).
-template <bool kStream, class T>
-inline void apply_row(const T* xr, const T* dr, T* out, std::int64_t B, T hi, T lo, T s, T p,
+template <bool kStream, class S, class T = compute_t<S>>
+inline void apply_row(const S* xr, const S* dr, S* out, std::int64_t B, T hi, T lo, T s, T p,
                       T q, T r) {
-    using V = typename NativeVec<T>::type;
+    using V = typename NativeVec<S>::type;
     const V hv = splat<V>(hi), lv = splat<V>(lo), sv = splat<V>(s);
     const V pv = splat<V>(p), qv = splat<V>(q), rv = splat<V>(r);
     write_run<kStream>(
         out, B,
         [&](std::int64_t i) {
-            return apply_vec(load_vec<V>(xr + i), load_vec<V>(dr + i), hv, lv, sv, pv, qv, rv);
+            return apply_vec(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
         },
-        [&](std::int64_t i) { return apply_one(xr[i], dr[i], hi, lo, s, p, q, r); });
+        [&](std::int64_t i) {
+            return apply_one(to_compute(xr[i]), to_compute(dr[i]), hi, lo, s, p, q, r);
+        });
 }
 
-template <bool kStream, class T>
-void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+template <bool kStream, class S, class T = compute_t<S>>
+void apply_impl(const S* x, const View3& xv, const S* dy, const View3& dyv, S* dx,
                 const View3& dxv, const T* hi, const T* lo, const T* s, const T* p, const T* q,
                 const T* r, int nt, const T* periodic) {
-    using V = typename NativeVec<T>::type;
+    using V = typename NativeVec<S>::type;
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
     if (periodic != nullptr) {
         const std::int64_t ext = C + NativeVec<T>::lanes;
@@ -330,38 +335,43 @@ void apply_impl(const T* x, const View3& xv, const T* dy, const View3& dyv, T* d
     } else if (xv.sC == 1 && dyv.sC == 1 && dxv.sC == 1 && C > 1) {
         parallel_rows(nt, A * B, C, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
             const std::int64_t a = B == 1 ? row : row / B, b = B == 1 ? 0 : row % B;
-            const T* xr = x + a * xv.sA + b * xv.sB + j0;
-            const T* dr = dy + a * dyv.sA + b * dyv.sB + j0;
-            T* out = dx + a * dxv.sA + b * dxv.sB + j0;
+            const S* xr = x + a * xv.sA + b * xv.sB + j0;
+            const S* dr = dy + a * dyv.sA + b * dyv.sB + j0;
+            S* out = dx + a * dxv.sA + b * dxv.sB + j0;
             const T *h = hi + j0, *l = lo + j0, *ss = s + j0, *pp = p + j0, *qq = q + j0,
                     *rr = r + j0;
             write_run<kStream>(
                 out, len,
                 [&](std::int64_t i) {
-                    return apply_vec(load_vec<V>(xr + i), load_vec<V>(dr + i), load_vec<V>(h + i),
+                    return apply_vec(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
                                      load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
                                      load_vec<V>(qq + i), load_vec<V>(rr + i));
                 },
                 [&](std::int64_t i) {
-                    return apply_one(xr[i], dr[i], h[i], l[i], ss[i], pp[i], qq[i], rr[i]);
+                    return apply_one(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i],
+                                     pp[i], qq[i], rr[i]);
                 });
         });
     } else {
         parallel_rows(nt, A * C, B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
             const std::int64_t a = row / C, c = row % C;
             for (std::int64_t b = j0; b < j0 + len; ++b)
-                dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] =
-                    apply_one(x[a * xv.sA + c * xv.sC + b * xv.sB],
-                              dy[a * dyv.sA + c * dyv.sC + b * dyv.sB], hi[c], lo[c], s[c], p[c],
-                              q[c], r[c]);
+                dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] = to_storage<S>(
+                    apply_one(to_compute(x[a * xv.sA + c * xv.sC + b * xv.sB]),
+                              to_compute(dy[a * dyv.sA + c * dyv.sC + b * dyv.sB]), hi[c], lo[c],
+                              s[c], p[c], q[c], r[c]));
         });
     }
 }
 
-template <class T>
-void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                               const View3& dxv, const T* hi, const T* lo, const T* s, const T* p,
-                               const T* q, const T* r, int nthreads) {
+constexpr int kApplyParams = 6;  // hi, lo, s, p, q, r
+
+template <class S>
+void batch_norm_backward_apply(const S* x, const View3& xv, const S* dy, const View3& dyv, S* dx,
+                               const View3& dxv, const compute_t<S>* hi, const compute_t<S>* lo,
+                               const compute_t<S>* s, const compute_t<S>* p,
+                               const compute_t<S>* q, const compute_t<S>* r, int nthreads) {
+    using T = compute_t<S>;
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
@@ -369,14 +379,13 @@ void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const V
     const bool is_periodic = xv.B == 1 && C > 1 && C < 4096 && xv.sC == 1 && dyv.sC == 1 &&
                              dxv.sC == 1 && xv.sA == C && dyv.sA == C && dxv.sA == C;
     const std::int64_t ext = C + NativeVec<T>::lanes;
-    constexpr int kParams = 6;
-    Scratch<T> periodic_buf(is_periodic ? kParams * static_cast<std::size_t>(ext) : 0);
+    Scratch<T> periodic_buf(is_periodic ? kApplyParams * static_cast<std::size_t>(ext) : 0);
     T* periodic = is_periodic ? periodic_buf.get() : nullptr;
     if (is_periodic) {
-        const T* params[kParams] = {hi, lo, s, p, q, r};
-        for (int k = 0; k < kParams; ++k) fill_periodic(params[k], C, periodic + k * ext);
+        const T* params[kApplyParams] = {hi, lo, s, p, q, r};
+        for (int k = 0; k < kApplyParams; ++k) fill_periodic(params[k], C, periodic + k * ext);
     }
-    if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
+    if (total * static_cast<std::int64_t>(sizeof(S)) >= kStreamMinBytes)
         apply_impl<true>(x, xv, dy, dyv, dx, dxv, hi, lo, s, p, q, r, nt, periodic);
     else
         apply_impl<false>(x, xv, dy, dyv, dx, dxv, hi, lo, s, p, q, r, nt, periodic);
@@ -388,7 +397,6 @@ void batch_norm_backward_apply(const T* x, const View3& xv, const T* dy, const V
 // The per-channel epilogue, one function for the fused and the two-pass
 // loops so both give the same bits: the float64 formula, then hi, lo, s, p,
 // q, r rounded to T.
-constexpr int kApplyParams = 6;
 template <class T>
 void train_params(const Sums3& s, double n, double mean, double invstd, double w,
                   double& sum_dy, double& sum_dy_xc, T out[kApplyParams]) {
@@ -419,7 +427,7 @@ void train_fused_rows(const T* x, const View3& xv, const T* dy, const View3& dyv
         for (std::int64_t g = 1; g < groups; ++g)
             s.add(row_range_sums(xc, xv, dyc, dyv, mean[c], part_begin(g, n, groups),
                                  part_begin(g + 1, n, groups)));
-        T prm[kApplyParams];
+        compute_t<T> prm[kApplyParams];
         train_params(s, static_cast<double>(n), mean[c], invstd[c],
                      weight != nullptr ? weight[c] : 1.0, sum_dy[c], sum_dy_xc[c], prm);
         for (std::int64_t a = 0; a < xv.A; ++a)
@@ -457,10 +465,11 @@ void batch_norm_backward_train(const T* x, const View3& xv, const T* dy, const V
     double* sums_dy = sum_d + C;
     double* sum_dy_d = sum_d + 2 * C;
     batch_norm_backward_reduce(x, xv, dy, dyv, mean, sum_d, sums_dy, sum_dy_d, nthreads);
-    Scratch<T> params_buf(kApplyParams * static_cast<std::size_t>(C));
-    T* prm = params_buf.get();
+    using P = compute_t<T>;  // the apply's parameter type
+    Scratch<P> params_buf(kApplyParams * static_cast<std::size_t>(C));
+    P* prm = params_buf.get();
     for (std::int64_t c = 0; c < C; ++c) {
-        T one[kApplyParams];
+        P one[kApplyParams];
         train_params(Sums3{sum_d[c], sums_dy[c], sum_dy_d[c]}, static_cast<double>(xv.A * xv.B),
                      mean[c], invstd[c], weight != nullptr ? weight[c] : 1.0, sum_dy[c],
                      sum_dy_xc[c], one);
@@ -482,5 +491,7 @@ void add_batch_norm_backward_kernels(BatchNormKernels<T>& k) {
 
 template void add_batch_norm_backward_kernels(BatchNormKernels<float>&);
 template void add_batch_norm_backward_kernels(BatchNormKernels<double>&);
+template void add_batch_norm_backward_kernels(BatchNormKernels<f16_t>&);
+template void add_batch_norm_backward_kernels(BatchNormKernels<bf16_t>&);
 
 }  // namespace bnfast::kernels::BNFAST_ISA

@@ -1,5 +1,5 @@
 // The kernel table of one ISA (this file is compiled once per ISA): the
-// families' kernels for float and double.
+// families' kernels for float, double, f16_t and bf16_t.
 #include "bnfast/kernel_table.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {
@@ -15,7 +15,8 @@ FamilyKernels<T> family_kernels() {
 
 const KernelTable& kernel_table() {
     static const KernelTable table{Isa::BNFAST_ISA, family_kernels<float>(),
-                                   family_kernels<double>(), memory_floor_kernels()};
+                                   family_kernels<double>(), family_kernels<f16_t>(),
+                                   family_kernels<bf16_t>(), memory_floor_kernels()};
     return table;
 }
 

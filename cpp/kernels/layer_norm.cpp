@@ -29,40 +29,43 @@ inline double row_rstd(const T* row, const View3& xv, double mean, double m2, do
                        bool rms) {
     return formulas::row_rstd(mean, m2, static_cast<double>(xv.B), eps, rms, [&] {
         for (std::int64_t j = 0; j < xv.B; ++j)
-            if (std::isnan(static_cast<double>(row[j * xv.sB]))) return true;
+            if (std::isnan(as_f64(row[j * xv.sB]))) return true;
         return false;
     });
 }
 
-template <bool kStream, class T>
-inline void row_apply(const T* x, T* y, std::int64_t n, bool center, T hi, T lo, T scale,
+// x, y of the storage type S; scalars, w, b and arithmetic of its compute
+// type T (see affine_runs.hpp).
+template <bool kStream, class S, class T = compute_t<S>>
+inline void row_apply(const S* x, S* y, std::int64_t n, bool center, T hi, T lo, T scale,
                       const T* w, const T* b) {
-    using V = typename NativeVec<T>::type;
+    using V = typename NativeVec<S>::type;
     const V hv = splat<V>(hi), lv = splat<V>(lo), sv = splat<V>(scale);
     if (center) {
         write_run<kStream>(
             y, n,
             [&](std::int64_t j) {
-                const V t = ((load_vec<V>(x + j) - hv) - lv) * sv;
+                const V t = ((load_cv(x + j) - hv) - lv) * sv;
                 return t * load_vec<V>(w + j) + load_vec<V>(b + j);
             },
-            [&](std::int64_t j) { return (((x[j] - hi) - lo) * scale) * w[j] + b[j]; });
+            [&](std::int64_t j) { return (((to_compute(x[j]) - hi) - lo) * scale) * w[j] + b[j]; });
     } else {
         write_run<kStream>(
             y, n,
             [&](std::int64_t j) {
-                const V t = load_vec<V>(x + j) * sv;
+                const V t = load_cv(x + j) * sv;
                 return t * load_vec<V>(w + j) + load_vec<V>(b + j);
             },
-            [&](std::int64_t j) { return (x[j] * scale) * w[j] + b[j]; });
+            [&](std::int64_t j) { return (to_compute(x[j]) * scale) * w[j] + b[j]; });
     }
 }
 
 // The fused loop: one row per thread while it is in cache.
 template <bool kStream, class T>
-void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T* w,
-                    const T* b, double eps, bool rms, double* mean, double* m2, double* rstd,
-                    int nt) {
+void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const compute_t<T>* w,
+                    const compute_t<T>* b, double eps, bool rms, double* mean, double* m2,
+                    double* rstd, int nt) {
+    using P = compute_t<T>;
     const std::int64_t R = xv.C, D = xv.B;
     // Runs of up to 64 consecutive rows per work item: each thread then reads
     // and writes long sequential streams, which the hardware prefetcher
@@ -74,25 +77,25 @@ void fused_row_norm(const T* x, const View3& xv, T* y, const View3& yv, const T*
         const T* xr = x + r * xv.sC;
         slab_moments(xr, xv, mean[r], m2[r]);
         rstd[r] = row_rstd(xr, xv, mean[r], m2[r], eps, rms);
-        T hi, lo;
+        P hi, lo;
         formulas::split_center(mean[r], hi, lo);
-        row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<T>(rstd[r]), w, b);
+        row_apply<kStream>(xr, y + r * yv.sC, D, !rms, hi, lo, static_cast<P>(rstd[r]), w, b);
     });
 }
 
 // The unfused forward's apply (other layouts, after the moments kernel):
 // y = ((x - hi[r]) - lo[r]) * scale[r] * w[j] + b[j] for the rows r of any
 // strides, without the centring when kCenter is false.
-template <bool kCenter, bool kStream, class T>
-void apply_rows_impl(const T* x, const View3& xv, T* y, const View3& yv, const T* hi,
+template <bool kCenter, bool kStream, class S, class T = compute_t<S>>
+void apply_rows_impl(const S* x, const View3& xv, S* y, const View3& yv, const T* hi,
                      const T* lo, const T* scale, const T* w, const T* b, int nt) {
     const std::int64_t A = xv.A, C = xv.C, B = xv.B;
     const std::int64_t rows = A * C;
     const bool contiguous = xv.sB == 1 && yv.sB == 1;
     parallel_rows(nt, rows, B, [&](std::int64_t r, std::int64_t j0, std::int64_t len) {
         const std::int64_t a = r / C, c = r % C;
-        const T* xr = x + a * xv.sA + c * xv.sC;
-        T* yr = y + a * yv.sA + c * yv.sC;
+        const S* xr = x + a * xv.sA + c * xv.sC;
+        S* yr = y + a * yv.sA + c * yv.sC;
         const T h = kCenter ? hi[c] : T(0);
         const T l = kCenter ? lo[c] : T(0);
         const T s = scale[c];
@@ -100,21 +103,21 @@ void apply_rows_impl(const T* x, const View3& xv, T* y, const View3& yv, const T
             row_apply<kStream>(xr + j0, yr + j0, len, kCenter, h, l, s, w + j0, b + j0);
         } else {
             for (std::int64_t j = j0; j < j0 + len; ++j) {
-                const T xj = xr[j * xv.sB];
-                yr[j * yv.sB] = kCenter ? (((xj - h) - l) * s) * w[j] + b[j]
-                                        : (xj * s) * w[j] + b[j];
+                const T xj = to_compute(xr[j * xv.sB]);
+                yr[j * yv.sB] = to_storage<S>(kCenter ? (((xj - h) - l) * s) * w[j] + b[j]
+                                                      : (xj * s) * w[j] + b[j]);
             }
         }
     });
 }
 
-template <class T>
-void apply_rows(const T* x, const View3& xv, T* y, const View3& yv, const T* hi, const T* lo,
+template <class S, class T = compute_t<S>>
+void apply_rows(const S* x, const View3& xv, S* y, const View3& yv, const T* hi, const T* lo,
                 const T* scale, const T* w, const T* b, int nthreads) {
     const std::int64_t total = xv.A * xv.C * xv.B;
     if (total == 0) return;
     const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
-    const bool stream = total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes;
+    const bool stream = total * static_cast<std::int64_t>(sizeof(S)) >= kStreamMinBytes;
     if (hi != nullptr) {
         if (stream) apply_rows_impl<true, true>(x, xv, y, yv, hi, lo, scale, w, b, nt);
         else apply_rows_impl<true, false>(x, xv, y, yv, hi, lo, scale, w, b, nt);
@@ -125,9 +128,10 @@ void apply_rows(const T* x, const View3& xv, T* y, const View3& yv, const T* hi,
 }
 
 template <class T>
-void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, const T* w, const T* b,
-                        double eps, bool rms, double* mean, double* m2, double* rstd,
-                        int nthreads) {
+void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, const compute_t<T>* w,
+                        const compute_t<T>* b, double eps, bool rms, double* mean, double* m2,
+                        double* rstd, int nthreads) {
+    using P = compute_t<T>;
     const std::int64_t R = xv.C, D = xv.B;
     if (R == 0) return;
     if (D == 0 || xv.A != 1) {  // nothing to normalize over (callers reject it)
@@ -144,15 +148,15 @@ void layer_norm_forward(const T* x, const View3& xv, T* y, const View3& yv, cons
                       R >= 4 * static_cast<std::int64_t>(nthreads);
     if (!rows) {  // other layouts: the moments kernel, then apply_rows
         moments_impl(x, xv, mean, m2, nthreads);
-        Scratch<T> params_buf(3 * static_cast<std::size_t>(R));
-        T* params = params_buf.get();
-        T* hi = params;
-        T* lo = params + R;
-        T* scale = params + 2 * R;
+        Scratch<P> params_buf(3 * static_cast<std::size_t>(R));
+        P* params = params_buf.get();
+        P* hi = params;
+        P* lo = params + R;
+        P* scale = params + 2 * R;
         for (std::int64_t r = 0; r < R; ++r) {
             formulas::split_center(mean[r], hi[r], lo[r]);
             rstd[r] = row_rstd(x + r * xv.sC, xv, mean[r], m2[r], eps, rms);
-            scale[r] = static_cast<T>(rstd[r]);
+            scale[r] = static_cast<P>(rstd[r]);
         }
         apply_rows(x, xv, y, yv, rms ? nullptr : hi, lo, scale, w, b, nthreads);
         return;
@@ -177,7 +181,7 @@ struct RowGrad {
 
 template <bool kUnit, bool kRms, class T>
 inline RowGrad backward_row_sums(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg,
-                                 std::int64_t D, double mu, double rs, const T* w) {
+                                 std::int64_t D, double mu, double rs, const compute_t<T>* w) {
     const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg;
     const double dd = static_cast<double>(D);
     double s_d = 0.0, s_g = 0.0, s_gd = 0.0;
@@ -206,9 +210,9 @@ inline RowGrad backward_row_sums(const T* xr, std::int64_t sx, const T* gr, std:
         s_gd = sum_lanes(a_gd0 + a_gd1);
     }
     for (std::int64_t j = j0; j < D; ++j) {
-        const double xj = static_cast<double>(xr[j * ax]);
+        const double xj = as_f64(xr[j * ax]);
         const double d = kRms ? xj : xj - mu;
-        const double g = static_cast<double>(gr[j * ag]) * static_cast<double>(w[j]);
+        const double g = as_f64(gr[j * ag]) * static_cast<double>(w[j]);
         s_d += d;
         s_g += g;
         s_gd += g * d;
@@ -232,7 +236,7 @@ inline RowGrad backward_row_sums(const T* xr, std::int64_t sx, const T* gr, std:
 template <bool kUnit, bool kRms, class T>
 inline void backward_row_apply(const T* xr, std::int64_t sx, const T* gr, std::int64_t sg,
                                T* out, std::int64_t so, std::int64_t j0, std::int64_t j1,
-                               double mu, double rs, const RowGrad& c, const T* w,
+                               double mu, double rs, const RowGrad& c, const compute_t<T>* w,
                                double* __restrict pw, double* __restrict pb) {
     const std::int64_t ax = kUnit ? 1 : sx, ag = kUnit ? 1 : sg, ao = kUnit ? 1 : so;
     std::int64_t j = j0;
@@ -248,9 +252,9 @@ inline void backward_row_apply(const T* xr, std::int64_t sx, const T* gr, std::i
             }
         }
         for (; j < j1; ++j) {
-            const double xj = static_cast<double>(xr[j * ax]);
-            const double dyj = static_cast<double>(gr[j * ag]);
-            out[j * ao] = static_cast<T>(rs * (dyj * static_cast<double>(w[j])) - xj * c.k);
+            const double xj = as_f64(xr[j * ax]);
+            const double dyj = as_f64(gr[j * ag]);
+            out[j * ao] = from_f64<T>(rs * (dyj * static_cast<double>(w[j])) - xj * c.k);
             pw[j] += dyj * xj * rs;
             pb[j] += dyj;
         }
@@ -269,10 +273,10 @@ inline void backward_row_apply(const T* xr, std::int64_t sx, const T* gr, std::i
             }
         }
         for (; j < j1; ++j) {
-            const double xhat = ((static_cast<double>(xr[j * ax]) - mu) - c.delta) * rs;
-            const double dyj = static_cast<double>(gr[j * ag]);
+            const double xhat = ((as_f64(xr[j * ax]) - mu) - c.delta) * rs;
+            const double dyj = as_f64(gr[j * ag]);
             const double g = dyj * static_cast<double>(w[j]);
-            out[j * ao] = static_cast<T>(rs * (g - c.mean_g - xhat * c.mean_gx));
+            out[j * ao] = from_f64<T>(rs * (g - c.mean_g - xhat * c.mean_gx));
             pw[j] += dyj * xhat;
             pb[j] += dyj;
         }
@@ -288,8 +292,9 @@ constexpr std::int64_t kColChunk = 1024;  // a multiple of every vector width
 
 template <bool kUnit, bool kRms, class T>
 void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                   const View3& dxv, const double* mean, const double* rstd, const T* w,
-                   std::int64_t r_begin, std::int64_t r_end, double* pw, double* pb) {
+                   const View3& dxv, const double* mean, const double* rstd,
+                   const compute_t<T>* w, std::int64_t r_begin, std::int64_t r_end, double* pw,
+                   double* pb) {
     const std::int64_t D = xv.B;
     // Rows of one chunk: row by row, while each row is still in L1.
     const std::int64_t sub = D > kColChunk ? kSubRows : 1;
@@ -311,8 +316,9 @@ void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T
 
 template <class T>
 void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
-                         const View3& dxv, const double* mean, const double* rstd, const T* w,
-                         bool rms, double* dweight, double* dbias, int nthreads) {
+                         const View3& dxv, const double* mean, const double* rstd,
+                         const compute_t<T>* w, bool rms, double* dweight, double* dbias,
+                         int nthreads) {
     const std::int64_t R = xv.C, D = xv.B;
     for (std::int64_t j = 0; j < D; ++j) dweight[j] = dbias[j] = 0.0;
     if (R == 0 || D == 0) return;
@@ -358,5 +364,7 @@ LayerNormKernels<T> layer_norm_kernels() {
 
 template LayerNormKernels<float> layer_norm_kernels<float>();
 template LayerNormKernels<double> layer_norm_kernels<double>();
+template LayerNormKernels<f16_t> layer_norm_kernels<f16_t>();
+template LayerNormKernels<bf16_t> layer_norm_kernels<bf16_t>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

@@ -13,5 +13,7 @@ MomentsKernels<T> moments_kernels() {
 
 template MomentsKernels<float> moments_kernels<float>();
 template MomentsKernels<double> moments_kernels<double>();
+template MomentsKernels<f16_t> moments_kernels<f16_t>();
+template MomentsKernels<bf16_t> moments_kernels<bf16_t>();
 
 }  // namespace bnfast::kernels::BNFAST_ISA

@@ -1,6 +1,7 @@
 // The moments family: per-channel mean and M2.
 #pragma once
 
+#include "bnfast/half.hpp"
 #include "bnfast/view3.hpp"
 
 namespace bnfast {
@@ -19,7 +20,7 @@ struct MomentsKernels {
 #if defined(BNFAST_ISA)
 namespace kernels::BNFAST_ISA {
 template <class T>
-MomentsKernels<T> moments_kernels();  // moments.cpp, for float and double
+MomentsKernels<T> moments_kernels();  // moments.cpp, for float, double, f16_t, bf16_t
 }
 #endif
 

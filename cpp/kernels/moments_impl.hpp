@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "bnfast/view3.hpp"
 #include "bnfast/welford.hpp"
@@ -176,7 +177,8 @@ struct Pass2Acc {
 struct Pass1AccF32 {
     using V = f32v;
     static constexpr int kLanes = kLanesF32;
-    static V load(const float* p) { return load_vec<f32v>(p); }
+    template <class S>
+    static V load(const S* p) { return load_f32v(p); }
 
     f32v sum0, sum1, lo, hi, lo1, hi1;
     Pass1Tail tail;
@@ -207,13 +209,16 @@ struct Pass1AccF32 {
     }
 };
 
+// Pass 1 in float32 for float32 data and for the half types (widened to
+// float by the load: exact, and a sum of float16 values stays far from the
+// float32 range; bfloat16 has float32's range and takes the same redo in
+// double on overflow).
+template <class T>
+constexpr bool kPass1F32 = std::is_same_v<T, float> || kIsHalf<T>;
+
 template <class T>
 struct Pass1Of {
-    using type = Pass1Acc;
-};
-template <>
-struct Pass1Of<float> {
-    using type = Pass1AccF32;
+    using type = std::conditional_t<kPass1F32<T>, Pass1AccF32, Pass1Acc>;
 };
 
 // Pass 1 over one contiguous or strided segment, in the accumulator's
@@ -235,9 +240,9 @@ inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& 
             acc.lo1 = vmin(v1, acc.lo1);
             acc.hi1 = vmax(v1, acc.hi1);
         }
-        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]));
+        for (; i < n; ++i) acc.add_scalar(as_f64(p[i]));
     } else {
-        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i * stride]));
+        for (; i < n; ++i) acc.add_scalar(as_f64(p[i * stride]));
     }
 }
 
@@ -255,10 +260,10 @@ inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
             acc.dd0 += d0 * d0;
             acc.dd1 += d1 * d1;
         }
-        for (; i < n; ++i) acc.add_scalar(static_cast<double>(p[i]) - shift);
+        for (; i < n; ++i) acc.add_scalar(as_f64(p[i]) - shift);
     } else {
         for (; i < n; ++i)
-            acc.add_scalar(static_cast<double>(p[i * stride]) - shift);
+            acc.add_scalar(as_f64(p[i * stride]) - shift);
     }
 }
 
@@ -296,7 +301,7 @@ inline void for_each_row_piece(const T* xc, const View3& v, std::int64_t begin,
 // final_mean() of the absolute double-double sums kept beside.
 template <class T>
 inline double reference_value(const T* p) {
-    const double v = static_cast<double>(*p);
+    const double v = as_f64(*p);
     return v - v == 0.0 ? v : 0.0;
 }
 
@@ -316,7 +321,7 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
         });
         Moments1 chunk;
         double sum = p1.sum();
-        if constexpr (sizeof(T) == 4) {
+        if constexpr (kPass1F32<T>) {
             if (!std::isfinite(sum)) {
                 // float32 overflow (of finite data, or of finite values beside
                 // an inf: inf + -inf would be NaN), or NaN: sum again in double.
@@ -448,7 +453,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             sd[c] = 0.0;
             sdd[c] = 0.0;
         }
-        if constexpr (sizeof(T) == 4) {  // pass 1 in float32, as Pass1AccF32
+        if constexpr (kPass1F32<T>) {  // pass 1 in float32, as Pass1AccF32
             float* __restrict fsum = s.sum_f32;
             float* __restrict flo = s.lo_f32;
             float* __restrict fhi = s.hi_f32;
@@ -470,7 +475,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                     for (std::int64_t r = r0; r < r1; ++r) {
                         const T* p = row_ptr(x, v, r) + c0 + cb;
                         for (int k = 0; k < kRegBlock; ++k) {
-                            const f32v val = load_vec<f32v>(p + k * L);
+                            const f32v val = load_f32v(p + k * L);
                             a_s[k] += val;
                             a_lo[k] = vmin(val, a_lo[k]);
                             a_hi[k] = vmax(val, a_hi[k]);
@@ -486,7 +491,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             for (std::int64_t r = r0; r < r1; ++r) {
                 const T* row = row_ptr(x, v, r) + c0 * sc;
                 for (std::int64_t c = cb; c < tw; ++c) {
-                    const float val = row[c * sc];
+                    const float val = to_compute(row[c * sc]);
                     fsum[c] += val;
                     flo[c] = val < flo[c] ? val : flo[c];
                     fhi[c] = val > fhi[c] ? val : fhi[c];
@@ -502,7 +507,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                     // float32 overflow (see row_range_moments), or NaN: sum again in double.
                     double total = 0.0;
                     for (std::int64_t r = r0; r < r1; ++r)
-                        total += static_cast<double>(row_ptr(x, v, r)[(c0 + c) * sc]);
+                        total += as_f64(row_ptr(x, v, r)[(c0 + c) * sc]);
                     sum[c] = total;
                 }
             }
@@ -510,7 +515,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
                 const T* row = row_ptr(x, v, r) + c0 * sc;
                 for (std::int64_t c = 0; c < tw; ++c) {
-                    const double val = static_cast<double>(row[c * sc]);
+                    const double val = as_f64(row[c * sc]);
                     sum[c] += val;
                     lo[c] = val < lo[c] ? val : lo[c];
                     hi[c] = val > hi[c] ? val : hi[c];
@@ -544,7 +549,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         for (std::int64_t r = r0; r < r1; ++r) {
             const T* row = row_ptr(x, v, r) + c0 * sc;
             for (std::int64_t c = cb2; c < tw; ++c) {
-                const double d = static_cast<double>(row[c * sc]) - shift[c];
+                const double d = as_f64(row[c * sc]) - shift[c];
                 sd[c] += d;
                 sdd[c] += d * d;
             }
@@ -622,9 +627,9 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const std::size_t stride = 10 * t + 16, stride_f32 = 3 * t + 32;
     Scratch<double> scratch_buf(stride * static_cast<std::size_t>(nt));
     Scratch<float> scratch_f32_buf(  // pass 1 of float32 data only
-        sizeof(T) == 4 ? stride_f32 * static_cast<std::size_t>(nt) : 0);
+        kPass1F32<T> ? stride_f32 * static_cast<std::size_t>(nt) : 0);
     double* scratch = scratch_buf.get();
-    float* scratch_f32 = sizeof(T) == 4 ? scratch_f32_buf.get() : nullptr;
+    float* scratch_f32 = kPass1F32<T> ? scratch_f32_buf.get() : nullptr;
     parallel_blocks(nt, items, 1, [&](std::int64_t begin, std::int64_t end, int slot) {
         double* buf = scratch + stride * static_cast<std::size_t>(slot);
         float* fbuf = scratch_f32 == nullptr

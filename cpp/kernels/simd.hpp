@@ -17,6 +17,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "bnfast/half.hpp"
 #include "bnfast/isa_namespace.hpp"
 #include "bnfast/parallel.hpp"
 
@@ -42,6 +43,12 @@ typedef double f64v __attribute__((vector_size(BNFAST_VEC_BYTES)));
 typedef float f32v __attribute__((vector_size(BNFAST_VEC_BYTES)));
 // Half-width float vector: kLanesF64 floats, converted to one f64v.
 typedef float f32h __attribute__((vector_size(BNFAST_VEC_BYTES / 2)));
+// Integer vectors for the half-precision conversions: u32v as wide as f32v,
+// u16h its kLanesF32 16-bit patterns, u32h/u16q the kLanesF64-lane ones.
+typedef std::uint32_t u32v __attribute__((vector_size(BNFAST_VEC_BYTES)));
+typedef std::uint16_t u16h __attribute__((vector_size(BNFAST_VEC_BYTES / 2)));
+typedef std::uint32_t u32h __attribute__((vector_size(BNFAST_VEC_BYTES / 2)));
+typedef std::uint16_t u16q __attribute__((vector_size(BNFAST_VEC_BYTES / 4)));
 
 // Unaligned loads and stores (memcpy compiles to one vector move).
 // Reductions never peel for alignment: where a vector starts depends only on
@@ -89,6 +96,229 @@ inline void store_from_f64(float* p, const f64v& v) {
 #endif
 }
 
+// ---------------------------------------------------------------------------
+// Half-precision storage (bnfast/half.hpp): elements are widened to float
+// when read and rounded to nearest, ties to even, when written. Every
+// conversion is exact or correctly rounded, so the twin (which rounds with
+// NumPy / ml_dtypes) and every ISA give the same bits for the same float.
+
+template <class To, class From>
+inline To bit_cast_(const From& v) {
+    static_assert(sizeof(To) == sizeof(From));
+    To out;
+    std::memcpy(&out, &v, sizeof(To));
+    return out;
+}
+
+// float16 <-> float, portable (any CPU): bit manipulation plus one float
+// addition for the subnormal results, which rounds them as the hardware
+// does (round to nearest even; the kernels never change the rounding mode).
+inline float f16_bits_to_float(std::uint16_t h) {
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    const std::uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1fu) return bit_cast_<float>(sign | 0x7f800000u | (man << 13));  // inf, NaN
+    if (exp != 0) return bit_cast_<float>(sign | ((exp + 112u) << 23) | (man << 13));
+    // zero or subnormal: man * 2^-24, exact in float
+    const float mag = static_cast<float>(man) * 0x1p-24f;
+    return bit_cast_<float>(sign | bit_cast_<std::uint32_t>(mag));
+}
+
+inline std::uint16_t float_to_f16_bits(float f) {
+    std::uint32_t u = bit_cast_<std::uint32_t>(f);
+    const std::uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    std::uint32_t out;
+    if (u >= 0x47800000u) {  // >= 65536 (rounds to inf), inf or NaN (kept quiet)
+        out = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    } else if (u < 0x38800000u) {  // below 2^-14: a subnormal half or zero
+        // Adding 0.5 puts the value's 2^-24 units in the low mantissa bits,
+        // rounded by the float addition itself.
+        const float shifted = bit_cast_<float>(u) + 0.5f;
+        out = bit_cast_<std::uint32_t>(shifted) - 0x3f000000u;
+    } else {
+        const std::uint32_t odd = (u >> 13) & 1u;
+        u += 0xc8000fffu + odd;  // rebias the exponent (-112 << 23), round half to even
+        out = u >> 13;           // values in [65520, 65536) carry into inf here
+    }
+    return static_cast<std::uint16_t>(out | sign);
+}
+
+// bfloat16 <-> float: the upper half of a float's bits. Narrowing rounds
+// the lower half to nearest even in integer arithmetic (a carry into the
+// exponent gives the next binade or inf, as it should); NaN stays NaN and
+// quiet (a NaN whose payload is all in the lower half would otherwise
+// become inf).
+inline float bf16_bits_to_float(std::uint16_t h) {
+    return bit_cast_<float>(static_cast<std::uint32_t>(h) << 16);
+}
+
+inline std::uint16_t float_to_bf16_bits(float f) {
+    const std::uint32_t u = bit_cast_<std::uint32_t>(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+    return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Element conversions: to_compute widens a stored element to the compute
+// type (the identity for float and double), to_storage<S> rounds a compute
+// value to S, as_f64 reads an element as double.
+inline float to_compute(float v) { return v; }
+inline double to_compute(double v) { return v; }
+inline float to_compute(f16_t v) { return f16_bits_to_float(v.bits); }
+inline float to_compute(bf16_t v) { return bf16_bits_to_float(v.bits); }
+
+template <class S>
+inline S to_storage(compute_t<S> v) {
+    if constexpr (std::is_same_v<S, f16_t>) return f16_t{float_to_f16_bits(v)};
+    else if constexpr (std::is_same_v<S, bf16_t>) return bf16_t{float_to_bf16_bits(v)};
+    else return v;
+}
+
+template <class S>
+inline double as_f64(S v) { return static_cast<double>(to_compute(v)); }
+
+// A double result stored as S: through float for the half types (the
+// compute type; the twin rounds the same way, float64 -> float32 -> S).
+template <class S>
+inline S from_f64(double v) {
+    if constexpr (kIsHalf<S>) return to_storage<S>(static_cast<float>(v));
+    else return static_cast<S>(v);
+}
+
+// kLanesF64 floats to doubles and back: one instruction on x86 (GCC 12
+// splits __builtin_convertvector of them into pieces, see load_as_f64).
+inline f64v widen_f32h(const f32h& h) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f64v>(_mm512_cvtps_pd(bit_cast_<__m256>(h)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f64v>(_mm256_cvtps_pd(bit_cast_<__m128>(h)));
+#else
+    return __builtin_convertvector(h, f64v);
+#endif
+}
+inline f32h narrow_f64v(const f64v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f32h>(_mm512_cvtpd_ps(bit_cast_<__m512d>(v)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f32h>(_mm256_cvtpd_ps(bit_cast_<__m256d>(v)));
+#else
+    return __builtin_convertvector(v, f32h);
+#endif
+}
+
+// The low 16 bits of each 32-bit lane (vpmovdw in avx512; GCC builds
+// __builtin_convertvector of it from a permute there). The zero-masked
+// forms: the plain ones start from an "undefined" vector (GCC bug 105593).
+template <class H, class W>
+inline H low_halves(const W& r) {
+#if defined(BNFAST_ISA_AVX512)
+    if constexpr (sizeof(W) == 64) {
+        return bit_cast_<H>(_mm512_maskz_cvtepi32_epi16(0xffff, bit_cast_<__m512i>(r)));
+    } else if constexpr (sizeof(W) == 32) {
+        return bit_cast_<H>(_mm256_maskz_cvtepi32_epi16(0xff, bit_cast_<__m256i>(r)));
+    }
+#endif
+    return __builtin_convertvector(r, H);
+}
+
+// Vectors of bfloat16: the same operations as the scalar ones, lane-wise,
+// in GCC/Clang vector extensions (any ISA).
+template <class W, class H>
+inline W bf16_widen_lanes(const H& h) {
+    return __builtin_convertvector(h, W) << 16;
+}
+template <class H, class W>
+inline H bf16_narrow_lanes(const W& u) {
+    const auto is_nan = (u & 0x7fffffffu) > 0x7f800000u;  // lanes of all ones or zeros
+    const W nan = bit_cast_<W>(is_nan);
+    const W rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const W quiet = (u >> 16) | 0x40u;
+    return low_halves<H>((quiet & nan) | (rounded & ~nan));
+}
+
+// kLanesF32 elements of S as one f32v, and back.
+inline f32v load_f32v(const float* p) { return load_vec<f32v>(p); }
+inline f32v load_f32v(const f16_t* p) {
+#if defined(BNFAST_ISA_AVX512)
+    const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return reinterpret_cast<const f32v&>(v);
+#elif defined(BNFAST_ISA_AVX2)
+    const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return reinterpret_cast<const f32v&>(v);
+#else
+    f32v v;
+    for (int i = 0; i < kLanesF32; ++i) v[i] = f16_bits_to_float(p[i].bits);
+    return v;
+#endif
+}
+inline f32v load_f32v(const bf16_t* p) {
+    return bit_cast_<f32v>(bf16_widen_lanes<u32v>(load_vec<u16h>(p)));
+}
+
+inline void store_f32v(float* p, const f32v& v) { store_vec(p, v); }
+inline void store_f32v(f16_t* p, const f32v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph(reinterpret_cast<const __m512&>(v),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(reinterpret_cast<const __m256&>(v), _MM_FROUND_TO_NEAREST_INT));
+#else
+    for (int i = 0; i < kLanesF32; ++i) p[i].bits = float_to_f16_bits(v[i]);
+#endif
+}
+inline void store_f32v(bf16_t* p, const f32v& v) {
+    store_vec(p, bf16_narrow_lanes<u16h>(bit_cast_<u32v>(v)));
+}
+
+// kLanesF64 half elements widened to double, and doubles stored as S
+// (through float, see from_f64).
+inline f64v load_as_f64(const f16_t* p) {
+#if defined(BNFAST_ISA_AVX512)
+    const __m512d v =
+        _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    return reinterpret_cast<const f64v&>(v);
+#elif defined(BNFAST_ISA_AVX2)
+    const __m256d v =
+        _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    return reinterpret_cast<const f64v&>(v);
+#else
+    f64v v;
+    for (int i = 0; i < kLanesF64; ++i) v[i] = f16_bits_to_float(p[i].bits);
+    return v;
+#endif
+}
+inline f64v load_as_f64(const bf16_t* p) {
+    return widen_f32h(bit_cast_<f32h>(bf16_widen_lanes<u32h>(load_vec<u16q>(p))));
+}
+inline void store_from_f64(f16_t* p, const f64v& v) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(_mm512_cvtpd_ps(reinterpret_cast<const __m512d&>(v)),
+                                     _MM_FROUND_TO_NEAREST_INT));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p),
+                     _mm_cvtps_ph(_mm256_cvtpd_ps(reinterpret_cast<const __m256d&>(v)),
+                                  _MM_FROUND_TO_NEAREST_INT));
+#else
+    for (int i = 0; i < kLanesF64; ++i) p[i].bits = float_to_f16_bits(static_cast<float>(v[i]));
+#endif
+}
+inline void store_from_f64(bf16_t* p, const f64v& v) {
+    store_vec(p, bf16_narrow_lanes<u16q>(bit_cast_<u32h>(narrow_f64v(v))));
+}
+
+// The compute-type vector of elements i..i+L-1 of storage S (load_cv), and
+// its store rounded to S (store_cv): float and double as they are.
+inline f32v load_cv(const float* p) { return load_vec<f32v>(p); }
+inline f64v load_cv(const double* p) { return load_vec<f64v>(p); }
+inline f32v load_cv(const f16_t* p) { return load_f32v(p); }
+inline f32v load_cv(const bf16_t* p) { return load_f32v(p); }
+inline void store_cv(float* p, const f32v& v) { store_vec(p, v); }
+inline void store_cv(double* p, const f64v& v) { store_vec(p, v); }
+inline void store_cv(f16_t* p, const f32v& v) { store_f32v(p, v); }
+inline void store_cv(bf16_t* p, const f32v& v) { store_f32v(p, v); }
+
 // Non-temporal ("streaming") store of one full vector to p, which must be
 // aligned to kVecBytes: the cache line is written to memory without being
 // read first (a plain store reads every line it writes: a third of a large
@@ -116,6 +346,26 @@ inline void stream_vec(double* p, const f64v& v) {
 #endif
 }
 
+// Half storage: the rounded vector is half as wide as f32v, streamed where
+// that is a full SSE/AVX register (p is then aligned to it: write_run and
+// periodic_run stream from a cache-line boundary in steps of one vector).
+template <class S>
+inline void stream_half(S* p, const f32v& v) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    u16h h;
+    store_f32v(reinterpret_cast<S*>(&h), v);
+#if defined(BNFAST_ISA_AVX512)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<const __m256i&>(h));
+#else
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p), reinterpret_cast<const __m128i&>(h));
+#endif
+#else
+    store_f32v(p, v);
+#endif
+}
+inline void stream_vec(f16_t* p, const f32v& v) { stream_half(p, v); }
+inline void stream_vec(bf16_t* p, const f32v& v) { stream_half(p, v); }
+
 // Streaming stores are weakly ordered: each thread that made them fences
 // before its results are read by anyone else.
 inline void stream_fence() {
@@ -139,6 +389,9 @@ template <> struct NativeVec<double> {
     using type = f64v;
     static constexpr int lanes = kLanesF64;
 };
+// Half storage computes in float vectors.
+template <> struct NativeVec<f16_t> : NativeVec<float> {};
+template <> struct NativeVec<bf16_t> : NativeVec<float> {};
 
 template <class V, class S>
 inline V splat(S s) {
@@ -166,7 +419,8 @@ inline std::int64_t stream_head(const T* y, std::int64_t n) {
 // i..i+L-1), single ones from one(i). With kStream, long runs are streamed
 // from the first cache-line boundary on (one() covers the head). vec and
 // one apply the same operations in T, so the values do not depend on which
-// elements take which path.
+// elements take which path. For half storage T both give float values,
+// rounded to T as they are stored (store_cv, to_storage).
 template <bool kStream, class T, class VecFn, class OneFn>
 inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
     constexpr int L = NativeVec<T>::lanes;
@@ -174,12 +428,12 @@ inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
     if constexpr (kStream) {
         const std::int64_t head = stream_head(y, n);
         if (head >= 0) {
-            for (; i < head; ++i) y[i] = one(i);
+            for (; i < head; ++i) y[i] = to_storage<T>(one(i));
             for (; i + L <= n; i += L) stream_vec(y + i, vec(i));
         }
     }
-    for (; i + L <= n; i += L) store_vec(y + i, vec(i));
-    for (; i < n; ++i) y[i] = one(i);
+    for (; i + L <= n; i += L) store_cv(y + i, vec(i));
+    for (; i < n; ++i) y[i] = to_storage<T>(one(i));
 }
 
 // Whole rows of C channels stored one after another ((N, C) and NHWC data)
@@ -195,7 +449,7 @@ inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneF
     const std::int64_t step = L % C;  // phase advance per vector
     std::int64_t i = 0, ph = 0;       // ph == i % C throughout
     auto scalar = [&]() {
-        y[i] = one(i, ph);
+        y[i] = to_storage<T>(one(i, ph));
         ++i;
         if (++ph == C) ph = 0;
     };
@@ -211,7 +465,7 @@ inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneF
             for (; i + L <= n; advance()) stream_vec(y + i, vec(i, ph));
         }
     }
-    for (; i + L <= n; advance()) store_vec(y + i, vec(i, ph));
+    for (; i + L <= n; advance()) store_cv(y + i, vec(i, ph));
     while (i < n) scalar();
 }
 

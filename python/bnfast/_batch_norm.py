@@ -32,9 +32,11 @@ from ._validate import (
     check_grad_pair,
     check_in_place,
     check_momentum,
+    compute_dtype,
     empty_grads,
     from_container,
     grad_weight,
+    is_half,
     output_for,
     saved_stat,
 )
@@ -44,9 +46,9 @@ def check_running(
     stat: ArrayLike, name: str, c: int, dtype: np.dtype[Any], updating: bool, func: str
 ) -> FloatArray:
     """A running statistic (batch and instance norm): 1-D, length c, x's
-    dtype; when ``updating``, an ndarray that can be updated in place
-    (native byte order, writeable: :func:`check_in_place`), never a
-    converted copy."""
+    dtype (or float32 beside float16/bfloat16 x, PyTorch's mixed precision);
+    when ``updating``, an ndarray that can be updated in place (native byte
+    order, writeable: :func:`check_in_place`), never a converted copy."""
     stat = cast(ArrayLike, from_container(stat, name, writable=updating))  # torch: shared memory
     if updating and not isinstance(stat, np.ndarray):
         raise TypeError(
@@ -55,9 +57,14 @@ def check_running(
     arr = channel_vector(stat, name, c)
     if updating:
         assert isinstance(stat, np.ndarray)
-        check_in_place(stat, name, dtype, func)  # (stat, not arr: arr may be a copy)
-    elif arr.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} to match x, got {arr.dtype}")
+        # x's dtype, or float32 beside half-precision x (as given: the check
+        # refuses what would need a copy).
+        native = stat.dtype.newbyteorder("=")
+        allowed = compute_dtype(dtype) if native == compute_dtype(dtype) else dtype
+        check_in_place(stat, name, allowed, func)  # (stat, not arr: arr may be a copy)
+    elif arr.dtype != dtype and arr.dtype != compute_dtype(dtype):
+        also = f" or {compute_dtype(dtype)}" if is_half(dtype) else ""
+        raise TypeError(f"{name} must have dtype {dtype}{also} to match x, got {arr.dtype}")
     return arr
 
 
@@ -97,9 +104,15 @@ RUNNING_LOCK = threading.Lock()
 def update_running(running: FloatArray, value: F64Array, momentum: float) -> None:
     """``impl().running_update`` (float64, rounded once) on a running
     statistic of any layout: a non-contiguous or unaligned one is updated
-    through a contiguous copy, with the same bits. Callers hold :data:`RUNNING_LOCK`."""
+    through a contiguous copy, with the same bits. A float16/bfloat16 one is
+    updated in a float64 copy, then rounded through float32 (the compute
+    dtype, as every half-precision result). Callers hold :data:`RUNNING_LOCK`."""
     update = _runtime.impl().running_update
-    if running.flags.c_contiguous and running.flags.aligned:
+    if is_half(running.dtype):
+        work64 = running.astype(np.float64)
+        update(work64, value, momentum)
+        running[...] = work64.astype(np.float32)
+    elif running.flags.c_contiguous and running.flags.aligned:
         update(running, value, momentum)
     else:  # (a fresh copy: ascontiguousarray keeps an unaligned array as is)
         work = running.copy()
@@ -197,9 +210,11 @@ def batch_norm(
     ----------
     x : array_like
         Input of shape (N, C, ...) -- at least 2-D -- with the channels on
-        ``axis``; float32 or float64, any layout.
+        ``axis``; float32, float64, float16 or bfloat16, any
+        layout (half precision is computed in float32).
     running_mean, running_var : ndarray, optional
-        Running statistics, shape (C,), of x's dtype; both or neither.
+        Running statistics, shape (C,), of x's dtype (or float32 beside
+        float16/bfloat16 x); both or neither.
         Required when ``training=False``; with ``training=True`` they must
         be writeable ndarrays (updated in place). Threads training at once
         may share them: each update is applied once (README, "Threads").
@@ -226,14 +241,15 @@ def batch_norm(
     y : ndarray
         The normalized input, x's shape and dtype (``out`` if given).
     mean, invstd : ndarray
-        Only with ``return_stats=True``: shape (C,), x's dtype; the batch
+        Only with ``return_stats=True``: shape (C,), x's dtype (float32 for
+        half-precision x); the batch
         mean and ``1 / sqrt(var + eps)`` when training, else the running
         mean and ``1 / sqrt(running_var + eps)``.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, a parameter is not real, or a
+        If ``x`` is not float32/float64/float16/bfloat16, a parameter is not real, or a
         running statistic has another dtype than ``x`` (or is not an ndarray
         while training).
     ValueError
@@ -292,6 +308,7 @@ def batch_norm(
     training = as_flag(training, "training")
     momentum = check_momentum(momentum)
     dtype = x.dtype
+    pdtype = compute_dtype(dtype)  # parameters and statistics: float32 for half x
     c = x.shape[axis]
 
     rm, rv = check_running_pair(
@@ -336,8 +353,8 @@ def batch_norm(
                 groups,
                 None,
                 None,
-                as_param(scale, dtype),
-                as_param(shift, dtype),
+                as_param(scale, pdtype),
+                as_param(shift, pdtype),
             )
 
     if training and rm is not None and rv is not None:
@@ -345,7 +362,7 @@ def batch_norm(
         update_running_pair(rm, rv, mean, m2 / (count - 1), momentum)
 
     if return_stats:
-        return y, mean.astype(dtype), invstd.astype(dtype)
+        return y, mean.astype(pdtype), invstd.astype(pdtype)
     return y
 
 
@@ -432,14 +449,15 @@ def batch_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        Shape (C,), x's dtype; None when ``weight`` is None.
+        Shape (C,), x's dtype (float32 for half-precision x); None when
+        ``weight`` is None.
     dbias : ndarray
-        Shape (C,), x's dtype.
+        Shape (C,), x's dtype (float32 for half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or a
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or a
         statistic or the weight is not real.
     ValueError
         For fewer than 2 dimensions or mismatched shapes.
@@ -481,7 +499,7 @@ def backward(
     check_batched(x, func)
     axis = check_axis(axis, x.ndim)
     c = x.shape[axis]
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # of the parameters and their gradients
     mu = saved_stat(mean, "mean", (c,), func)
     inv = saved_stat(invstd, invstd_name, (c,), func)
     w = grad_weight(weight, (c,), func)

@@ -32,6 +32,7 @@ from ._validate import (
     check_grad_pair,
     check_momentum,
     check_num_groups,
+    compute_dtype,
     empty_grads,
     grad_weight,
     output_for,
@@ -109,7 +110,7 @@ def group_norm(
     ----------
     x : array_like
         Input of shape (N, C, ...) -- at least 2-D -- with the channels on
-        ``axis``; float32 or float64.
+        ``axis``; float32, float64, float16 or bfloat16.
     num_groups : int
         Number of groups; must divide C.
     weight, bias : array_like, optional
@@ -128,13 +129,14 @@ def group_norm(
     y : ndarray
         Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
-        Only with ``return_stats=True``: shape (N, num_groups), x's dtype;
+        Only with ``return_stats=True``: shape (N, num_groups), x's dtype
+        (float32 for half-precision x);
         ``rstd = 1 / sqrt(var + eps)``. NaN for an empty input.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64 or ``num_groups`` not an integer.
+        If ``x`` is not float32/float64/float16/bfloat16 or ``num_groups`` not an integer.
     ValueError
         For fewer than 2 dimensions, ``axis`` 0, ``num_groups`` not dividing
         C, mismatched shapes, a negative ``eps`` or a single value in all.
@@ -246,11 +248,12 @@ def instance_norm(
     ----------
     x : array_like
         Input of shape (N, C, ...) -- at least 2-D -- with the channels on
-        ``axis``; float32 or float64.
+        ``axis``; float32, float64, float16 or bfloat16.
     weight, bias : array_like, optional
         Affine parameters per channel, shape (C,), real numbers.
     running_mean, running_var : ndarray, optional
-        Shape (C,), x's dtype; both or neither; required when
+        Shape (C,), x's dtype (or float32 beside half-precision x); both
+        or neither; required when
         ``use_input_stats=False``, else writeable (updated in place). Threads
         training at once may share them: each update is applied once.
     use_input_stats : bool, optional
@@ -271,14 +274,15 @@ def instance_norm(
     y : ndarray
         Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
-        Only with ``return_stats=True``, x's dtype: shape (N, C), or (C,)
+        Only with ``return_stats=True``, x's dtype (float32 for half-precision
+        x): shape (N, C), or (C,)
         with running statistics (``1 / sqrt(running_var + eps)``). ``rstd``
         is 0 where the variance and ``eps`` are both 0, as PyTorch.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64 or a running statistic is not of
+        If ``x`` is not float32/float64/float16/bfloat16 or a running statistic is not of
         x's dtype (or not an ndarray when updated).
     ValueError
         For fewer than 2 dimensions, ``axis`` 0, mismatched shapes, a
@@ -441,14 +445,15 @@ def group_norm_backward(
     dx : ndarray
         Same shape and dtype as x.
     dweight : ndarray or None
-        Shape (C,), x's dtype; None when ``weight`` is None.
+        Shape (C,), x's dtype (float32 for half-precision x); None when
+        ``weight`` is None.
     dbias : ndarray
-        Shape (C,), x's dtype.
+        Shape (C,), x's dtype (float32 for half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype.
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype.
     ValueError
         For fewer than 2 dimensions, ``axis`` 0, ``num_groups`` not dividing
         C, or mismatched shapes.
@@ -490,7 +495,7 @@ def _group_backward(
     w = grad_weight(weight, (c,), func)
     if xa.size == 0:
         return empty_grads(xa, (c,), w)
-    dtype = xa.dtype
+    dtype = compute_dtype(xa.dtype)  # of the kernel parameters and the gradients
     per = c // g_count
     spatial = tuple(i for i in range(1, xa.ndim) if i != axis and xa.shape[i] != 1)
     count = per * math.prod(xa.shape[i] for i in spatial)
@@ -607,14 +612,15 @@ def instance_norm_backward(
     dx : ndarray
         Same shape and dtype as x.
     dweight : ndarray or None
-        Shape (C,), x's dtype; None when ``weight`` is None.
+        Shape (C,), x's dtype (float32 for half-precision x); None when
+        ``weight`` is None.
     dbias : ndarray
-        Shape (C,), x's dtype.
+        Shape (C,), x's dtype (float32 for half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype.
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype.
     ValueError
         For fewer than 2 dimensions, a bad ``axis`` or mismatched shapes.
 

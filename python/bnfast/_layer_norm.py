@@ -22,8 +22,11 @@ from ._validate import (
     check_eps,
     check_float_dtype,
     check_grad_pair,
+    compute_dtype,
     empty_grads,
     grad_weight,
+    is_real_dtype,
+    machine_eps,
     normalize_axes,
     output_for,
     saved_stat,
@@ -39,7 +42,7 @@ def _shaped_param(
     if p is None:
         return None
     arr = as_array(p, name)
-    if arr.dtype.kind not in "biuf":
+    if not is_real_dtype(arr.dtype):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(
@@ -73,7 +76,7 @@ def _rows_forward(
     b = _shaped_param(bias, "bias", norm_shape)
     y = output_for(x, out, func)
     impl = _runtime.impl()
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # parameters and statistics: float32 for half x
     if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
         undefined = np.full(kept_shape, np.nan, dtype=dtype)
         return y, undefined, undefined.copy()
@@ -155,7 +158,8 @@ def layer_norm(
     Parameters
     ----------
     x : array_like
-        Input of any shape and layout; float32 or float64.
+        Input of any shape and layout; float32, float64, float16 or
+        bfloat16 (half precision is computed in float32).
     weight, bias : array_like, optional
         Affine parameters with the shape of the normalized axes (PyTorch's
         ``normalized_shape``), real numbers.
@@ -175,13 +179,14 @@ def layer_norm(
         Same shape and dtype as x (``out`` if given).
     mean, rstd : ndarray
         Only with ``return_stats=True``: the shape of the axes not
-        normalized, x's dtype; ``rstd = 1 / sqrt(var + eps)`` (inf for a
+        normalized, x's dtype (float32 for half-precision x);
+        ``rstd = 1 / sqrt(var + eps)`` (inf for a
         constant row with ``eps = 0``). NaN for an empty input.
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, ``axis`` is None or a parameter is
+        If ``x`` is not float32/float64/float16/bfloat16, ``axis`` is None or a parameter is
         not real.
     ValueError
         For a bad, repeated or empty ``axis``, parameters of the wrong
@@ -269,7 +274,8 @@ def rms_norm(
     Parameters
     ----------
     x : array_like
-        Input of any shape and layout; float32 or float64.
+        Input of any shape and layout; float32, float64, float16 or
+        bfloat16 (half precision is computed in float32).
     weight : array_like, optional
         Scale with the shape of the normalized axes, real numbers.
     axis : int or tuple of ints, optional
@@ -288,13 +294,14 @@ def rms_norm(
         Same shape and dtype as x (``out`` if given).
     rstd : ndarray
         Only with ``return_stats=True``: ``1 / sqrt(mean(x**2) + eps)``, the
-        shape of the axes not normalized, x's dtype (0 for a row holding
+        shape of the axes not normalized, x's dtype (float32 for half-precision
+        x; 0 for a row holding
         +-inf and no NaN).
 
     Raises
     ------
     TypeError
-        If ``x`` is not float32/float64, ``axis`` is None or ``weight`` is
+        If ``x`` is not float32/float64/float16/bfloat16, ``axis`` is None or ``weight`` is
         not real.
     ValueError
         For a bad, repeated or empty ``axis``, a weight of the wrong shape,
@@ -325,7 +332,7 @@ def rms_norm(
             return fast
     xa = as_array(x)
     check_float_dtype(xa, "x", "rms_norm")
-    eps_ = float(np.finfo(xa.dtype).eps) if eps is None else check_eps(eps)
+    eps_ = machine_eps(xa.dtype) if eps is None else check_eps(eps)
     norm_axes = _norm_axes(axis, xa.ndim)
     y, _, rstd = _rows_forward(xa, norm_axes, weight, None, eps_, out, "rms_norm", rms=True)
     return (y, rstd) if return_stats else y
@@ -373,7 +380,7 @@ def _row_backward_arrays(
     if x.size == 0:
         _, dw0, db0 = empty_grads(x, norm_shape, w)
         return dx, dw0, db0
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)  # of the parameters and their gradients
     groups = _row_groups(x, norm_axes)
     x3 = _layout.view_or_copy(x, groups)
     dy3 = _layout.view_or_copy(dy, groups)
@@ -448,7 +455,7 @@ def layer_norm_backward(
     dy : array_like
         Gradient of the loss with respect to y; x's shape and dtype.
     x : array_like
-        The forward input; float32 or float64.
+        The forward input; float32, float64, float16 or bfloat16.
     mean, rstd : array_like
         What ``layer_norm(..., return_stats=True)`` returned: the shape of
         the axes not normalized (squeezed shapes such as PyTorch's (N, 1)
@@ -466,15 +473,17 @@ def layer_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        The shape of the normalized axes, x's dtype; None when ``weight``
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x); None when ``weight``
         is None.
     dbias : ndarray
-        The shape of the normalized axes, x's dtype.
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x).
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or a
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or a
         statistic or the weight is not real.
     ValueError
         For mismatched shapes or a bad ``axis``.
@@ -545,7 +554,7 @@ def rms_norm_backward(
     dy : array_like
         Gradient of the loss with respect to y; x's shape and dtype.
     x : array_like
-        The forward input; float32 or float64.
+        The forward input; float32, float64, float16 or bfloat16.
     rstd : array_like
         What ``rms_norm(..., return_stats=True)`` returned
         (``1 / sqrt(mean(x**2) + eps)``), the shape of the axes not
@@ -562,13 +571,14 @@ def rms_norm_backward(
     dx : ndarray
         Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
-        The shape of the normalized axes, x's dtype; None when ``weight``
+        The shape of the normalized axes, x's dtype (float32 for
+        half-precision x); None when ``weight``
         is None.
 
     Raises
     ------
     TypeError
-        If ``x``/``dy`` are not float32/float64 or differ in dtype, or
+        If ``x``/``dy`` are not float32/float64/float16/bfloat16 or differ in dtype, or
         ``rstd`` or the weight is not real.
     ValueError
         For mismatched shapes or a bad ``axis``.

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import normal_in
+from ._validate import compute_dtype, normal_in
 
 F64Array = NDArray[np.float64]
 
@@ -245,12 +245,14 @@ def group_forward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[F64Array], Optional[F64Array]]:
     """Group (or, one channel per group, instance) normalization of x into y
     with the statistics of each (sample, group); returns ``(y, mean, rstd)``
-    in x's dtype and the float64 ``(mean, m2)`` (None for an empty x).
+    (statistics in x's compute dtype: float32 for half-precision x) and the
+    float64 ``(mean, m2)`` (None for an empty x).
 
     ``zero_var_rstd``: rstd = 0 where variance and eps are both 0 (instance
     norm, which PyTorch runs through its batch-norm kernel), instead of inf."""
     n, c = x.shape[0], x.shape[axis]
-    dtype = x.dtype
+    # Parameters and returned statistics: float32 for float16/bfloat16 x.
+    dtype = compute_dtype(x.dtype)
     count = spatial_size(x, axis) * (c // num_groups)
     if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
         undefined = np.full((n, num_groups), np.nan, dtype=dtype)

@@ -20,6 +20,7 @@ from ._validate import (
     as_array,
     check_ddof,
     check_real_dtype,
+    is_half,
     normalize_axes,
 )
 
@@ -30,8 +31,8 @@ def _work_dtype(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], np.dtype[Any]]:
     """(dtype the kernels read, dtype of the result) for an input dtype."""
     if dtype == np.float32 or dtype == np.float64:
         return dtype, dtype
-    if dtype == np.float16:
-        return np.dtype(np.float32), dtype
+    if is_half(dtype):  # float16, bfloat16: read as they are (the kernels widen them)
+        return dtype, dtype
     if dtype.kind == "f":  # longdouble: computed in long double (see _reduce)
         return dtype, dtype
     return np.dtype(np.float64), np.dtype(np.float64)  # bool, integers (as np.mean)
@@ -188,7 +189,8 @@ def mean_var(
         NumPy's reductions give (typed as a scalar for ``axis=None``
         without ``keepdims``, else as an array, which a NumPy scalar stands
         in for as a 0-d one). float32 gives float32, float64 gives
-        float64, float16 and longdouble keep their dtype (longdouble
+        float64, float16, bfloat16 and longdouble keep their dtype (the half
+        types are read as they are, accumulated in float64; longdouble is
         computed in long double), integers and bool give float64.
     var : ndarray or NumPy scalar
         Shape and dtype as ``mean``; inf or NaN (with a RuntimeWarning)

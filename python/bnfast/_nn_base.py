@@ -10,7 +10,17 @@ from typing import Any, ClassVar, Optional, TypeVar, Union, cast
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from ._validate import FLOAT_TYPES, FloatArray, as_array, check_eps, check_momentum
+from ._validate import (
+    ACCEPTED_FLOATS,
+    FloatArray,
+    as_array,
+    check_eps,
+    check_momentum,
+    is_float_dtype,
+    is_half,
+    is_real_dtype,
+    resolve_dtype,
+)
 
 StateArray = NDArray[Union[np.floating[Any], np.int64]]
 _L = TypeVar("_L", bound="Layer")
@@ -26,10 +36,10 @@ def positive_int(value: object, name: str) -> int:
 
 
 def float_dtype(dtype: DTypeLike) -> np.dtype[Any]:
-    """``dtype`` as a NumPy dtype, float32 or float64."""
-    dt = np.dtype(dtype)
-    if dt not in FLOAT_TYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    """``dtype`` as a NumPy dtype: float32, float64, float16 or bfloat16."""
+    dt = resolve_dtype(dtype)
+    if not is_float_dtype(dt):
+        raise TypeError(f"dtype must be {ACCEPTED_FLOATS}, got {dt}")
     return dt
 
 
@@ -130,12 +140,20 @@ class Layer:
     # -- input checks -------------------------------------------------------
     def _input(self, x: ArrayLike) -> np.ndarray:
         xa = as_array(x)
-        if xa.dtype != self.dtype:
+        # float32 layers also take float16/bfloat16 input (PyTorch's mixed
+        # precision: float32 parameters and running statistics).
+        mixed = self.dtype == np.float32 and is_half(xa.dtype)
+        if xa.dtype != self.dtype and not mixed:
             raise TypeError(
                 f"{type(self).__name__} has {self.dtype} parameters but x is {xa.dtype}; "
-                f"create the layer with dtype=np.{xa.dtype} or convert x"
+                f"create the layer with dtype={xa.dtype.name!r} (or float32 for "
+                f"float16/bfloat16 input) or convert x"
             )
         return xa
+
+    def _grad(self, grad: Optional[FloatArray]) -> Optional[FloatArray]:
+        """A parameter gradient in the parameters' dtype."""
+        return None if grad is None else grad.astype(self.dtype, copy=False)
 
     def _saved_or_raise(self) -> Any:
         if self._saved is None:
@@ -211,7 +229,7 @@ class Layer:
                 value = np.asarray(state[key])
             except Exception as exc:
                 raise TypeError(f"state_dict entry {key!r} is not array-like: {exc}") from None
-            if value.dtype.kind not in "biuf":
+            if not is_real_dtype(value.dtype):
                 raise TypeError(
                     f"state_dict entry {key!r} must hold real numbers, got {value.dtype}"
                 )

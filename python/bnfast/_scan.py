@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _layout, _runtime
 from ._moments import Moments, moments
-from ._validate import as_array, real_float
+from ._validate import as_array, is_float_dtype, real_float
 
 # 2**18 values: float64 slab temporaries of 2 MB each (a NaN-aware slab
 # needs about ten of them at once), large enough that the per-slab Python
@@ -83,7 +83,7 @@ def fast_moments(x: np.ndarray, axes: tuple) -> Moments:
     call for float32/float64 data the kernels can view in place, else slabs
     (integers, float16, odd layouts and the NumPy backend would otherwise
     copy the data whole)."""
-    if _runtime.native_active() and x.dtype in (np.float32, np.float64) and _viewable(x, axes):
+    if _runtime.native_active() and is_float_dtype(x.dtype) and _viewable(x, axes):
         return moments(x, axis=axes)  # no temporary at all
     # (The NumPy backend converts its input to float64 whole: feed it slabs.)
     if not axes or x.size == 0:

@@ -22,6 +22,7 @@ from ._standardize_rules import (
     check_axis_param,
     check_chunk,
     check_feature_names,
+    check_output_dtype,
     constant_features,
     derived_attributes,
     feature_names,
@@ -29,9 +30,56 @@ from ._standardize_rules import (
     output_array,
     result_dtype,
 )
-from ._validate import as_array, check_ddof, check_real_dtype, normal_in, normalize_axes
+from ._validate import (
+    as_array,
+    check_ddof,
+    check_out,
+    check_real_dtype,
+    compute_dtype,
+    is_half,
+    normal_in,
+    normalize_axes,
+)
 
 NAN_POLICIES = ("omit", "propagate", "raise")
+
+
+def _converts_exactly(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """Whether every value of ``source`` is exact in ``target`` (uint8 in
+    float16, float16 in float32, ...): then the data is converted into the
+    output first and standardized there, in the output's precision."""
+    if source == target or (
+        is_half(source) and target in (np.dtype(np.float32), np.dtype(np.float64))
+    ):
+        return True
+    if target.name == "bfloat16":  # 8 significant bits, float32's range
+        return source == np.bool_ or source in (np.dtype(np.uint8), np.dtype(np.int8))
+    try:
+        return bool(np.can_cast(source, target, casting="safe"))
+    except TypeError:  # a dtype NumPy's table does not know (bfloat16 source)
+        return False
+
+
+# Values per slab of a rounding transform (float64 temporaries of 8 MB).
+_SLAB_VALUES = 1 << 20
+
+
+def _sample_slabs(shape: tuple[int, ...], kept: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Index tuples cutting an array of ``shape`` along its first sample
+    (non-kept) axis into slabs of about ``_SLAB_VALUES`` values (at least
+    one index each)."""
+    sample = [i for i in range(len(shape)) if i not in kept]
+    axis = sample[0] if sample else 0
+    n = shape[axis] if shape else 1
+    per_index = math.prod(shape) // n if n else 0
+    step = max(1, _SLAB_VALUES // max(per_index, 1))
+    slabs = []
+    for start in range(0, n, step):
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(start, start + step)
+        slabs.append(tuple(index))
+    return slabs
+
 
 _S = TypeVar("_S", bound="Standardizer")
 _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
@@ -69,6 +117,15 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     copy : bool, default True
         ``False`` lets :meth:`transform` and :meth:`inverse_transform` work in
         place on float32/float64 arrays.
+    dtype : dtype or None, default None
+        The dtype of what :meth:`transform` and :meth:`inverse_transform`
+        return: float32, float64, float16 or bfloat16 (``"bfloat16"`` needs
+        ml_dtypes). None keeps float32 input float32 and gives float64 for
+        everything else (integers, bool, float16, bfloat16; as scikit-learn
+        does for integers). Data that the output dtype holds exactly (uint8
+        in float32 or float16, float16 in float32) is standardized in the
+        output's precision; other data in its own, a slab at a time, and
+        rounded once: no float64 copy of the whole data set.
 
     Attributes
     ----------
@@ -160,6 +217,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         ddof: int = 0,
         nan_policy: Literal["omit", "propagate", "raise"] = "omit",
         copy: bool = True,
+        dtype: Any = None,
     ) -> None:
         self.axis = axis
         self.with_mean = with_mean
@@ -167,8 +225,9 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         self.ddof = ddof
         self.nan_policy: str = nan_policy
         self.copy = copy
+        self.dtype = dtype
 
-    _PARAMS = ("axis", "with_mean", "with_std", "ddof", "nan_policy", "copy")
+    _PARAMS = ("axis", "with_mean", "with_std", "ddof", "nan_policy", "copy", "dtype")
 
     # -- fitting ------------------------------------------------------------
     def _checked_params(self) -> AxisLike:
@@ -178,6 +237,7 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
                 f"got {self.nan_policy!r}"
             )
         check_ddof(self.ddof)
+        check_output_dtype(self.dtype)
         return check_axis_param(self.axis)
 
     def _reset(self) -> None:
@@ -397,10 +457,15 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         out: np.ndarray | None,
         method: str,
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.dtype[Any], Any]:
+        """``(x, y, kept, work dtype, result)``: the output ``y`` (of the
+        ``dtype`` parameter's dtype) holds ``x`` converted to it already,
+        unless the conversion would round ``x``: then ``x`` comes back as it
+        is and the work dtype is the one to compute in (see _apply)."""
         self._check_fitted(method)
         self._names_of(X, method, reset=False)
         x = as_array(X, "X")
         check_real_dtype(x, "X")
+        requested = check_output_dtype(self.dtype)
         axes = self._axes_for(x, method)
         kept = _scan.kept_axes(x.ndim, axes)
         feature_shape = tuple(x.shape[i] for i in kept)
@@ -410,8 +475,19 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
                 f"X has {n} features (shape {feature_shape}), but {type(self).__name__} "
                 f"was fitted with {self.n_features_in_} features (shape {self.feature_shape_})"
             )
-        dtype = result_dtype(x.dtype)
-        x, y, result = output_array(x, X, out, dtype, self.copy, f"{type(self).__name__}.{method}")
+        work = result_dtype(x.dtype)
+        dtype = work if requested is None else requested
+        func = f"{type(self).__name__}.{method}"
+        if dtype != work and not _converts_exactly(x.dtype, dtype):
+            # e.g. float64 -> float32, int64 -> float16: compute in `work`,
+            # round once into y (slab by slab: no full-size temporary).
+            if out is None:
+                y = np.empty_like(x, dtype=dtype, order="K")
+            else:
+                y = check_out(out, x.shape, dtype, func)
+            work = compute_dtype(work)  # half input: computed in float32
+            return x, y, kept, work, y
+        x, y, result = output_array(x, X, out, dtype, self.copy, func)
         return x, y, kept, dtype, result
 
     def _axes_for(self, x: np.ndarray, method: str) -> tuple[int, ...]:
@@ -458,7 +534,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result: float32 for float32 input, else float64. ``out`` when
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64. ``out`` when
             given, ``X`` itself when ``copy=False`` and ``X`` is float32/float64.
             A NumPy array for DataFrames and tensors; sparse in ``X``'s format
             for sparse ``X``.
@@ -486,7 +563,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
             return dask_ops().standardizer_transform(self, X, out)
         if is_sparse(X):
             return self._scale_sparse(X, out, "transform")
-        x, y, kept, dtype, result = self._prepare(X, out, "transform")
+        x, y, kept, work, result = self._prepare(X, out, "transform")
+        dtype = compute_dtype(work)  # of the kernel parameters
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
             if y is not x:
@@ -541,7 +619,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result: float32 for float32 input, else float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------
@@ -559,7 +638,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
             return dask_ops().standardizer_inverse_transform(self, X, out)
         if is_sparse(X):
             return self._scale_sparse(X, out, "inverse_transform")
-        x, y, kept, dtype, result = self._prepare(X, out, "inverse_transform")
+        x, y, kept, work, result = self._prepare(X, out, "inverse_transform")
+        dtype = compute_dtype(work)  # of the kernel parameters
         c = self.n_features_in_
         if not (self.with_mean or self.with_std):
             if y is not x:
@@ -685,6 +765,13 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     ) -> None:
         if x.size == 0:
             return
+        if x.dtype != y.dtype:  # a rounding conversion (see _prepare): in slabs
+            work = compute_dtype(result_dtype(x.dtype))
+            for index in _sample_slabs(x.shape, kept):
+                tmp = x[index].astype(work)
+                Standardizer._apply(tmp, tmp, kept, hi, lo, scale, shift)
+                y[index] = tmp  # rounded once, to nearest
+            return
         groups = _layout.canonical_groups(x, kept)
         _layout.apply_elementwise(_runtime.impl().affine, x, y, groups, hi, lo, scale, shift)
 
@@ -718,7 +805,8 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         Returns
         -------
         ndarray of the shape of ``X``
-            The result: float32 for float32 input, else float64.
+            The result, of dtype ``dtype``; by default float32 for float32
+            input, else float64.
 
         Raises
         ------

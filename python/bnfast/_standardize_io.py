@@ -46,6 +46,8 @@ def _plain(value: object) -> object:
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, (np.dtype, type)):  # the dtype parameter: by name
+        return np.dtype(value).name
     return value
 
 

@@ -16,7 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._moments import Moments
-from ._validate import check_ddof, check_out
+from ._validate import (
+    ACCEPTED_FLOATS,
+    check_ddof,
+    check_out,
+    is_float_dtype,
+    resolve_dtype,
+)
 
 _EPS = np.finfo(np.float64).eps
 _E = TypeVar("_E", bound="EstimatorParams")
@@ -131,9 +137,21 @@ def check_axis_param(axis: Any) -> int | tuple[int, ...] | None:
 
 
 def result_dtype(dtype: DTypeLike) -> np.dtype[Any]:
-    """float32 stays float32; everything else is standardized in float64 (as
-    scikit-learn)."""
+    """The default output dtype: float32 stays float32; everything else
+    (float16 and bfloat16 included: ask for them with ``dtype=``) is
+    standardized in float64 (as scikit-learn)."""
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def check_output_dtype(dtype: object) -> np.dtype[Any] | None:
+    """The ``dtype`` parameter of Standardizer: None (the default rule,
+    :func:`result_dtype`) or float32, float64, float16 or bfloat16."""
+    if dtype is None:
+        return None
+    dt = resolve_dtype(dtype)
+    if not is_float_dtype(dt):
+        raise ValueError(f"dtype must be None or one of {ACCEPTED_FLOATS}, got {dt}")
+    return dt
 
 
 def same_memory(x: np.ndarray, X: object) -> bool:

@@ -18,8 +18,69 @@ except ImportError:  # NumPy < 1.25
 
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Half precision: float16, and bfloat16 -- a dtype NumPy itself does not
+# have (ml_dtypes, the package JAX uses, adds it). bfloat16 is recognised by
+# its dtype's name, so bnfast never imports ml_dtypes to look at an array:
+# whoever made a bfloat16 array has imported it already. Half-precision data
+# is stored as it comes and computed in float32 (its compute dtype):
+# parameters, returned statistics and parameter gradients are float32.
+HALF_NAMES = ("float16", "bfloat16")
+ACCEPTED_FLOATS = "float32, float64, float16 or bfloat16"
+
+
+def is_bfloat16(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (a 2-byte non-structured type)."""
+    return (
+        dtype.kind == "V"
+        and dtype.itemsize == 2
+        and dtype.names is None
+        and (dtype.name == "bfloat16")
+    )
+
+
+def is_half(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is float16 or bfloat16 (stored in 16 bits, computed in float32)."""
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+def is_float_dtype(dtype: np.dtype[Any]) -> bool:
+    """float32, float64, float16 or bfloat16: what the kernels take."""
+    return dtype in FLOAT_TYPES or is_half(dtype)
+
+
+def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype the kernels compute in (and of parameters, returned
+    statistics and parameter gradients): float32 for the half types, else
+    ``dtype`` itself."""
+    return np.dtype(np.float32) if is_half(dtype) else dtype
+
+
+def machine_eps(dtype: np.dtype[Any]) -> float:
+    """``finfo(dtype).eps``, also for bfloat16 (2**-7; NumPy's finfo may not know it)."""
+    if is_bfloat16(dtype):
+        return 2.0**-7
+    return float(np.finfo(dtype).eps)
+
+
+def resolve_dtype(dtype: object, name: str = "dtype") -> np.dtype[Any]:
+    """``dtype`` as a NumPy dtype; the name ``"bfloat16"`` imports ml_dtypes
+    (lazily, only then), with a clear error if it is not installed."""
+    if isinstance(dtype, str) and dtype.strip().lower() == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError(
+                f"{name}='bfloat16' needs the ml_dtypes package (pip install ml_dtypes)"
+            ) from None
+        return np.dtype(ml_dtypes.bfloat16)
+    try:
+        return np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as exc:
+        raise TypeError(f"{name} must be a NumPy dtype, got {dtype!r} ({exc})") from None
+
+
 # The array types of the public signatures.
-FloatArray = NDArray[np.floating[Any]]  # float32 or float64 (x's dtype)
+FloatArray = NDArray[np.floating[Any]]  # x's dtype (float16/32/64; bfloat16 is typed as this too)
 F64Array = NDArray[np.float64]
 FloatScalar = np.floating[Any]
 
@@ -214,7 +275,7 @@ DTYPE_KIND_NAMES = {
 def check_real_dtype(arr: np.ndarray, name: str) -> None:
     """Reject dtypes that have no meaningful mean/variance."""
     kind = arr.dtype.kind
-    if kind not in "biuf":
+    if kind not in "biuf" and not is_bfloat16(arr.dtype):
         what = DTYPE_KIND_NAMES.get(kind, str(arr.dtype))
         raise TypeError(
             f"{name} must hold real numbers (bool, integer or floating), got a {what} "
@@ -222,10 +283,15 @@ def check_real_dtype(arr: np.ndarray, name: str) -> None:
         )
 
 
+def is_real_dtype(dtype: np.dtype[Any]) -> bool:
+    """bool, integer or floating (bfloat16 included)."""
+    return dtype.kind in "biuf" or is_bfloat16(dtype)
+
+
 def check_float_dtype(arr: np.ndarray, name: str, func: str) -> None:
-    if arr.dtype not in FLOAT_TYPES:
+    if not is_float_dtype(arr.dtype):
         raise TypeError(
-            f"{func} expects {name} to be float32 or float64, got {arr.dtype}; "
+            f"{func} expects {name} to be {ACCEPTED_FLOATS}, got {arr.dtype}; "
             f"convert it first, e.g. {name}.astype(np.float32)"
         )
 
@@ -407,7 +473,7 @@ def saved_stat(v: object, name: str, shape: tuple[int, ...], func: str) -> F64Ar
     """A statistic saved by a forward pass, as float64 of ``shape`` (squeezed
     shapes such as PyTorch's (N, 1) are accepted)."""
     arr = as_array(v, name)
-    if arr.dtype.kind not in "biuf":
+    if not is_real_dtype(arr.dtype):
         raise TypeError(f"{func}: {name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
         if arr.size == math.prod(shape) and arr.squeeze().shape == tuple(
@@ -424,7 +490,7 @@ def grad_weight(weight: object, shape: tuple[int, ...], func: str) -> Optional[F
     if weight is None:
         return None
     arr = as_array(weight, "weight")
-    if arr.dtype.kind not in "biuf":
+    if not is_real_dtype(arr.dtype):
         raise TypeError(f"{func}: weight must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(f"{func}: weight should have shape {shape}, got {arr.shape}")
@@ -434,6 +500,7 @@ def grad_weight(weight: object, shape: tuple[int, ...], func: str) -> Optional[F
 def empty_grads(
     x: np.ndarray, param_shape: tuple[int, ...], w: Optional[F64Array]
 ) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
-    """Gradients of an empty input: empty dx, zero parameter gradients."""
-    zeros = np.zeros(param_shape, dtype=x.dtype)
+    """Gradients of an empty input: empty dx, zero parameter gradients (of
+    the compute dtype)."""
+    zeros = np.zeros(param_shape, dtype=compute_dtype(x.dtype))
     return np.zeros_like(x), (None if w is None else zeros.copy()), zeros

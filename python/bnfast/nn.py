@@ -109,13 +109,15 @@ class BatchNorm(RunningStatsLayer):
     axis : int, optional
         The channel axis: 1 for (N, C, ...), -1 for channels last.
     dtype : dtype, optional
-        Float32 (the default) or float64, of the parameters and the input.
+        Float32 (the default), float64, float16 or bfloat16, of the
+        parameters and the input; a float32 layer also takes float16 and
+        bfloat16 input (mixed precision, as PyTorch).
 
     Raises
     ------
     TypeError, ValueError
         For a non-positive ``num_features`` or ``eps``, a ``momentum`` out
-        of range or a dtype other than float32/float64.
+        of range or a dtype other than float32/float64/float16/bfloat16.
 
     Examples
     --------
@@ -182,7 +184,9 @@ class BatchNorm(RunningStatsLayer):
         dx, dweight, dbias = batch_norm_backward(
             dy, x, mean, invstd, self.weight, axis=self.axis, training=use_batch_stats
         )
-        self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
+        self.grad_weight, self.grad_bias = (
+            (self._grad(dweight), self._grad(dbias)) if self.affine else (None, None)
+        )
         return dx
 
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
@@ -210,13 +214,14 @@ class InstanceNorm(RunningStatsLayer):
     axis : int, optional
         The channel axis (not 0): 1, or -1 for channels last.
     dtype : dtype, optional
-        Float32 (the default) or float64.
+        Float32 (the default), float64, float16 or bfloat16; a float32
+        layer also takes float16 and bfloat16 input (mixed precision).
 
     Raises
     ------
     TypeError, ValueError
         For a non-positive ``num_features``, ``eps``/``momentum`` out of
-        range or a dtype other than float32/float64.
+        range or a dtype other than float32/float64/float16/bfloat16.
 
     Examples
     --------
@@ -272,7 +277,9 @@ class InstanceNorm(RunningStatsLayer):
         dx, dweight, dbias = instance_norm_backward(
             dy, x, mean, rstd, self.weight, axis=self.axis, use_input_stats=use_input_stats
         )
-        self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
+        self.grad_weight, self.grad_bias = (
+            (self._grad(dweight), self._grad(dbias)) if self.affine else (None, None)
+        )
         return dx
 
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
@@ -296,14 +303,15 @@ class GroupNorm(Layer):
     axis : int, optional
         The channel axis (not 0): 1, or -1 for channels last.
     dtype : dtype, optional
-        Float32 (the default) or float64.
+        Float32 (the default), float64, float16 or bfloat16; a float32
+        layer also takes float16 and bfloat16 input (mixed precision).
 
     Raises
     ------
     TypeError, ValueError
         For non-positive counts, ``num_groups`` not dividing
         ``num_channels``, a negative ``eps`` or a dtype other than
-        float32/float64.
+        float32/float64/float16/bfloat16.
 
     Examples
     --------
@@ -374,7 +382,9 @@ class GroupNorm(Layer):
         dx, dweight, dbias = group_norm_backward(
             dy, x, mean, rstd, self.num_groups, self.weight, axis=self.axis
         )
-        self.grad_weight, self.grad_bias = (dweight, dbias) if self.affine else (None, None)
+        self.grad_weight, self.grad_bias = (
+            (self._grad(dweight), self._grad(dbias)) if self.affine else (None, None)
+        )
         return dx
 
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="``affine``")
@@ -402,13 +412,14 @@ class LayerNorm(Layer):
     bias : bool, optional
         With ``elementwise_affine``: also a learnable ``bias`` (zeros).
     dtype : dtype, optional
-        Float32 (the default) or float64.
+        Float32 (the default), float64, float16 or bfloat16; a float32
+        layer also takes float16 and bfloat16 input (mixed precision).
 
     Raises
     ------
     TypeError, ValueError
         For an empty or non-positive ``normalized_shape``, a negative
-        ``eps`` or a dtype other than float32/float64.
+        ``eps`` or a dtype other than float32/float64/float16/bfloat16.
 
     Examples
     --------
@@ -459,8 +470,8 @@ class LayerNorm(Layer):
     def backward(self, dy: ArrayLike) -> FloatArray:
         x, mean, rstd, axes = self._saved_or_raise()
         dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=axes)
-        self.grad_weight = dweight if self.weight is not None else None
-        self.grad_bias = dbias if self.bias is not None else None
+        self.grad_weight = self._grad(dweight) if self.weight is not None else None
+        self.grad_bias = self._grad(dbias) if self.bias is not None else None
         return dx
 
     backward.__doc__ = _doc(_BACKWARD_DOC, bias="/``grad_bias``", params="the parameter")
@@ -486,13 +497,14 @@ class RMSNorm(Layer):
     elementwise_affine : bool, optional
         Learnable ``weight`` (ones) of ``normalized_shape``.
     dtype : dtype, optional
-        Float32 (the default) or float64.
+        Float32 (the default), float64, float16 or bfloat16; a float32
+        layer also takes float16 and bfloat16 input (mixed precision).
 
     Raises
     ------
     TypeError, ValueError
         For an empty or non-positive ``normalized_shape``, a negative
-        ``eps`` or a dtype other than float32/float64.
+        ``eps`` or a dtype other than float32/float64/float16/bfloat16.
 
     Examples
     --------
@@ -538,7 +550,7 @@ class RMSNorm(Layer):
     def backward(self, dy: ArrayLike) -> FloatArray:
         x, rstd, axes = self._saved_or_raise()
         dx, dweight = rms_norm_backward(dy, x, rstd, self.weight, axis=axes)
-        self.grad_weight = dweight if self.weight is not None else None
+        self.grad_weight = self._grad(dweight) if self.weight is not None else None
         self.grad_bias = None
         return dx
 

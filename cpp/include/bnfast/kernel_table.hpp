@@ -1,5 +1,6 @@
 // The kernel table of one instruction set: it only collects the families'
-// kernels (each family header declares its own), for float and double.
+// kernels (each family header declares its own), for float, double and the
+// half-precision storage types f16_t, bf16_t (bnfast/half.hpp).
 // Pure C++: nothing here knows about Python.
 #pragma once
 #include <type_traits>
@@ -33,14 +34,20 @@ struct KernelTable {
     Isa isa;
     FamilyKernels<float> f32;
     FamilyKernels<double> f64;
+    FamilyKernels<f16_t> f16;    // float16 storage, float compute
+    FamilyKernels<bf16_t> bf16;  // bfloat16 storage, float compute
     MemoryFloorKernels memory_floor;  // untyped: moves bytes
 
     // table.of<T>().batch_norm.train
     template <class T>
     const FamilyKernels<T>& of() const {
-        static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
         if constexpr (std::is_same_v<T, float>) return f32;
-        else return f64;
+        else if constexpr (std::is_same_v<T, double>) return f64;
+        else if constexpr (std::is_same_v<T, f16_t>) return f16;
+        else {
+            static_assert(std::is_same_v<T, bf16_t>, "float, double, f16_t or bf16_t");
+            return bf16;
+        }
     }
 };
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .formulas import FloatArray
+from .formulas import FloatArray, store, widen
 
 
 def affine(
@@ -20,7 +20,8 @@ def affine(
 ) -> None:
     """``y = ((x - center_hi[p]) - center_lo[p]) * scale[p] + shift[p]`` with
     ``p = a * param_stride_a + c``, or ``y = x * scale[p] + shift[p]`` when
-    ``center_hi`` is None; written into the (A, C, B) view y."""
+    ``center_hi`` is None; written into the (A, C, B) view y. Parameters are
+    of x's compute dtype (float32 for float16/bfloat16 x)."""
     check_xy(x, y)
     a, c = x.shape[0], x.shape[1]
 
@@ -30,11 +31,12 @@ def affine(
         idx = np.arange(a)[:, None] * param_stride_a + np.arange(c)[None, :]
         return p[idx][:, :, None]
 
+    xc = widen(x)  # half precision: computed in float32, rounded once into y
     with np.errstate(invalid="ignore", over="ignore"):
         if center_hi is None:
-            y[...] = x * per_ac(scale) + per_ac(shift)
+            store(y, xc * per_ac(scale) + per_ac(shift))
         else:
-            y[...] = ((x - per_ac(center_hi)) - per_ac(center_lo)) * per_ac(scale) + per_ac(shift)
+            store(y, ((xc - per_ac(center_hi)) - per_ac(center_lo)) * per_ac(scale) + per_ac(shift))
 
 
 def check_xy(x: FloatArray, y: FloatArray) -> None:

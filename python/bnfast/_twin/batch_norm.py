@@ -7,7 +7,16 @@ from typing import Optional
 import numpy as np
 
 from .affine import affine
-from .formulas import F64, FloatArray, batch_norm_backward_params, split_center, train_fold
+from .formulas import (
+    F64,
+    FloatArray,
+    batch_norm_backward_params,
+    compute_dtype,
+    split_center,
+    store,
+    train_fold,
+    widen,
+)
 from .moments import moments
 
 
@@ -19,7 +28,7 @@ def batch_norm_train(
     ``invstd = 1 / sqrt(m2 / (A*B) + eps)``; weight/bias float64 or None."""
     mean, m2 = moments(x)
     count = x.shape[0] * x.shape[2]
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)
     scale, shift = train_fold(m2, count, eps, weight, bias)
     hi, lo = split_center(mean, dtype)
     if count:
@@ -48,9 +57,10 @@ def batch_norm_backward_apply(
     """``dx = dy * p[c] + ((((x - hi[c]) - lo[c]) * s[c]) * q[c] + r[c]) * s[c]``
     written into dx."""
     col = (None, slice(None), None)
+    xc, dyc = widen(x), widen(dy)
     with np.errstate(invalid="ignore", over="ignore"):
-        xhat = ((x - hi[col]) - lo[col]) * s[col]
-        dx[...] = dy * p[col] + (xhat * q[col] + r[col]) * s[col]
+        xhat = ((xc - hi[col]) - lo[col]) * s[col]
+        store(dx, dyc * p[col] + (xhat * q[col] + r[col]) * s[col])
 
 
 def batch_norm_backward_train(
@@ -67,7 +77,7 @@ def batch_norm_backward_train(
     """
     n = x.shape[0] * x.shape[2]
     sum_d, sum_dy, sum_dy_d = batch_norm_backward_reduce(x, dy, mean)
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)
     sum_dy_xc, center, s, p, q, r = batch_norm_backward_params(
         sum_d, sum_dy, sum_dy_d, n, mean, invstd, weight
     )

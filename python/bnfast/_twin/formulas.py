@@ -18,6 +18,32 @@ F64 = NDArray[np.float64]
 FloatArray = NDArray[np.floating[Any]]
 
 
+def compute_dtype(dtype: DTypeLike) -> np.dtype[Any]:
+    """float32 for the half-precision storage dtypes (float16, bfloat16),
+    else ``dtype``: the kernels compute in it (cpp: compute_t)."""
+    dt = np.dtype(dtype)
+    if dt.itemsize == 2 and (dt.kind == "f" or dt.name == "bfloat16"):
+        return np.dtype(np.float32)
+    return dt
+
+
+def widen(x: FloatArray) -> FloatArray:
+    """x in its compute dtype: half-precision elements widened to float32
+    (exact), as the kernels' loads do; other dtypes as they are."""
+    dt = compute_dtype(x.dtype)
+    return x if dt == x.dtype else x.astype(dt)
+
+
+def store(dst: FloatArray, value: Any) -> None:
+    """``dst[...] = value`` rounded as the kernels round: a float64 value
+    written to half-precision storage goes through float32 (its compute
+    dtype) first, then to nearest even."""
+    dt = compute_dtype(dst.dtype)
+    if dt != dst.dtype:
+        value = np.asarray(value).astype(dt)
+    dst[...] = value
+
+
 def _f64(a: Any) -> F64:
     return np.asarray(a, dtype=np.float64)
 

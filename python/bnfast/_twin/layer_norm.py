@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import check_xy
-from .formulas import F64, FloatArray, rms_inf_row_rstd, row_rstd, split_center
+from .formulas import (
+    F64,
+    FloatArray,
+    compute_dtype,
+    rms_inf_row_rstd,
+    row_rstd,
+    split_center,
+    store,
+    widen,
+)
 from .moments import moments
 
 
@@ -20,20 +29,21 @@ def layer_norm_forward(
     rstd = 0."""
     check_xy(x, y)
     mean, m2 = moments(x)
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)
+    xc = widen(x)
     rstd = row_rstd(mean, m2, x.shape[0] * x.shape[2], eps, rms)
     if rms:
-        rstd = rms_inf_row_rstd(rstd, np.isnan(x).any(axis=(0, 2)))
+        rstd = rms_inf_row_rstd(rstd, np.isnan(xc).any(axis=(0, 2)))
     col = (None, slice(None), None)
     row = (None, None, slice(None))
     with np.errstate(over="ignore", invalid="ignore"):
         scale = rstd.astype(dtype)[col]
         if rms:
-            t = x * scale
+            t = xc * scale
         else:
             hi, lo = split_center(mean, dtype)
-            t = ((x - hi[col]) - lo[col]) * scale
-        y[...] = t * weight[row] + bias[row]
+            t = ((xc - hi[col]) - lo[col]) * scale
+        store(y, t * weight[row] + bias[row])
     return mean, m2, rstd
 
 
@@ -64,5 +74,5 @@ def layer_norm_backward(
             g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).sum(axis=1, keepdims=True) / d
         )
         dweight = (dy2 * xhat).sum(axis=0)
-    dx[0] = dx2
+    store(dx[0], dx2)
     return dweight, dy2.sum(axis=0)

@@ -7,7 +7,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from .formulas import F64, FloatArray
+from .formulas import F64, FloatArray, compute_dtype
 
 
 def moments(x: FloatArray) -> tuple[F64, F64]:
@@ -19,8 +19,8 @@ def moments(x: FloatArray) -> tuple[F64, F64]:
     """
     if x.ndim != 3:
         raise ValueError("x must be a 3-D (A, C, B) view")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError("moments: x must be float32 or float64")
+    if x.dtype not in (np.float32, np.float64) and compute_dtype(x.dtype) != np.float32:
+        raise TypeError("moments: x must be float32, float64, float16 or bfloat16")
     mean, m2 = corrected_two_pass(x.astype(np.float64))
     return cast(F64, mean), cast(F64, m2)
 

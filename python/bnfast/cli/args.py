@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="omit",
         help="NaN handling of the fit (default omit)",
     )
+    normalize.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "float16", "bfloat16"),
+        default=None,
+        help="dtype of OUT (default: float32 for float32 data, else float64); "
+        "bfloat16 needs ml_dtypes and is stored in the .npy as 2-byte void '<V2' "
+        "(read it back with .view(ml_dtypes.bfloat16))",
+    )
     normalize.add_argument("--force", action="store_true", help="replace an existing OUT")
 
     diagnose = sub.add_parser("diagnose", help="report on a data file (NaN, scales, constants ...)")

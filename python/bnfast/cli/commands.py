@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from .._diagnose import DataReport, DiagnoseAccumulator
 from .._standardize import Standardizer
 from .._standardize_io import saved_name
-from .._standardize_rules import result_dtype
+from .._standardize_rules import check_output_dtype, result_dtype
 from .._table import feature_table
 from .args import (
     DEFAULT_CHUNK_MB,
@@ -142,7 +142,9 @@ def normalize_file(
     """Write ``standardizer.transform(X)`` of the whole of ``src`` to the .npy
     file ``out`` (a temporary file in ``out``'s directory, renamed when complete)."""
     _check_feature_shape(standardizer, src, axes)
-    out_dtype = result_dtype(src.native_dtype)  # what transform returns
+    requested = check_output_dtype(standardizer.dtype)
+    # what transform returns
+    out_dtype = result_dtype(src.native_dtype) if requested is None else requested
     out_row_bytes = src.row_elems * out_dtype.itemsize
     rows = rows_per_chunk(chunk_bytes, max(src.row_bytes, out_row_bytes), src.label)
     with atomic_npy_writer(out, src.shape, out_dtype) as f:
@@ -157,7 +159,8 @@ def normalize_file(
                         f"transform returned {y.dtype} {y.shape}, expected "
                         f"{out_dtype} {chunk.shape}"
                     )
-                f.write(np.ascontiguousarray(y).data)
+                # (bytes: a buffer of a dtype the buffer protocol lacks, bfloat16, fails)
+                f.write(np.ascontiguousarray(y).view(np.uint8).data)
                 bar.update(k * src.row_bytes)
 
 
@@ -263,6 +266,9 @@ def cmd_normalize(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 extremes=False,
             ).standardizer
+        with library_errors("--dtype"):
+            st.set_params(dtype=args.dtype)  # the output dtype (None: the default rule)
+            check_output_dtype(st.dtype)
         normalize_file(src, out, st, axes, chunk_bytes=chunk_bytes, progress=args.progress)
     return 0
 
