@@ -60,6 +60,16 @@ def check_running(
         # x's dtype, or float32 beside half-precision x (as given: the check
         # refuses what would need a copy).
         native = stat.dtype.newbyteorder("=")
+        if (
+            is_half(dtype)
+            and stat.dtype.kind == "f"
+            and native not in (dtype, compute_dtype(dtype))
+        ):
+            raise TypeError(
+                f"{func}: {name} has dtype {stat.dtype}, expected {dtype} or "
+                f"{compute_dtype(dtype)} beside {dtype} x (it is written in place, so it "
+                f"cannot be converted); pass {name}.astype(np.float32) and keep that array"
+            )
         allowed = compute_dtype(dtype) if native == compute_dtype(dtype) else dtype
         check_in_place(stat, name, allowed, func)  # (stat, not arr: arr may be a copy)
     elif arr.dtype != dtype and arr.dtype != compute_dtype(dtype):
