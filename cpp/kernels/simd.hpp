@@ -11,10 +11,15 @@
 // GCC 12's AVX-512 intrinsics make "undefined" vectors from themselves
 // (_mm512_undefined_pd), which -Wmaybe-uninitialized reports once they are
 // inlined into our loops (GCC bug 105593).
+// (Clang has no such warning, and would warn about the unknown option.)
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 #endif
 
 #include "bnfast/isa_namespace.hpp"
