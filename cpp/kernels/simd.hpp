@@ -213,10 +213,16 @@ inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneF
         const std::int64_t head = stream_head(y, n);
         if (head >= 0) {
             while (i < head) scalar();
-            for (; i + L <= n; advance()) stream_vec(y + i, vec(i, ph));
+            while (i + L <= n) {  // (a for loop here trips Clang's -Wfor-loop-analysis)
+                stream_vec(y + i, vec(i, ph));
+                advance();
+            }
         }
     }
-    for (; i + L <= n; advance()) store_vec(y + i, vec(i, ph));
+    while (i + L <= n) {
+        store_vec(y + i, vec(i, ph));
+        advance();
+    }
     while (i < n) scalar();
 }
 

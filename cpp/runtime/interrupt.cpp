@@ -67,7 +67,7 @@ InterruptScope::~InterruptScope() {
 }
 #else
 InterruptScope::InterruptScope(std::int64_t, bool) {}
-InterruptScope::~InterruptScope() = default;
+InterruptScope::~InterruptScope() { (void)active_; }  // never set here
 #endif
 
 namespace parallel {
