@@ -72,7 +72,8 @@ def _repository_url():
 
 def test_readme_links_work_on_an_index_page():
     """No relative links (dead on PyPI); links into the repository start with
-    pyproject's Repository URL and name a file or directory of this tree."""
+    pyproject's Repository URL and, in a source checkout (not the copy of
+    tests/ that tests an installed wheel), name a file of this tree."""
     repo = _repository_url()
     readme = ROOT / "README.md"
     if not readme.exists():
@@ -85,4 +86,5 @@ def test_readme_links_work_on_an_index_page():
     for target in into_repo:
         match = re.fullmatch(re.escape(repo) + r"/(?:blob|tree)/main/([^#]+)(?:#.*)?", target)
         assert match, f"{target} does not point into {repo}/blob/main/"
-        assert (ROOT / match.group(1)).exists(), f"{target}: no such file in the tree"
+        if (ROOT / "cpp").is_dir():
+            assert (ROOT / match.group(1)).exists(), f"{target}: no such file in the tree"
