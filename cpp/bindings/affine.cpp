@@ -11,7 +11,9 @@ template <class T>
 void affine_typed(const py::array& x, py::array& y, const py::object& center_hi,
                   const py::object& center_lo, const py::array& scale, const py::array& shift,
                   std::int64_t ps) {
-    const auto [xv, yv] = in_out_views<T>(x, y, "affine");
+    const InOutViews views = in_out_views<T>(x, y, "affine");
+    const View3& xv = views.x;
+    const View3& yv = views.y;
     if (ps < 0) throw py::value_error("affine: param_stride_a must be >= 0");
     // Parameters are indexed a * ps + c.
     if (xv.A > 1 && ps > (INT64_MAX - xv.C) / (xv.A - 1))

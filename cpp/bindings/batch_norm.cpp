@@ -18,7 +18,9 @@ std::pair<py::array_t<double>, py::array_t<double>> train_typed(const py::array&
                                                                 const py::object& weight,
                                                                 const py::object& bias,
                                                                 double eps) {
-    const auto [xv, yv] = in_out_views<T>(x, y, "batch_norm_train");
+    const InOutViews views = in_out_views<T>(x, y, "batch_norm_train");
+    const View3& xv = views.x;
+    const View3& yv = views.y;
     if (!(eps >= 0.0)) throw py::value_error("batch_norm_train: eps must be >= 0");
     const double* w = optional_f64_param(weight, xv.C, "weight");
     const double* b = optional_f64_param(bias, xv.C, "bias");
@@ -59,7 +61,10 @@ template <class T>
 void apply_typed(const py::array& x, const py::array& dy, py::array& dx, const py::array& hi,
                  const py::array& lo, const py::array& s, const py::array& p,
                  const py::array& q, const py::array& r) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
+    const GradViews views = grad_views<T>(x, dy, dx, "batch_norm_backward_apply");
+    const View3& xv = views.x;
+    const View3& dyv = views.dy;
+    const View3& dxv = views.dx;
     using P = compute_t<T>;  // parameters: float for half-precision x
     const P* h = channel_param<P>(hi, xv.C, "hi");
     const P* l = channel_param<P>(lo, xv.C, "lo");
@@ -80,7 +85,10 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> backward_train_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& invstd, const py::object& weight) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "batch_norm_backward_train");
+    const GradViews views = grad_views<T>(x, dy, dx, "batch_norm_backward_train");
+    const View3& xv = views.x;
+    const View3& dyv = views.dy;
+    const View3& dxv = views.dx;
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* ip = channel_param<double>(invstd, xv.C, "invstd");
     const double* wp = optional_f64_param(weight, xv.C, "weight");

@@ -115,6 +115,9 @@ inline View3 matching_view(const py::array& a, const View3& like, const char* na
 
 // The views of x and an output y of kernel type T: y of x's dtype and shape,
 // writeable.
+// The views are used through named references, not structured bindings:
+// lambdas cannot capture a structured binding before C++20 (Clang 14 and
+// 15 refuse; GCC accepts it as an extension).
 struct InOutViews {
     View3 x, y;
 };

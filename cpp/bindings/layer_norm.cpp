@@ -44,7 +44,10 @@ template <class T>
 std::pair<py::array_t<double>, py::array_t<double>> backward_typed(
     const py::array& x, const py::array& dy, py::array& dx, const py::array& mean,
     const py::array& rstd, const py::array& w, bool rms) {
-    const auto [xv, dyv, dxv] = grad_views<T>(x, dy, dx, "layer_norm_backward");
+    const GradViews views = grad_views<T>(x, dy, dx, "layer_norm_backward");
+    const View3& xv = views.x;
+    const View3& dyv = views.dy;
+    const View3& dxv = views.dx;
     if (xv.A != 1) throw py::value_error("layer_norm_backward: x must be a (1, R, D) view");
     const double* mp = channel_param<double>(mean, xv.C, "mean");
     const double* rp = channel_param<double>(rstd, xv.C, "rstd");

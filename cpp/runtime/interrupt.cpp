@@ -2,7 +2,13 @@
 // flag the pool checks between blocks, installed only for the duration of a
 // large call on the interpreter's main thread and chained to the previous
 // handler (Python's, which records the signal for PyErr_CheckSignals).
+//
+// Windows has no sigaction (its CRT resets a signal() handler before each
+// call, so chaining is racy): there no call is interruptible; Ctrl-C is
+// seen by Python when the call returns.
+#if !defined(_WIN32)
 #include <signal.h>
+#endif
 
 #include <atomic>
 #include <cstdint>
@@ -13,10 +19,14 @@
 namespace bnfast {
 
 namespace {
+thread_local const std::atomic<int>* t_stop = nullptr;
+}  // namespace
+
+#if !defined(_WIN32)
+namespace {
 
 std::atomic<int> g_sigint{0};
 struct sigaction g_previous;  // written only while no handler of ours is installed
-thread_local const std::atomic<int>* t_stop = nullptr;
 
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs a lock-free flag");
 
@@ -55,6 +65,10 @@ InterruptScope::~InterruptScope() {
     t_stop = nullptr;
     sigaction(SIGINT, &g_previous, nullptr);
 }
+#else
+InterruptScope::InterruptScope(std::int64_t, bool) {}
+InterruptScope::~InterruptScope() { (void)active_; }  // never set here
+#endif
 
 namespace parallel {
 

@@ -18,10 +18,15 @@
 // takes blocks from the front of its own share, then from the others'
 // (so a loop reads long sequential streams, as OpenMP's static schedule,
 // and the same thread tends to get the same share in consecutive runs).
+// POSIX extras (fork handlers, signal masks, thread names) where they
+// exist; the pool itself is std::thread/mutex/condition_variable, so it
+// builds unchanged on Windows (clang-cl), where there is no fork.
+#if !defined(_WIN32)
+#define BNFAST_POSIX_THREADS 1
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -57,15 +62,25 @@ constexpr auto kCallerSpin = std::chrono::microseconds(30);
 // Each poll yields the CPU: when every core is busy the scheduler may have
 // put a helper on the caller's core, and a plain spin there would keep the
 // other from running (measured: +40 us on 20 us calls beside a busy loop).
-// On an idle core sched_yield returns at once.
+// On an idle core the yield returns at once.
 template <class Done>
 bool poll_for(Done&& done, std::chrono::microseconds spin) {
     const auto end = Clock::now() + spin;
     while (!done()) {
         if (Clock::now() >= end) return false;
-        sched_yield();
+        std::this_thread::yield();  // sched_yield on POSIX, SwitchToThread on Windows
     }
     return true;
+}
+
+// Sleeps on cv (lock held) until done() holds, in long timed waits: the
+// untimed condition_variable::wait of GCC 12's libstdc++ is a GLIBCXX_3.4.30
+// symbol, which alone would raise the manylinux floor of a Linux wheel built
+// with GCC 12 from 2_34 to 2_35; the timed wait is inline code (on
+// pthread_cond_clockwait, glibc 2.30). Waking once an hour costs nothing.
+template <class Done>
+void sleep_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Done&& done) {
+    while (!done()) cv.wait_for(lock, std::chrono::hours(1));
 }
 
 struct alignas(64) Share {
@@ -147,6 +162,8 @@ struct Worker {
 void worker_main(Worker* w) {
 #if defined(__linux__)
     pthread_setname_np(pthread_self(), "bnfast-worker");  // for top -H, gdb, py-spy
+#elif defined(__APPLE__)
+    pthread_setname_np("bnfast-worker");  // macOS names only the calling thread
 #endif
     for (;;) {
         poll_for([w] { return w->pending.load(std::memory_order_acquire); }, kWorkerSpin);
@@ -154,7 +171,7 @@ void worker_main(Worker* w) {
         int slot;
         {
             std::unique_lock<std::mutex> lock(w->m);
-            w->cv.wait(lock, [w] { return w->job != nullptr; });
+            sleep_until(w->cv, lock, [w] { return w->job != nullptr; });
             job = std::move(w->job);
             slot = w->slot;
             w->pending.store(false, std::memory_order_relaxed);
@@ -172,13 +189,17 @@ void worker_main(Worker* w) {
 // pool (its threads do not exist there; destroying a joinable std::thread
 // would call std::terminate).
 struct Pool {
+#if defined(BNFAST_POSIX_THREADS)
     pid_t pid = getpid();
+#endif
     std::mutex m;  // guards workers, lent flags and busy
     std::vector<std::unique_ptr<Worker>> workers;
     int busy = 0;  // threads in parallel runs: callers and the helpers lent to them
 };
 
 std::atomic<Pool*> g_pool{nullptr};
+
+#if defined(BNFAST_POSIX_THREADS)
 Pool* g_fork_locked = nullptr;  // the pool whose mutex the fork prepare handler took
 
 void before_fork() {
@@ -199,14 +220,19 @@ void after_fork_child() {
     g_fork_locked = nullptr;
     g_pool.store(nullptr, std::memory_order_release);
 }
+#endif
 
 // The pool of this process, created on first use, and again in a child
 // forked without the atfork handlers (the pid check).
 Pool& pool() {
     Pool* p = g_pool.load(std::memory_order_acquire);
+#if defined(BNFAST_POSIX_THREADS)
     if (p != nullptr && p->pid == getpid()) return *p;
     static const int registered = pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     (void)registered;
+#else
+    if (p != nullptr) return *p;  // no fork on Windows
+#endif
     Pool* fresh = new Pool();
     if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
     delete fresh;  // another thread built it first (p now holds it)
@@ -214,19 +240,26 @@ Pool& pool() {
 }
 
 // Starts a worker with every signal blocked (signals go to other threads,
-// Python's main thread in particular). Throws ThreadStartError.
+// Python's main thread in particular; Windows has no signal masks: its
+// console delivers Ctrl-C on a thread of its own). Throws ThreadStartError.
 void start_worker(Worker* w) {
+#if defined(BNFAST_POSIX_THREADS)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+#endif
     try {
         w->thread = std::thread(worker_main, w);
     } catch (const std::system_error& e) {
+#if defined(BNFAST_POSIX_THREADS)
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
+#endif
         throw ThreadStartError(std::string("bnfast could not start a worker thread (") + e.what() +
                                "): lower the thread count with bnfast.set_num_threads");
     }
+#if defined(BNFAST_POSIX_THREADS)
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+#endif
 }
 
 // The helpers of one run: up to `want` idle workers (started as needed),
@@ -326,7 +359,8 @@ void run(int nthreads, std::int64_t n, std::int64_t grain, BlockFn fn, void* ctx
     if (job->done.load(std::memory_order_acquire) != blocks) {
         poll_for([&] { return job->done.load(std::memory_order_acquire) == blocks; }, kCallerSpin);
         std::unique_lock<std::mutex> lock(job->m);
-        job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == blocks; });
+        sleep_until(job->cv, lock,
+                    [&] { return job->done.load(std::memory_order_acquire) == blocks; });
     }
     std::exception_ptr error;
     {

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from .._files import special_file_kind
+from .._version import __version__
 from .datafiles import DataSource, MiB
 from .errors import CliError
 
@@ -69,13 +71,20 @@ def _add_data_options(p: argparse.ArgumentParser, *, axis_help: str) -> None:
     )
 
 
+def _prog() -> str:
+    """``bnfast`` when run as the console script, else ``python -m bnfast``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "bnfast" if script in ("bnfast", "bnfast.exe") else "python -m bnfast"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m bnfast`` and all its subcommands."""
     parser = argparse.ArgumentParser(
-        prog="python -m bnfast",
+        prog=_prog(),
         description="bnfast command line: benchmarks, configuration, and statistics, "
         "standardization and diagnosis of .npy data files read in chunks.",
     )
+    parser.add_argument("--version", action="version", version=f"bnfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="self-check, then time bnfast against NumPy")
     bench.add_argument("--quick", action="store_true", help="small arrays, few repeats")
