@@ -430,3 +430,40 @@ def test_mean_var_any_chunking_hypothesis(case):
     var_scale = float(np.abs(x).max()) * float(np.sqrt(np.max(want[1])))
     close(got[1], np.asarray(want[1]), scale=max(var_scale, float(np.max(want[1]))))
     close(st_got.mean_, bnfast.Standardizer(axis=axes).fit(x).mean_)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_half_precision(half, training):
+    """float16/bfloat16 dask arrays: float32 parameters and statistics, output
+    in the input dtype, the same bits as the NumPy path (the same kernels
+    with the same global statistics)."""
+    if half == "bfloat16":
+        dt = np.dtype(pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16)
+    else:
+        dt = np.dtype(half)
+    rng = np.random.default_rng(3)
+    xn = rng.standard_normal((9, 3, 5)).astype(dt)
+    dyn = rng.standard_normal((9, 3, 5)).astype(dt)
+    x, dy = da.from_array(xn, chunks=(4, 2, 5)), da.from_array(dyn, chunks=(4, 2, 5))
+    w = np.linspace(0.5, 2.0, 3, dtype=np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    with dask.config.set(scheduler="sync"):
+        y, mean, invstd = bnfast.batch_norm(x, rm, rv, w, training=training, return_stats=True)
+        y = y.compute()
+        want = bnfast.batch_norm(xn, rm_ref, rv_ref, w, training=training, return_stats=True)
+        assert y.dtype == dt and mean.dtype == np.float32 and invstd.dtype == np.float32
+        np.testing.assert_array_equal(y.view(np.uint16), want[0].view(np.uint16))
+        np.testing.assert_array_equal(rm, rm_ref)
+        grads = bnfast.batch_norm_backward(dy, x, want[1], want[2], w, training=training)
+        grads_ref = bnfast.batch_norm_backward(dyn, xn, want[1], want[2], w, training=training)
+        dx = grads[0].compute()
+        assert dx.dtype == dt and grads[2].dtype == np.float32
+        # dx: the same kernels and parameters; the sums are merged per block, so
+        # allow one ulp of the output dtype.
+        close_half = np.abs(dx.astype(np.float64) - grads_ref[0].astype(np.float64))
+        ulp = np.spacing(np.abs(grads_ref[0].astype(np.float32))) * (
+            2**13 if dt == np.float16 else 2**16
+        )
+        assert np.all(close_half <= ulp), float(close_half.max())

@@ -65,6 +65,7 @@ from ._moments import Moments, _work_dtype
 from ._moments import moments as _np_moments
 from ._standardize_rules import derived_attributes, result_dtype
 from ._validate import (
+    as_flag,
     channel_axis,
     channel_vector,
     check_axis,
@@ -74,6 +75,7 @@ from ._validate import (
     check_float_dtype,
     check_momentum,
     check_real_dtype,
+    compute_dtype,
     normalize_axes,
 )
 
@@ -677,9 +679,10 @@ def batch_norm(
     check_batched(x, "batch_norm")
     axis = check_axis(axis, x.ndim)
     eps = check_eps(eps)
-    training = bool(training)
+    training = as_flag(training, "training")
     momentum = check_momentum(momentum)
     dtype = x.dtype
+    pdtype = compute_dtype(dtype)  # parameters and statistics: float32 for half x
     c = x.shape[axis]
     rm, rv = check_running_pair(
         running_mean,
@@ -712,8 +715,10 @@ def batch_norm(
         invstd = impl.invstd(m2, count, eps)
         scale = invstd * (1.0 if w is None else w)
         shift = np.zeros(c) if b is None else b
-        hi, lo = impl.split_center(mean, dtype)
-        y = _apply_per_slot(x, kept, dtype, hi, lo, as_param(scale, dtype), as_param(shift, dtype))
+        hi, lo = impl.split_center(mean, pdtype)
+        y = _apply_per_slot(
+            x, kept, dtype, hi, lo, as_param(scale, pdtype), as_param(shift, pdtype)
+        )
         if rm is not None and rv is not None:
             update_running_pair(rm, rv, mean, m2 / (count - 1), momentum)
     else:
@@ -722,10 +727,10 @@ def batch_norm(
         invstd = impl.invstd(as_float64(rv), 1.0, eps)
         scale, shift = impl.eval_fold(mean, invstd, w, b)
         y = _apply_per_slot(
-            x, kept, dtype, None, None, as_param(scale, dtype), as_param(shift, dtype)
+            x, kept, dtype, None, None, as_param(scale, pdtype), as_param(shift, pdtype)
         )
     if return_stats:
-        return y, mean.astype(dtype), invstd.astype(dtype)
+        return y, mean.astype(pdtype), invstd.astype(pdtype)
     return y
 
 
@@ -798,6 +803,7 @@ def batch_norm_backward(
     axis = check_axis(axis, x.ndim)
     c = x.shape[axis]
     dtype = x.dtype
+    pdtype = compute_dtype(dtype)  # parameters and their gradients: float32 for half x
     mu = np.asarray(mean, dtype=np.float64).reshape(c)
     inv = np.asarray(invstd, dtype=np.float64).reshape(c)
     w = _channel_params(weight, "weight", c)
@@ -831,8 +837,8 @@ def batch_norm_backward(
         sum_dy_xc, center, s, p, q, r = batch_norm_backward_params(
             sum_d, sum_dy, sum_dy_d, n, mu, inv, w
         )
-        hi, lo = impl.split_center(center, dtype)
-        params = [hi, lo] + [as_param(a, dtype) for a in (s, p, q, r)]
+        hi, lo = impl.split_center(center, pdtype)
+        params = [hi, lo] + [as_param(a, pdtype) for a in (s, p, q, r)]
         dx = da.blockwise(
             _bn_apply_block,
             ind,
@@ -849,10 +855,10 @@ def batch_norm_backward(
         sum_dy_xc = sum_dy_d
         gamma = np.ones(c) if w is None else w
         dx = _apply_per_slot(
-            dy, (axis,), dtype, None, None, as_param(inv * gamma, dtype), np.zeros(c, dtype=dtype)
+            dy, (axis,), dtype, None, None, as_param(inv * gamma, pdtype), np.zeros(c, pdtype)
         )
-    dweight = None if w is None else da.from_array((sum_dy_xc * inv).astype(dtype))
-    return dx, dweight, da.from_array(sum_dy.astype(dtype))
+    dweight = None if w is None else da.from_array((sum_dy_xc * inv).astype(pdtype))
+    return dx, dweight, da.from_array(sum_dy.astype(pdtype))
 
 
 # ---------------------------------------------------------------------------
@@ -1083,7 +1089,7 @@ def instance_norm(
     axis, _ = _sample_whole_axes(x, "instance_norm", axis)
     momentum = check_momentum(momentum)
     c = x.shape[axis]
-    use_input_stats = bool(use_input_stats)
+    use_input_stats = as_flag(use_input_stats, "use_input_stats")
     rm, rv = check_running_pair(
         running_mean,
         running_var,
