@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Literal, Optional, Union, cast, overload
+from typing import Any, Literal, NamedTuple, Optional, Union, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -142,6 +142,63 @@ def update_running_pair(
     with RUNNING_LOCK:
         update_running(running_mean, mean, momentum)
         update_running(running_var, var, momentum)
+
+
+class BatchNormArgs(NamedTuple):
+    """:func:`batch_norm`'s arguments, checked (see :func:`check_args`)."""
+
+    axis: int
+    eps: float
+    training: bool
+    momentum: float
+    count: int  # values per channel
+    running_mean: Optional[FloatArray]
+    running_var: Optional[FloatArray]
+    weight: Optional[F64Array]
+    bias: Optional[F64Array]
+
+
+def check_args(
+    x: Any,
+    running_mean: Optional[ArrayLike],
+    running_var: Optional[ArrayLike],
+    weight: Optional[ArrayLike],
+    bias: Optional[ArrayLike],
+    training: object,
+    momentum: object,
+    eps: object,
+    axis: object,
+) -> BatchNormArgs:
+    """The checks of :func:`batch_norm`'s arguments, for both NumPy and dask
+    ``x`` (anything with ``dtype``, ``ndim`` and ``shape``): one home for
+    their order and their messages."""
+    check_float_dtype(x, "x", "batch_norm")
+    check_batched(x, "batch_norm")
+    axis = check_axis(axis, x.ndim)
+    eps = check_eps(eps)
+    training = as_flag(training, "training")
+    momentum = check_momentum(momentum)
+    c = x.shape[axis]
+    rm, rv = check_running_pair(
+        running_mean,
+        running_var,
+        c,
+        x.dtype,
+        training,
+        required=not training,
+        why="when training=False (eval mode normalizes with the running statistics)",
+        func="batch_norm",
+    )
+    w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
+    b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
+    if training and eps == 0:
+        raise ValueError("batch_norm eps must be positive during training")
+    count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
+    if training and count <= 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+    return BatchNormArgs(axis, eps, training, momentum, count, rm, rv, w, b)
 
 
 @overload
@@ -311,37 +368,11 @@ def batch_norm(
         if y is not None:  # the common case, done in C++ exactly as below
             return y
     x = as_array(x)
-    check_float_dtype(x, "x", "batch_norm")
-    check_batched(x, "batch_norm")
-    axis = check_axis(axis, x.ndim)
-    eps = check_eps(eps)
-    training = as_flag(training, "training")
-    momentum = check_momentum(momentum)
-    dtype = x.dtype
-    pdtype = compute_dtype(dtype)  # parameters and statistics: float32 for half x
-    c = x.shape[axis]
-
-    rm, rv = check_running_pair(
-        running_mean,
-        running_var,
-        c,
-        dtype,
-        training,
-        required=not training,
-        why="when training=False (eval mode normalizes with the running statistics)",
-        func="batch_norm",
+    axis, eps, training, momentum, count, rm, rv, w, b = check_args(
+        x, running_mean, running_var, weight, bias, training, momentum, eps, axis
     )
-    w = None if weight is None else as_float64(channel_vector(weight, "weight", c))
-    b = None if bias is None else as_float64(channel_vector(bias, "bias", c))
+    pdtype = compute_dtype(x.dtype)  # parameters and statistics: float32 for half x
     y = output_for(x, out, "batch_norm")
-
-    if training and eps == 0:
-        raise ValueError("batch_norm eps must be positive during training")
-    count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
-    if training and count <= 1:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.shape}"
-        )
 
     impl = _runtime.impl()
     kept = (axis,)

@@ -40,7 +40,7 @@ import dask.array as da
 import numpy as np
 
 from . import _layout, _runtime, _scan
-from ._batch_norm import check_running_pair, update_running_pair
+from ._batch_norm import check_args, check_running_pair, update_running_pair
 from ._config import get_num_threads, threads
 from ._diagnose import DataReport, _integer_valued, _scan_chunk, _Totals
 from ._group_norm import (
@@ -71,7 +71,6 @@ from ._validate import (
     check_axis,
     check_batched,
     check_ddof,
-    check_eps,
     check_float_dtype,
     check_momentum,
     check_real_dtype,
@@ -675,34 +674,12 @@ def batch_norm(
 ) -> Any:
     _no_out(out, "batch_norm")
     _check_known(x)
-    check_float_dtype(x, "x", "batch_norm")
-    check_batched(x, "batch_norm")
-    axis = check_axis(axis, x.ndim)
-    eps = check_eps(eps)
-    training = as_flag(training, "training")
-    momentum = check_momentum(momentum)
+    axis, eps, training, momentum, count, rm, rv, w, b = check_args(
+        x, running_mean, running_var, weight, bias, training, momentum, eps, axis
+    )
     dtype = x.dtype
     pdtype = compute_dtype(dtype)  # parameters and statistics: float32 for half x
     c = x.shape[axis]
-    rm, rv = check_running_pair(
-        running_mean,
-        running_var,
-        c,
-        dtype,
-        training,
-        required=not training,
-        why="when training=False (eval mode normalizes with the running statistics)",
-        func="batch_norm",
-    )
-    w = _channel_params(weight, "weight", c)
-    b = _channel_params(bias, "bias", c)
-    if training and eps == 0:
-        raise ValueError("batch_norm eps must be positive during training")
-    count = math.prod(n for i, n in enumerate(x.shape) if i != axis)
-    if training and count <= 1:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.shape}"
-        )
     impl = _runtime.impl()
     kept = (axis,)
     reduced = tuple(i for i in range(x.ndim) if i != axis)
