@@ -151,7 +151,7 @@ class BatchNormArgs(NamedTuple):
     eps: float
     training: bool
     momentum: float
-    count: int  # values per channel
+    per_channel: int  # values per channel (the statistics' count)
     running_mean: Optional[FloatArray]
     running_var: Optional[FloatArray]
     weight: Optional[F64Array]

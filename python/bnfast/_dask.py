@@ -42,7 +42,7 @@ import numpy as np
 from . import _layout, _runtime, _scan
 from ._batch_norm import check_args, check_running_pair, update_running_pair
 from ._config import get_num_threads, threads
-from ._diagnose import DataReport, _integer_valued, _scan_chunk, _Totals
+from ._diagnose import DataReport, _integer_valued, _scan_chunk, _Totals, report_from
 from ._group_norm import (
     group_norm as _np_group_norm,
 )
@@ -631,23 +631,7 @@ def diagnose(X: DaskArray, axis: Any = 0, split_every: int = 8) -> DataReport:
             for i in range(0, len(level), split_every)
         ]
     totals, integer, n_samples = _compute(level[0])[0]
-    m = totals.moments
-    count = m.count
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, m.mean, np.nan)
-        std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
-    return DataReport(
-        count=count,
-        nan_count=totals.nan,
-        inf_count=totals.inf,
-        mean=mean,
-        std=std,
-        minimum=totals.min,
-        maximum=totals.max,
-        n_samples=n_samples,
-        dtype=X.dtype,
-        integer_valued=integer,
-    )
+    return report_from(totals, n_samples, X.dtype, integer)
 
 
 # ---------------------------------------------------------------------------

@@ -93,23 +93,29 @@ class DiagnoseAccumulator:
         t = self._totals
         if t is None:
             raise ValueError("no data: call update(chunk) at least once")
-        m = t.moments
-        count = m.count
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, m.mean, np.nan)
-            std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
-        return DataReport(
-            count=count,
-            nan_count=t.nan,
-            inf_count=t.inf,
-            mean=mean,
-            std=std,
-            minimum=t.min,
-            maximum=t.max,
-            n_samples=self._n_samples,
-            dtype=self._dtype,
-            integer_valued=self._integer_valued,
-        )
+        return report_from(t, self._n_samples, self._dtype, self._integer_valued)
+
+
+def report_from(t: _Totals, n_samples: int, dtype: Any, integer_valued: bool) -> DataReport:
+    """The :class:`DataReport` of merged per-feature totals (NumPy chunks,
+    or dask blocks merged in a tree): one home for mean and std."""
+    m = t.moments
+    count = m.count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, m.mean, np.nan)
+        std = np.where(count > 0, np.sqrt(m.m2 / np.where(count > 0, count, 1)), np.nan)
+    return DataReport(
+        count=count,
+        nan_count=t.nan,
+        inf_count=t.inf,
+        mean=mean,
+        std=std,
+        minimum=t.min,
+        maximum=t.max,
+        n_samples=n_samples,
+        dtype=dtype,
+        integer_valued=integer_valued,
+    )
 
 
 def _scan_chunk(x: np.ndarray, axes: tuple[int, ...]) -> _Totals:
