@@ -59,19 +59,10 @@ def check_running(
         assert isinstance(stat, np.ndarray)
         # x's dtype, or float32 beside half-precision x (as given: the check
         # refuses what would need a copy).
-        native = stat.dtype.newbyteorder("=")
-        if (
-            is_half(dtype)
-            and stat.dtype.kind == "f"
-            and native not in (dtype, compute_dtype(dtype))
-        ):
-            raise TypeError(
-                f"{func}: {name} has dtype {stat.dtype}, expected {dtype} or "
-                f"{compute_dtype(dtype)} beside {dtype} x (it is written in place, so it "
-                f"cannot be converted); pass {name}.astype(np.float32) and keep that array"
-            )
-        allowed = compute_dtype(dtype) if native == compute_dtype(dtype) else dtype
-        check_in_place(stat, name, allowed, func)  # (stat, not arr: arr may be a copy)
+        if is_half(dtype):
+            check_in_place(stat, name, (compute_dtype(dtype), dtype), func, f" beside {dtype} x")
+        else:
+            check_in_place(stat, name, dtype, func)  # (stat, not arr: arr may be a copy)
     elif arr.dtype != dtype and arr.dtype != compute_dtype(dtype):
         also = f" or {compute_dtype(dtype)}" if is_half(dtype) else ""
         raise TypeError(f"{name} must have dtype {dtype}{also} to match x, got {arr.dtype}")

@@ -6,7 +6,7 @@ import importlib
 import math
 import numbers
 import sys
-from typing import Any, Optional, cast
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -365,23 +365,33 @@ def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any], func: s
     return out
 
 
-def check_in_place(arr: np.ndarray, name: str, dtype: np.dtype[Any], func: str) -> None:
+def check_in_place(
+    arr: np.ndarray,
+    name: str,
+    dtype: Union[np.dtype[Any], tuple[np.dtype[Any], ...]],
+    func: str,
+    context: str = "",
+) -> None:
     """An ndarray the call writes in place (``out``, running statistics):
-    exactly ``dtype`` in native byte order and writeable. Anything else
-    would need a converted copy, and the caller's array would silently keep
-    its old values: refused, naming ``name`` and the fix."""
-    if arr.dtype != dtype:
-        if arr.dtype.kind == dtype.kind and arr.dtype.newbyteorder("=") == dtype:
+    exactly ``dtype`` (or one of a tuple of dtypes, the first the one to
+    suggest) in native byte order and writeable. Anything else would need a
+    converted copy, and the caller's array would silently keep its old
+    values: refused, naming ``name``, the allowed dtypes (``context`` says
+    why they are allowed) and the fix."""
+    allowed = dtype if isinstance(dtype, tuple) else (dtype,)
+    if arr.dtype not in allowed:
+        if arr.dtype.newbyteorder("=") in allowed:
             raise ValueError(
                 f"{func}: {name} has non-native byte order (dtype {arr.dtype.str}) and is "
                 f"written in place, which would go into a converted copy; pass a "
                 f"native-order array, e.g. {name} = {name}.astype({name}.dtype.newbyteorder('=')), "
                 f"and keep that one"
             )
+        expected = " or ".join(str(d) for d in allowed)
         raise TypeError(
-            f"{func}: {name} has dtype {arr.dtype}, expected {dtype} (it is written in "
-            f"place, so it cannot be converted); pass {name}.astype(np.{dtype.name}) and "
-            f"keep that array"
+            f"{func}: {name} has dtype {arr.dtype}, expected {expected}{context} (it is "
+            f"written in place, so it cannot be converted); pass "
+            f"{name}.astype(np.{allowed[0].name}) and keep that array"
         )
     if not arr.flags.writeable:
         raise ValueError(
