@@ -83,3 +83,14 @@ def test_bad_dim(temps):
     _, arr = temps
     with pytest.raises(ValueError, match="not a dimension"):
         arr.bnfast.mean_var("depth")
+
+
+def test_dataset_non_string_dim_name():
+    # A dimension named by a non-string hashable (an int here) is one name,
+    # for a Dataset as for a DataArray (the Dataset accessor once iterated it).
+    values = np.arange(6.0).reshape(3, 2)
+    ds = xr.Dataset({"a": ((1, "s"), values)})
+    mean, var = ds.bnfast.mean_var(1)
+    np.testing.assert_allclose(mean["a"].values, values.mean(axis=0))
+    np.testing.assert_allclose(var["a"].values, values.var(axis=0))
+    assert mean["a"].dims == ("s",)

@@ -36,10 +36,16 @@ Dims = Union[Hashable, Iterable[Hashable], None]
 __all__ = ["DataArrayAccessor", "DatasetAccessor"]
 
 
+def _dim_names(dim: Hashable | Iterable[Hashable]) -> tuple[Hashable, ...]:
+    """``dim`` as a tuple of names: one name (a string or any other hashable
+    that is not a sequence of names), or a sequence of them."""
+    return (dim,) if isinstance(dim, str) or not isinstance(dim, Iterable) else tuple(dim)
+
+
 def _dims(obj: xr.DataArray, dim: Dims) -> tuple[Hashable, ...]:
     if dim is None:
         return tuple(obj.dims)
-    names = (dim,) if isinstance(dim, str) or not isinstance(dim, Iterable) else tuple(dim)
+    names = _dim_names(dim)
     missing = [d for d in names if d not in obj.dims]
     if missing:
         raise ValueError(f"dim {missing[0]!r} is not a dimension of this array {tuple(obj.dims)}")
@@ -216,7 +222,7 @@ class DatasetAccessor:
         self._obj = obj
 
     def _variables(self, dim: Dims) -> list[Hashable]:
-        names = None if dim is None else ((dim,) if isinstance(dim, str) else tuple(dim))  # type: ignore[arg-type]
+        names = None if dim is None else _dim_names(dim)
         return [
             k
             for k, v in self._obj.data_vars.items()
