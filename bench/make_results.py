@@ -102,6 +102,86 @@ def section(run, one):
         print("| " + " | ".join(cells) + " |")
 
 
+LARGE = 8 << 20  # values: arrays beyond the caches, where the floor targets apply
+# Issue 12's targets: (label, which rows, limit of time / floor).
+FLOOR_TARGETS = (
+    (
+        "`mean_var`/fit ≤ 1.2x read",
+        lambda r: r["op"].startswith("mean_var") or r["op"] == "Standardizer fit",
+        1.2,
+    ),
+    ("training ≤ 1.2x its floor", lambda r: r["op"] == "batch_norm train", 1.2),
+    (
+        "eval, layer, RMS, transform ≤ 1.1x read+write",
+        lambda r: (
+            r["op"] in ("batch_norm eval", "layer_norm", "rms_norm", "Standardizer transform")
+        ),
+        1.1,
+    ),
+    ("backward ≤ 1.2x its floor", lambda r: r["op"].endswith(" backward"), 1.2),
+    (
+        "group/instance norm ≤ 1.2x its floor",
+        lambda r: r["op"].startswith(("group_norm", "instance_norm")),
+        1.2,
+    ),
+)
+
+
+def values(shape):
+    n = 1
+    for part in shape.split("x"):
+        n *= int(part) if part.isdigit() else 1
+    return n
+
+
+def mark(ok):
+    return "" if ok else " ✗"
+
+
+def status(run, one):
+    """The rows of the status table of one capability: each target with the
+    rows it covers, ✗ after a ratio that misses it."""
+    cap = run["environment"]["capability"]
+    one_rows = {key(r): r for r in one["rows"]}
+    large = [r for r in run["rows"] if values(r["shape"]) >= LARGE]
+    for label, covers, limit in FLOOR_TARGETS:
+        cells = []
+        for r in large:
+            ratio = over(r["bnfast_ms"], r["floor_ms"])
+            if covers(r) and ratio is not None:
+                cells.append(
+                    f"{r['shape']} {r['layout']} {r['dtype']} {fmt(ratio, True)}{mark(ratio <= limit)}"
+                )
+        if cells:
+            print(f"| {label} | {cap} | {', '.join(cells)} |")
+    cells = []
+    for r in large:
+        t = over(r["torch_ms"], r["bnfast_ms"])
+        if r["op"] == "batch_norm train" and r["layout"] == "NCHW" and t is not None:
+            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 5)}")
+    if cells:
+        print(f"| training ≥ 5x PyTorch, large NCHW | {cap} | {', '.join(cells)} |")
+    cells = []
+    for r in run["rows"]:
+        o = one_rows.get(key(r))
+        if o is None or values(r["shape"]) >= LARGE or r["op"] != "batch_norm train":
+            continue
+        if r["layout"] != "NCHW":
+            continue
+        t = over(o.get("torch_ms"), o["bnfast_ms"])
+        if t is not None:
+            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 3)}")
+    if cells:
+        print(f"| training ≥ 3x PyTorch in cache (NCHW), 1 thread | {cap} | {', '.join(cells)} |")
+    cells = []
+    for r in run["rows"]:
+        if r["layout"] == "tiny":
+            us = r["bnfast_ms"] * 1e3
+            cells.append(f"{r['op']} {r['shape']} {us:.1f} µs{mark(us <= 3)}")
+    if cells:
+        print(f"| tiny calls ≤ 3 µs | {cap} | {', '.join(cells)} |")
+
+
 def main(paths):
     if not paths or len(paths) % 2:
         sys.exit("usage: make_results.py MAIN.json ONE_THREAD.json [MAIN.json ONE_THREAD.json ...]")
@@ -118,11 +198,22 @@ def main(paths):
         "peer is (PyTorch in a child process at the same thread count). The 1-thread columns "
         "come from a second run with `--threads 1`."
     )
+    pairs = []
     for i in range(0, len(paths), 2):
         with open(paths[i]) as fh:
             run = json.load(fh)
         with open(paths[i + 1]) as fh:
             one = json.load(fh)
+        pairs.append((run, one))
+    print(
+        "\n## Status against the targets of issue 12\n\n"
+        f"Arrays of {LARGE >> 20}M values and more against the floor (time / floor at the "
+        "run's thread count; ✗ marks a miss), PyTorch ratios, tiny calls.\n"
+    )
+    print("| target | capability | rows |\n|---|---|---|")
+    for run, one in pairs:
+        status(run, one)
+    for run, one in pairs:
         section(run, one)
 
 
