@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnfast
+from bnfast import _batch_norm
 from helpers import requires_native, runtime
 
 pytestmark = requires_native
@@ -229,3 +230,154 @@ def test_overlapping_running_stats_update_like_the_general_path(native_backend):
     assert fast is not None
     bnfast.batch_norm(x, buf2[:4], buf2[1:], training=True, momentum=0.3, return_stats=True)
     np.testing.assert_array_equal(buf, buf2)
+
+
+# --------------------------------------------------------------------------
+# batch_norm_backward_fast: the training backward's common call
+# --------------------------------------------------------------------------
+def _bwd_inputs(shape, axis, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3 + 7).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    c = x.shape[axis]
+    _, mean, invstd = bnfast.batch_norm(x, training=True, axis=axis, return_stats=True)
+    w = rng.standard_normal(c).astype(dtype)
+    return x, dy, mean, invstd, w
+
+
+def _bwd_general(dy, x, mean, invstd, w, axis, out=None):
+    # The general Python path, which batch_norm_backward takes whenever the
+    # fast one steps aside.
+    return _batch_norm.backward(dy, x, mean, invstd, w, axis, True, out, "batch_norm_backward")
+
+
+def _assert_grads_equal(got, ref):
+    assert len(got) == len(ref) == 3
+    for g, r in zip(got, ref):
+        if r is None:
+            assert g is None
+        else:
+            assert g.dtype == r.dtype and g.shape == r.shape
+            np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_batch_norm_backward_fast_is_bitwise_the_general_path(
+    native_backend, shape, dtype, axis, with_weight
+):
+    if np.prod(shape) // shape[axis] <= 1:
+        pytest.skip("training needs more than one value per channel")
+    x, dy, mean, invstd, w = _bwd_inputs(shape, axis, dtype)
+    w = w if with_weight else None
+    fast = _fast("batch_norm_backward_fast")(dy, x, mean, invstd, w, axis, True, None)
+    if shape[axis] == 1:  # one channel: the general path views it differently
+        assert fast is None
+        return
+    assert fast is not None, "the fast path should handle this call"
+    _assert_grads_equal(fast, _bwd_general(dy, x, mean, invstd, w, axis))
+    _assert_grads_equal(bnfast.batch_norm_backward(dy, x, mean, invstd, w, axis=axis), fast)
+
+
+@pytest.mark.parametrize("target", ["new", "dy", "x", "other", "dy_shifted"])
+def test_batch_norm_backward_fast_out(native_backend, target):
+    # out=dy is computed in place by the fast path; out=x or an out that
+    # partly overlaps dy steps aside (the general path uses a temporary):
+    # every case gives the general path's result.
+    shape, axis = (4, 6, 5), 1
+    x, dy, mean, invstd, w = _bwd_inputs(shape, axis, np.float32, seed=3)
+    ref = _bwd_general(dy.copy(), x.copy(), mean, invstd, w, axis)
+    buf = np.zeros(x.size + 3, np.float32)
+    if target == "dy":
+        out = dy
+    elif target == "x":
+        out = x
+    elif target == "other":
+        out = np.empty_like(x)
+    elif target == "dy_shifted":
+        buf[: x.size] = dy.ravel()
+        dy = buf[: x.size].reshape(shape)
+        out = buf[3:].reshape(shape)
+    else:
+        out = None
+    fast = _fast("batch_norm_backward_fast")(dy, x, mean, invstd, w, axis, True, out)
+    if target in ("x", "dy_shifted"):
+        assert fast is None
+        got = bnfast.batch_norm_backward(dy, x, mean, invstd, w, axis=axis, out=out)
+    else:
+        assert fast is not None
+        got = fast
+        if out is not None:
+            assert got[0] is out
+    _assert_grads_equal(got, ref)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "noncontig",
+        "subclass",
+        "f16",
+        "eval",
+        "np_bool_training",
+        "mean_f64",
+        "weight_f64",
+        "dy_f64",
+        "dy_shape",
+        "axis_out_of_range",
+        "out_readonly",
+        "out_wrong_dtype",
+        "stats_wrong_len",
+    ],
+)
+def test_batch_norm_backward_fast_steps_aside(native_backend, case):
+    x, dy, mean, invstd, w = _bwd_inputs((6, 5), 1, np.float32, seed=4)
+    args = dict(dy=dy, x=x, mean=mean, invstd=invstd, w=w, axis=1, training=True, out=None)
+    if case == "noncontig":
+        args["x"] = np.repeat(x, 2, axis=1)[:, ::2]
+    elif case == "subclass":
+        args["x"] = x.view(_Sub)
+    elif case == "f16":
+        args["x"], args["dy"] = x.astype(np.float16), dy.astype(np.float16)
+    elif case == "eval":
+        args["training"] = False
+    elif case == "np_bool_training":
+        args["training"] = np.True_
+    elif case == "mean_f64":
+        args["mean"] = mean.astype(np.float64)
+    elif case == "weight_f64":
+        args["w"] = w.astype(np.float64)
+    elif case == "dy_f64":
+        args["dy"] = dy.astype(np.float64)
+    elif case == "dy_shape":
+        args["dy"] = dy[:5]
+    elif case == "axis_out_of_range":
+        args["axis"] = 2
+    elif case == "out_readonly":
+        out = np.empty_like(x)
+        out.flags.writeable = False
+        args["out"] = out
+    elif case == "out_wrong_dtype":
+        args["out"] = np.empty((6, 5))
+    elif case == "stats_wrong_len":
+        args["mean"] = mean[:4]
+    assert _fast("batch_norm_backward_fast")(*args.values()) is None
+
+
+@settings(max_examples=20)
+@given(
+    n=st.sampled_from([2, 3, 15, 16, 17, 33]),
+    c=st.sampled_from([2, 7, 16, 17, 64]),
+    hw=st.sampled_from([1, 3, 8]),
+    channels_last=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_hypothesis_bn_backward_fast_vs_general(native_backend, n, c, hw, channels_last, dtype):
+    shape = (n, hw, hw, c) if channels_last else (n, c, hw, hw)
+    axis = -1 if channels_last else 1
+    x, dy, mean, invstd, w = _bwd_inputs(shape, axis, dtype, seed=n * c + hw)
+    fast = _fast("batch_norm_backward_fast")(dy, x, mean, invstd, w, axis, True, None)
+    assert fast is not None
+    _assert_grads_equal(fast, _bwd_general(dy, x, mean, invstd, w, axis))

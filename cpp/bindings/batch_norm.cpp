@@ -1,5 +1,5 @@
 // Bindings of the batch-norm family: the training forward, the backward
-// kernels and the fast entry point batch_norm_fast.
+// kernels and the fast entry points batch_norm_fast and batch_norm_backward_fast.
 #include <cstdint>
 #include <tuple>
 #include <utility>
@@ -190,6 +190,70 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
     return std::move(y);
 }
 
+// batch_norm_backward_fast: the training backward for the common call
+// (plain arrays of one dtype, statistics and weight of that dtype, as
+// batch_norm(..., return_stats=True) gives them), bit for bit the general
+// path's result: the same kernel on the same view, the same roundings.
+template <class T>
+py::object backward_fast_typed(const py::array& dy, const py::array& x, py::handle mean,
+                               py::handle invstd, py::handle weight, long axis,
+                               py::handle out) {
+    const py::ssize_t nd = x.ndim();
+    if (nd < 2 || x.size() == 0 || axis < -nd || axis >= nd) return py::none();
+    if (!fast::plain_array<T>(dy) || dy.ndim() != nd) return py::none();
+    for (py::ssize_t i = 0; i < nd; ++i)
+        if (dy.shape(i) != x.shape(i)) return py::none();
+    if (axis < 0) axis += nd;
+    std::int64_t A = 1, B = 1;
+    for (py::ssize_t i = 0; i < axis; ++i) A *= x.shape(i);
+    for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
+    const std::int64_t C = x.shape(axis);
+    if (C == 1) return py::none();  // the general path views one channel differently
+    if (!fast::vector_of<T>(mean, C) || !fast::vector_of<T>(invstd, C)) return py::none();
+    if (!weight.is_none() && !fast::vector_of<T>(weight, C)) return py::none();
+    py::array dx;
+    if (out.is_none()) {
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + nd);
+        dx = py::array_t<T>(shape);
+    } else {
+        // out may be dy itself (the kernel reads each dy before writing that
+        // element); any other overlap with x or dy takes the general path,
+        // which computes through a temporary.
+        if (!fast::output_for<T>(x, out, dx) || dx.data() == x.data()) return py::none();
+        if (!out.is(dy) && !fast::disjoint(dx, dy)) return py::none();
+    }
+    const T* mp = fast::data_of<T>(mean);
+    const T* ip = fast::data_of<T>(invstd);
+    std::vector<double> mv(mp, mp + C), iv(ip, ip + C), wv;
+    if (!weight.is_none()) {
+        const T* wp = fast::data_of<T>(weight);
+        wv.assign(wp, wp + C);
+    }
+    const View3 v{A, C, B, C * B, B, 1};
+    std::vector<double> sum_dy(static_cast<std::size_t>(C)), sum_dy_xc(static_cast<std::size_t>(C));
+    const T* xd = static_cast<const T*>(x.data());
+    const T* dyd = static_cast<const T*>(dy.data());
+    T* dxd = static_cast<T*>(dx.mutable_data());
+    const auto kernel = active_kernels<T>().batch_norm.backward_train;
+    const int nthreads = threads_for_call();
+    call_kernel(x.nbytes() + dy.nbytes(), [&] {
+        kernel(xd, v, dyd, v, dxd, v, mv.data(), iv.data(), wv.empty() ? nullptr : wv.data(),
+               sum_dy.data(), sum_dy_xc.data(), nthreads);
+    });
+    // dweight and dbias rounded once from float64, as the general path's astype.
+    py::array_t<T> dbias(C);
+    T* db = dbias.mutable_data();
+    for (std::int64_t c = 0; c < C; ++c) db[c] = static_cast<T>(sum_dy[c]);
+    py::object dweight = py::none();
+    if (!wv.empty()) {
+        py::array_t<T> dw(C);
+        T* dwp = dw.mutable_data();
+        for (std::int64_t c = 0; c < C; ++c) dwp[c] = static_cast<T>(sum_dy_xc[c] * iv[c]);
+        dweight = std::move(dw);
+    }
+    return py::make_tuple(dx, dweight, dbias);
+}
+
 }  // namespace
 
 void register_batch_norm(py::module_& m) {
@@ -255,6 +319,19 @@ void register_batch_norm(py::module_& m) {
             });
         },
         "batch_norm for the common case, or None (then use the general path).");
+    m.def(
+        "batch_norm_backward_fast",
+        [](py::handle dy, py::handle x, py::handle mean, py::handle invstd, py::handle weight,
+           py::handle axis, py::handle training, py::handle out) -> py::object {
+            long ax;
+            if (training.ptr() != Py_True || !fast::int_arg(axis, ax)) return py::none();
+            return fast::with_plain_dtype(x, [&](auto tag, const py::array& xa) {
+                return backward_fast_typed<decltype(tag)>(py::reinterpret_borrow<py::array>(dy),
+                                                          xa, mean, invstd, weight, ax, out);
+            });
+        },
+        "batch_norm_backward (training=True) for the common case, or None (then use the "
+        "general path).");
 }
 
 }  // namespace bnfast::bindings

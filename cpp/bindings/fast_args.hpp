@@ -63,6 +63,13 @@ inline bool int_arg(py::handle h, long& out) {
     return overflow == 0 && !(out == -1 && PyErr_Occurred());
 }
 
+// Two C-contiguous arrays share no byte.
+inline bool disjoint(const py::array& a, const py::array& b) {
+    const auto* as = static_cast<const char*>(a.data());
+    const auto* bs = static_cast<const char*>(b.data());
+    return as + a.nbytes() <= bs || bs + b.nbytes() <= as;
+}
+
 // out=None gives a new C-contiguous array like x; otherwise out must be a
 // plain array of x's shape and dtype that is x itself or does not overlap it.
 template <class T>
@@ -77,11 +84,7 @@ bool output_for(const py::array& x, py::handle out, py::array& y) {
     if (y.ndim() != x.ndim() || !y.writeable()) return false;
     for (py::ssize_t i = 0; i < x.ndim(); ++i)
         if (y.shape(i) != x.shape(i)) return false;
-    if (y.data() == x.data()) return true;
-    const auto* xs = static_cast<const char*>(x.data());
-    const auto* ys = static_cast<const char*>(y.data());
-    const auto bytes = static_cast<std::ptrdiff_t>(x.nbytes());
-    return ys + bytes <= xs || xs + bytes <= ys;
+    return y.data() == x.data() || disjoint(x, y);
 }
 
 template <class T>

@@ -509,6 +509,12 @@ def batch_norm_backward(
         return dask_ops().batch_norm_backward(
             dy, x, mean, invstd, weight, axis=axis, training=training, out=out
         )
+    if _runtime.native_active():
+        grads = _runtime.core().batch_norm_backward_fast(
+            dy, x, mean, invstd, weight, axis, training, out
+        )
+        if grads is not None:  # the common training call, done in C++ exactly as below
+            return grads
     return backward(dy, x, mean, invstd, weight, axis, training, out, "batch_norm_backward")
 
 

@@ -76,6 +76,17 @@ def batch_norm_fast(
     out: object,
     /,
 ) -> _Float | None: ...
+def batch_norm_backward_fast(
+    dy: object,
+    x: object,
+    mean: object,
+    invstd: object,
+    weight: object,
+    axis: object,
+    training: object,
+    out: object,
+    /,
+) -> tuple[_Float, _Float | None, _Float] | None: ...
 
 # layer_norm (layer and RMS norm)
 def layer_norm_forward(
