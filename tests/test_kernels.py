@@ -454,3 +454,46 @@ def test_split_center_formula_matches_twin_bitwise(native_backend, dtype):
     for g, r, what in zip(got, ref, ["hi", "lo"]):
         assert np.asarray(g).dtype == dtype and np.asarray(g).flags.c_contiguous, what
         _same_bits(g, r, what)
+
+
+@pytest.mark.parametrize("shape, order", ROW_CASES)
+@pytest.mark.parametrize("rms", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_layer_norm_backward_float32_is_the_twins(native_backend, shape, order, rms, dtype, offset):
+    # float32 and half rows run the backward in float32 (float64 sums of
+    # float32 terms, constants rounded once): dx is the twin's bit for bit
+    # under every capability and layout; the column gradients sum float32
+    # partials of up to 8 rows, within a few float32 ulps of the twin's
+    # float64 sums of the same products.
+    if dtype == "bfloat16":
+        dt = np.dtype(
+            pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed").bfloat16
+        )
+    else:
+        dt = np.dtype(dtype)
+    rng = np.random.default_rng(16)
+    x = np.asarray(offset + rng.standard_normal(shape), order=order).astype(dt)[None]
+    dy = np.asarray(rng.standard_normal(shape), order=order).astype(dt)[None]
+    w = rng.standard_normal(shape[1]).astype(np.float32)
+    b = np.zeros(shape[1], np.float32)
+    y = np.empty_like(x)
+    mean, _, rstd = twin.layer_norm_forward(x, y, w, b, 1e-5, rms)
+    mean = np.asarray(mean, np.float32).astype(np.float64)  # as stored by layer_norm
+    rstd = np.asarray(rstd, np.float32).astype(np.float64)
+    dx_ref = np.empty_like(x)
+    dw_ref, db_ref = twin.layer_norm_backward(x, dy, dx_ref, mean, rstd, w, rms)
+    dx = np.empty_like(x)
+    dw, db = _impl().layer_norm_backward(x, dy, dx, mean, rstd, w, rms)
+    np.testing.assert_array_equal(
+        np.ascontiguousarray(dx).view(np.uint8), np.ascontiguousarray(dx_ref).view(np.uint8)
+    )
+    # Each partial of up to 8 rows is rounded to float32 up to 8 times, each
+    # time by at most eps32/2 of the partial, itself at most the sum of the
+    # row terms' magnitudes: 8 eps32 of sum(|terms|) bounds the difference.
+    eps = np.finfo(np.float32).eps
+    x64, dy64 = x[0].astype(np.float64), dy[0].astype(np.float64)
+    centre = 0.0 if rms else mean[:, None] + (x64 - mean[:, None]).mean(axis=1, keepdims=True)
+    xhat = np.abs(x64 - centre) * rstd[:, None]
+    assert np.all(np.abs(dw - dw_ref) <= 8 * eps * (np.abs(dy64) * xhat).sum(axis=0) * 1.01)
+    assert np.all(np.abs(db - db_ref) <= 8 * eps * np.abs(dy64).sum(axis=0))

@@ -7,14 +7,18 @@
 // then y = ((x - mean) * rstd) * w + b (layer norm) or y = (x * rstd) * w + b
 // (RMS norm), rstd from formulas::row_rstd.
 //
-// layer_norm_backward: per row, the two row sums of the gradient in
-// double, then dx; the column gradients (dweight, dbias) are summed per
-// fixed block of rows and the blocks added in order (deterministic).
+// layer_norm_backward: per row, the row sums of the gradient, then dx
+// (float64 arithmetic for float64 data; float32 with float64 sums for
+// float32 and half data, see backward_row_sums_f32); the column gradients
+// (dweight, dbias) are summed per fixed block of rows and the blocks added
+// in order (deterministic).
 #include "layer_norm.hpp"
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "affine_runs.hpp"
 #include "bnfast/formulas.hpp"
@@ -314,6 +318,167 @@ void backward_rows(const T* x, const View3& xv, const T* dy, const View3& dyv, T
     }
 }
 
+// ---------------------------------------------------------------------------
+// float32 and half rows: float32 arithmetic, as PyTorch's
+// CPU kernels, with float64 where it matters. In float64 the backward was
+// compute-bound (three conversions and ~20 operations per element at 4 or 8
+// lanes: 2x the memory floor at AVX-512, 2.4-2.9x at AVX2). Here:
+// - the row sums add float32 differences and products (x - mean, g = dy *
+//   w, g * (x - mean)) in float64: the twin's sums of the same float32 terms
+//   differ only by float64 rounding, so the row constants agree;
+// - the row constants are computed in float64 and rounded once; the stored
+//   mean plus its correction is split hi + lo (x - hi is exact near the
+//   mean: a float32 centre alone would cost ulp(mean) / std of xhat);
+// - dx is formed in float32: rstd * ((g - mean_g) - xhat * mean_gx), xhat =
+//   ((x - hi) - lo) * rstd (layer norm), rstd * (g - xhat * m) with xhat =
+//   x * rstd (RMS norm): rstd is applied, never cubed, so nothing leaves
+//   float32's range that the result does not;
+// - the column gradients are summed over the kSubRows rows of a group in
+//   float32 registers and added to the float64 partial sums once per group.
+// Errors are a few float32 ulps of the terms (README: gradients to 1e-4
+// relative for float32; the twin computes in float64).
+template <class T>
+constexpr bool kFloatGrad = std::is_same_v<compute_t<T>, float>;
+
+// The lanes of v added to acc in float64: its two halves widened (exact),
+// added, and added to acc (lane order fixed).
+inline void add_widened(const f32v& v, f64v& acc) {
+    f32h lo, hi;
+    std::memcpy(&lo, &v, sizeof(f32h));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(f32h), sizeof(f32h));
+    acc += widen_f32h(lo) + widen_f32h(hi);
+}
+
+// The float32 constants of one row's dx.
+struct RowGradF32 {
+    float hi, lo, rs, mean_g, mean_gx;  // RMS norm: mean_gx holds m = rstd * mean(g * x)
+};
+
+template <bool kUnit, bool kRms, class T>
+inline RowGradF32 backward_row_sums_f32(const T* xr, std::int64_t x_stride, const T* gr,
+                                        std::int64_t g_stride, std::int64_t D, double mean,
+                                        double rs, const float* w) {
+    constexpr std::int64_t L = kLanesF32;
+    const std::int64_t ax = kUnit ? 1 : x_stride, ag = kUnit ? 1 : g_stride;
+    // The reference both passes centre on: the stored mean as float32.
+    const float mu = kRms ? 0.0f : static_cast<float>(mean);
+    const f32v mu_v = splat<f32v>(mu);
+    f64v s_d{}, s_g{}, s_gd{};
+    const std::int64_t dv = kUnit ? D - D % L : 0;  // the vector part
+    for (std::int64_t j = 0; j < dv; j += L) {
+        const f32v d = kRms ? load_cv(xr + j) : load_cv(xr + j) - mu_v;
+        const f32v g = load_cv(gr + j) * load_vec<f32v>(w + j);
+        add_widened(d, s_d);
+        add_widened(g, s_g);
+        add_widened(g * d, s_gd);
+    }
+    double sd = sum_lanes(s_d), sg = sum_lanes(s_g), sgd = sum_lanes(s_gd);
+    for (std::int64_t j = dv; j < D; ++j) {
+        const float d = kRms ? to_compute(xr[j * ax]) : to_compute(xr[j * ax]) - mu;
+        const float g = to_compute(gr[j * ag]) * w[j];
+        sd += static_cast<double>(d);
+        sg += static_cast<double>(g);
+        sgd += static_cast<double>(g * d);
+    }
+    const double dd = static_cast<double>(D);
+    RowGradF32 c{};
+    c.rs = static_cast<float>(rs);
+    if constexpr (kRms) {
+        c.mean_gx = static_cast<float>(rs * sgd / dd);
+    } else {
+        const double delta = sd / dd;  // the stored mean was rounded: move to the exact one
+        const double centre = static_cast<double>(mu) + delta;
+        c.hi = static_cast<float>(centre);
+        c.lo = static_cast<float>(centre - static_cast<double>(c.hi));
+        c.mean_g = static_cast<float>(sg / dd);
+        c.mean_gx = static_cast<float>(rs * (sgd - delta * sg) / dd);
+    }
+    return c;
+}
+
+template <bool kRms>
+inline float dx_f32(float xj, float dyj, float wj, const RowGradF32& c, float& xhat) {
+    xhat = kRms ? xj * c.rs : ((xj - c.hi) - c.lo) * c.rs;
+    const float g = dyj * wj;
+    return kRms ? c.rs * (g - xhat * c.mean_gx) : c.rs * ((g - c.mean_g) - xhat * c.mean_gx);
+}
+
+// Rows [r_begin, r_end) of float32/half data, kSubRows at a time (kUnit:
+// unit-stride rows, in vectors; otherwise the same formulas one element at
+// a time): their sums, then dx and the column gradients column by column over
+// the group (the rows are in L1/L2 from the sums). kStream: dx rows are
+// vector-aligned and written with streaming stores (float32, large arrays).
+template <bool kUnit, bool kRms, bool kStream, class T>
+void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
+                       const View3& dxv, const double* mean, const double* rstd, const float* w,
+                       std::int64_t r_begin, std::int64_t r_end, double* pw, double* pb) {
+    constexpr std::int64_t L = kLanesF32;
+    const std::int64_t D = xv.B;
+    const std::int64_t dv = kUnit ? D - D % L : 0;  // the vector part
+    const std::int64_t ax = kUnit ? 1 : xv.sB, ag = kUnit ? 1 : dyv.sB, ao = kUnit ? 1 : dxv.sB;
+    RowGradF32 c[kSubRows];
+    f32v hi[kSubRows], lo[kSubRows], rs[kSubRows], mg[kSubRows], mgx[kSubRows];
+    for (std::int64_t r0 = r_begin; r0 < r_end; r0 += kSubRows) {
+        const std::int64_t nr = min_i64(kSubRows, r_end - r0);
+        for (std::int64_t k = 0; k < nr; ++k) {
+            const std::int64_t r = r0 + k;
+            c[k] = backward_row_sums_f32<kUnit, kRms>(x + r * xv.sC, xv.sB, dy + r * dyv.sC,
+                                                      dyv.sB, D, mean[r], rstd[r], w);
+            hi[k] = splat<f32v>(c[k].hi);
+            lo[k] = splat<f32v>(c[k].lo);
+            rs[k] = splat<f32v>(c[k].rs);
+            mg[k] = splat<f32v>(c[k].mean_g);
+            mgx[k] = splat<f32v>(c[k].mean_gx);
+        }
+        const T* xr[kSubRows];
+        const T* gr[kSubRows];
+        T* outr[kSubRows];
+        for (std::int64_t k = 0; k < nr; ++k) {
+            xr[k] = x + (r0 + k) * xv.sC;
+            gr[k] = dy + (r0 + k) * dyv.sC;
+            outr[k] = dx + (r0 + k) * dxv.sC;
+        }
+        for (std::int64_t j = 0; j < dv; j += L) {
+            const f32v wv = load_vec<f32v>(w + j);
+            f32v a_w{}, a_b{};
+            for (std::int64_t k = 0; k < nr; ++k) {
+                const f32v xj = load_cv(xr[k] + j);
+                const f32v dyj = load_cv(gr[k] + j);
+                const f32v xhat = kRms ? xj * rs[k] : ((xj - hi[k]) - lo[k]) * rs[k];
+                const f32v g = dyj * wv;
+                const f32v out =
+                    kRms ? rs[k] * (g - xhat * mgx[k]) : rs[k] * ((g - mg[k]) - xhat * mgx[k]);
+                T* o = outr[k] + j;
+                if constexpr (kStream) {
+                    stream_vec(o, out);
+                } else {
+                    store_cv(o, out);
+                }
+                a_w += dyj * xhat;
+                a_b += dyj;
+            }
+            alignas(kVecBytes) float bw[kLanesF32], bb[kLanesF32];
+            store_vec(bw, a_w);
+            store_vec(bb, a_b);
+            for (std::int64_t h = 0; h < L; h += kLanesF64) {
+                store_vec(pw + j + h, load_vec<f64v>(pw + j + h) + load_as_f64(bw + h));
+                store_vec(pb + j + h, load_vec<f64v>(pb + j + h) + load_as_f64(bb + h));
+            }
+        }
+        for (std::int64_t k = 0; k < nr; ++k) {  // the columns past the last vector
+            const std::int64_t r = r0 + k;
+            for (std::int64_t j = dv; j < D; ++j) {
+                const float dyj = to_compute(dy[r * dyv.sC + j * ag]);
+                float xhat;
+                dx[r * dxv.sC + j * ao] = to_storage<T>(
+                    dx_f32<kRms>(to_compute(x[r * xv.sC + j * ax]), dyj, w[j], c[k], xhat));
+                pw[j] += static_cast<double>(dyj * xhat);
+                pb[j] += static_cast<double>(dyj);
+            }
+        }
+    }
+}
+
 template <class T>
 void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
                          const View3& dxv, const double* mean, const double* rstd,
@@ -330,6 +495,12 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
         max_i64(1, min_i64(min_i64(R / kSubRows, 64), (std::int64_t(1) << 21) / D));
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
+    // Streaming stores for a large float32 dx whose rows all start on a
+    // vector boundary (the f32 rows path stores whole vectors from column 0).
+    const bool stream = std::is_same_v<T, float> && unit &&
+                        R * D * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes &&
+                        reinterpret_cast<std::uintptr_t>(dx) % kVecBytes == 0 &&
+                        (dxv.sC * static_cast<std::int64_t>(sizeof(T))) % kVecBytes == 0;
     Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
     double* partial = partial_buf.get();
     parallel_for(nt, blocks, 1, [&](std::int64_t blk) {
@@ -337,6 +508,28 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
         double* pb = pw + D;
         for (std::int64_t j = 0; j < D; ++j) pw[j] = pb[j] = 0.0;
         const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
+        if constexpr (kFloatGrad<T>) {
+            if (stream && rms)
+                backward_rows_f32<true, true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                    r1, pw, pb);
+            else if (stream)
+                backward_rows_f32<true, false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                     r1, pw, pb);
+            else if (unit && rms)
+                backward_rows_f32<true, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                     r1, pw, pb);
+            else if (unit)
+                backward_rows_f32<true, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                      r1, pw, pb);
+            else if (rms)
+                backward_rows_f32<false, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                      r1, pw, pb);
+            else
+                backward_rows_f32<false, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                                                       r1, pw, pb);
+            if (stream) stream_fence();  // by the thread that streamed
+            return;
+        }
         if (unit && rms)
             backward_rows<true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0, r1, pw, pb);
         else if (unit)

@@ -57,7 +57,10 @@ def layer_norm_backward(
     rms: bool,
 ) -> tuple[F64, F64]:
     """Backward of :func:`layer_norm_forward` on (1, R, D) views: writes dx,
-    returns ``(dweight, dbias)`` in float64."""
+    returns ``(dweight, dbias)`` in float64. float32 and half data take
+    :func:`_backward_f32`, the kernels' float32 arithmetic."""
+    if compute_dtype(x.dtype) == np.float32:
+        return _backward_f32(x, dy, dx, mean, rstd, weight, rms)
     x2 = x[0].astype(np.float64)
     dy2 = dy[0].astype(np.float64)
     rs = rstd[:, None]
@@ -76,3 +79,46 @@ def layer_norm_backward(
         dweight = (dy2 * xhat).sum(axis=0)
     store(dx[0], dx2)
     return dweight, dy2.sum(axis=0)
+
+
+def _backward_f32(
+    x: FloatArray,
+    dy: FloatArray,
+    dx: FloatArray,
+    mean: F64,
+    rstd: F64,
+    weight: FloatArray,
+    rms: bool,
+) -> tuple[F64, F64]:
+    """The float32 backward (kernels: backward_row_sums_f32): float32
+    products, row and column sums in float64 (the kernels sum float32
+    blocks of a few terms first: the sums agree to a few float32 ulps of a
+    block, the row constants almost always to the bit), row constants
+    rounded to float32 once, dx in float32."""
+    f32 = np.float32
+    xf = widen(x[0])
+    dyf = widen(dy[0])
+    d = x.shape[2]
+    g = dyf * weight.astype(f32)[None, :]
+    rs = rstd.astype(f32)[:, None]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if rms:
+            s_gd = (g * xf).sum(axis=1, dtype=np.float64)
+            m = (rstd * s_gd / d).astype(f32)[:, None]
+            xhat = xf * rs
+            dxf = rs * (g - xhat * m)
+        else:
+            mu = mean.astype(f32)
+            dev = xf - mu[:, None]
+            s_d = dev.sum(axis=1, dtype=np.float64)
+            s_g = g.sum(axis=1, dtype=np.float64)
+            s_gd = (g * dev).sum(axis=1, dtype=np.float64)
+            delta = s_d / d
+            hi, lo = split_center(mu.astype(np.float64) + delta, f32)
+            mean_g = (s_g / d).astype(f32)[:, None]
+            mean_gx = (rstd * (s_gd - delta * s_g) / d).astype(f32)[:, None]
+            xhat = ((xf - hi[:, None]) - lo[:, None]) * rs
+            dxf = rs * ((g - mean_g) - xhat * mean_gx)
+        store(dx[0], dxf)
+        dweight = (dyf * xhat).sum(axis=0, dtype=np.float64)
+    return dweight, dyf.sum(axis=0, dtype=np.float64)
