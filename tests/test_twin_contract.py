@@ -39,6 +39,7 @@ NATIVE_ONLY = {
     "get_interrupt_bytes",
     "set_interrupt_bytes",
     "batch_norm_fast",
+    "batch_norm_backward_fast",
     "layer_norm_fast",
 }
 NO_DEFAULT = object()
@@ -127,7 +128,7 @@ def test_native_only_entry_points_have_no_twin():
     # The runtime controls and the fast entry points are listed above as
     # native-only: a twin of one would mean the list is out of date.
     assert not (NATIVE_ONLY & set(dir(twin))), sorted(NATIVE_ONLY & set(dir(twin)))
-    for name in ("batch_norm_fast", "layer_norm_fast"):
+    for name in ("batch_norm_fast", "batch_norm_backward_fast", "layer_norm_fast"):
         assert callable(getattr(core, name)), name
 
 
