@@ -35,15 +35,23 @@ inline SampleThreads sample_threads(std::int64_t n, std::int64_t per_sample, int
     return {nthreads, 1};
 }
 
-// f(n, inner_threads) for every sample, threads as sample_threads says.
+// f(n, inner_threads, slot) for every sample, threads as sample_threads
+// says; slot < the returned outer thread count indexes per-thread scratch.
 template <class F>
-inline void for_each_sample(std::int64_t n, std::int64_t per_sample, int nthreads, F&& f) {
-    const SampleThreads t = sample_threads(n, per_sample, nthreads);
+inline void for_each_sample(const SampleThreads& t, std::int64_t n, F&& f) {
     if (t.outer == 1) {
-        for (std::int64_t i = 0; i < n; ++i) f(i, t.inner);
+        for (std::int64_t i = 0; i < n; ++i) f(i, t.inner, 0);
         return;
     }
-    parallel_for(t.outer, n, 1, [&](std::int64_t i) { f(i, 1); });
+    parallel_blocks(t.outer, n, 1, [&](std::int64_t begin, std::int64_t end, int slot) {
+        for (std::int64_t i = begin; i < end; ++i) f(i, 1, slot);
+    });
+}
+
+template <class F>
+inline void for_each_sample(std::int64_t n, std::int64_t per_sample, int nthreads, F&& f) {
+    for_each_sample(sample_threads(n, per_sample, nthreads), n,
+                    [&](std::int64_t i, int inner, int) { f(i, inner); });
 }
 
 inline std::int64_t elements(const View3& v) { return v.A * v.C * v.B; }
@@ -81,16 +89,19 @@ void group_norm_moments(const T* x, const BatchView3& xv, std::int64_t groups, d
     if (n == 0 || C == 0 || groups <= 0) return;
     const std::int64_t per = C / groups;
     const std::int64_t count = v.A * v.B;
-    Scratch<double> channel_buf(2 * static_cast<std::size_t>(n * C));
-    double* ch_mean = channel_buf.get();
-    double* ch_m2 = ch_mean + n * C;
-    for_each_sample(n, elements(v), nthreads, [&](std::int64_t i, int inner) {
-        moments_impl<T>(x + i * xv.sN, v, ch_mean + i * C, ch_m2 + i * C, inner);
-        for (std::int64_t g = 0; g < groups; ++g) {
-            const std::int64_t c0 = i * C + g * per;
-            merge_channels(ch_mean + c0, ch_m2 + c0, per, count, mean[i * groups + g],
-                           m2[i * groups + g]);
-        }
+    const SampleThreads t = sample_threads(n, elements(v), nthreads);
+    // The channel moments of the sample a thread is on: 2*C doubles per
+    // thread (not per sample: a batch of many small samples would need
+    // scratch the size of its data).
+    Scratch<double> channel_buf(2 * static_cast<std::size_t>(C) *
+                                static_cast<std::size_t>(t.outer));
+    for_each_sample(t, n, [&](std::int64_t i, int inner, int slot) {
+        double* ch_mean = channel_buf.get() + 2 * C * slot;
+        double* ch_m2 = ch_mean + C;
+        moments_impl<T>(x + i * xv.sN, v, ch_mean, ch_m2, inner);
+        for (std::int64_t g = 0; g < groups; ++g)
+            merge_channels(ch_mean + g * per, ch_m2 + g * per, per, count,
+                           mean[i * groups + g], m2[i * groups + g]);
     });
 }
 

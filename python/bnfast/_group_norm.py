@@ -1,8 +1,9 @@
 """Group and instance normalization, forward and backward, with
 torch.nn.functional semantics: statistics per (sample, group), computed by
-the (sample, group) machinery of ``_layout`` on the moments, affine and
-batch-norm backward kernels. Instance norm with running statistics is batch
-norm's eval path.
+the (sample, group) machinery of ``_layout``: channels first on the moments,
+affine and batch-norm backward kernels, channels last on the group-norm
+kernels (every sample in one call) and the affine kernel. Instance norm
+with running statistics is batch norm's eval path.
 """
 
 from __future__ import annotations
