@@ -295,6 +295,7 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
                         x, state["wd"], return_stats=True
                     )
                 elif op == "group_norm backward":
+                    assert spec.groups is not None
                     _, state["mean"], state["rstd"] = bnfast.group_norm(
                         x, spec.groups, axis=axis, return_stats=True
                     )
@@ -342,10 +343,10 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
             assert groups is not None
             return lambda: bnfast.group_norm(x, groups, w, b, axis=axis, out=y)
         if op == "group_norm backward":
-            groups = spec.groups
-            assert groups is not None
+            num_groups = spec.groups
+            assert num_groups is not None
             dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
-            return lambda: bnfast.group_norm_backward(dy, x, mean, rstd, groups, w, axis=axis)
+            return lambda: bnfast.group_norm_backward(dy, x, mean, rstd, num_groups, w, axis=axis)
         if op == "instance_norm":
             return lambda: bnfast.instance_norm(x, w, b, axis=axis, out=y)
         if op == "instance_norm backward":
