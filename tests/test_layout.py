@@ -4,7 +4,7 @@ and the view addresses exactly the elements of the input."""
 import numpy as np
 import pytest
 
-from helpers import views
+from helpers import runtime, views
 
 
 def _check_view(x, kept):
@@ -66,3 +66,81 @@ def test_output_written_back_through_groups():
     y = np.zeros_like(x)
     views.copy_from_groups(y3, y, groups)
     np.testing.assert_array_equal(y, x)
+
+
+# -- group and instance norm: the (N, A, C, B) views of the group-norm kernels
+
+
+def _check_sample_view(x, axis):
+    x4, groups = views.sample_views(x, axis)
+    assert x4.ndim == 4 and x4.shape[0] == x.shape[0] and x4.shape[2] == x.shape[axis]
+    n, c = x.shape[0], x.shape[axis]
+    ref = np.moveaxis(x, axis, -1).reshape(n, -1, c)
+    got = np.moveaxis(x4, 2, -1).reshape(n, -1, c)
+    # Same multiset of values per (sample, channel).
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(ref, axis=1))
+    return x4, groups
+
+
+@pytest.mark.parametrize(
+    "x, axis",
+    [
+        (_arange((4, 5, 6, 3)), 3),  # NHWC
+        (np.moveaxis(_arange((4, 5, 6, 3)), 3, 1), 1),  # NCHW shape, channels-last memory
+        (_arange((8, 3, 5, 6))[::2], 1),  # NCHW, batch sliced
+        (_arange((4, 5, 3, 6)), 2),  # channels in the middle: A and B
+        (_arange((4, 5, 6, 3))[:, :, ::2], 3),  # a strided spatial axis
+        (_arange((4, 5, 6, 3))[:, ::2, ::3], 3),  # spatial axes in two runs (A and B)
+        (_arange((4, 1, 1, 3)), 3),  # unit spatial axes
+        (_arange((4, 5, 6, 1)), 3),  # one channel
+        (_arange((1, 5, 6, 3)), 3),  # one sample
+    ],
+)
+def test_sample_views_fold_without_copy(x, axis):
+    x4, _ = _check_sample_view(x, axis)
+    assert np.shares_memory(x4, x), "expected a view, got a copy"
+
+
+@pytest.mark.parametrize(
+    "x, axis",
+    [
+        (_arange((2, 6, 8, 6, 3))[:, ::2, ::2, ::2], 4),  # three separate spatial runs
+        (np.transpose(_arange((2, 6, 8, 6, 3))[:, ::2, ::2, ::2], (0, 4, 1, 2, 3)), 1),
+    ],
+)
+def test_sample_views_copy_awkward_layouts(x, axis):
+    x4, groups = _check_sample_view(x, axis)
+    assert not np.shares_memory(x4, x)
+    y = np.zeros_like(x)
+    views.copy_from_groups(x4, y, groups)  # the copy's groups write it back
+    np.testing.assert_array_equal(y, x)
+
+
+class _CountingImpl:
+    """A kernel module that counts the calls made through it."""
+
+    def __init__(self, impl):
+        self.impl, self.calls = impl, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.impl, name)
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_channels_last_statistics_are_one_kernel_call(backend, n):
+    """No per-sample loop: one call of the group-norm statistics kernel for
+    any batch size (channels last; one sample collapses with the groups and
+    takes the moments kernel), one moments call (channels first)."""
+    x = np.random.default_rng(0).standard_normal((n, 4, 5, 6))
+    for arr, axis, kernel in (
+        (
+            np.ascontiguousarray(np.moveaxis(x, 1, -1)),
+            3,
+            "group_norm_moments" if n > 1 else "moments",
+        ),
+        (x, 1, "moments"),
+    ):
+        counting = _CountingImpl(runtime.impl())
+        mean, m2 = views.group_moments(counting, arr, axis, 2)
+        assert counting.calls == [kernel] and mean.shape == (n, 2)

@@ -8,6 +8,7 @@ void register_moments(py::module_& m);
 void register_affine(py::module_& m);
 void register_batch_norm(py::module_& m);
 void register_layer_norm(py::module_& m);
+void register_group_norm(py::module_& m);
 void register_formulas(py::module_& m);
 void register_memory_floor(py::module_& m);
 }  // namespace bnfast::bindings
@@ -20,6 +21,7 @@ PYBIND11_MODULE(_core, m) {
     bnfast::bindings::register_affine(m);
     bnfast::bindings::register_batch_norm(m);
     bnfast::bindings::register_layer_norm(m);
+    bnfast::bindings::register_group_norm(m);
     bnfast::bindings::register_formulas(m);
     bnfast::bindings::register_memory_floor(m);
 }

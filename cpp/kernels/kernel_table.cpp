@@ -8,7 +8,7 @@ namespace {
 template <class T>
 FamilyKernels<T> family_kernels() {
     return {moments_kernels<T>(), affine_kernels<T>(), batch_norm_kernels<T>(),
-            layer_norm_kernels<T>()};
+            layer_norm_kernels<T>(), group_norm_kernels<T>()};
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 """Group and instance normalization, forward and backward, with
 torch.nn.functional semantics: statistics per (sample, group), computed by
-the (sample, group) machinery of ``_layout`` on the moments, affine and
-batch-norm backward kernels. Instance norm with running statistics is batch
-norm's eval path.
+the (sample, group) machinery of ``_layout``: channels first on the moments,
+affine and batch-norm backward kernels, channels last on the group-norm
+kernels (every sample in one call) and the affine kernel. Instance norm
+with running statistics is batch norm's eval path.
 """
 
 from __future__ import annotations
@@ -501,17 +502,12 @@ def _group_backward(
     count = per * math.prod(xa.shape[i] for i in spatial)
     impl = _runtime.impl()
     dx = np.empty_like(xa, order="K")
-    x_blocks, dy_blocks, dx_blocks, finish = _layout.sample_channel_blocks(
-        xa, dya, dx, axis, spatial
-    )
-    ranges = _layout.block_ranges(n, len(x_blocks))
-    # Per (sample, channel) sums, centred on the stored group mean.
+    merged, xv, dyv, dxv, finish = _layout.sample_channel_views(xa, dya, dx, axis, spatial)
+    # Per (sample, channel) sums, centred on the stored group mean: one call,
+    # rows of (sample, channel) pairs (channels first) or a batch of samples.
     center = np.repeat(mu, per, axis=1)  # (N, C)
-    s_d, s_dy, s_dyd = (np.empty((n, c)) for _ in range(3))
-    for (lo_n, hi_n), xb, dyb in zip(ranges, x_blocks, dy_blocks):
-        sums = impl.batch_norm_backward_reduce(xb, dyb, center[lo_n:hi_n].ravel())
-        for dst, src in zip((s_d, s_dy, s_dyd), sums):
-            dst[lo_n:hi_n] = src.reshape(hi_n - lo_n, c)
+    reduce = impl.batch_norm_backward_reduce if merged else impl.group_norm_backward_reduce
+    s_d, s_dy, s_dyd = (a.reshape(n, c) for a in reduce(xv, dyv, center.ravel()))
     gamma = np.ones(c) if w is None else w
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # The stored mean was rounded to x's dtype: move to the exact one.
@@ -530,11 +526,8 @@ def _group_backward(
         r = -mean_g
         hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
         params = [as_param(a, dtype) for a in (rs_c, p, q, r)]
-        for (lo_n, hi_n), xb, dyb, dxb in zip(ranges, x_blocks, dy_blocks, dx_blocks):
-            sl = slice(lo_n * c, hi_n * c)
-            impl.batch_norm_backward_apply(
-                xb, dyb, dxb, hi_all[sl], lo_all[sl], *(a[sl] for a in params)
-            )
+        apply = impl.batch_norm_backward_apply if merged else impl.group_norm_backward_apply
+        apply(xv, dyv, dxv, hi_all, lo_all, *params)
         finish()
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
     return dx, dweight, s_dy.sum(axis=0).astype(dtype)

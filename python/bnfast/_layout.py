@@ -28,6 +28,10 @@ F64Array = NDArray[np.float64]
 
 # (a_axes, c_axes, b_axes), each a tuple of axis numbers
 Groups = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+# (batch axis, a_axes, c_axes, b_axes): the (N, A, C, B) views of group norm
+Groups4 = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+# Either: the view helpers below fold any number of groups into dimensions.
+AxisGroups = tuple[tuple[int, ...], ...]
 
 
 def _collapses(shape: tuple[int, ...], strides: tuple[int, ...], axes: tuple[int, ...]) -> bool:
@@ -68,13 +72,14 @@ def plan_groups(x: np.ndarray, kept: tuple[int, ...]) -> Optional[Groups]:
     return (), c_axes, ()
 
 
-def fold(arr: np.ndarray, groups: Groups) -> Optional[np.ndarray]:
-    """The (A, C, B) view of ``arr`` for ``groups``, or None if it would copy
-    (or if ``arr`` is not aligned: the kernels need aligned elements)."""
+def fold(arr: np.ndarray, groups: AxisGroups) -> Optional[np.ndarray]:
+    """The (A, C, B) view of ``arr`` for ``groups`` (one dimension per group:
+    (N, A, C, B) for four), or None if it would copy (or if ``arr`` is not
+    aligned: the kernels need aligned elements)."""
     if not arr.flags.aligned:
         return None
     shape, strides = arr.shape, arr.strides
-    order = groups[0] + groups[1] + groups[2]
+    order = tuple(i for g in groups for i in g)
     dims = []
     for axes in groups:
         if not axes:
@@ -92,21 +97,21 @@ def fold(arr: np.ndarray, groups: Groups) -> Optional[np.ndarray]:
     return as_strided(arr, shape3, strides3, writeable=arr.flags.writeable)
 
 
-def full_order(ndim: int, groups: Groups) -> tuple[int, ...]:
+def full_order(ndim: int, groups: AxisGroups) -> tuple[int, ...]:
     """An axis permutation putting the groups first (unit axes last)."""
-    order = groups[0] + groups[1] + groups[2]
+    order = tuple(i for g in groups for i in g)
     return order + tuple(i for i in range(ndim) if i not in order)
 
 
-def copy_to_groups(arr: np.ndarray, groups: Groups) -> np.ndarray:
-    """A contiguous (A, C, B) copy of ``arr`` laid out by ``groups``."""
+def copy_to_groups(arr: np.ndarray, groups: AxisGroups) -> np.ndarray:
+    """A contiguous (A, C, B) (or (N, A, C, B)) copy of ``arr`` laid out by ``groups``."""
     perm = full_order(arr.ndim, groups)
     shape3 = tuple(math.prod(arr.shape[i] for i in g) for g in groups)
     contiguous = np.require(np.transpose(arr, perm), requirements=("C", "A"))
     return contiguous.reshape(shape3)
 
 
-def copy_from_groups(y3: np.ndarray, y: np.ndarray, groups: Groups) -> None:
+def copy_from_groups(y3: np.ndarray, y: np.ndarray, groups: AxisGroups) -> None:
     """Write a contiguous (A, C, B) array back into ``y`` (inverse of copy_to_groups)."""
     perm = full_order(y.ndim, groups)
     np.copyto(np.transpose(y, perm), y3.reshape([y.shape[i] for i in perm]))
@@ -137,7 +142,7 @@ def _copy_groups(x: np.ndarray, kept: tuple[int, ...]) -> Groups:
     return reduced, tuple(i for i in kept if x.shape[i] != 1), ()
 
 
-def view_or_copy(arr: np.ndarray, groups: Groups) -> np.ndarray:
+def view_or_copy(arr: np.ndarray, groups: AxisGroups) -> np.ndarray:
     """The (A, C, B) view of an input for ``groups``, or a contiguous copy."""
     arr3 = fold(arr, groups)
     return copy_to_groups(arr, groups) if arr3 is None else arr3
@@ -188,6 +193,43 @@ def as_float64(values: ArrayLike) -> F64Array:
 # -- group and instance norm: statistics per (sample, group) ------------------
 
 
+def sample_groups(x: np.ndarray, axis: int) -> Optional[Groups4]:
+    """The groups of ``x``'s (N, A, C, B) view -- batch axis, reduced axes A,
+    the channel axis, reduced axes B -- or None when one sample's spatial
+    axes do not fold into two strided runs around the channels."""
+    plan = plan_groups(x[0], (axis - 1,))
+    if plan is None:
+        return None
+    a, c, b = (tuple(i + 1 for i in g) for g in plan)
+    if not c:  # a unit channel axis (C == 1) still gets its dimension
+        c = (axis,)
+    return (0,), a, c, b
+
+
+def sample_view(arr: np.ndarray, groups: Groups4) -> Optional[np.ndarray]:
+    """The (N, A, C, B) view of ``arr`` for ``groups``, or None."""
+    return fold(arr, groups)
+
+
+def contiguous_groups(x: np.ndarray, axis: int) -> Groups4:
+    """The groups of the contiguous copy :func:`copy_to_groups` makes: batch,
+    then every spatial axis as A, then the channels (channels last)."""
+    spatial = tuple(i for i in range(1, x.ndim) if i != axis)
+    return (0,), spatial, (axis,), ()
+
+
+def sample_views(x: np.ndarray, axis: int) -> tuple[np.ndarray, Groups4]:
+    """``(x4, groups)``: a no-copy (N, A, C, B) view of ``x`` when one exists,
+    else a contiguous channels-last copy (N, S, C, 1)."""
+    groups = sample_groups(x, axis)
+    if groups is not None:
+        x4 = sample_view(x, groups)
+        if x4 is not None:
+            return x4, groups
+    groups = contiguous_groups(x, axis)
+    return copy_to_groups(x, groups), groups
+
+
 def group_moments(
     impl: ModuleType, x: np.ndarray, axis: int, groups_count: int
 ) -> tuple[F64Array, F64Array]:
@@ -199,16 +241,14 @@ def group_moments(
     kept = (0, axis)
     plan = plan_groups(xs, kept)
     x3 = fold(xs, plan) if plan is not None else None
-    if x3 is not None:
+    if x3 is not None:  # channels first: one row per (sample, group)
         mean, m2 = impl.moments(x3)
         return mean.reshape(n, groups_count), m2.reshape(n, groups_count)
-    # Batch and group axes do not collapse (channels last): one call per sample.
-    means = np.empty((n, groups_count))
-    m2s = np.empty((n, groups_count))
-    for i in range(n):
-        x3, _ = canonical(xs[i], (axis - 1,))
-        means[i], m2s[i] = impl.moments(x3)
-    return means, m2s
+    # Batch and group axes do not collapse (channels last): every sample in
+    # one call, per-channel moments merged per group in the kernel.
+    x4, _ = sample_views(x, axis)
+    mean, m2 = impl.group_norm_moments(x4, groups_count)
+    return mean, m2
 
 
 def affine_per_sample_channel(
@@ -304,38 +344,30 @@ def _affine_float64(
 # -- group norm's backward: rows of (sample, channel) pairs --------------------
 
 
-def block_ranges(n: int, blocks: int) -> list[tuple[int, int]]:
-    """Sample ranges of the blocks: one block of all N, or one per sample."""
-    return [(0, n)] if blocks == 1 else [(i, i + 1) for i in range(n)]
-
-
-def sample_channel_blocks(
+def sample_channel_views(
     x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int, spatial: tuple[int, ...]
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], Callable[[], None]]:
-    """(1, K, S) views of x, dy and dx with rows = (sample, channel) pairs.
+) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
+    """``(merged, xv, dyv, dxv, finish)``: views of x, dy and dx for the
+    per-(sample, channel) backward kernels.
 
-    One block of N*C rows when batch and channel axes collapse in all three
-    (channels first), else one block per sample (channels last). Inputs that
-    cannot be viewed are copied; an output that cannot be viewed goes through
-    a temporary written back by the returned ``finish()``."""
+    merged: (1, N*C, S) views with one row per (sample, channel), when batch
+    and channel axes collapse in all three (channels first), for the
+    batch-norm backward kernels. Otherwise (N, A, C, B) views for the
+    group-norm kernels (channels last: the channels stay unit-stride), the
+    groups chosen by x. Inputs that cannot be viewed so are copied; an
+    output that cannot be viewed goes through a temporary written back by
+    the returned ``finish()``."""
     merged: Groups = ((), (0, axis), spatial)
     xv, dyv, dxv = (fold(a, merged) for a in (x, dy, dx))
     if xv is not None and dyv is not None and dxv is not None:
-        return [xv], [dyv], [dxv], lambda: None
-    per_sample: Groups = ((0,), (axis,), spatial)
-    x3 = view_or_copy(x, per_sample)
-    dy3 = view_or_copy(dy, per_sample)
-    dx3 = fold(dx, per_sample)
-    work = np.empty(x3.shape, dtype=dx.dtype) if dx3 is None else dx3
+        return True, xv, dyv, dxv, lambda: None
+    x4, groups = sample_views(x, axis)
+    dy4 = view_or_copy(dy, groups)
+    dx4 = fold(dx, groups)
+    work = np.empty(x4.shape, dtype=dx.dtype) if dx4 is None else dx4
 
     def finish() -> None:
-        if dx3 is None:
-            copy_from_groups(work, dx, per_sample)
+        if dx4 is None:
+            copy_from_groups(work, dx, groups)
 
-    n = x.shape[0]
-    return (
-        [x3[i : i + 1] for i in range(n)],
-        [dy3[i : i + 1] for i in range(n)],
-        [work[i : i + 1] for i in range(n)],
-        finish,
-    )
+    return False, x4, dy4, work, finish

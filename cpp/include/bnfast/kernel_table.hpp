@@ -8,6 +8,7 @@
 #include "bnfast/isa_list.hpp"
 #include "kernels/affine.hpp"
 #include "kernels/batch_norm.hpp"
+#include "kernels/group_norm.hpp"
 #include "kernels/layer_norm.hpp"
 #include "kernels/memory_floor.hpp"
 #include "kernels/moments.hpp"
@@ -28,6 +29,7 @@ struct FamilyKernels {
     AffineKernels<T> affine;
     BatchNormKernels<T> batch_norm;
     LayerNormKernels<T> layer_norm;
+    GroupNormKernels<T> group_norm;
 };
 
 struct KernelTable {

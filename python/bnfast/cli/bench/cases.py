@@ -26,7 +26,12 @@ NEW_OUTPUT = " (new output)"  # op suffix: the same call without out=
 SIZES = ("quick", "moderate", "full")
 
 # Ops whose baselines are not the default (a NumPy expression, no scikit-learn).
-_NO_NUMPY = ("layer_norm backward", "rms_norm backward")
+_NO_NUMPY = (
+    "layer_norm backward",
+    "rms_norm backward",
+    "group_norm backward",
+    "instance_norm backward",
+)
 _SKLEARN = ("mean_var axis=0", "Standardizer fit", "Standardizer transform")
 
 
@@ -39,7 +44,7 @@ class CaseSpec:
     shape: tuple[int, ...]
     layout: str
     dtype: str
-    groups: int | None = None  # group_norm's number of groups
+    groups: int | None = None  # group_norm's number of groups (instance_norm: C)
 
     @property
     def base_op(self) -> str:
@@ -76,7 +81,13 @@ class CaseSpec:
             return ((2 * n, 0), (2 * n, n))
         if op in ("layer_norm backward", "rms_norm backward"):
             return ((2 * n, n),)
-        return ((n, n),)  # eval, layer/RMS/group norm, Standardizer transform
+        if op in ("group_norm backward", "instance_norm backward"):
+            # A (sample, group)'s x and dy in cache: reduced, then written.
+            assert self.groups is not None
+            if 2 * n // (self.shape[0] * self.groups) <= cache_bytes:
+                return ((2 * n, n),)
+            return ((2 * n, 0), (2 * n, n))
+        return ((n, n),)  # eval, layer/RMS/group/instance norm, Standardizer transform
 
     @property
     def baselines(self) -> tuple[str, ...]:
@@ -170,9 +181,16 @@ def case_specs(size: str) -> list[CaseSpec]:
         for op in ("layer_norm", "layer_norm backward", "rms_norm", "rms_norm backward"):
             add(op, shape, "2-D", np.float32)
     for shape in s["gn"]:
+        nhwc = (shape[0], shape[2], shape[3], shape[1])
         add("group_norm", shape, "NCHW", np.float32, groups=32)
-        # channels last: the layout the native kernels do not cover yet
-        add("group_norm", (shape[0], shape[2], shape[3], shape[1]), "NHWC", np.float32, groups=32)
+        add("group_norm", nhwc, "NHWC", np.float32, groups=32)
+        if size == "full":  # channels first and last at the same ratio to the floor
+            c = shape[1]
+            add("group_norm backward", shape, "NCHW", np.float32, groups=32)
+            add("group_norm backward", nhwc, "NHWC", np.float32, groups=32)
+            for op in ("instance_norm", "instance_norm backward"):
+                add(op, shape, "NCHW", np.float32, groups=c)
+                add(op, nhwc, "NHWC", np.float32, groups=c)
     add("batch_norm train", (4, 16), "tiny", np.float32)
     add("layer_norm", (4, 64), "tiny", np.float32)
     return specs
@@ -276,6 +294,15 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
                     _, state["mean"], state["rstd"] = bnfast.layer_norm(
                         x, state["wd"], return_stats=True
                     )
+                elif op == "group_norm backward":
+                    assert spec.groups is not None
+                    _, state["mean"], state["rstd"] = bnfast.group_norm(
+                        x, spec.groups, axis=axis, return_stats=True
+                    )
+                elif op == "instance_norm backward":
+                    _, state["mean"], state["rstd"] = bnfast.instance_norm(
+                        x, axis=axis, return_stats=True
+                    )
                 else:
                     state["wd"] = np.ones(x.shape[-1], dtype)
                     _, state["rstd"] = bnfast.rms_norm(x, state["wd"], return_stats=True)
@@ -315,6 +342,16 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
             groups = spec.groups
             assert groups is not None
             return lambda: bnfast.group_norm(x, groups, w, b, axis=axis, out=y)
+        if op == "group_norm backward":
+            num_groups = spec.groups
+            assert num_groups is not None
+            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
+            return lambda: bnfast.group_norm_backward(dy, x, mean, rstd, num_groups, w, axis=axis)
+        if op == "instance_norm":
+            return lambda: bnfast.instance_norm(x, w, b, axis=axis, out=y)
+        if op == "instance_norm backward":
+            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
+            return lambda: bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
         if op == "Standardizer fit":
             return lambda: bnfast.Standardizer().fit(x)
         if op == "Standardizer transform":
@@ -344,7 +381,7 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
             return _np_layer_norm(x)
         if op == "rms_norm":
             return _np_rms_norm(x)
-        if op == "group_norm":
+        if op in ("group_norm", "instance_norm"):
             assert spec.groups is not None
             if layout == "NHWC":  # channels first for the expression, back after
                 return _np_group_norm(np.moveaxis(x, -1, 1), spec.groups).transpose(0, 2, 3, 1)

@@ -1,0 +1,73 @@
+// The group-norm family (group and instance norm): the kernels for layouts
+// where the batch and channel axes do not collapse into one strided
+// dimension (channels last, e.g. NHWC with axis=-1). Channels-first data
+// needs none of its own: it runs on the moments kernel over (1, N*G, C/G*S)
+// and the batch-norm backward kernels over (1, N*C, S).
+//
+// Each kernel takes a batch of N samples, sample n at x + n*sN, each an
+// (A, C, B) view (channels on C, the spatial axes on A and B), and does
+// for all samples in one call what one call of an existing kernel does for
+// one sample, so there is no per-sample loop in Python.
+//
+// Threads: samples in parallel (one thread each) when there are enough
+// of them or each is small; otherwise samples in order, each with all the
+// threads. The per-sample kernels give the same bits for every thread
+// count, so the choice never changes a result.
+#pragma once
+#include <cstdint>
+
+#include "bnfast/half.hpp"
+#include "bnfast/view3.hpp"
+
+namespace bnfast {
+
+// N samples at stride sN (elements), each the (A, C, B) view v.
+struct BatchView3 {
+    std::int64_t N, sN;
+    View3 v;
+};
+
+// Per-(sample, group) moments: the channels of group g are
+// [g*C/G, (g+1)*C/G). Per-(sample, channel) moments over A x B come from
+// the moments kernel (its unit-stride channel path for channels-last
+// data), then each group's C/G channel moments are merged by Chan's formula
+// in channel order, means relative to the group's first channel mean, with
+// the double-double sum of the channels' exact sums count*mean correcting
+// the merged mean (final_mean). Writes mean[n*G + g], m2[n*G + g].
+template <class T>
+using group_norm_moments_fn = void (*)(const T* x, const BatchView3& xv, std::int64_t groups,
+                                       double* mean, double* m2, int nthreads);
+
+// batch_norm_backward_reduce per sample: center, sum_d, sum_dy, sum_dy_d
+// indexed n*C + c.
+template <class T>
+using group_norm_backward_reduce_fn = void (*)(const T* x, const BatchView3& xv, const T* dy,
+                                               const BatchView3& dyv, const double* center,
+                                               double* sum_d, double* sum_dy, double* sum_dy_d,
+                                               int nthreads);
+
+// batch_norm_backward_apply per sample with per-(sample, channel)
+// parameters indexed n*C + c: dx = dy*p + ((((x - hi) - lo)*s)*q + r)*s.
+template <class T>
+using group_norm_backward_apply_fn = void (*)(const T* x, const BatchView3& xv, const T* dy,
+                                              const BatchView3& dyv, T* dx,
+                                              const BatchView3& dxv, const compute_t<T>* hi,
+                                              const compute_t<T>* lo, const compute_t<T>* s,
+                                              const compute_t<T>* p, const compute_t<T>* q,
+                                              const compute_t<T>* r, int nthreads);
+
+template <class T>
+struct GroupNormKernels {
+    group_norm_moments_fn<T> moments;
+    group_norm_backward_reduce_fn<T> backward_reduce;
+    group_norm_backward_apply_fn<T> backward_apply;
+};
+
+#if defined(BNFAST_ISA)
+namespace kernels::BNFAST_ISA {
+template <class T>
+GroupNormKernels<T> group_norm_kernels();  // group_norm.cpp, for float, double, f16_t, bf16_t
+}
+#endif
+
+}  // namespace bnfast
