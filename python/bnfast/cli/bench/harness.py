@@ -247,7 +247,7 @@ def table(rows: list[Row]) -> str:
 FAMILIES = (
     ("batch norm", ("batch_norm",)),
     ("layer and RMS norm", ("layer_norm", "rms_norm")),
-    ("group norm", ("group_norm",)),
+    ("group and instance norm", ("group_norm", "instance_norm")),
     ("statistics and Standardizer", ("mean_var", "Standardizer")),
 )
 

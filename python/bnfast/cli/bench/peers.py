@@ -100,6 +100,19 @@ def make_peer(torch: Any, spec: dict[str, Any]) -> Callable[[], object] | None:
         return lambda: torch.autograd.grad(y, (xg, wg), dy, retain_graph=True)
     if op == "group_norm":
         return lambda: F.group_norm(x, spec["groups"], ones, zeros)
+    if op == "instance_norm":
+        return lambda: F.instance_norm(x, weight=ones, bias=zeros)
+    if op in ("group_norm backward", "instance_norm backward"):
+        # Autograd through the forward (PyTorch's own backward kernels), as
+        # for RMS norm: instance norm is group norm with C groups there too.
+        groups = spec["groups"] if op == "group_norm backward" else c
+        xg = x.clone().requires_grad_(True)
+        wg = ones.clone().requires_grad_(True)
+        y = F.group_norm(xg, groups, wg, zeros)
+        dy = torch.randn(x.shape, generator=gen, dtype=dtype)
+        if layout == "NHWC":
+            dy = dy.to(memory_format=torch.channels_last)
+        return lambda: torch.autograd.grad(y, (xg, wg), dy, retain_graph=True)
     return None
 
 
