@@ -236,7 +236,9 @@ template <class W, class H>
 inline W bf16_widen_lanes(const H& h) {
 #if defined(BNFAST_ISA_AVX512)
     if constexpr (sizeof(W) == 64) {
-        return bit_cast_<W>(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bit_cast_<__m256i>(h)), 16));
+        // (the zero-masked form: the plain one starts from an "undefined"
+        // vector, GCC bug 105593, as the 512-bit shift intrinsics do)
+        return bit_cast_<W>(_mm512_maskz_cvtepu16_epi32(0xffff, bit_cast_<__m256i>(h))) << 16;
     } else if constexpr (sizeof(W) == 32) {
         return bit_cast_<W>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bit_cast_<__m128i>(h)), 16));
     }
@@ -256,15 +258,12 @@ template <class W>
 BNFAST_ALWAYS_INLINE W bf16_round(const W& u) {
 #if defined(BNFAST_ISA_AVX512)
     if constexpr (sizeof(W) == 64) {
-        const __m512i x = bit_cast_<__m512i>(u);
-        const __m512 f = _mm512_castsi512_ps(x);
-        const __m512i t = _mm512_srli_epi32(x, 16);
-        const __m512i r = _mm512_srli_epi32(
-            _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)),
-                             _mm512_and_si512(t, _mm512_set1_epi32(1))),
-            16);
+        const __m512 f = bit_cast_<__m512>(u);
+        const W t = u >> 16;
+        const W r = (u + 0x7fffu + (t & 1u)) >> 16;
         const __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
-        return bit_cast_<W>(_mm512_mask_or_epi32(r, nan, t, _mm512_set1_epi32(0x40)));
+        return bit_cast_<W>(_mm512_mask_or_epi32(bit_cast_<__m512i>(r), nan, bit_cast_<__m512i>(t),
+                                                 _mm512_set1_epi32(0x40)));
     }
 #endif
 #if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
@@ -379,7 +378,7 @@ BNFAST_ALWAYS_INLINE bf16_pair bf16_narrow_pair(const f32v& a, const f32v& b) {
 #if defined(BNFAST_ISA_AVX512)
     // packus works per 128-bit lane: qwords a0 b0 a1 b1 ... -> a0..a3 b0..b3
     const __m512i packed = _mm512_packus_epi32(bit_cast_<__m512i>(ra), bit_cast_<__m512i>(rb));
-    return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), packed);
+    return _mm512_maskz_permutexvar_epi64(0xff, _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), packed);
 #else
     const __m256i packed = _mm256_packus_epi32(bit_cast_<__m256i>(ra), bit_cast_<__m256i>(rb));
     return _mm256_permute4x64_epi64(packed, 0xD8);
