@@ -38,6 +38,10 @@
 #define BNFAST_VEC_BYTES 16
 #endif
 
+// For the conversions of the hot loops, which GCC otherwise may leave as
+// calls (bf16_narrow_pair, with its NaN branch, went through the PLT).
+#define BNFAST_ALWAYS_INLINE inline __attribute__((always_inline))
+
 namespace bnfast::kernels::BNFAST_ISA {
 
 constexpr int kVecBytes = BNFAST_VEC_BYTES;
@@ -225,19 +229,79 @@ inline H low_halves(const W& r) {
     return __builtin_convertvector(r, H);
 }
 
-// Vectors of bfloat16: the same operations as the scalar ones, lane-wise,
-// in GCC/Clang vector extensions (any ISA).
+// Vectors of bfloat16: the same operations as the scalar ones, lane-wise.
+// Widening is a zero extension and a shift (one vpmovzxwd each on x86:
+// GCC 12 splits __builtin_convertvector of it into 128-bit pieces there).
 template <class W, class H>
 inline W bf16_widen_lanes(const H& h) {
+#if defined(BNFAST_ISA_AVX512)
+    if constexpr (sizeof(W) == 64) {
+        // (the zero-masked form: the plain one starts from an "undefined"
+        // vector, GCC bug 105593, as the 512-bit shift intrinsics do)
+        return bit_cast_<W>(_mm512_maskz_cvtepu16_epi32(0xffff, bit_cast_<__m256i>(h))) << 16;
+    } else if constexpr (sizeof(W) == 32) {
+        return bit_cast_<W>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bit_cast_<__m128i>(h)), 16));
+    }
+#elif defined(BNFAST_ISA_AVX2)
+    if constexpr (sizeof(W) == 32) {
+        return bit_cast_<W>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bit_cast_<__m128i>(h)), 16));
+    }
+#endif
     return __builtin_convertvector(h, W) << 16;
 }
-template <class H, class W>
-inline H bf16_narrow_lanes(const W& u) {
+
+// Narrowing, in two steps: bf16_round gives each 32-bit lane's rounded
+// bfloat16 pattern in its low 16 bits (round to nearest even by integer
+// addition; NaN lanes, found by a float compare, keep their upper half
+// with the quiet bit set), low_halves / bf16_pack keep those 16 bits.
+template <class W>
+BNFAST_ALWAYS_INLINE W bf16_round(const W& u) {
+#if defined(BNFAST_ISA_AVX512)
+    if constexpr (sizeof(W) == 64) {
+        const __m512 f = bit_cast_<__m512>(u);
+        const W t = u >> 16;
+        const W r = (u + 0x7fffu + (t & 1u)) >> 16;
+        const __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
+        return bit_cast_<W>(_mm512_mask_or_epi32(bit_cast_<__m512i>(r), nan, bit_cast_<__m512i>(t),
+                                                 _mm512_set1_epi32(0x40)));
+    }
+#endif
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    if constexpr (sizeof(W) == 32) {
+        const __m256i x = bit_cast_<__m256i>(u);
+        const __m256 f = _mm256_castsi256_ps(x);
+        const __m256i t = _mm256_srli_epi32(x, 16);
+        const __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)),
+                             _mm256_and_si256(t, _mm256_set1_epi32(1))),
+            16);
+        const __m256 nan = _mm256_cmp_ps(f, f, _CMP_UNORD_Q);
+        return bit_cast_<W>(_mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(r),
+                             _mm256_castsi256_ps(_mm256_or_si256(t, _mm256_set1_epi32(0x40))),
+                             nan)));
+    }
+#endif
     const auto is_nan = (u & 0x7fffffffu) > 0x7f800000u;  // lanes of all ones or zeros
     const W nan = bit_cast_<W>(is_nan);
     const W rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const W quiet = (u >> 16) | 0x40u;
-    return low_halves<H>((quiet & nan) | (rounded & ~nan));
+    return (quiet & nan) | (rounded & ~nan);
+}
+template <class H, class W>
+inline H bf16_narrow_lanes(const W& u) {
+    const W r = bf16_round(u);
+#if defined(BNFAST_ISA_AVX2)
+    if constexpr (sizeof(W) == 32) {  // packus: the lanes are < 2^16
+        const __m256i x = bit_cast_<__m256i>(r);
+        return bit_cast_<H>(
+            _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(x, x), 0x08)));
+    } else if constexpr (sizeof(W) == 16) {
+        const __m128i x = bit_cast_<__m128i>(r);
+        return bit_cast_<H>(_mm_cvtsi128_si64(_mm_packus_epi32(x, x)));
+    }
+#endif
+    return low_halves<H>(r);
 }
 
 // kLanesF32 elements of S as one f32v, and back.
@@ -276,6 +340,60 @@ inline void store_f32v(bf16_t* p, const f32v& v) {
     store_vec(p, bf16_narrow_lanes<u16h>(bit_cast_<u32v>(v)));
 }
 
+// Two consecutive vectors (2 * kLanesF32 elements) rounded to bfloat16 as
+// one vector of 16-bit patterns: on x86 one pack and one permute for both
+// (a 32->16 narrowing per vector costs about as much as the pair's).
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+#if defined(BNFAST_ISA_AVX512)
+using bf16_pair = __m512i;
+#else
+using bf16_pair = __m256i;
+#endif
+#if defined(BNFAST_ISA_AVX2)
+// bf16_round of lanes known not to be NaN.
+BNFAST_ALWAYS_INLINE __m256i bf16_round_finite(const __m256i x) {
+    return _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)),
+                         _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1))),
+        16);
+}
+#endif
+BNFAST_ALWAYS_INLINE bf16_pair bf16_narrow_pair(const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX2)
+    // One compare finds a NaN in either vector; without one (the common
+    // case) the lanes skip bf16_round's blend (three uops per vector on
+    // recent Intel cores: a third of the narrowing).
+    const __m256 fa = bit_cast_<__m256>(a), fb = bit_cast_<__m256>(b);
+    __m256i ra, rb;
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(fa, fb, _CMP_UNORD_Q)) == 0, 1)) {
+        ra = bf16_round_finite(_mm256_castps_si256(fa));
+        rb = bf16_round_finite(_mm256_castps_si256(fb));
+    } else {
+        ra = bit_cast_<__m256i>(bf16_round(bit_cast_<u32v>(a)));
+        rb = bit_cast_<__m256i>(bf16_round(bit_cast_<u32v>(b)));
+    }
+#else
+    const u32v ra = bf16_round(bit_cast_<u32v>(a)), rb = bf16_round(bit_cast_<u32v>(b));
+#endif
+#if defined(BNFAST_ISA_AVX512)
+    // packus works per 128-bit lane: qwords a0 b0 a1 b1 ... -> a0..a3 b0..b3
+    const __m512i packed = _mm512_packus_epi32(bit_cast_<__m512i>(ra), bit_cast_<__m512i>(rb));
+    return _mm512_maskz_permutexvar_epi64(0xff, _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), packed);
+#else
+    const __m256i packed = _mm256_packus_epi32(bit_cast_<__m256i>(ra), bit_cast_<__m256i>(rb));
+    return _mm256_permute4x64_epi64(packed, 0xD8);
+#endif
+}
+#endif
+BNFAST_ALWAYS_INLINE void store_f32v2(bf16_t* p, const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    store_vec(p, bf16_narrow_pair(a, b));
+#else
+    store_f32v(p, a);
+    store_f32v(p + kLanesF32, b);
+#endif
+}
+
 // kLanesF64 half elements widened to double, and doubles stored as S
 // (through float, see from_f64).
 inline f64v load_as_f64(const f16_t* p) {
@@ -294,7 +412,18 @@ inline f64v load_as_f64(const f16_t* p) {
 #endif
 }
 inline f64v load_as_f64(const bf16_t* p) {
+#if defined(BNFAST_ISA_AVX512)
+    const __m256i u = _mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+    return bit_cast_<f64v>(_mm512_cvtps_pd(_mm256_castsi256_ps(u)));
+#elif defined(BNFAST_ISA_AVX2)
+    // four patterns into the upper halves of 32-bit lanes: one unpack
+    const __m128i u = _mm_unpacklo_epi16(
+        _mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return bit_cast_<f64v>(_mm256_cvtps_pd(_mm_castsi128_ps(u)));
+#else
     return widen_f32h(bit_cast_<f32h>(bf16_widen_lanes<u32h>(load_vec<u16q>(p))));
+#endif
 }
 inline void store_from_f64(f16_t* p, const f64v& v) {
 #if defined(BNFAST_ISA_AVX512)
@@ -370,6 +499,18 @@ inline void stream_half(S* p, const f32v& v) {
 }
 inline void stream_vec(f16_t* p, const f32v& v) { stream_half(p, v); }
 inline void stream_vec(bf16_t* p, const f32v& v) { stream_half(p, v); }
+// Two vectors of bfloat16 (store_f32v2), streamed as one full register at
+// p (aligned to it: write_run and periodic_run stream from a cache-line
+// boundary in steps of two vectors).
+BNFAST_ALWAYS_INLINE void stream_vec2(bf16_t* p, const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bf16_narrow_pair(a, b));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bf16_narrow_pair(a, b));
+#else
+    store_f32v2(p, a, b);
+#endif
+}
 
 // Streaming stores are weakly ordered: each thread that made them fences
 // before its results are read by anyone else.
@@ -420,6 +561,11 @@ inline std::int64_t stream_head(const T* y, std::int64_t n) {
     return head < n ? head : n;
 }
 
+// bfloat16 runs are written two vectors at a time (store_f32v2: one
+// narrowing of both); the values are the same either way.
+template <class T>
+constexpr bool kPairStores = std::is_same_v<T, bf16_t>;
+
 // Writes y[0..n): L values at a time from vec(i) (the vector of elements
 // i..i+L-1), single ones from one(i). With kStream, long runs are streamed
 // from the first cache-line boundary on (one() covers the head). vec and
@@ -434,9 +580,13 @@ inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
         const std::int64_t head = stream_head(y, n);
         if (head >= 0) {
             for (; i < head; ++i) y[i] = to_storage<T>(one(i));
+            if constexpr (kPairStores<T>)
+                for (; i + 2 * L <= n; i += 2 * L) stream_vec2(y + i, vec(i), vec(i + L));
             for (; i + L <= n; i += L) stream_vec(y + i, vec(i));
         }
     }
+    if constexpr (kPairStores<T>)
+        for (; i + 2 * L <= n; i += 2 * L) store_f32v2(y + i, vec(i), vec(i + L));
     for (; i + L <= n; i += L) store_cv(y + i, vec(i));
     for (; i < n; ++i) y[i] = to_storage<T>(one(i));
 }
@@ -467,10 +617,26 @@ inline void periodic_run(T* y, std::int64_t n, std::int64_t C, VecFn&& vec, OneF
         const std::int64_t head = stream_head(y, n);
         if (head >= 0) {
             while (i < head) scalar();
+            if constexpr (kPairStores<T>) {
+                while (i + 2 * L <= n) {
+                    const auto a = vec(i, ph);
+                    advance();
+                    stream_vec2(y + i - L, a, vec(i, ph));
+                    advance();
+                }
+            }
             while (i + L <= n) {  // (a for loop here trips Clang's -Wfor-loop-analysis)
                 stream_vec(y + i, vec(i, ph));
                 advance();
             }
+        }
+    }
+    if constexpr (kPairStores<T>) {
+        while (i + 2 * L <= n) {
+            const auto a = vec(i, ph);
+            advance();
+            store_f32v2(y + i - L, a, vec(i, ph));
+            advance();
         }
     }
     while (i + L <= n) {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -83,12 +83,23 @@ def _sample_slabs(shape: tuple[int, ...], kept: tuple[int, ...]) -> list[tuple[s
 
 _S = TypeVar("_S", bound="Standardizer")
 _F = TypeVar("_F", np.float32, np.float64)  # transform keeps these dtypes
+_SC = TypeVar("_SC", bound=np.generic)  # an output dtype asked for
+# The output dtype a Standardizer was made with, for the type checker only:
+# Standardizer[None] (dtype=None: the result dtype follows the input's),
+# Standardizer[np.float32] for dtype=np.float32 / "float32", and so on.
+# Unparametrized annotations mean Standardizer[Any] (the default).
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    _O = _TypeVarWithDefault("_O", default=Any)
+else:
+    _O = TypeVar("_O")
 if TYPE_CHECKING:
     _IntOrBool = Union[np.integer[Any], np.bool_]  # transformed to float64
     AxisLike = Union[int, tuple[int, ...], None]
 
 
-class Standardizer(EstimatorParams, FittedState, Persistence):
+class Standardizer(EstimatorParams, FittedState, Persistence, Generic[_O]):
     """Per-feature standardization ``(X - mean_) / scale_``, like StandardScaler.
 
     scikit-learn's StandardScaler semantics, with exact statistics (Welford/Chan
@@ -207,6 +218,79 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
     moments_: Moments
     feature_names_in_: NDArray[np.object_]
     _fit_ndim: int
+
+    @overload
+    def __init__(
+        self: Standardizer[None],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Standardizer[np.float32],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: Literal["float32"],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Standardizer[np.float64],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: Literal["float64"],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Standardizer[np.float16],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: Literal["float16"],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Standardizer[_SC],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: type[_SC] | np.dtype[_SC],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Standardizer[Any],
+        *,
+        axis: AxisLike = 0,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        nan_policy: Literal["omit", "propagate", "raise"] = "omit",
+        copy: bool = True,
+        dtype: Any,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -502,20 +586,26 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
             )
         return self.sample_axes_
 
-    @overload  # float32 stays float32, float64 float64
-    def transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload  # dtype=None: float32 stays float32, float64 float64
+    def transform(
+        self: Standardizer[None], X: NDArray[_F], out: NDArray[_F] | None = None
+    ) -> NDArray[_F]: ...
     @overload
     def transform(
-        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+        self: Standardizer[None],
+        X: NDArray[_IntOrBool],
+        out: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float64]: ...
     @overload
     def transform(
-        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+        self: Standardizer[None], X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
     ) -> NDArray[np.floating[Any]]: ...
-
+    @overload  # an output dtype asked for: that dtype
     def transform(
-        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
-    ) -> NDArray[np.floating[Any]]:
+        self: Standardizer[_SC], X: ArrayLike, out: NDArray[_SC] | None = None
+    ) -> NDArray[_SC]: ...
+
+    def transform(self, X: ArrayLike, out: NDArray[Any] | None = None) -> NDArray[Any]:
         """Standardize ``X``: ``(X - mean_) / scale_`` per feature.
 
         No centring when ``with_mean=False``, no scaling when
@@ -591,22 +681,26 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
         self._apply(x, y, kept, hi, lo, as_param(inv, dtype), zero)
         return result
 
-    @overload
-    def inverse_transform(self, X: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]: ...
+    @overload  # dtype=None: float32 stays float32, float64 float64
+    def inverse_transform(
+        self: Standardizer[None], X: NDArray[_F], out: NDArray[_F] | None = None
+    ) -> NDArray[_F]: ...
     @overload
     def inverse_transform(
-        self, X: NDArray[_IntOrBool], out: NDArray[np.float64] | None = None
+        self: Standardizer[None],
+        X: NDArray[_IntOrBool],
+        out: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float64]: ...
     @overload
     def inverse_transform(
-        self, X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
+        self: Standardizer[None], X: ArrayLike, out: NDArray[np.floating[Any]] | None = None
     ) -> NDArray[np.floating[Any]]: ...
-
+    @overload  # an output dtype asked for: that dtype
     def inverse_transform(
-        self,
-        X: ArrayLike,
-        out: NDArray[np.floating[Any]] | None = None,
-    ) -> NDArray[np.floating[Any]]:
+        self: Standardizer[_SC], X: ArrayLike, out: NDArray[_SC] | None = None
+    ) -> NDArray[_SC]: ...
+
+    def inverse_transform(self, X: ArrayLike, out: NDArray[Any] | None = None) -> NDArray[Any]:
         """Undo :meth:`transform`: ``X * scale_ + mean_`` per feature.
 
         Parameters
@@ -777,20 +871,36 @@ class Standardizer(EstimatorParams, FittedState, Persistence):
 
     @overload
     def fit_transform(
-        self, X: NDArray[_F], y: object = None, sample_weight: ArrayLike | None = None
+        self: Standardizer[None],
+        X: NDArray[_F],
+        y: object = None,
+        sample_weight: ArrayLike | None = None,
     ) -> NDArray[_F]: ...
     @overload
     def fit_transform(
-        self, X: NDArray[_IntOrBool], y: object = None, sample_weight: ArrayLike | None = None
+        self: Standardizer[None],
+        X: NDArray[_IntOrBool],
+        y: object = None,
+        sample_weight: ArrayLike | None = None,
     ) -> NDArray[np.float64]: ...
     @overload
     def fit_transform(
-        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+        self: Standardizer[None],
+        X: ArrayLike,
+        y: object = None,
+        sample_weight: ArrayLike | None = None,
     ) -> NDArray[np.floating[Any]]: ...
+    @overload
+    def fit_transform(
+        self: Standardizer[_SC],
+        X: ArrayLike,
+        y: object = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> NDArray[_SC]: ...
 
     def fit_transform(
         self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
-    ) -> NDArray[np.floating[Any]]:
+    ) -> NDArray[Any]:
         """Fit to ``X`` (:meth:`fit`), then standardize it (:meth:`transform`).
 
         Parameters

@@ -159,7 +159,7 @@ def _fit(
     from .. import _dask
 
     x = data.array
-    st = Standardizer(axis=axis_param(axes), nan_policy=nan_policy)  # type: ignore[arg-type]
+    st = Standardizer(axis=axis_param(axes), nan_policy=nan_policy)  # type: ignore[call-overload]
     extra = []
     if extremes:
         extra = [da.nanmin(x, axis=axes), da.nanmax(x, axis=axes)]

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .._files import atomic_write, check_regular_target, kind_of_mode
-from .._validate import DTYPE_KIND_NAMES
+from .._validate import DTYPE_KIND_NAMES, is_bfloat16
 from .errors import CliError, one_line
 
 MiB = 1 << 20
@@ -334,6 +334,7 @@ def _open_npy(label: str, path: str) -> DataSource:
         shape, fortran_order, dtype = _read_npy_header(f, label)
         data_offset = f.tell()
         size = os.fstat(f.fileno()).st_size
+    dtype = _stored_dtype(label, dtype)
     _check_dtype(label, dtype)
     if any(d < 0 for d in shape):
         raise CliError(f"{label}: corrupt .npy header (negative dimension in {shape})")
@@ -382,6 +383,7 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
             shape, fortran_order, dtype = _read_npy_header(f, label)
             data_offset = f.tell()
             size = os.fstat(f.fileno()).st_size
+        dtype = _stored_dtype(label, dtype)
         _check_dtype(label, dtype)
         need = math.prod(shape) * dtype.itemsize
         have = min(info.file_size - (data_offset - member_start), size - data_offset)
@@ -398,6 +400,7 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
             header_len = f.tell()
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise CliError(f"{label}: cannot read the compressed member ({one_line(exc)})") from None
+    dtype = _stored_dtype(label, dtype)
     _check_dtype(label, dtype)
     need = math.prod(shape) * dtype.itemsize
     if info.file_size - header_len < need:
@@ -413,12 +416,33 @@ def _open_npz(label: str, path: str, member: str | None) -> DataSource:
     return _StreamSource(label, path, shape, dtype, False, info, header_len)
 
 
+def _stored_dtype(label: str, dtype: np.dtype) -> np.dtype:
+    """The dtype of a .npy header, with bfloat16 recognised.
+
+    NumPy has no bfloat16: ``np.save`` of an ``ml_dtypes.bfloat16`` array
+    writes its descr as a plain 2-byte void (``'<V2'``), and ``np.load``
+    gives such a void array back. A void of exactly 2 bytes with no fields
+    is read as bfloat16 when ml_dtypes is installed (the only 2-byte type
+    that saves so); without it, the error names the package."""
+    if dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None and dtype.shape == ():
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise CliError(
+                f"{label}: dtype {dtype.str} (2-byte void) is how ml_dtypes' bfloat16 "
+                f"arrays are saved; reading it as bfloat16 needs the ml_dtypes package "
+                f"(pip install ml_dtypes)"
+            ) from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return dtype
+
+
 def _check_dtype(label: str, dtype: np.dtype) -> None:
-    if dtype.kind not in "biuf":
+    if dtype.kind not in "biuf" and not is_bfloat16(dtype):
         what = DTYPE_KIND_NAMES.get(dtype.kind, "non-numeric")
         raise CliError(
             f"{label}: dtype {dtype} ({what}) is not supported; "
-            f"bnfast needs real numbers (bool, integer or floating)"
+            f"bnfast needs real numbers (bool, integer or floating, bfloat16 included)"
         )
 
 
