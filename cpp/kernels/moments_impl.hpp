@@ -46,6 +46,10 @@ constexpr std::int64_t kChannelChunkScale = 8;
 // arrays (one load and store of each accumulator per value otherwise). The
 // order of the additions per channel is the same, so are the results.
 constexpr int kRegBlock = 4;
+// Pass 2 keeps four vectors per block of channels (sum, compensation,
+// squares, shift): 16 registers at kRegBlock 4, all AVX-512 has spare
+// (32) but all AVX2 has, so AVX2 and narrower take blocks of 2.
+constexpr int kRegBlock2 = kVecBytes == 64 ? 4 : 2;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -152,19 +156,149 @@ struct Pass1Acc {
     double max() const { return tail.max_with(max_lanes(vmax(hi1, hi))); }
 };
 
+// a * b + c rounded once where the ISA has a fused multiply-add (avx2,
+// avx512), a * b + c otherwise (the baseline: no FMA in SSE2, and a libm
+// call would be slow). The build never contracts a * b + c by itself.
+inline f64v fma_v(const f64v& a, const f64v& b, const f64v& c) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f64v>(_mm512_fmadd_pd(bit_cast_<__m512d>(a), bit_cast_<__m512d>(b),
+                                           bit_cast_<__m512d>(c)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f64v>(_mm256_fmadd_pd(bit_cast_<__m256d>(a), bit_cast_<__m256d>(b),
+                                           bit_cast_<__m256d>(c)));
+#else
+    return a * b + c;
+#endif
+}
+inline double fma_s(double a, double b, double c) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    return std::fma(a, b, c);  // one instruction with -mfma
+#else
+    return a * b + c;
+#endif
+}
+
+// s + c += b: Knuth's TwoSum adds b to s and its rounding error to c
+// (exact: s_new + err == s + b). Lane-wise for vectors, or scalars.
+template <class V>
+inline void two_sum_into(V& s, V& c, const V& b) {
+    const V t = s + b;
+    const V bb = t - s;
+    c += (s - (t - bb)) + (b - bb);
+    s = t;
+}
+
+// Pass 2's accumulators: the sum of the deviations d = x - shift as a
+// compensated sum (s, c), the sum of their squares in q0..q3 (four chains:
+// FMA latency). The deviations of each block of kP2Vec vectors are added as
+// a tree, and the block's sum goes into (s, c) by TwoSum: the sum of a chunk
+// holding an outlier rounds at the outlier's scale twice per block instead
+// of once per value of its chain (a chain of 256 values put the mean of
+// [1e16] + a million ones 20 ulps off; see docs/design.md, "Statistics").
+constexpr int kP2Vec = 4;
 struct Pass2Acc {
-    f64v d0, d1, dd0, dd1;
-    double d_tail, dd_tail;
+    f64v s, c, q0, q1, q2, q3;
+    double s_tail, c_tail, q_tail;
     void reset() {
-        d0 = d1 = dd0 = dd1 = f64v{};
-        d_tail = dd_tail = 0.0;
+        s = c = q0 = q1 = q2 = q3 = f64v{};
+        s_tail = c_tail = q_tail = 0.0;
     }
     void add_scalar(double d) {
-        d_tail += d;
-        dd_tail += d * d;
+        two_sum_into(s_tail, c_tail, d);
+        q_tail = fma_s(d, d, q_tail);
     }
-    double sum_d() const { return sum_lanes(d0 + d1) + d_tail; }
-    double sum_dd() const { return sum_lanes(dd0 + dd1) + dd_tail; }
+    // The lanes and the tail, compensated (a plain sum of the lanes would
+    // round at the outlier's scale once per lane).
+    double sum_d() const {
+        double hi = 0.0, lo = 0.0;
+        for (int i = 0; i < kLanesF64; ++i) {
+            two_sum_into(hi, lo, s[i]);
+            lo += c[i];
+        }
+        two_sum_into(hi, lo, s_tail);
+        lo += c_tail;
+        return hi + lo;
+    }
+    double sum_dd() const { return sum_lanes((q0 + q1) + (q2 + q3)) + q_tail; }
+};
+
+// Prefetch of the next chunk while pass 2 works on the cached one: pass 2
+// does not touch memory, so without it the memory bus idled through every
+// pass 2 (the passes took the sum of their times, not the larger). A walk
+// over contiguous pieces of the next chunk, one cache line per step,
+// into L2 (prefetcht1: the current chunk stays in L1).
+struct PrefetchWalk {
+    const char* p = nullptr;     // next line to fetch
+    const char* stop = nullptr;  // end of the current piece
+    // The remaining pieces: rows of the row path (a, b, left) or rows of a
+    // channel tile (row, row_end).
+    const void* base = nullptr;
+    std::int64_t a = 0, b = 0, left = 0;
+    std::int64_t B = 0, sA = 0, elem = 0;
+    bool active() const { return p != nullptr; }
+    void next_piece() {
+        if (left <= 0) {
+            p = nullptr;
+            return;
+        }
+        const std::int64_t len = min_i64(B - b, left);
+        const char* start = static_cast<const char*>(base) + (a * sA + b) * elem;
+        p = start;
+        stop = start + len * elem;
+        left -= len;
+        ++a;
+        b = 0;
+    }
+    // Starts a walk over the flat range [begin, end) of a slab with rows of
+    // B contiguous elements of `elem` bytes at stride sA elements.
+    void start_rows(const void* xc, std::int64_t B_, std::int64_t sA_, std::int64_t elem_,
+                    std::int64_t begin, std::int64_t end) {
+        base = xc;
+        B = B_;
+        sA = sA_;
+        elem = elem_;
+        a = begin / B;
+        b = begin % B;
+        left = end - begin;
+        next_piece();
+    }
+    // Starts a walk over rows [r_begin, r_end) of a channel tile: tw
+    // contiguous elements from row_ptr(r) + c0 (unit channel stride only).
+    const View3* view = nullptr;
+    std::int64_t row = 0, row_end = 0, c0 = 0, tw = 0;
+    // One cache line per 64 bytes the caller consumed.
+    void step(std::int64_t bytes) {
+        for (; bytes > 0 && p != nullptr; bytes -= 64) {
+            __builtin_prefetch(p, 0, 2);
+            p += 64;
+            if (p >= stop) {
+                if (view != nullptr) next_row();
+                else next_piece();
+            }
+        }
+    }
+    void next_row() {
+        if (row >= row_end) {
+            p = nullptr;
+            return;
+        }
+        const View3& v = *view;
+        const std::int64_t off = v.B == 1 ? row * v.sA : (row / v.B) * v.sA + (row % v.B) * v.sB;
+        p = static_cast<const char*>(base) + (off + c0) * elem;
+        stop = p + tw * elem;
+        ++row;
+    }
+    void start_tile(const void* x, const View3& v, std::int64_t elem_, std::int64_t c0_,
+                    std::int64_t tw_, std::int64_t r_begin, std::int64_t r_end) {
+        base = x;
+        view = &v;
+        elem = elem_;
+        c0 = c0_;
+        tw = tw_;
+        row = r_begin;
+        row_end = r_end;
+        next_row();
+    }
 };
 
 // Pass 1 of float32 data runs in float32: min and max are exact in any
@@ -248,17 +382,22 @@ inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& 
 
 template <class T>
 inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
-                          double shift, Pass2Acc& acc) {
+                          double shift, Pass2Acc& acc, PrefetchWalk& pf) {
+    constexpr int L = kLanesF64;
     std::int64_t i = 0;
     if (stride == 1) {
         const f64v shift_v = splat<f64v>(shift);
-        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+        for (; i + kP2Vec * L <= n; i += kP2Vec * L) {
             const f64v d0 = load_as_f64(p + i) - shift_v;
-            const f64v d1 = load_as_f64(p + i + kLanesF64) - shift_v;
-            acc.d0 += d0;
-            acc.d1 += d1;
-            acc.dd0 += d0 * d0;
-            acc.dd1 += d1 * d1;
+            const f64v d1 = load_as_f64(p + i + L) - shift_v;
+            const f64v d2 = load_as_f64(p + i + 2 * L) - shift_v;
+            const f64v d3 = load_as_f64(p + i + 3 * L) - shift_v;
+            two_sum_into(acc.s, acc.c, (d0 + d1) + (d2 + d3));
+            acc.q0 = fma_v(d0, d0, acc.q0);
+            acc.q1 = fma_v(d1, d1, acc.q1);
+            acc.q2 = fma_v(d2, d2, acc.q2);
+            acc.q3 = fma_v(d3, d3, acc.q3);
+            pf.step(kP2Vec * L * static_cast<std::int64_t>(sizeof(T)));
         }
         for (; i < n; ++i) acc.add_scalar(as_f64(p[i]) - shift);
     } else {
@@ -338,8 +477,12 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
         } else {
             const double shift = sum / static_cast<double>(hi - lo);
             p2.reset();
+            PrefetchWalk pf;
+            if (v.sB == 1 && hi < end)
+                pf.start_rows(xc, v.B, v.sA, static_cast<std::int64_t>(sizeof(T)), hi,
+                              min_i64(hi + kChunk, end));
             for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
-                pass2_segment(p, len, v.sB, shift, p2);
+                pass2_segment(p, len, v.sB, shift, p2, pf);
             });
             chunk_from_pass2(hi - lo, sum, shift, ref, p2.sum_d(), p2.sum_dd(), chunk);
         }
@@ -413,6 +556,7 @@ struct TileScratch {
     double* shift;
     double* sum_d;
     double* sum_dd;
+    double* sum_dc;  // compensation of sum_d (see Pass2Acc)
     double* mean;  // running moments of the tile (mean relative to ref)
     double* m2;
     double* sum_hi;  // running sums of the tile (absolute; Moments1's sum_hi, sum_lo)
@@ -512,9 +656,35 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 }
             }
         } else {
+            std::int64_t cb = 0;
+            if constexpr (kUnitC) {  // register blocks, see kRegBlock
+                constexpr std::int64_t L = kLanesF64, W = kRegBlock * kLanesF64;
+                for (; cb + W <= tw; cb += W) {
+                    f64v a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
+                    for (int k = 0; k < kRegBlock; ++k) {
+                        a_s[k] = f64v{};
+                        a_lo[k] = splat<f64v>(kInf);
+                        a_hi[k] = splat<f64v>(-kInf);
+                    }
+                    for (std::int64_t r = r0; r < r1; ++r) {
+                        const T* p = row_ptr(x, v, r) + c0 + cb;
+                        for (int k = 0; k < kRegBlock; ++k) {
+                            const f64v val = load_as_f64(p + k * L);
+                            a_s[k] += val;
+                            a_lo[k] = vmin(val, a_lo[k]);
+                            a_hi[k] = vmax(val, a_hi[k]);
+                        }
+                    }
+                    for (int k = 0; k < kRegBlock; ++k) {
+                        store_vec(sum + cb + k * L, a_s[k]);
+                        store_vec(lo + cb + k * L, a_lo[k]);
+                        store_vec(hi + cb + k * L, a_hi[k]);
+                    }
+                }
+            }
             for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
                 const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = 0; c < tw; ++c) {
+                for (std::int64_t c = cb; c < tw; ++c) {
                     const double val = as_f64(row[c * sc]);
                     sum[c] += val;
                     lo[c] = val < lo[c] ? val : lo[c];
@@ -523,37 +693,90 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             }
         }
         for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
-        std::int64_t cb2 = 0;  // pass 2: deviations (chunk is cached)
+        // Pass 2: deviations from the shift (the chunk is cached), summed
+        // as Pass2Acc does per value of the row path, here per channel over
+        // blocks of kP2Vec rows: a tree of the block's deviations, added by
+        // TwoSum into (sd, sdc); squares by FMA. The same operations per
+        // channel in the register blocks and the scalar loop.
+        double* __restrict sdc = s.sum_dc;
+        for (std::int64_t c = 0; c < tw; ++c) sdc[c] = 0.0;
+        PrefetchWalk pf;
+        if (kUnitC && r1 < r_end)
+            pf.start_tile(x, v, static_cast<std::int64_t>(sizeof(T)), c0, tw, r1,
+                          min_i64(r1 + chunk_rows, r_end));
+        std::int64_t cb2 = 0;
         if constexpr (kUnitC) {  // register blocks, see kRegBlock
-            constexpr std::int64_t L = kLanesF64, W = kRegBlock * kLanesF64;
+            constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
             for (; cb2 + W <= tw; cb2 += W) {
-                f64v sh[kRegBlock], a_d[kRegBlock], a_dd[kRegBlock];
-                for (int k = 0; k < kRegBlock; ++k) {
+                f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
+                for (int k = 0; k < kRegBlock2; ++k) {
                     sh[k] = load_vec<f64v>(shift + cb2 + k * L);
-                    a_d[k] = a_dd[k] = f64v{};
+                    a_s[k] = a_c[k] = a_q[k] = f64v{};
                 }
-                for (std::int64_t r = r0; r < r1; ++r) {
+                std::int64_t r = r0;
+                for (; r + kP2Vec <= r1; r += kP2Vec) {
+                    const T* p0 = row_ptr(x, v, r) + c0 + cb2;
+                    const T* p1 = row_ptr(x, v, r + 1) + c0 + cb2;
+                    const T* p2 = row_ptr(x, v, r + 2) + c0 + cb2;
+                    const T* p3 = row_ptr(x, v, r + 3) + c0 + cb2;
+                    for (int k = 0; k < kRegBlock2; ++k) {
+                        const f64v d0 = load_as_f64(p0 + k * L) - sh[k];
+                        const f64v d1 = load_as_f64(p1 + k * L) - sh[k];
+                        const f64v d2 = load_as_f64(p2 + k * L) - sh[k];
+                        const f64v d3 = load_as_f64(p3 + k * L) - sh[k];
+                        two_sum_into(a_s[k], a_c[k], (d0 + d1) + (d2 + d3));
+                        a_q[k] = fma_v(d0, d0, a_q[k]);
+                        a_q[k] = fma_v(d1, d1, a_q[k]);
+                        a_q[k] = fma_v(d2, d2, a_q[k]);
+                        a_q[k] = fma_v(d3, d3, a_q[k]);
+                    }
+                    pf.step(kP2Vec * W * static_cast<std::int64_t>(sizeof(T)));
+                }
+                for (; r < r1; ++r) {
                     const T* p = row_ptr(x, v, r) + c0 + cb2;
-                    for (int k = 0; k < kRegBlock; ++k) {
+                    for (int k = 0; k < kRegBlock2; ++k) {
                         const f64v d = load_as_f64(p + k * L) - sh[k];
-                        a_d[k] += d;
-                        a_dd[k] += d * d;
+                        two_sum_into(a_s[k], a_c[k], d);
+                        a_q[k] = fma_v(d, d, a_q[k]);
                     }
                 }
-                for (int k = 0; k < kRegBlock; ++k) {
-                    store_vec(sd + cb2 + k * L, a_d[k]);
-                    store_vec(sdd + cb2 + k * L, a_dd[k]);
+                for (int k = 0; k < kRegBlock2; ++k) {
+                    store_vec(sd + cb2 + k * L, a_s[k]);
+                    store_vec(sdc + cb2 + k * L, a_c[k]);
+                    store_vec(sdd + cb2 + k * L, a_q[k]);
                 }
             }
         }
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const T* row = row_ptr(x, v, r) + c0 * sc;
-            for (std::int64_t c = cb2; c < tw; ++c) {
-                const double d = as_f64(row[c * sc]) - shift[c];
-                sd[c] += d;
-                sdd[c] += d * d;
+        if (cb2 < tw) {
+            std::int64_t r = r0;
+            for (; r + kP2Vec <= r1; r += kP2Vec) {
+                const T* p0 = row_ptr(x, v, r) + c0 * sc;
+                const T* p1 = row_ptr(x, v, r + 1) + c0 * sc;
+                const T* p2 = row_ptr(x, v, r + 2) + c0 * sc;
+                const T* p3 = row_ptr(x, v, r + 3) + c0 * sc;
+                for (std::int64_t c = cb2; c < tw; ++c) {
+                    const double d0 = as_f64(p0[c * sc]) - shift[c];
+                    const double d1 = as_f64(p1[c * sc]) - shift[c];
+                    const double d2 = as_f64(p2[c * sc]) - shift[c];
+                    const double d3 = as_f64(p3[c * sc]) - shift[c];
+                    two_sum_into(sd[c], sdc[c], (d0 + d1) + (d2 + d3));
+                    double q = fma_s(d0, d0, sdd[c]);
+                    q = fma_s(d1, d1, q);
+                    q = fma_s(d2, d2, q);
+                    sdd[c] = fma_s(d3, d3, q);
+                }
+                pf.step(kP2Vec * (tw - cb2) * static_cast<std::int64_t>(sizeof(T)));
+            }
+            for (; r < r1; ++r) {
+                const T* row = row_ptr(x, v, r) + c0 * sc;
+                for (std::int64_t c = cb2; c < tw; ++c) {
+                    const double d = as_f64(row[c * sc]) - shift[c];
+                    two_sum_into(sd[c], sdc[c], d);
+                    sdd[c] = fma_s(d, d, sdd[c]);
+                }
             }
         }
+        for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
         // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
         // merged into the tile's running moments.
         double* __restrict mean = s.mean;
@@ -624,7 +847,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // Per-thread regions padded by two cache lines: the accumulators are
     // written on every row, and a line shared by two threads' regions would
     // bounce between cores.
-    const std::size_t stride = 10 * t + 16, stride_f32 = 3 * t + 32;
+    const std::size_t stride = 11 * t + 16, stride_f32 = 3 * t + 32;
     Scratch<double> scratch_buf(stride * static_cast<std::size_t>(nt));
     Scratch<float> scratch_f32_buf(  // pass 1 of float32 data only
         kPass1F32<T> ? stride_f32 * static_cast<std::size_t>(nt) : 0);
@@ -641,6 +864,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
                       buf + 3 * t,
                       buf + 4 * t,
                       buf + 5 * t,
+                      buf + 10 * t,
                       buf + 6 * t,
                       buf + 7 * t,
                       buf + 8 * t,
