@@ -47,9 +47,15 @@ constexpr std::int64_t kChannelChunkScale = 8;
 // order of the additions per channel is the same, so are the results.
 constexpr int kRegBlock = 4;
 // Pass 2 keeps four vectors per block of channels (sum, compensation,
-// squares, shift): 16 registers at kRegBlock 4, all AVX-512 has spare
-// (32) but all AVX2 has, so AVX2 and narrower take blocks of 2.
+// squares, shift): AVX-512 has the 32 registers for blocks of 4, AVX2 (16)
+// takes blocks of 2 (blocks of 1 ran 2.5x slower: too few chains).
 constexpr int kRegBlock2 = kVecBytes == 64 ? 4 : 2;
+// Both passes can walk a chunk of a tile in blocks of rows across the
+// whole tile (row_block()), at least kRowBlock rows: a register block walking
+// all rows of a chunk down a column strip reads 64 rows 4 KB apart (1024
+// float32 channels), all in the same L1 sets, and the prefetcher does not
+// follow 64 streams. Each channel's additions keep their order either way.
+constexpr std::int64_t kRowBlock = 8;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -268,6 +274,11 @@ struct PrefetchWalk {
     std::int64_t row = 0, row_end = 0, c0 = 0, tw = 0;
     // One cache line per 64 bytes the caller consumed.
     void step(std::int64_t bytes) {
+        if (p != nullptr && p + bytes < stop) {  // within the piece: no checks per line
+            for (std::int64_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k, 0, 2);
+            p += bytes;
+            return;
+        }
         for (; bytes > 0 && p != nullptr; bytes -= 64) {
             __builtin_prefetch(p, 0, 2);
             p += 64;
@@ -573,11 +584,66 @@ inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
     return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
 }
 
+// The channel path's pass 2 sums the deviations of kP2Rows rows of a
+// channel as a tree before each TwoSum (one compensated addition per 8
+// values; see Pass2Acc), and their squares in two FMA chains (even rows
+// into the running sum, odd rows into a fresh one added after): one chain
+// of 8 FMAs per block waited on their latency.
+constexpr int kP2Rows = 8;
+template <class V>
+inline V tree8(const V* d) {
+    return ((d[0] + d[1]) + (d[2] + d[3])) + ((d[4] + d[5]) + (d[6] + d[7]));
+}
+
+// Rows per row block of a chunk of a tile (see kRowBlock): the whole chunk.
+// Blocks of 8 rows across the tile (accumulators through the scratch between
+// blocks) measured slower in cache, 0.114 against 0.106 ms per MB of
+// 256x1024 float32 on AVX-512 and 0.168 against 0.123 on AVX2, and with the
+// next chunk prefetched into L2 during pass 2 (PrefetchWalk) only a tile's
+// first chunk walks its column strips from memory.
+inline std::int64_t row_block(std::int64_t chunk_rows) { return max_i64(chunk_rows, kRowBlock); }
+
+// Pass 1 of rows [rb, re) of a unit-stride channel tile in register blocks
+// of kRegBlock vectors of channels, continuing the running sum/min/max in
+// the scratch arrays (V: f32v for Pass1AccF32's precision, f64v for double).
+// Returns the first channel left to the scalar loop.
+template <class V, class T, class S, class Load>
+inline std::int64_t pass1_blocks(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
+                                 std::int64_t rb, std::int64_t re, S* __restrict sum,
+                                 S* __restrict lo, S* __restrict hi, Load load) {
+    constexpr std::int64_t L = sizeof(V) / sizeof(S), W = kRegBlock * L;
+    std::int64_t cb = 0;
+    for (; cb + W <= tw; cb += W) {
+        V a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
+        for (int k = 0; k < kRegBlock; ++k) {
+            a_s[k] = load_vec<V>(sum + cb + k * L);
+            a_lo[k] = load_vec<V>(lo + cb + k * L);
+            a_hi[k] = load_vec<V>(hi + cb + k * L);
+        }
+        for (std::int64_t r = rb; r < re; ++r) {
+            const T* p = row_ptr(x, v, r) + c0 + cb;
+            for (int k = 0; k < kRegBlock; ++k) {
+                const V val = load(p + k * L);
+                a_s[k] += val;
+                a_lo[k] = vmin(val, a_lo[k]);
+                a_hi[k] = vmax(val, a_hi[k]);
+            }
+        }
+        for (int k = 0; k < kRegBlock; ++k) {
+            store_vec(sum + cb + k * L, a_s[k]);
+            store_vec(lo + cb + k * L, a_lo[k]);
+            store_vec(hi + cb + k * L, a_hi[k]);
+        }
+    }
+    return cb;
+}
+
 template <bool kUnitC, class T>
 void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                   std::int64_t r_begin, std::int64_t r_end, std::int64_t chunk_rows,
                   const double* __restrict ref, TileScratch& s) {
     const std::int64_t sc = kUnitC ? 1 : v.sC;
+    const std::int64_t rblock = row_block(chunk_rows);
     std::int64_t acc_n = 0;
     for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = s.sum_hi[c] = s.sum_lo[c] = 0.0;
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
@@ -606,39 +672,21 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 flo[c] = std::numeric_limits<float>::infinity();
                 fhi[c] = -std::numeric_limits<float>::infinity();
             }
-            std::int64_t cb = 0;
-            if constexpr (kUnitC) {  // register blocks, see kRegBlock
-                constexpr std::int64_t L = kLanesF32, W = kRegBlock * kLanesF32;
-                for (; cb + W <= tw; cb += W) {
-                    f32v a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        a_s[k] = f32v{};
-                        a_lo[k] = splat<f32v>(std::numeric_limits<float>::infinity());
-                        a_hi[k] = splat<f32v>(-std::numeric_limits<float>::infinity());
-                    }
-                    for (std::int64_t r = r0; r < r1; ++r) {
-                        const T* p = row_ptr(x, v, r) + c0 + cb;
-                        for (int k = 0; k < kRegBlock; ++k) {
-                            const f32v val = load_f32v(p + k * L);
-                            a_s[k] += val;
-                            a_lo[k] = vmin(val, a_lo[k]);
-                            a_hi[k] = vmax(val, a_hi[k]);
-                        }
-                    }
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        store_vec(fsum + cb + k * L, a_s[k]);
-                        store_vec(flo + cb + k * L, a_lo[k]);
-                        store_vec(fhi + cb + k * L, a_hi[k]);
-                    }
+            for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+                const std::int64_t re = min_i64(rb + rblock, r1);
+                std::int64_t cb = 0;
+                if constexpr (kUnitC) {
+                    cb = pass1_blocks<f32v>(x, v, c0, tw, rb, re, fsum, flo, fhi,
+                                            [](const T* p) { return load_f32v(p); });
                 }
-            }
-            for (std::int64_t r = r0; r < r1; ++r) {
-                const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = cb; c < tw; ++c) {
-                    const float val = to_compute(row[c * sc]);
-                    fsum[c] += val;
-                    flo[c] = val < flo[c] ? val : flo[c];
-                    fhi[c] = val > fhi[c] ? val : fhi[c];
+                for (std::int64_t r = rb; r < re; ++r) {
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb; c < tw; ++c) {
+                        const float val = to_compute(row[c * sc]);
+                        fsum[c] += val;
+                        flo[c] = val < flo[c] ? val : flo[c];
+                        fhi[c] = val > fhi[c] ? val : fhi[c];
+                    }
                 }
             }
             for (std::int64_t c = 0; c < tw; ++c) {
@@ -656,39 +704,21 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 }
             }
         } else {
-            std::int64_t cb = 0;
-            if constexpr (kUnitC) {  // register blocks, see kRegBlock
-                constexpr std::int64_t L = kLanesF64, W = kRegBlock * kLanesF64;
-                for (; cb + W <= tw; cb += W) {
-                    f64v a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        a_s[k] = f64v{};
-                        a_lo[k] = splat<f64v>(kInf);
-                        a_hi[k] = splat<f64v>(-kInf);
-                    }
-                    for (std::int64_t r = r0; r < r1; ++r) {
-                        const T* p = row_ptr(x, v, r) + c0 + cb;
-                        for (int k = 0; k < kRegBlock; ++k) {
-                            const f64v val = load_as_f64(p + k * L);
-                            a_s[k] += val;
-                            a_lo[k] = vmin(val, a_lo[k]);
-                            a_hi[k] = vmax(val, a_hi[k]);
-                        }
-                    }
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        store_vec(sum + cb + k * L, a_s[k]);
-                        store_vec(lo + cb + k * L, a_lo[k]);
-                        store_vec(hi + cb + k * L, a_hi[k]);
-                    }
+            for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+                const std::int64_t re = min_i64(rb + rblock, r1);
+                std::int64_t cb = 0;
+                if constexpr (kUnitC) {
+                    cb = pass1_blocks<f64v>(x, v, c0, tw, rb, re, sum, lo, hi,
+                                            [](const T* p) { return load_as_f64(p); });
                 }
-            }
-            for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
-                const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = cb; c < tw; ++c) {
-                    const double val = as_f64(row[c * sc]);
-                    sum[c] += val;
-                    lo[c] = val < lo[c] ? val : lo[c];
-                    hi[c] = val > hi[c] ? val : hi[c];
+                for (std::int64_t r = rb; r < re; ++r) {  // pass 1: sum, min, max
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb; c < tw; ++c) {
+                        const double val = as_f64(row[c * sc]);
+                        sum[c] += val;
+                        lo[c] = val < lo[c] ? val : lo[c];
+                        hi[c] = val > hi[c] ? val : hi[c];
+                    }
                 }
             }
         }
@@ -704,77 +734,79 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         if (kUnitC && r1 < r_end)
             pf.start_tile(x, v, static_cast<std::int64_t>(sizeof(T)), c0, tw, r1,
                           min_i64(r1 + chunk_rows, r_end));
-        std::int64_t cb2 = 0;
-        if constexpr (kUnitC) {  // register blocks, see kRegBlock
-            constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
-            for (; cb2 + W <= tw; cb2 += W) {
-                f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
-                for (int k = 0; k < kRegBlock2; ++k) {
-                    sh[k] = load_vec<f64v>(shift + cb2 + k * L);
-                    a_s[k] = a_c[k] = a_q[k] = f64v{};
-                }
-                std::int64_t r = r0;
-                for (; r + kP2Vec <= r1; r += kP2Vec) {
-                    const T* p0 = row_ptr(x, v, r) + c0 + cb2;
-                    const T* p1 = row_ptr(x, v, r + 1) + c0 + cb2;
-                    const T* p2 = row_ptr(x, v, r + 2) + c0 + cb2;
-                    const T* p3 = row_ptr(x, v, r + 3) + c0 + cb2;
+        for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+            const std::int64_t re = min_i64(rb + rblock, r1);
+            std::int64_t cb2 = 0;
+            if constexpr (kUnitC) {  // register blocks, see kRegBlock
+                constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
+                for (; cb2 + W <= tw; cb2 += W) {
+                    f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
                     for (int k = 0; k < kRegBlock2; ++k) {
-                        const f64v d0 = load_as_f64(p0 + k * L) - sh[k];
-                        const f64v d1 = load_as_f64(p1 + k * L) - sh[k];
-                        const f64v d2 = load_as_f64(p2 + k * L) - sh[k];
-                        const f64v d3 = load_as_f64(p3 + k * L) - sh[k];
-                        two_sum_into(a_s[k], a_c[k], (d0 + d1) + (d2 + d3));
-                        a_q[k] = fma_v(d0, d0, a_q[k]);
-                        a_q[k] = fma_v(d1, d1, a_q[k]);
-                        a_q[k] = fma_v(d2, d2, a_q[k]);
-                        a_q[k] = fma_v(d3, d3, a_q[k]);
+                        sh[k] = load_vec<f64v>(shift + cb2 + k * L);
+                        a_s[k] = load_vec<f64v>(sd + cb2 + k * L);
+                        a_c[k] = load_vec<f64v>(sdc + cb2 + k * L);
+                        a_q[k] = load_vec<f64v>(sdd + cb2 + k * L);
                     }
-                    pf.step(kP2Vec * W * static_cast<std::int64_t>(sizeof(T)));
-                }
-                for (; r < r1; ++r) {
-                    const T* p = row_ptr(x, v, r) + c0 + cb2;
+                    std::int64_t r = rb;
+                    for (; r + kP2Rows <= re; r += kP2Rows) {
+                        const T* p[kP2Rows];
+                        for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 + cb2;
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            f64v d[kP2Rows];
+                            for (int j = 0; j < kP2Rows; ++j) d[j] = load_as_f64(p[j] + k * L) - sh[k];
+                            two_sum_into(a_s[k], a_c[k], tree8(d));
+                            a_q[k] = fma_v(d[0], d[0], a_q[k]);
+                            f64v odd = d[1] * d[1];
+                            for (int j = 2; j < kP2Rows; j += 2) {
+                                a_q[k] = fma_v(d[j], d[j], a_q[k]);
+                                odd = fma_v(d[j + 1], d[j + 1], odd);
+                            }
+                            a_q[k] += odd;
+                        }
+                    }
+                    for (; r < re; ++r) {
+                        const T* p = row_ptr(x, v, r) + c0 + cb2;
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            const f64v d = load_as_f64(p + k * L) - sh[k];
+                            two_sum_into(a_s[k], a_c[k], d);
+                            a_q[k] = fma_v(d, d, a_q[k]);
+                        }
+                    }
                     for (int k = 0; k < kRegBlock2; ++k) {
-                        const f64v d = load_as_f64(p + k * L) - sh[k];
-                        two_sum_into(a_s[k], a_c[k], d);
-                        a_q[k] = fma_v(d, d, a_q[k]);
+                        store_vec(sd + cb2 + k * L, a_s[k]);
+                        store_vec(sdc + cb2 + k * L, a_c[k]);
+                        store_vec(sdd + cb2 + k * L, a_q[k]);
                     }
                 }
-                for (int k = 0; k < kRegBlock2; ++k) {
-                    store_vec(sd + cb2 + k * L, a_s[k]);
-                    store_vec(sdc + cb2 + k * L, a_c[k]);
-                    store_vec(sdd + cb2 + k * L, a_q[k]);
+            }
+            if (cb2 < tw) {
+                std::int64_t r = rb;
+                for (; r + kP2Rows <= re; r += kP2Rows) {
+                    const T* p[kP2Rows];
+                    for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 * sc;
+                    for (std::int64_t c = cb2; c < tw; ++c) {
+                        double d[kP2Rows];
+                        for (int j = 0; j < kP2Rows; ++j) d[j] = as_f64(p[j][c * sc]) - shift[c];
+                        two_sum_into(sd[c], sdc[c], tree8(d));
+                        double q = fma_s(d[0], d[0], sdd[c]);
+                        double odd = d[1] * d[1];
+                        for (int j = 2; j < kP2Rows; j += 2) {
+                            q = fma_s(d[j], d[j], q);
+                            odd = fma_s(d[j + 1], d[j + 1], odd);
+                        }
+                        sdd[c] = q + odd;
+                    }
+                }
+                for (; r < re; ++r) {
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb2; c < tw; ++c) {
+                        const double d = as_f64(row[c * sc]) - shift[c];
+                        two_sum_into(sd[c], sdc[c], d);
+                        sdd[c] = fma_s(d, d, sdd[c]);
+                    }
                 }
             }
-        }
-        if (cb2 < tw) {
-            std::int64_t r = r0;
-            for (; r + kP2Vec <= r1; r += kP2Vec) {
-                const T* p0 = row_ptr(x, v, r) + c0 * sc;
-                const T* p1 = row_ptr(x, v, r + 1) + c0 * sc;
-                const T* p2 = row_ptr(x, v, r + 2) + c0 * sc;
-                const T* p3 = row_ptr(x, v, r + 3) + c0 * sc;
-                for (std::int64_t c = cb2; c < tw; ++c) {
-                    const double d0 = as_f64(p0[c * sc]) - shift[c];
-                    const double d1 = as_f64(p1[c * sc]) - shift[c];
-                    const double d2 = as_f64(p2[c * sc]) - shift[c];
-                    const double d3 = as_f64(p3[c * sc]) - shift[c];
-                    two_sum_into(sd[c], sdc[c], (d0 + d1) + (d2 + d3));
-                    double q = fma_s(d0, d0, sdd[c]);
-                    q = fma_s(d1, d1, q);
-                    q = fma_s(d2, d2, q);
-                    sdd[c] = fma_s(d3, d3, q);
-                }
-                pf.step(kP2Vec * (tw - cb2) * static_cast<std::int64_t>(sizeof(T)));
-            }
-            for (; r < r1; ++r) {
-                const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = cb2; c < tw; ++c) {
-                    const double d = as_f64(row[c * sc]) - shift[c];
-                    two_sum_into(sd[c], sdc[c], d);
-                    sdd[c] = fma_s(d, d, sdd[c]);
-                }
-            }
+            pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)));
         }
         for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
         // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
