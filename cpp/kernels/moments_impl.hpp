@@ -410,6 +410,13 @@ inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
             acc.q3 = fma_v(d3, d3, acc.q3);
             pf.step(kP2Vec * L * static_cast<std::int64_t>(sizeof(T)));
         }
+        // Single vectors before the scalar tail: rows of 49 or 196 values
+        // (7x7, 14x14 images) would otherwise leave up to 31 per row to it.
+        for (; i + L <= n; i += L) {
+            const f64v d = load_as_f64(p + i) - shift_v;
+            two_sum_into(acc.s, acc.c, d);
+            acc.q0 = fma_v(d, d, acc.q0);
+        }
         for (; i < n; ++i) acc.add_scalar(as_f64(p[i]) - shift);
     } else {
         for (; i < n; ++i)
