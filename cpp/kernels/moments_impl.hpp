@@ -464,9 +464,12 @@ inline double reference_value(const T* p) {
 
 // Moments of the flat range [begin, end) of channel slab xc, mean relative
 // to ref.
+// next: the slab to be reduced after this range, if known (its first chunk
+// is prefetched during the last chunk's pass 2; a row of 4096 values is a
+// single chunk, and nothing else would fetch ahead).
 template <class T>
 Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
-                           std::int64_t end, double ref) {
+                           std::int64_t end, double ref, const T* next = nullptr) {
     Moments1 acc;
     typename Pass1Of<T>::type p1;
     Pass2Acc p2;
@@ -499,6 +502,9 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
             if (v.sB == 1 && hi < end)
                 pf.start_rows(xc, v.B, v.sA, static_cast<std::int64_t>(sizeof(T)), hi,
                               min_i64(hi + kChunk, end));
+            else if (v.sB == 1 && next != nullptr)
+                pf.start_rows(next, v.B, v.sA, static_cast<std::int64_t>(sizeof(T)), 0,
+                              min_i64(kChunk, v.A * v.B));
             for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
                 pass2_segment(p, len, v.sB, shift, p2, pf);
             });
@@ -513,14 +519,16 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
 // same order as moments_rows (its groups merged in index order), so a fused
 // kernel that reduces a slab on one thread gets bit-identical statistics.
 template <class T>
-inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2) {
+inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2,
+                         const T* next = nullptr) {
     const std::int64_t n = v.A * v.B;
     const std::int64_t groups = group_count(n);
     const double ref = reference_value(xc);
-    Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref);
+    Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref,
+                                   groups == 1 ? next : nullptr);
     for (std::int64_t g = 1; g < groups; ++g)
         chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups), part_begin(g + 1, n, groups),
-                                        ref));
+                                        ref, g + 1 == groups ? next : nullptr));
     mean = final_mean(ref + m.mean, m);
     m2 = m.m2;
 }
@@ -536,8 +544,10 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     if (groups == 1) {
         // Runs of consecutive slabs per item (see fused_row_norm).
         const std::int64_t per_item = max_i64(1, min_i64(64, v.C / (8 * nt)));
-        parallel_for(nt, v.C, per_item,
-                     [&](std::int64_t c) { slab_moments(x + c * v.sC, v, mean[c], m2[c]); });
+        parallel_for(nt, v.C, per_item, [&](std::int64_t c) {
+            slab_moments(x + c * v.sC, v, mean[c], m2[c],
+                         c + 1 < v.C ? x + (c + 1) * v.sC : nullptr);
+        });
         return;
     }
 
