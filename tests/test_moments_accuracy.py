@@ -357,24 +357,88 @@ def test_native_matches_numpy_backend(native_backend, dtype, axis):
 
 
 # --------------------------------------------------------------------------
-# the mean when the first element is an outlier
+# the mean on adversarial data: within 8 ulps of the exactly rounded mean
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["rows", "channels"])
+# Each loop of the kernel: the contiguous row path, the strided row path (its
+# scalar loop), the channel path's scalar loop (3 channels) and its register
+# blocks (34 channels: a block of 32 or 8 plus a scalar rest on every ISA).
+MEAN_PATHS = ["rows", "rows-strided", "channels", "channels-wide"]
+
+
+def _on_path(x, path):
+    """x (1-D) laid out for `path`; mean_var(out, axis=0) reduces it."""
+    if path == "rows":
+        return x
+    if path == "rows-strided":
+        out = np.empty(2 * x.size, x.dtype)
+        out[::2] = x
+        return out[::2]
+    columns = 3 if path == "channels" else 34
+    return np.tile(x[:, None], (1, columns))
+
+
+def _assert_mean_within_8_ulps(x, path):
+    exact = math.fsum(x.astype(np.float64).tolist()) / x.size
+    mean, _ = bnfast.mean_var(_on_path(x, path), axis=0)
+    err = np.abs(np.asarray(mean, np.float64) - exact)
+    # The exactly rounded mean's own rounding is half an ulp of it: 8 ulps of
+    # slack as NumPy's pairwise sum has on this data (~6).
+    bound = 8 * np.spacing(abs(exact))
+    assert np.all(err <= bound), (path, np.max(err) / np.spacing(abs(exact)), "ulps")
+
+
+@pytest.mark.parametrize("path", MEAN_PATHS)
 @pytest.mark.parametrize(
     "outlier, rest, n",
     [(1e16, 1.0, 1_000_000), (1e8, 0.1, 999), (-3e15, 7.0, 100_000), (1e300, 1.0, 5000)],
 )
 def test_mean_with_an_outlier_first(backend, path, outlier, rest, n):
     # Means kept relative to the channel's first element rounded the mean to
-    # ulp(first element): [1e16] + a million ones came out 1.0 (5e5 ulps)
-    # off. Now the mean comes from double-double sums of the chunks; what is
-    # left is the pass-2 sum of deviations in the chunk holding the outlier:
-    # one chain of at most kChannelChunkScale * kChunk = 32768 terms (4096 on
-    # the rows path), each rounded at ulp(outlier) / 2, over n values.
+    # ulp(first element): [1e16] + a million ones came out 5e5 ulps off. The
+    # mean now comes from double-double sums of the chunks whose deviation
+    # sums are compensated (TwoSum per block of values), so the chunk holding
+    # the outlier rounds at its scale a few times, not once per value of a
+    # chain (which was 20-680 ulps off).
+    if path == "channels-wide" and n > 100_000:
+        n = 100_000  # 34 columns of a million values: too much memory for a test
     x = np.concatenate([[outlier], np.full(n, rest)])
-    exact = math.fsum(x.tolist()) / x.size
-    chain = 4096 if path == "rows" else 32768
-    bound = min(chain, x.size) * np.spacing(abs(outlier)) / 2 / x.size + 2 * np.spacing(exact)
-    data = x if path == "rows" else np.tile(x[:, None], (1, 3))
-    mean, _ = bnfast.mean_var(data, axis=0)
-    assert np.all(np.abs(np.asarray(mean, np.float64) - exact) <= bound), (mean, exact, bound)
+    _assert_mean_within_8_ulps(x, path)
+
+
+@pytest.mark.parametrize("path", MEAN_PATHS)
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_mean_with_a_huge_dynamic_range(backend, path, position):
+    # Positive values from 1e-300 to 1e300: the sum is a few of the largest
+    # values, the rest rounds away, wherever the largest sit in a chunk.
+    rng = np.random.default_rng(11)
+    n = 30_000 if path == "channels-wide" else 200_001
+    x = 10.0 ** rng.uniform(-300, 300, n)
+    big = {"first": 0, "middle": n // 2 + 3, "last": n - 1}[position]
+    x[big] = 1e301
+    _assert_mean_within_8_ulps(x, path)
+    _assert_mean_within_8_ulps(x[::-1].copy(), path)
+
+
+@pytest.mark.parametrize("path", MEAN_PATHS)
+@pytest.mark.parametrize(
+    "dtype, values",
+    [
+        (np.int16, "one-then-zeros"),
+        (np.int64, "big"),
+        (np.int32, "ramp"),
+        (np.float32, "ramp"),
+    ],
+)
+def test_mean_of_integer_data(backend, path, dtype, values):
+    # int16 [1] + 270 zeros was 115 ulps off; 2**53-scale int64 values are
+    # not exact in float64 (their sum is, in math.fsum of the float64s); a
+    # ramp is sorted data, whose partial sums in a chunk run far from zero.
+    rng = np.random.default_rng(12)
+    if values == "one-then-zeros":
+        x = np.zeros(271, dtype)
+        x[0] = 1
+    elif values == "big":
+        x = rng.integers(2**50, 2**53, 50_001).astype(dtype)
+    else:
+        x = np.arange(1, 70_001).astype(dtype)
+    _assert_mean_within_8_ulps(x.astype(np.float64) if path == "rows-strided" else x, path)

@@ -46,6 +46,16 @@ constexpr std::int64_t kChannelChunkScale = 8;
 // arrays (one load and store of each accumulator per value otherwise). The
 // order of the additions per channel is the same, so are the results.
 constexpr int kRegBlock = 4;
+// Pass 2 keeps four vectors per block of channels (sum, compensation,
+// squares, shift): AVX-512 has the 32 registers for blocks of 4, AVX2 (16)
+// takes blocks of 2 (blocks of 1 ran 2.5x slower: too few chains).
+constexpr int kRegBlock2 = kVecBytes == 64 ? 4 : 2;
+// Both passes can walk a chunk of a tile in blocks of rows across the
+// whole tile (row_block()), at least kRowBlock rows: a register block walking
+// all rows of a chunk down a column strip reads 64 rows 4 KB apart (1024
+// float32 channels), all in the same L1 sets, and the prefetcher does not
+// follow 64 streams. Each channel's additions keep their order either way.
+constexpr std::int64_t kRowBlock = 8;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -152,19 +162,154 @@ struct Pass1Acc {
     double max() const { return tail.max_with(max_lanes(vmax(hi1, hi))); }
 };
 
+// a * b + c rounded once where the ISA has a fused multiply-add (avx2,
+// avx512), a * b + c otherwise (the baseline: no FMA in SSE2, and a libm
+// call would be slow). The build never contracts a * b + c by itself.
+inline f64v fma_v(const f64v& a, const f64v& b, const f64v& c) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f64v>(_mm512_fmadd_pd(bit_cast_<__m512d>(a), bit_cast_<__m512d>(b),
+                                           bit_cast_<__m512d>(c)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f64v>(_mm256_fmadd_pd(bit_cast_<__m256d>(a), bit_cast_<__m256d>(b),
+                                           bit_cast_<__m256d>(c)));
+#else
+    return a * b + c;
+#endif
+}
+inline double fma_s(double a, double b, double c) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    return std::fma(a, b, c);  // one instruction with -mfma
+#else
+    return a * b + c;
+#endif
+}
+
+// s + c += b: Knuth's TwoSum adds b to s and its rounding error to c
+// (exact: s_new + err == s + b). Lane-wise for vectors, or scalars.
+template <class V>
+inline void two_sum_into(V& s, V& c, const V& b) {
+    const V t = s + b;
+    const V bb = t - s;
+    c += (s - (t - bb)) + (b - bb);
+    s = t;
+}
+
+// Pass 2's accumulators: the sum of the deviations d = x - shift as a
+// compensated sum (s, c), the sum of their squares in q0..q3 (four chains:
+// FMA latency). The deviations of each block of kP2Vec vectors are added as
+// a tree, and the block's sum goes into (s, c) by TwoSum: the sum of a chunk
+// holding an outlier rounds at the outlier's scale twice per block instead
+// of once per value of its chain (a chain of 256 values put the mean of
+// [1e16] + a million ones 20 ulps off; see docs/design.md, "Statistics").
+constexpr int kP2Vec = 4;
 struct Pass2Acc {
-    f64v d0, d1, dd0, dd1;
-    double d_tail, dd_tail;
+    f64v s, c, q0, q1, q2, q3;
+    double s_tail, c_tail, q_tail;
     void reset() {
-        d0 = d1 = dd0 = dd1 = f64v{};
-        d_tail = dd_tail = 0.0;
+        s = c = q0 = q1 = q2 = q3 = f64v{};
+        s_tail = c_tail = q_tail = 0.0;
     }
     void add_scalar(double d) {
-        d_tail += d;
-        dd_tail += d * d;
+        two_sum_into(s_tail, c_tail, d);
+        q_tail = fma_s(d, d, q_tail);
     }
-    double sum_d() const { return sum_lanes(d0 + d1) + d_tail; }
-    double sum_dd() const { return sum_lanes(dd0 + dd1) + dd_tail; }
+    // The lanes and the tail, compensated (a plain sum of the lanes would
+    // round at the outlier's scale once per lane).
+    double sum_d() const {
+        double hi = 0.0, lo = 0.0;
+        for (int i = 0; i < kLanesF64; ++i) {
+            two_sum_into(hi, lo, s[i]);
+            lo += c[i];
+        }
+        two_sum_into(hi, lo, s_tail);
+        lo += c_tail;
+        return hi + lo;
+    }
+    double sum_dd() const { return sum_lanes((q0 + q1) + (q2 + q3)) + q_tail; }
+};
+
+// Prefetch of the next chunk while pass 2 works on the cached one: pass 2
+// does not touch memory, so without it the memory bus idled through every
+// pass 2 (the passes took the sum of their times, not the larger). A walk
+// over contiguous pieces of the next chunk, one cache line per step,
+// into L2 (prefetcht1: the current chunk stays in L1).
+struct PrefetchWalk {
+    const char* p = nullptr;     // next line to fetch
+    const char* stop = nullptr;  // end of the current piece
+    // The remaining pieces: rows of the row path (a, b, left) or rows of a
+    // channel tile (row, row_end).
+    const void* base = nullptr;
+    std::int64_t a = 0, b = 0, left = 0;
+    std::int64_t B = 0, sA = 0, elem = 0;
+    bool active() const { return p != nullptr; }
+    void next_piece() {
+        if (left <= 0) {
+            p = nullptr;
+            return;
+        }
+        const std::int64_t len = min_i64(B - b, left);
+        const char* start = static_cast<const char*>(base) + (a * sA + b) * elem;
+        p = start;
+        stop = start + len * elem;
+        left -= len;
+        ++a;
+        b = 0;
+    }
+    // Starts a walk over the flat range [begin, end) of a slab with rows of
+    // B contiguous elements of `elem` bytes at stride sA elements.
+    void start_rows(const void* xc, std::int64_t B_, std::int64_t sA_, std::int64_t elem_,
+                    std::int64_t begin, std::int64_t end) {
+        base = xc;
+        B = B_;
+        sA = sA_;
+        elem = elem_;
+        a = begin / B;
+        b = begin % B;
+        left = end - begin;
+        next_piece();
+    }
+    // Starts a walk over rows [r_begin, r_end) of a channel tile: tw
+    // contiguous elements from row_ptr(r) + c0 (unit channel stride only).
+    const View3* view = nullptr;
+    std::int64_t row = 0, row_end = 0, c0 = 0, tw = 0;
+    // One cache line per 64 bytes the caller consumed.
+    void step(std::int64_t bytes) {
+        if (p != nullptr && p + bytes < stop) {  // within the piece: no checks per line
+            for (std::int64_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k, 0, 2);
+            p += bytes;
+            return;
+        }
+        for (; bytes > 0 && p != nullptr; bytes -= 64) {
+            __builtin_prefetch(p, 0, 2);
+            p += 64;
+            if (p >= stop) {
+                if (view != nullptr) next_row();
+                else next_piece();
+            }
+        }
+    }
+    void next_row() {
+        if (row >= row_end) {
+            p = nullptr;
+            return;
+        }
+        const View3& v = *view;
+        const std::int64_t off = v.B == 1 ? row * v.sA : (row / v.B) * v.sA + (row % v.B) * v.sB;
+        p = static_cast<const char*>(base) + (off + c0) * elem;
+        stop = p + tw * elem;
+        ++row;
+    }
+    void start_tile(const void* x, const View3& v, std::int64_t elem_, std::int64_t c0_,
+                    std::int64_t tw_, std::int64_t r_begin, std::int64_t r_end) {
+        base = x;
+        view = &v;
+        elem = elem_;
+        c0 = c0_;
+        tw = tw_;
+        row = r_begin;
+        row_end = r_end;
+        next_row();
+    }
 };
 
 // Pass 1 of float32 data runs in float32: min and max are exact in any
@@ -248,17 +393,29 @@ inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& 
 
 template <class T>
 inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
-                          double shift, Pass2Acc& acc) {
+                          double shift, Pass2Acc& acc, PrefetchWalk& pf) {
+    constexpr int L = kLanesF64;
     std::int64_t i = 0;
     if (stride == 1) {
         const f64v shift_v = splat<f64v>(shift);
-        for (; i + 2 * kLanesF64 <= n; i += 2 * kLanesF64) {
+        for (; i + kP2Vec * L <= n; i += kP2Vec * L) {
             const f64v d0 = load_as_f64(p + i) - shift_v;
-            const f64v d1 = load_as_f64(p + i + kLanesF64) - shift_v;
-            acc.d0 += d0;
-            acc.d1 += d1;
-            acc.dd0 += d0 * d0;
-            acc.dd1 += d1 * d1;
+            const f64v d1 = load_as_f64(p + i + L) - shift_v;
+            const f64v d2 = load_as_f64(p + i + 2 * L) - shift_v;
+            const f64v d3 = load_as_f64(p + i + 3 * L) - shift_v;
+            two_sum_into(acc.s, acc.c, (d0 + d1) + (d2 + d3));
+            acc.q0 = fma_v(d0, d0, acc.q0);
+            acc.q1 = fma_v(d1, d1, acc.q1);
+            acc.q2 = fma_v(d2, d2, acc.q2);
+            acc.q3 = fma_v(d3, d3, acc.q3);
+            pf.step(kP2Vec * L * static_cast<std::int64_t>(sizeof(T)));
+        }
+        // Single vectors before the scalar tail: rows of 49 or 196 values
+        // (7x7, 14x14 images) would otherwise leave up to 31 per row to it.
+        for (; i + L <= n; i += L) {
+            const f64v d = load_as_f64(p + i) - shift_v;
+            two_sum_into(acc.s, acc.c, d);
+            acc.q0 = fma_v(d, d, acc.q0);
         }
         for (; i < n; ++i) acc.add_scalar(as_f64(p[i]) - shift);
     } else {
@@ -307,9 +464,12 @@ inline double reference_value(const T* p) {
 
 // Moments of the flat range [begin, end) of channel slab xc, mean relative
 // to ref.
+// next: the slab to be reduced after this range, if known (its first chunk
+// is prefetched during the last chunk's pass 2; a row of 4096 values is a
+// single chunk, and nothing else would fetch ahead).
 template <class T>
 Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
-                           std::int64_t end, double ref) {
+                           std::int64_t end, double ref, const T* next = nullptr) {
     Moments1 acc;
     typename Pass1Of<T>::type p1;
     Pass2Acc p2;
@@ -338,8 +498,15 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
         } else {
             const double shift = sum / static_cast<double>(hi - lo);
             p2.reset();
+            PrefetchWalk pf;
+            if (v.sB == 1 && hi < end)
+                pf.start_rows(xc, v.B, v.sA, static_cast<std::int64_t>(sizeof(T)), hi,
+                              min_i64(hi + kChunk, end));
+            else if (v.sB == 1 && next != nullptr)
+                pf.start_rows(next, v.B, v.sA, static_cast<std::int64_t>(sizeof(T)), 0,
+                              min_i64(kChunk, v.A * v.B));
             for_each_row_piece(xc, v, lo, hi, [&](const T* p, std::int64_t len) {
-                pass2_segment(p, len, v.sB, shift, p2);
+                pass2_segment(p, len, v.sB, shift, p2, pf);
             });
             chunk_from_pass2(hi - lo, sum, shift, ref, p2.sum_d(), p2.sum_dd(), chunk);
         }
@@ -352,14 +519,16 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
 // same order as moments_rows (its groups merged in index order), so a fused
 // kernel that reduces a slab on one thread gets bit-identical statistics.
 template <class T>
-inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2) {
+inline void slab_moments(const T* xc, const View3& v, double& mean, double& m2,
+                         const T* next = nullptr) {
     const std::int64_t n = v.A * v.B;
     const std::int64_t groups = group_count(n);
     const double ref = reference_value(xc);
-    Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref);
+    Moments1 m = row_range_moments(xc, v, part_begin(0, n, groups), part_begin(1, n, groups), ref,
+                                   groups == 1 ? next : nullptr);
     for (std::int64_t g = 1; g < groups; ++g)
         chan_merge(m, row_range_moments(xc, v, part_begin(g, n, groups), part_begin(g + 1, n, groups),
-                                        ref));
+                                        ref, g + 1 == groups ? next : nullptr));
     mean = final_mean(ref + m.mean, m);
     m2 = m.m2;
 }
@@ -375,8 +544,10 @@ void moments_rows(const T* x, const View3& v, double* mean, double* m2,
     if (groups == 1) {
         // Runs of consecutive slabs per item (see fused_row_norm).
         const std::int64_t per_item = max_i64(1, min_i64(64, v.C / (8 * nt)));
-        parallel_for(nt, v.C, per_item,
-                     [&](std::int64_t c) { slab_moments(x + c * v.sC, v, mean[c], m2[c]); });
+        parallel_for(nt, v.C, per_item, [&](std::int64_t c) {
+            slab_moments(x + c * v.sC, v, mean[c], m2[c],
+                         c + 1 < v.C ? x + (c + 1) * v.sC : nullptr);
+        });
         return;
     }
 
@@ -413,6 +584,7 @@ struct TileScratch {
     double* shift;
     double* sum_d;
     double* sum_dd;
+    double* sum_dc;  // compensation of sum_d (see Pass2Acc)
     double* mean;  // running moments of the tile (mean relative to ref)
     double* m2;
     double* sum_hi;  // running sums of the tile (absolute; Moments1's sum_hi, sum_lo)
@@ -429,11 +601,66 @@ inline const T* row_ptr(const T* x, const View3& v, std::int64_t r) {
     return x + (r / v.B) * v.sA + (r % v.B) * v.sB;
 }
 
+// The channel path's pass 2 sums the deviations of kP2Rows rows of a
+// channel as a tree before each TwoSum (one compensated addition per 8
+// values; see Pass2Acc), and their squares in two FMA chains (even rows
+// into the running sum, odd rows into a fresh one added after): one chain
+// of 8 FMAs per block waited on their latency.
+constexpr int kP2Rows = 8;
+template <class V>
+inline V tree8(const V* d) {
+    return ((d[0] + d[1]) + (d[2] + d[3])) + ((d[4] + d[5]) + (d[6] + d[7]));
+}
+
+// Rows per row block of a chunk of a tile (see kRowBlock): the whole chunk.
+// Blocks of 8 rows across the tile (accumulators through the scratch between
+// blocks) measured slower in cache, 0.114 against 0.106 ms per MB of
+// 256x1024 float32 on AVX-512 and 0.168 against 0.123 on AVX2, and with the
+// next chunk prefetched into L2 during pass 2 (PrefetchWalk) only a tile's
+// first chunk walks its column strips from memory.
+inline std::int64_t row_block(std::int64_t chunk_rows) { return max_i64(chunk_rows, kRowBlock); }
+
+// Pass 1 of rows [rb, re) of a unit-stride channel tile in register blocks
+// of kRegBlock vectors of channels, continuing the running sum/min/max in
+// the scratch arrays (V: f32v for Pass1AccF32's precision, f64v for double).
+// Returns the first channel left to the scalar loop.
+template <class V, class T, class S, class Load>
+inline std::int64_t pass1_blocks(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
+                                 std::int64_t rb, std::int64_t re, S* __restrict sum,
+                                 S* __restrict lo, S* __restrict hi, Load load) {
+    constexpr std::int64_t L = sizeof(V) / sizeof(S), W = kRegBlock * L;
+    std::int64_t cb = 0;
+    for (; cb + W <= tw; cb += W) {
+        V a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
+        for (int k = 0; k < kRegBlock; ++k) {
+            a_s[k] = load_vec<V>(sum + cb + k * L);
+            a_lo[k] = load_vec<V>(lo + cb + k * L);
+            a_hi[k] = load_vec<V>(hi + cb + k * L);
+        }
+        for (std::int64_t r = rb; r < re; ++r) {
+            const T* p = row_ptr(x, v, r) + c0 + cb;
+            for (int k = 0; k < kRegBlock; ++k) {
+                const V val = load(p + k * L);
+                a_s[k] += val;
+                a_lo[k] = vmin(val, a_lo[k]);
+                a_hi[k] = vmax(val, a_hi[k]);
+            }
+        }
+        for (int k = 0; k < kRegBlock; ++k) {
+            store_vec(sum + cb + k * L, a_s[k]);
+            store_vec(lo + cb + k * L, a_lo[k]);
+            store_vec(hi + cb + k * L, a_hi[k]);
+        }
+    }
+    return cb;
+}
+
 template <bool kUnitC, class T>
 void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                   std::int64_t r_begin, std::int64_t r_end, std::int64_t chunk_rows,
                   const double* __restrict ref, TileScratch& s) {
     const std::int64_t sc = kUnitC ? 1 : v.sC;
+    const std::int64_t rblock = row_block(chunk_rows);
     std::int64_t acc_n = 0;
     for (std::int64_t c = 0; c < tw; ++c) s.mean[c] = s.m2[c] = s.sum_hi[c] = s.sum_lo[c] = 0.0;
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += chunk_rows) {
@@ -462,39 +689,21 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 flo[c] = std::numeric_limits<float>::infinity();
                 fhi[c] = -std::numeric_limits<float>::infinity();
             }
-            std::int64_t cb = 0;
-            if constexpr (kUnitC) {  // register blocks, see kRegBlock
-                constexpr std::int64_t L = kLanesF32, W = kRegBlock * kLanesF32;
-                for (; cb + W <= tw; cb += W) {
-                    f32v a_s[kRegBlock], a_lo[kRegBlock], a_hi[kRegBlock];
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        a_s[k] = f32v{};
-                        a_lo[k] = splat<f32v>(std::numeric_limits<float>::infinity());
-                        a_hi[k] = splat<f32v>(-std::numeric_limits<float>::infinity());
-                    }
-                    for (std::int64_t r = r0; r < r1; ++r) {
-                        const T* p = row_ptr(x, v, r) + c0 + cb;
-                        for (int k = 0; k < kRegBlock; ++k) {
-                            const f32v val = load_f32v(p + k * L);
-                            a_s[k] += val;
-                            a_lo[k] = vmin(val, a_lo[k]);
-                            a_hi[k] = vmax(val, a_hi[k]);
-                        }
-                    }
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        store_vec(fsum + cb + k * L, a_s[k]);
-                        store_vec(flo + cb + k * L, a_lo[k]);
-                        store_vec(fhi + cb + k * L, a_hi[k]);
-                    }
+            for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+                const std::int64_t re = min_i64(rb + rblock, r1);
+                std::int64_t cb = 0;
+                if constexpr (kUnitC) {
+                    cb = pass1_blocks<f32v>(x, v, c0, tw, rb, re, fsum, flo, fhi,
+                                            [](const T* p) { return load_f32v(p); });
                 }
-            }
-            for (std::int64_t r = r0; r < r1; ++r) {
-                const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = cb; c < tw; ++c) {
-                    const float val = to_compute(row[c * sc]);
-                    fsum[c] += val;
-                    flo[c] = val < flo[c] ? val : flo[c];
-                    fhi[c] = val > fhi[c] ? val : fhi[c];
+                for (std::int64_t r = rb; r < re; ++r) {
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb; c < tw; ++c) {
+                        const float val = to_compute(row[c * sc]);
+                        fsum[c] += val;
+                        flo[c] = val < flo[c] ? val : flo[c];
+                        fhi[c] = val > fhi[c] ? val : fhi[c];
+                    }
                 }
             }
             for (std::int64_t c = 0; c < tw; ++c) {
@@ -512,48 +721,111 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 }
             }
         } else {
-            for (std::int64_t r = r0; r < r1; ++r) {  // pass 1: sum, min, max
-                const T* row = row_ptr(x, v, r) + c0 * sc;
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double val = as_f64(row[c * sc]);
-                    sum[c] += val;
-                    lo[c] = val < lo[c] ? val : lo[c];
-                    hi[c] = val > hi[c] ? val : hi[c];
+            for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+                const std::int64_t re = min_i64(rb + rblock, r1);
+                std::int64_t cb = 0;
+                if constexpr (kUnitC) {
+                    cb = pass1_blocks<f64v>(x, v, c0, tw, rb, re, sum, lo, hi,
+                                            [](const T* p) { return load_as_f64(p); });
+                }
+                for (std::int64_t r = rb; r < re; ++r) {  // pass 1: sum, min, max
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb; c < tw; ++c) {
+                        const double val = as_f64(row[c * sc]);
+                        sum[c] += val;
+                        lo[c] = val < lo[c] ? val : lo[c];
+                        hi[c] = val > hi[c] ? val : hi[c];
+                    }
                 }
             }
         }
         for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
-        std::int64_t cb2 = 0;  // pass 2: deviations (chunk is cached)
-        if constexpr (kUnitC) {  // register blocks, see kRegBlock
-            constexpr std::int64_t L = kLanesF64, W = kRegBlock * kLanesF64;
-            for (; cb2 + W <= tw; cb2 += W) {
-                f64v sh[kRegBlock], a_d[kRegBlock], a_dd[kRegBlock];
-                for (int k = 0; k < kRegBlock; ++k) {
-                    sh[k] = load_vec<f64v>(shift + cb2 + k * L);
-                    a_d[k] = a_dd[k] = f64v{};
-                }
-                for (std::int64_t r = r0; r < r1; ++r) {
-                    const T* p = row_ptr(x, v, r) + c0 + cb2;
-                    for (int k = 0; k < kRegBlock; ++k) {
-                        const f64v d = load_as_f64(p + k * L) - sh[k];
-                        a_d[k] += d;
-                        a_dd[k] += d * d;
+        // Pass 2: deviations from the shift (the chunk is cached), summed
+        // as Pass2Acc does per value of the row path, here per channel over
+        // blocks of kP2Vec rows: a tree of the block's deviations, added by
+        // TwoSum into (sd, sdc); squares by FMA. The same operations per
+        // channel in the register blocks and the scalar loop.
+        double* __restrict sdc = s.sum_dc;
+        for (std::int64_t c = 0; c < tw; ++c) sdc[c] = 0.0;
+        PrefetchWalk pf;
+        if (kUnitC && r1 < r_end)
+            pf.start_tile(x, v, static_cast<std::int64_t>(sizeof(T)), c0, tw, r1,
+                          min_i64(r1 + chunk_rows, r_end));
+        for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+            const std::int64_t re = min_i64(rb + rblock, r1);
+            std::int64_t cb2 = 0;
+            if constexpr (kUnitC) {  // register blocks, see kRegBlock
+                constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
+                for (; cb2 + W <= tw; cb2 += W) {
+                    f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
+                    for (int k = 0; k < kRegBlock2; ++k) {
+                        sh[k] = load_vec<f64v>(shift + cb2 + k * L);
+                        a_s[k] = load_vec<f64v>(sd + cb2 + k * L);
+                        a_c[k] = load_vec<f64v>(sdc + cb2 + k * L);
+                        a_q[k] = load_vec<f64v>(sdd + cb2 + k * L);
+                    }
+                    std::int64_t r = rb;
+                    for (; r + kP2Rows <= re; r += kP2Rows) {
+                        const T* p[kP2Rows];
+                        for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 + cb2;
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            f64v d[kP2Rows];
+                            for (int j = 0; j < kP2Rows; ++j) d[j] = load_as_f64(p[j] + k * L) - sh[k];
+                            two_sum_into(a_s[k], a_c[k], tree8(d));
+                            a_q[k] = fma_v(d[0], d[0], a_q[k]);
+                            f64v odd = d[1] * d[1];
+                            for (int j = 2; j < kP2Rows; j += 2) {
+                                a_q[k] = fma_v(d[j], d[j], a_q[k]);
+                                odd = fma_v(d[j + 1], d[j + 1], odd);
+                            }
+                            a_q[k] += odd;
+                        }
+                    }
+                    for (; r < re; ++r) {
+                        const T* p = row_ptr(x, v, r) + c0 + cb2;
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            const f64v d = load_as_f64(p + k * L) - sh[k];
+                            two_sum_into(a_s[k], a_c[k], d);
+                            a_q[k] = fma_v(d, d, a_q[k]);
+                        }
+                    }
+                    for (int k = 0; k < kRegBlock2; ++k) {
+                        store_vec(sd + cb2 + k * L, a_s[k]);
+                        store_vec(sdc + cb2 + k * L, a_c[k]);
+                        store_vec(sdd + cb2 + k * L, a_q[k]);
                     }
                 }
-                for (int k = 0; k < kRegBlock; ++k) {
-                    store_vec(sd + cb2 + k * L, a_d[k]);
-                    store_vec(sdd + cb2 + k * L, a_dd[k]);
+            }
+            if (cb2 < tw) {
+                std::int64_t r = rb;
+                for (; r + kP2Rows <= re; r += kP2Rows) {
+                    const T* p[kP2Rows];
+                    for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 * sc;
+                    for (std::int64_t c = cb2; c < tw; ++c) {
+                        double d[kP2Rows];
+                        for (int j = 0; j < kP2Rows; ++j) d[j] = as_f64(p[j][c * sc]) - shift[c];
+                        two_sum_into(sd[c], sdc[c], tree8(d));
+                        double q = fma_s(d[0], d[0], sdd[c]);
+                        double odd = d[1] * d[1];
+                        for (int j = 2; j < kP2Rows; j += 2) {
+                            q = fma_s(d[j], d[j], q);
+                            odd = fma_s(d[j + 1], d[j + 1], odd);
+                        }
+                        sdd[c] = q + odd;
+                    }
+                }
+                for (; r < re; ++r) {
+                    const T* row = row_ptr(x, v, r) + c0 * sc;
+                    for (std::int64_t c = cb2; c < tw; ++c) {
+                        const double d = as_f64(row[c * sc]) - shift[c];
+                        two_sum_into(sd[c], sdc[c], d);
+                        sdd[c] = fma_s(d, d, sdd[c]);
+                    }
                 }
             }
+            pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)));
         }
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const T* row = row_ptr(x, v, r) + c0 * sc;
-            for (std::int64_t c = cb2; c < tw; ++c) {
-                const double d = as_f64(row[c * sc]) - shift[c];
-                sd[c] += d;
-                sdd[c] += d * d;
-            }
-        }
+        for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
         // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
         // merged into the tile's running moments.
         double* __restrict mean = s.mean;
@@ -624,7 +896,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // Per-thread regions padded by two cache lines: the accumulators are
     // written on every row, and a line shared by two threads' regions would
     // bounce between cores.
-    const std::size_t stride = 10 * t + 16, stride_f32 = 3 * t + 32;
+    const std::size_t stride = 11 * t + 16, stride_f32 = 3 * t + 32;
     Scratch<double> scratch_buf(stride * static_cast<std::size_t>(nt));
     Scratch<float> scratch_f32_buf(  // pass 1 of float32 data only
         kPass1F32<T> ? stride_f32 * static_cast<std::size_t>(nt) : 0);
@@ -641,6 +913,7 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
                       buf + 3 * t,
                       buf + 4 * t,
                       buf + 5 * t,
+                      buf + 10 * t,
                       buf + 6 * t,
                       buf + 7 * t,
                       buf + 8 * t,
