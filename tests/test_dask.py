@@ -221,6 +221,33 @@ def test_standardizer_transform_lazy_and_inverse(client):
         close(st.transform(d[:, :, 0]), ref.transform(x[:, :, 0]))
 
 
+@pytest.mark.parametrize(
+    "in_dtype, out_dtype",
+    [
+        (np.float64, np.float32),  # rounding: computed in float64, rounded once
+        (np.float32, np.float64),  # exact: computed in float64
+        (np.uint8, np.float16),  # exact
+        (np.int32, np.float16),  # rounding
+        (np.float32, np.float32),
+    ],
+)
+@pytest.mark.parametrize("params", [{}, {"with_mean": False, "with_std": False}])
+def test_standardizer_output_dtype(in_dtype, out_dtype, params):
+    # Standardizer(dtype=...) on a dask array gives the NumPy path's result,
+    # bit for bit (the dask path ignored dtype: float64 came out).
+    x = (data(dtype=np.float64, offset=50.0) * 10).astype(in_dtype)
+    d = da.from_array(x, chunks=(5, 3, 4))
+    st = bnfast.Standardizer(axis=0, dtype=out_dtype, **params).fit(x)
+    y = st.transform(d)
+    assert y.dtype == np.dtype(out_dtype)
+    want = st.transform(x)
+    got = y.compute(scheduler="synchronous")
+    assert got.dtype == want.dtype == np.dtype(out_dtype)
+    np.testing.assert_array_equal(got, want)
+    back = st.inverse_transform(da.from_array(want, chunks=(5, 3, 4)))
+    np.testing.assert_array_equal(back.compute(scheduler="synchronous"), st.inverse_transform(want))
+
+
 def test_standardizer_partial_fit_merges(client):
     x = data(dtype=np.float64)[:, :, 0]
     st = bnfast.Standardizer()

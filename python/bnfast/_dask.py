@@ -63,7 +63,8 @@ from ._layer_norm import rms_norm_backward as _np_rms_norm_backward
 from ._layout import as_float64, as_param
 from ._moments import Moments, _work_dtype
 from ._moments import moments as _np_moments
-from ._standardize_rules import derived_attributes, result_dtype
+from ._standardize import _converts_exactly
+from ._standardize_rules import check_output_dtype, derived_attributes, result_dtype
 from ._validate import (
     as_flag,
     channel_axis,
@@ -478,7 +479,12 @@ def _apply_per_slot(
     )
 
 
-def _check_transform_input(st: Any, X: DaskArray, method: str) -> tuple[tuple[int, ...], Any]:
+def _check_transform_input(
+    st: Any, X: DaskArray, method: str
+) -> tuple[tuple[int, ...], np.dtype[Any], np.dtype[Any]]:
+    """The kept axes, the dtype to compute in and the output dtype
+    (``Standardizer(dtype=...)``, as the NumPy path: a conversion that is not
+    exact computes in the default dtype and rounds once into the output)."""
     st._check_fitted(method)
     check_real_dtype(X, "X")
     _check_known(X, "X")
@@ -491,7 +497,12 @@ def _check_transform_input(st: Any, X: DaskArray, method: str) -> tuple[tuple[in
             f"{type(st).__name__} was fitted with {st.n_features_in_} features "
             f"(shape {st.feature_shape_})"
         )
-    return kept, result_dtype(X.dtype)
+    requested = check_output_dtype(st.dtype)
+    work = result_dtype(X.dtype)
+    dtype = work if requested is None else requested
+    if dtype != work and not _converts_exactly(np.dtype(X.dtype), dtype):
+        return kept, compute_dtype(work), dtype
+    return kept, dtype, dtype
 
 
 def _transform_params(
@@ -511,12 +522,13 @@ def _transform_params(
 
 def standardizer_transform(st: Any, X: DaskArray, out: Any) -> DaskArray:
     _no_out(out, "Standardizer.transform")
-    kept, dtype = _check_transform_input(st, X, "transform")
+    kept, work, dtype = _check_transform_input(st, X, "transform")
     if not (st.with_mean or st.with_std):
         return X.astype(dtype)
     mean_, scale_ = st._fitted_pair()
-    params = _transform_params(mean_, scale_, st.with_mean, st.with_std, dtype)
-    return _apply_per_slot(X, kept, dtype, *params)
+    # Parameters in the compute dtype: float32 for half-precision blocks.
+    params = _transform_params(mean_, scale_, st.with_mean, st.with_std, compute_dtype(work))
+    return _apply_per_slot(X, kept, work, *params).astype(dtype)
 
 
 @_in_task
@@ -575,16 +587,17 @@ def standardize(
 
 def standardizer_inverse_transform(st: Any, X: DaskArray, out: Any) -> DaskArray:
     _no_out(out, "Standardizer.inverse_transform")
-    kept, dtype = _check_transform_input(st, X, "inverse_transform")
+    kept, work, dtype = _check_transform_input(st, X, "inverse_transform")
     if not (st.with_mean or st.with_std):
         return X.astype(dtype)
     mean_, scale_ = st._fitted_pair()
     c = st.n_features_in_
     scale = np.asarray(scale_).reshape(-1) if st.with_std else np.ones(c)
     shift = np.asarray(mean_).reshape(-1) if st.with_mean else np.zeros(c)
+    pdtype = compute_dtype(work)  # float32 for half-precision blocks
     return _apply_per_slot(
-        X, kept, dtype, None, None, as_param(scale, dtype), as_param(shift, dtype)
-    )
+        X, kept, work, None, None, as_param(scale, pdtype), as_param(shift, pdtype)
+    ).astype(dtype)
 
 
 # ---------------------------------------------------------------------------

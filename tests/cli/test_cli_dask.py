@@ -111,3 +111,51 @@ def test_refusals(capsys, zdata, tmp_path):
     assert code == 1 and ".npz archives" in err
     code, _, err = cli(capsys, "stats", path, "--axis", "1", "--no-progress")
     assert code == 1 and "include 0" in err
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("with_stats", [False, True])
+def test_normalize_on_dask_honours_dtype(capsys, tmp_path, dtype, with_stats):
+    # --dtype on the Dask path as on files (it was ignored: float64 came out);
+    # --stats goes through the same checks as on files.
+    x = np.random.default_rng(2).standard_normal((3000, 4)) * 2 + 5
+    np.save(tmp_path / "x.npy", x)
+    args = ["normalize", tmp_path / "x.npy", tmp_path / "y.zarr", "--dtype", dtype]
+    if with_stats:
+        bnfast.Standardizer().fit(x).save(tmp_path / "st.npz")
+        args += ["--stats", tmp_path / "st.npz"]
+    code, out, err = cli(capsys, *args, "--scheduler", "threads", "--no-progress")
+    assert code == 0, err
+    y = zarr.open_array(str(tmp_path / "y.zarr"), mode="r")[:]
+    assert y.dtype == np.dtype(dtype)
+    want = bnfast.Standardizer(dtype=dtype).fit_transform(x)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_normalize_on_dask_stats_checks(capsys, tmp_path):
+    x = np.random.default_rng(3).standard_normal((300, 4))
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "st_dir").mkdir()
+    code, _, err = cli(
+        capsys,
+        "normalize",
+        tmp_path / "x.npy",
+        tmp_path / "y.zarr",
+        "--stats",
+        tmp_path / "st_dir",
+        "--scheduler",
+        "threads",
+    )
+    assert code != 0 and "is a directory" in err
+    bnfast.Standardizer().fit(x[:, :3]).save(tmp_path / "st3.npz")
+    code, _, err = cli(
+        capsys,
+        "normalize",
+        tmp_path / "x.npy",
+        tmp_path / "y.zarr",
+        "--stats",
+        tmp_path / "st3.npz",
+        "--scheduler",
+        "threads",
+    )
+    assert code != 0 and "feature shape" in err

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -168,8 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------
 # checks against the data
 # ---------------------------------------------------------------------------
+class Shaped(Protocol):
+    """What the axis checks need of an input: a file's DataSource or the
+    Dask command's array."""
+
+    label: str
+    shape: tuple[int, ...]
+
+
 def resolve_axes(
-    axis: int | Sequence[int] | None, src: DataSource, option: str = "--axis"
+    axis: int | Sequence[int] | None, src: Shaped, option: str = "--axis"
 ) -> tuple[int, ...]:
     """``axis`` (int, sequence of ints or None = all) -> sorted tuple of
     non-negative axes of ``src``; must include 0."""

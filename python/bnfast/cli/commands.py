@@ -25,6 +25,7 @@ from .._standardize_rules import check_output_dtype, result_dtype
 from .._table import feature_table
 from .args import (
     DEFAULT_CHUNK_MB,
+    Shaped,
     axis_param,
     check_not_input,
     check_writable_dir,
@@ -164,14 +165,14 @@ def normalize_file(
                 bar.update(k * src.row_bytes)
 
 
-def _stats_axes(st: Standardizer, src: DataSource, stats_path: str) -> tuple[int, ...]:
+def _stats_axes(st: Standardizer, src: Shaped, stats_path: str) -> tuple[int, ...]:
     """The axes the statistics were fitted over (not the current parameter,
     which may have been changed after the fit); all axes for a global fit."""
     fitted = st.sample_axes_ if st.feature_shape_ else None
     return resolve_axes(fitted, src, option=f"the axis of {stats_path}:")
 
 
-def _check_feature_shape(st: Standardizer, src: DataSource, axes: tuple[int, ...]) -> None:
+def _check_feature_shape(st: Standardizer, src: Shaped, axes: tuple[int, ...]) -> None:
     fshape = feature_shape(src.shape, axes)
     fitted = tuple(st.feature_shape_)
     if fitted != fshape:
@@ -179,6 +180,38 @@ def _check_feature_shape(st: Standardizer, src: DataSource, axes: tuple[int, ...
             f"{src.label}: the data has feature shape {fshape} (shape {src.shape}, "
             f"axis {axes}) but the statistics were fitted with feature shape {fitted}"
         )
+
+
+def load_stats(args: argparse.Namespace, src: Shaped) -> tuple[Standardizer, tuple[int, ...]]:
+    """``normalize --stats``, for file and Dask input alike: the statistics
+    file checked and loaded, its axes checked against ``--axis`` and its
+    feature shape against the data's."""
+    if os.path.isdir(args.stats):
+        raise CliError(f"--stats {args.stats}: is a directory")
+    stats_file = args.stats
+    if not os.path.exists(stats_file) and os.path.exists(saved_name(stats_file)):
+        stats_file = saved_name(stats_file)  # as Standardizer.load finds it
+    if os.path.exists(stats_file):
+        check_regular_input(stats_file, f"--stats {stats_file}")
+    with library_errors("--stats"):
+        st = Standardizer.load(args.stats)
+    axes = _stats_axes(st, src, args.stats)
+    if args.axis is not None:
+        given = resolve_axes(args.axis, src)
+        if given != axes:
+            raise CliError(
+                f"--axis {given} differs from the axis {axes} the statistics "
+                f"in {args.stats} were fitted with"
+            )
+    _check_feature_shape(st, src, axes)
+    return st, axes
+
+
+def set_output_dtype(st: Standardizer, dtype: str | None) -> None:
+    """``normalize --dtype``: the output dtype (None: the default rule)."""
+    with library_errors("--dtype"):
+        st.set_params(dtype=dtype)
+        check_output_dtype(st.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -238,24 +271,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         if args.stats is not None:
             if os.path.lexists(out) and same_file(out, args.stats):
                 raise CliError(f"output {out} is the --stats file")
-            if os.path.isdir(args.stats):
-                raise CliError(f"--stats {args.stats}: is a directory")
-            stats_file = args.stats
-            if not os.path.exists(stats_file) and os.path.exists(saved_name(stats_file)):
-                stats_file = saved_name(stats_file)  # as Standardizer.load finds it
-            if os.path.exists(stats_file):
-                check_regular_input(stats_file, f"--stats {stats_file}")
-            with library_errors("--stats"):
-                st = Standardizer.load(args.stats)
-            axes = _stats_axes(st, src, args.stats)
-            if args.axis is not None:
-                given = resolve_axes(args.axis, src)
-                if given != axes:
-                    raise CliError(
-                        f"--axis {given} differs from the axis {axes} the statistics "
-                        f"in {args.stats} were fitted with"
-                    )
-            _check_feature_shape(st, src, axes)
+            st, axes = load_stats(args, src)
         else:
             axes = resolve_axes(args.axis if args.axis is not None else 0, src)
             st = fit_file(
@@ -266,9 +282,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 extremes=False,
             ).standardizer
-        with library_errors("--dtype"):
-            st.set_params(dtype=args.dtype)  # the output dtype (None: the default rule)
-            check_output_dtype(st.dtype)
+        set_output_dtype(st, args.dtype)
         normalize_file(src, out, st, axes, chunk_bytes=chunk_bytes, progress=args.progress)
     return 0
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from .._standardize import Standardizer
 from .._table import feature_table
-from .args import axis_param, check_writable_dir, chunk_bytes_from_mb, feature_shape, same_file
+from .args import axis_param, check_writable_dir, chunk_bytes_from_mb, same_file
+from .commands import load_stats, set_output_dtype
 from .errors import CliError, library_errors, one_line
 from .zarrfiles import atomic_zarr_store, is_zarr, open_npy_array, open_zarr_array
 
@@ -235,24 +236,11 @@ def dask_normalize(args: argparse.Namespace) -> int:
     check_writable_dir(os.path.join(out, "zarr.json") if is_store else out, "output")
     with _scheduler(args.scheduler) as client:
         if args.stats is not None:
-            with library_errors("--stats"):
-                st = Standardizer.load(args.stats)
-            fitted = st.sample_axes_ if st.feature_shape_ else None
-            axes = _axes(fitted, data.shape, f"the axis of {args.stats}")
-            if args.axis is not None and _axes(args.axis, data.shape) != axes:
-                raise CliError(
-                    f"--axis {args.axis} differs from the axis {axes} the statistics in "
-                    f"{args.stats} were fitted with"
-                )
-            if tuple(st.feature_shape_) != feature_shape(data.shape, axes):
-                raise CliError(
-                    f"{data.label}: the data has feature shape "
-                    f"{feature_shape(data.shape, axes)} but the statistics were fitted "
-                    f"with feature shape {tuple(st.feature_shape_)}"
-                )
+            st, axes = load_stats(args, data)
         else:
             axes = _axes(args.axis if args.axis is not None else 0, data.shape)
             st, _ = _fit(data, axes, args.nan_policy, client, args.progress, False)
+        set_output_dtype(st, args.dtype)
         with library_errors(data.label):
             y = st.transform(data.array)
         with atomic_zarr_store(out, args.force) as tmp:
