@@ -150,7 +150,8 @@ def status(run, one):
             ratio = over(r["bnfast_ms"], r["floor_ms"])
             if covers(r) and ratio is not None:
                 cells.append(
-                    f"{r['shape']} {r['layout']} {r['dtype']} {fmt(ratio, True)}{mark(ratio <= limit)}"
+                    f"{r['op']} {r['shape']} {r['layout']} {r['dtype']} "
+                    f"{fmt(ratio, True)}{mark(ratio <= limit)}"
                 )
         if cells:
             print(f"| {label} | {cap} | {', '.join(cells)} |")
