@@ -123,18 +123,10 @@ template <class T>
 py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::handle w,
                       py::handle b, bool training, double momentum, double eps, long axis,
                       py::handle out) {
-    const py::ssize_t nd = x.ndim();
-    if (nd < 2 || x.size() == 0 || axis < -nd || axis >= nd) return py::none();
-    if (axis < 0) axis += nd;
-    std::int64_t A = 1, B = 1;
-    for (py::ssize_t i = 0; i < axis; ++i) A *= x.shape(i);
-    for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
-    const std::int64_t C = x.shape(axis);
-    const std::int64_t count = A * B;
-    // One channel: the general path drops the unit axis and views the data
-    // as (1, 1, A*B), which the kernels reduce in another order; leave it
-    // to the general path rather than differ in the last bit.
-    if (C == 1) return py::none();
+    View3 v;
+    if (!fast::channel_view(x, axis, v)) return py::none();
+    const std::int64_t C = v.C;
+    const std::int64_t count = v.A * v.B;
     if (rm.is_none() != rv.is_none()) return py::none();
     const bool has_running = !rm.is_none();
     if (has_running &&
@@ -147,7 +139,6 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
     py::array y;
     if (!fast::output_for<T>(x, out, y)) return py::none();
 
-    const View3 v{A, C, B, C * B, B, 1};
     const FamilyKernels<T>& k = active_kernels<T>();
     const int nthreads = threads_for_call();
     const T* xd = static_cast<const T*>(x.data());
@@ -198,30 +189,21 @@ template <class T>
 py::object backward_fast_typed(const py::array& dy, const py::array& x, py::handle mean,
                                py::handle invstd, py::handle weight, long axis,
                                py::handle out) {
-    const py::ssize_t nd = x.ndim();
-    if (nd < 2 || x.size() == 0 || axis < -nd || axis >= nd) return py::none();
-    if (!fast::plain_array<T>(dy) || dy.ndim() != nd) return py::none();
-    for (py::ssize_t i = 0; i < nd; ++i)
+    View3 v;
+    if (!fast::channel_view(x, axis, v)) return py::none();
+    const std::int64_t C = v.C;
+    if (!fast::plain_array<T>(dy) || dy.ndim() != x.ndim()) return py::none();
+    for (py::ssize_t i = 0; i < x.ndim(); ++i)
         if (dy.shape(i) != x.shape(i)) return py::none();
-    if (axis < 0) axis += nd;
-    std::int64_t A = 1, B = 1;
-    for (py::ssize_t i = 0; i < axis; ++i) A *= x.shape(i);
-    for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
-    const std::int64_t C = x.shape(axis);
-    if (C == 1) return py::none();  // the general path views one channel differently
     if (!fast::vector_of<T>(mean, C) || !fast::vector_of<T>(invstd, C)) return py::none();
     if (!weight.is_none() && !fast::vector_of<T>(weight, C)) return py::none();
+    // out may be dy itself (the kernel reads each dy before writing that
+    // element); any other overlap with x or dy takes the general path, which
+    // computes through a temporary.
     py::array dx;
-    if (out.is_none()) {
-        std::vector<py::ssize_t> shape(x.shape(), x.shape() + nd);
-        dx = py::array_t<T>(shape);
-    } else {
-        // out may be dy itself (the kernel reads each dy before writing that
-        // element); any other overlap with x or dy takes the general path,
-        // which computes through a temporary.
-        if (!fast::output_for<T>(x, out, dx) || dx.data() == x.data()) return py::none();
-        if (!out.is(dy) && !fast::disjoint(dx, dy)) return py::none();
-    }
+    if (!fast::output_for<T>(x, out, dx)) return py::none();
+    if (!out.is_none() && (dx.data() == x.data() || (!out.is(dy) && !fast::disjoint(dx, dy))))
+        return py::none();
     const T* mp = fast::data_of<T>(mean);
     const T* ip = fast::data_of<T>(invstd);
     std::vector<double> mv(mp, mp + C), iv(ip, ip + C), wv;
@@ -229,7 +211,6 @@ py::object backward_fast_typed(const py::array& dy, const py::array& x, py::hand
         const T* wp = fast::data_of<T>(weight);
         wv.assign(wp, wp + C);
     }
-    const View3 v{A, C, B, C * B, B, 1};
     std::vector<double> sum_dy(static_cast<std::size_t>(C)), sum_dy_xc(static_cast<std::size_t>(C));
     const T* xd = static_cast<const T*>(x.data());
     const T* dyd = static_cast<const T*>(dy.data());

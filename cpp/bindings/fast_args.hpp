@@ -63,6 +63,23 @@ inline bool int_arg(py::handle h, long& out) {
     return overflow == 0 && !(out == -1 && PyErr_Occurred());
 }
 
+// The (A, C, B) view of a C-contiguous x with channels on `axis`, as the
+// general path folds it; false (the general path's call) for fewer than 2
+// dimensions, no elements, an axis out of range, or one channel (which the
+// general path views as (1, 1, A*B) and reduces in another order).
+inline bool channel_view(const py::array& x, long axis, View3& v) {
+    const py::ssize_t nd = x.ndim();
+    if (nd < 2 || x.size() == 0 || axis < -nd || axis >= nd) return false;
+    if (axis < 0) axis += nd;
+    std::int64_t A = 1, B = 1;
+    for (py::ssize_t i = 0; i < axis; ++i) A *= x.shape(i);
+    for (py::ssize_t i = axis + 1; i < nd; ++i) B *= x.shape(i);
+    const std::int64_t C = x.shape(axis);
+    if (C == 1) return false;
+    v = View3{A, C, B, C * B, B, 1};
+    return true;
+}
+
 // Two C-contiguous arrays share no byte.
 inline bool disjoint(const py::array& a, const py::array& b) {
     const auto* as = static_cast<const char*>(a.data());
