@@ -92,6 +92,9 @@ SIGNS = np.array([1.0, -1.0, 2.0, -0.5], np.float32)
 
 def _run(x3, scale, backend):
     """y = x * scale[c] + (-0.0) through the kernel, and the float32 value."""
+    # C order: each layout below names the kernel loop it drives (a
+    # broadcast's astype keeps its strides and would take another loop)
+    assert x3.flags.c_contiguous
     y3 = np.empty_like(x3)
     c = x3.shape[1]
     runtime.impl().affine(x3, y3, None, None, scale, np.full(c, -0.0, np.float32))
@@ -121,7 +124,7 @@ def test_narrowing_every_hazard(backend, layout):
     if layout == "runs":
         b = SIGNS[np.arange(61) % 4]
         for s in _chunks(1024):
-            _run(np.broadcast_to(b, (1, 1024, 61)).astype(BF16), s, backend)
+            _run(np.broadcast_to(b, (1, 1024, 61)).astype(BF16, order="C"), s, backend)
     elif layout == "vec":
         for s in _chunks(8192):
             _run(np.ones((1, 8192, 1), BF16), s, backend)
@@ -136,7 +139,7 @@ def test_narrowing_streamed(backend, layout):
     # at least 1 KiB from their first cache-line boundary on).
     if layout == "runs":
         b = SIGNS[np.arange(1085) % 4]
-        x3 = np.broadcast_to(b, (1, 4096, 1085)).astype(BF16)
+        x3 = np.broadcast_to(b, (1, 4096, 1085)).astype(BF16, order="C")
         assert x3.nbytes >= 8 << 20
         for s in _chunks(4096):
             _run(x3, s, backend)

@@ -27,10 +27,9 @@ inline void affine_run_bcast(const S* x, S* y, std::int64_t n, T hi, T lo,
     using V = typename NativeVec<S>::type;
     const V hi_v = splat<V>(hi), lo_v = splat<V>(lo);
     const V scale_v = splat<V>(scale), shift_v = splat<V>(shift);
-    write_run<kStream>(
-        y, n,
-        [&](std::int64_t i) {
-            const V xv = load_cv(x + i);
+    map_run<kStream>(
+        x, y, n,
+        [=](const V& xv) {
             if constexpr (kCenter) {
                 return ((xv - hi_v) - lo_v) * scale_v + shift_v;
             } else {

@@ -394,6 +394,40 @@ BNFAST_ALWAYS_INLINE void store_f32v2(bf16_t* p, const f32v& a, const f32v& b) {
 #endif
 }
 
+// 2 * kLanesF32 consecutive bfloat16 values in even/odd order: loaded as
+// kLanesF32 32-bit words, word k holds elements 2k (low half) and 2k + 1
+// (high half), so `even` = word << 16 and `odd` = word & 0xffff0000 are the
+// two widened vectors without any shuffle, and bf16_join_even_odd puts the
+// rounded values back into the same words. Only for maps whose parameters
+// do not depend on the element's position (map_run): the order of the
+// lanes is not the order of the elements.
+BNFAST_ALWAYS_INLINE void load_bf16_even_odd(const bf16_t* p, f32v& even, f32v& odd) {
+    const u32v w = load_vec<u32v>(p);
+    even = bit_cast_<f32v>(w << 16);
+    odd = bit_cast_<f32v>(w & 0xffff0000u);
+}
+BNFAST_ALWAYS_INLINE u32v bf16_join_even_odd(const f32v& even, const f32v& odd) {
+    const u32v e = bit_cast_<u32v>(even), o = bit_cast_<u32v>(odd);
+    // Without a NaN in either vector (the common case) the rounding is the
+    // integer addition alone, and the odd lanes' result is masked in place
+    // instead of shifted down and back; NaN lanes take bf16_round's path.
+#if defined(BNFAST_ISA_AVX512)
+    const bool finite = _mm512_cmp_ps_mask(bit_cast_<__m512>(even), bit_cast_<__m512>(odd),
+                                           _CMP_UNORD_Q) == 0;
+#elif defined(BNFAST_ISA_AVX2)
+    const bool finite = _mm256_movemask_ps(_mm256_cmp_ps(bit_cast_<__m256>(even),
+                                                         bit_cast_<__m256>(odd), _CMP_UNORD_Q)) == 0;
+#else
+    constexpr bool finite = false;
+#endif
+    if (__builtin_expect(finite, 1)) {
+        const u32v re = (e + 0x7fffu + ((e >> 16) & 1u)) >> 16;
+        const u32v ro = (o + 0x7fffu + ((o >> 16) & 1u)) & 0xffff0000u;
+        return re | ro;
+    }
+    return bf16_round(e) | (bf16_round(o) << 16);
+}
+
 // kLanesF64 half elements widened to double, and doubles stored as S
 // (through float, see from_f64).
 inline f64v load_as_f64(const f16_t* p) {
@@ -512,6 +546,18 @@ BNFAST_ALWAYS_INLINE void stream_vec2(bf16_t* p, const f32v& a, const f32v& b) {
 #endif
 }
 
+// One vector of words streamed at p (aligned to it).
+template <class S>
+BNFAST_ALWAYS_INLINE void stream_words(S* p, const u32v& w) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bit_cast_<__m512i>(w));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bit_cast_<__m256i>(w));
+#else
+    store_vec(p, w);
+#endif
+}
+
 // Streaming stores are weakly ordered: each thread that made them fences
 // before its results are read by anyone else.
 inline void stream_fence() {
@@ -539,9 +585,11 @@ template <> struct NativeVec<double> {
 template <> struct NativeVec<f16_t> : NativeVec<float> {};
 template <> struct NativeVec<bf16_t> : NativeVec<float> {};
 
+// Every lane s. (s - 0, not 0 + s: +0 + -0 is +0, which lost the sign of
+// a -0.0 parameter, a bias of -0.0 giving +0.0 where the twin gives -0.0.)
 template <class V, class S>
 inline V splat(S s) {
-    return V{} + s;
+    return s - V{};
 }
 
 // Streaming pays only over whole cache lines: shorter runs (a 7x7 image
@@ -589,6 +637,39 @@ inline void write_run(T* y, std::int64_t n, VecFn&& vec, OneFn&& one) {
         for (; i + 2 * L <= n; i += 2 * L) store_f32v2(y + i, vec(i), vec(i + L));
     for (; i + L <= n; i += L) store_cv(y + i, vec(i));
     for (; i < n; ++i) y[i] = to_storage<T>(one(i));
+}
+
+// y[i] = f(x[i]) for i in [0, n): write_run for a map that is the same at
+// every position (per-run parameters), f(V) on a vector of compute-type
+// values, one(i) for single elements (the same operations in T). bfloat16
+// runs take their vectors in even/odd order (load_bf16_even_odd): no
+// shuffle to widen or to narrow. Pass f with its parameters captured by
+// value: a copy held here is then kept in registers (captures by reference
+// were reloaded at every step, the stores being allowed to alias them).
+template <bool kStream, class S, class MapFn, class OneFn>
+BNFAST_ALWAYS_INLINE void map_run(const S* x, S* y, std::int64_t n, const MapFn& map_fn,
+                                  OneFn&& one) {
+    const MapFn f = map_fn;
+    if constexpr (std::is_same_v<S, bf16_t>) {
+        constexpr int L2 = 2 * kLanesF32;
+        auto pair = [&](std::int64_t i) {
+            f32v even, odd;
+            load_bf16_even_odd(x + i, even, odd);
+            return bf16_join_even_odd(f(even), f(odd));
+        };
+        std::int64_t i = 0;
+        if constexpr (kStream) {
+            const std::int64_t head = stream_head(y, n);
+            if (head >= 0) {
+                for (; i < head; ++i) y[i] = to_storage<S>(one(i));
+                for (; i + L2 <= n; i += L2) stream_words(y + i, pair(i));
+            }
+        }
+        for (; i + L2 <= n; i += L2) store_vec(y + i, pair(i));
+        for (; i < n; ++i) y[i] = to_storage<S>(one(i));
+    } else {
+        write_run<kStream>(y, n, [&](std::int64_t i) { return f(load_cv(x + i)); }, one);
+    }
 }
 
 // Whole rows of C channels stored one after another ((N, C) and NHWC data)
