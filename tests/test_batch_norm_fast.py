@@ -18,6 +18,13 @@ from helpers import requires_native, runtime
 
 pytestmark = requires_native
 
+try:
+    import ml_dtypes
+
+    HALF = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+except ImportError:  # float16 cases still run
+    HALF = [np.dtype(np.float16)]
+
 SHAPES = [
     (2, 3),
     (4, 16),
@@ -42,6 +49,8 @@ def _fast(name):
 
 
 def _bn_both(x, axis, training, dtype, with_running, with_affine, momentum=0.1, eps=1e-5, out=None):
+    """The fast entry point's and the general path's (y, running_mean,
+    running_var); parameters of ``dtype``."""
     c = x.shape[axis]
     rng = np.random.default_rng(c)
     rm = rng.standard_normal(c).astype(dtype) if with_running else None
@@ -90,6 +99,41 @@ def test_batch_norm_fast_is_bitwise_the_general_path(native_backend, shape, dtyp
                     assert g.dtype == w.dtype
 
 
+def _bits(a):
+    return None if a is None else np.ascontiguousarray(a).view(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(4, 16), (17, 33), (5, 16, 3, 17), (2, 8, 130)])
+@pytest.mark.parametrize("dtype", HALF, ids=[d.name for d in HALF])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_batch_norm_fast_half_is_bitwise_the_general_path(
+    native_backend, shape, dtype, training, axis
+):
+    # float16/bfloat16 x with float32 parameters and running statistics
+    # (PyTorch's mixed convention): the fast path takes the call, and every
+    # bit (signs of zero included) is the general path's.
+    x = (np.random.default_rng(0).standard_normal(shape) * 3 + 7).astype(dtype)
+    for with_running in [True, False] if training else [True]:
+        for with_affine in (True, False):
+            got, want = _bn_both(x, axis, training, np.float32, with_running, with_affine)
+            for g, w in zip(got, want):
+                if w is not None:
+                    assert g.dtype == w.dtype
+                    np.testing.assert_array_equal(_bits(g), _bits(w))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=[d.name for d in HALF])
+def test_batch_norm_fast_half_steps_aside_for_half_parameters(native_backend, dtype):
+    # Parameters of x's half dtype are converted by the general path.
+    x = np.ones((4, 3), dtype)
+    fast = _fast("batch_norm_fast")
+    half_c = np.ones(3, dtype)
+    assert fast(x, half_c, half_c, None, None, False, 0.1, 1e-5, 1, None) is None
+    assert fast(x, None, None, half_c, None, True, 0.1, 1e-5, 1, None) is None
+    assert fast(x, None, None, np.ones(3), None, True, 0.1, 1e-5, 1, None) is None  # float64
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_batch_norm_fast_large_and_threads(native_backend, threads):
     bnfast.set_num_threads(threads)
@@ -125,7 +169,7 @@ def test_batch_norm_fast_out_and_in_place(native_backend):
         "fortran",
         "subclass",
         "int_x",
-        "f16",
+        "f16_weight",
         "bool_training",
         "np_float_eps",
         "weight_f64",
@@ -163,8 +207,9 @@ def test_batch_norm_fast_steps_aside(native_backend, case):
         args["x"] = x.view(_Sub)
     elif case == "int_x":
         args["x"] = np.ones((6, 5), dtype=np.int32)
-    elif case == "f16":
+    elif case == "f16_weight":  # half x takes float32 parameters only
         args["x"] = x.astype(np.float16)
+        args["w"] = np.ones(x.shape[1], np.float16)
     elif case == "bool_training":
         args["training"] = 1
     elif case == "np_float_eps":

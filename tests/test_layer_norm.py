@@ -431,6 +431,33 @@ def test_fast_path_is_bitwise_the_general_path(native_backend, shape, dtype, rms
             np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.parametrize("shape", [(4, 64), (3, 1), (2, 3, 17), (33, 16)])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("rms", [False, True])
+def test_fast_path_half_is_bitwise_the_general_path(native_backend, shape, dtype, rms):
+    # float16/bfloat16 x with float32 weight and bias: the fast path takes
+    # the call (eps=None: the half dtype's epsilon), every bit as the general path.
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16
+    fast_entry = runtime.core().layer_norm_fast
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 2 + 5).astype(dtype)
+    d = shape[-1]
+    w32, b32 = rng.standard_normal(d).astype(np.float32), rng.standard_normal(d).astype(np.float32)
+    for w, b in [(None, None), (w32, None), (w32, b32)]:
+        for eps in (None, 1e-6) if rms else (1e-5,):
+            fast = fast_entry(x, w, None if rms else b, -1, eps, rms, None)
+            assert fast is not None
+            if rms:
+                ref = bnfast.rms_norm(x, w, eps=eps, return_stats=True)[0]
+            else:
+                ref = bnfast.layer_norm(x, w, b, eps=eps, return_stats=True)[0]
+            assert fast.dtype == ref.dtype == x.dtype
+            np.testing.assert_array_equal(fast.view(np.uint16), ref.view(np.uint16))
+    # half weights are converted by the general path
+    assert fast_entry(x, w32.astype(dtype), None, -1, 1e-5, False, None) is None
+
+
 def test_fast_path_steps_aside(native_backend):
     x = np.random.default_rng(6).standard_normal((4, 8)).astype(np.float32)
     f = runtime.core().layer_norm_fast

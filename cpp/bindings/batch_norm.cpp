@@ -123,6 +123,7 @@ template <class T>
 py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::handle w,
                       py::handle b, bool training, double momentum, double eps, long axis,
                       py::handle out) {
+    using P = compute_t<T>;  // parameters and statistics: float32 for half x
     View3 v;
     if (!fast::channel_view(x, axis, v)) return py::none();
     const std::int64_t C = v.C;
@@ -130,12 +131,12 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
     if (rm.is_none() != rv.is_none()) return py::none();
     const bool has_running = !rm.is_none();
     if (has_running &&
-        !(fast::vector_of<T>(rm, C, training) && fast::vector_of<T>(rv, C, training)))
+        !(fast::vector_of<P>(rm, C, training) && fast::vector_of<P>(rv, C, training)))
         return py::none();
     if (training ? (count <= 1 || !(eps > 0.0)) : !has_running) return py::none();
     if (!(momentum >= 0.0 && momentum <= 1.0)) return py::none();
     std::vector<double> wv, bv;
-    if (!optional_param<T>(w, C, wv) || !optional_param<T>(b, C, bv)) return py::none();
+    if (!optional_param<P>(w, C, wv) || !optional_param<P>(b, C, bv)) return py::none();
     py::array y;
     if (!fast::output_for<T>(x, out, y)) return py::none();
 
@@ -151,8 +152,8 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
             k.batch_norm.train(xd, v, yd, v, wp, bp, eps, mean.data(), m2.data(), nthreads);
         });
         if (has_running) {
-            T* rmp = fast::mutable_data_of<T>(rm);
-            T* rvp = fast::mutable_data_of<T>(rv);
+            P* rmp = fast::mutable_data_of<P>(rm);
+            P* rvp = fast::mutable_data_of<P>(rv);
             const double n = static_cast<double>(count);
             // Two loops, as the general path updates one array after the
             // other (the same even if the two arrays overlap).
@@ -163,15 +164,15 @@ py::object fast_typed(const py::array& x, py::handle rm, py::handle rv, py::hand
                     rvp[c], formulas::unbiased_variance(m2[c], n), momentum);
         }
     } else {
-        const T* rmp = fast::data_of<T>(rm);
-        const T* rvp = fast::data_of<T>(rv);
-        std::vector<T> scale(C), shift(C);
+        const P* rmp = fast::data_of<P>(rm);
+        const P* rvp = fast::data_of<P>(rv);
+        std::vector<P> scale(C), shift(C);
         for (std::int64_t c = 0; c < C; ++c) {
             const double invstd = formulas::invstd(static_cast<double>(rvp[c]), 1.0, eps);
             const auto f = formulas::eval_fold(static_cast<double>(rmp[c]), invstd,
                                                wv.empty() ? 1.0 : wv[c], bv.empty() ? 0.0 : bv[c]);
-            scale[c] = static_cast<T>(f.scale);
-            shift[c] = static_cast<T>(f.shift);
+            scale[c] = static_cast<P>(f.scale);
+            shift[c] = static_cast<P>(f.shift);
         }
         call_kernel(x.nbytes(), [&] {
             k.affine.affine(xd, v, yd, v, nullptr, nullptr, scale.data(), shift.data(), 0,
@@ -295,7 +296,7 @@ void register_batch_norm(py::module_& m) {
                 !fast::real_arg(eps, e) || e < 0.0 || !fast::int_arg(axis, ax))
                 return py::none();
             const bool train = training.ptr() == Py_True;
-            return fast::with_plain_dtype(x, [&](auto tag, const py::array& xa) {
+            return fast::with_plain_dtype<true>(x, [&](auto tag, const py::array& xa) {
                 return fast_typed<decltype(tag)>(xa, rm, rv, w, b, train, mom, e, ax, out);
             });
         },

@@ -1,7 +1,9 @@
 // Argument checks of the fast entry points (batch_norm_fast, layer_norm_fast).
 //
 // They take the common call: C-contiguous float32/float64 arrays, parameters
-// already of x's dtype, plain Python bool/float/int options. Python's
+// already of x's dtype (batch_norm_fast and layer_norm_fast also take
+// float16/bfloat16 x with float32 parameters, PyTorch's mixed convention),
+// plain Python bool/float/int options. Python's
 // argument handling and the (A, C, B) planning cost ~20 us per call, ten
 // times the kernel on a small batch; these skip both. Each returns None
 // whenever anything is unusual (other layouts or dtypes, bad values,
@@ -16,6 +18,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common.hpp"
@@ -93,7 +97,7 @@ template <class T>
 bool output_for(const py::array& x, py::handle out, py::array& y) {
     if (out.is_none()) {
         std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
-        y = py::array_t<T>(shape);
+        y = py::array(x.dtype(), shape);  // (x's dtype: py::array_t knows no half types)
         return true;
     }
     if (!plain_array<T>(out)) return false;
@@ -114,11 +118,26 @@ T* mutable_data_of(py::handle h) {
     return static_cast<T*>(py::reinterpret_borrow<py::array>(h).mutable_data());
 }
 
-// Calls f(T{}, array) when x is a plain float32/float64 array; else None.
-template <class F>
+// The dtype's machine epsilon (np.finfo(dtype).eps; bfloat16 2**-7, as
+// _validate.machine_eps).
+template <class T>
+constexpr double machine_eps() {
+    if constexpr (std::is_same_v<T, f16_t>) return 0x1p-10;
+    else if constexpr (std::is_same_v<T, bf16_t>) return 0x1p-7;
+    else return std::numeric_limits<T>::epsilon();
+}
+
+// Calls f(T{}, array) when x is a plain float32/float64 array (with kHalf
+// also float16/bfloat16, whose parameters are then float32, compute_t<T>);
+// else None.
+template <bool kHalf = false, class F>
 py::object with_plain_dtype(py::handle x, F&& f) {
     if (plain_array<float>(x)) return f(float{}, py::reinterpret_borrow<py::array>(x));
     if (plain_array<double>(x)) return f(double{}, py::reinterpret_borrow<py::array>(x));
+    if constexpr (kHalf) {
+        if (plain_array<f16_t>(x)) return f(f16_t{}, py::reinterpret_borrow<py::array>(x));
+        if (plain_array<bf16_t>(x)) return f(bf16_t{}, py::reinterpret_borrow<py::array>(x));
+    }
     return py::none();
 }
 

@@ -74,22 +74,23 @@ py::object fast_typed(const py::array& x, py::handle w, py::handle b, double eps
     if (nd < 1 || x.size() == 0) return py::none();
     const std::int64_t D = x.shape(nd - 1);
     const std::int64_t R = x.size() / D;
-    std::vector<T> ones, zeros;
-    const T* wp;
-    const T* bp;
+    using P = compute_t<T>;  // parameters: float32 for half x
+    std::vector<P> ones, zeros;
+    const P* wp;
+    const P* bp;
     if (w.is_none()) {
-        ones.assign(D, T(1));
+        ones.assign(D, P(1));
         wp = ones.data();
     } else {
-        if (!fast::vector_of<T>(w, D)) return py::none();
-        wp = fast::data_of<T>(w);
+        if (!fast::vector_of<P>(w, D)) return py::none();
+        wp = fast::data_of<P>(w);
     }
     if (b.is_none()) {
-        zeros.assign(D, T(0));
+        zeros.assign(D, P(0));
         bp = zeros.data();
     } else {
-        if (!fast::vector_of<T>(b, D)) return py::none();
-        bp = fast::data_of<T>(b);
+        if (!fast::vector_of<P>(b, D)) return py::none();
+        bp = fast::data_of<P>(b);
     }
     py::array y;
     if (!fast::output_for<T>(x, out, y)) return py::none();
@@ -141,9 +142,9 @@ void register_layer_norm(py::module_& m) {
             const bool default_eps = rms && eps.is_none();
             if ((!default_eps && (!fast::real_arg(eps, e) || e < 0.0)) || !fast::int_arg(axis, ax))
                 return py::none();
-            return fast::with_plain_dtype(x, [&](auto tag, const py::array& xa) -> py::object {
+            return fast::with_plain_dtype<true>(x, [&](auto tag, const py::array& xa) -> py::object {
                 using T = decltype(tag);
-                if (default_eps) e = std::numeric_limits<T>::epsilon();
+                if (default_eps) e = fast::machine_eps<T>();
                 if (ax != -1 && ax != xa.ndim() - 1) return py::none();
                 return fast_typed<T>(xa, w, b, e, rms, out);
             });
