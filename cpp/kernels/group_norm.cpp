@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "batch_norm.hpp"
+#include "bnfast/formulas.hpp"
 #include "bnfast/welford.hpp"
 #include "moments_impl.hpp"
 #include "simd.hpp"
@@ -20,6 +21,15 @@ namespace {
 // kGroupTarget elements per channel tile), so threads inside it would idle.
 constexpr std::int64_t kInnerMinElements = kGroupTarget;
 constexpr std::int64_t kSamplesPerThread = 4;
+
+// The fused training backward (train_rows, train_channels_last) takes one
+// (sample, group) or one channels-last sample per work item when there are
+// at least this many per thread, and, channels first, when a block's x and
+// dy fit in L2 with room to spare for the apply to read them back.
+constexpr std::int64_t kFusedBlocksPerThread = 2;
+constexpr std::int64_t kFusedBlockBytes = std::int64_t(1) << 20;
+// Channels per tile of the channels-last reduce (24 KB of accumulators).
+constexpr std::int64_t kTrainTileChannels = 1024;
 
 // The threads of a batched call: {threads over samples, threads per sample}.
 struct SampleThreads {
@@ -195,12 +205,389 @@ void group_norm_backward_apply(const S* x, const BatchView3& xv, const S* dy,
     });
 }
 
+// ---------------------------------------------------------------------------
+// Training backward in one call (group_norm_backward_train_fn)
+
+struct ChannelSums {
+    double d = 0.0, dy = 0.0, dy_d = 0.0;
+};
+
+// Sums of one channel (A rows of B values) about center, in one fixed
+// order: rows in order, each row's vectors into two chains per sum, the
+// tails into scalars, the lanes added last.
+template <class T>
+ChannelSums channel_sums(const T* xc, const View3& xv, const T* dyc, const View3& dyv,
+                         double center) {
+    f64v d0{}, d1{}, g0{}, g1{}, gd0{}, gd1{};
+    double d_t = 0.0, g_t = 0.0, gd_t = 0.0;
+    const f64v cv = splat<f64v>(center);
+    const bool contiguous = xv.sB == 1 && dyv.sB == 1;
+    const std::int64_t B = xv.B;
+    for (std::int64_t a = 0; a < xv.A; ++a) {
+        const T* xp = xc + a * xv.sA;
+        const T* dp = dyc + a * dyv.sA;
+        std::int64_t i = 0;
+        if (contiguous) {
+            for (; i + 2 * kLanesF64 <= B; i += 2 * kLanesF64) {
+                const f64v dA = load_as_f64(xp + i) - cv;
+                const f64v dB = load_as_f64(xp + i + kLanesF64) - cv;
+                const f64v gA = load_as_f64(dp + i);
+                const f64v gB = load_as_f64(dp + i + kLanesF64);
+                d0 += dA;
+                d1 += dB;
+                g0 += gA;
+                g1 += gB;
+                gd0 += gA * dA;
+                gd1 += gB * dB;
+            }
+            for (; i < B; ++i) {
+                const double d = as_f64(xp[i]) - center;
+                const double g = as_f64(dp[i]);
+                d_t += d;
+                g_t += g;
+                gd_t += g * d;
+            }
+        } else {
+            for (; i < B; ++i) {
+                const double d = as_f64(xp[i * xv.sB]) - center;
+                const double g = as_f64(dp[i * dyv.sB]);
+                d_t += d;
+                g_t += g;
+                gd_t += g * d;
+            }
+        }
+    }
+    ChannelSums s;
+    s.d = sum_lanes(d0 + d1) + d_t;
+    s.dy = sum_lanes(g0 + g1) + g_t;
+    s.dy_d = sum_lanes(gd0 + gd1) + gd_t;
+    return s;
+}
+
+template <class T>
+inline T apply_one(T x, T dy, T hi, T lo, T s, T p, T q, T r) {
+    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
+}
+
+// The apply's six parameters of one (sample, channel), of the compute type.
+template <class P>
+struct ApplyParams {
+    P hi, lo, s, p, q, r;
+};
+
+// dx of one channel (A rows of B values).
+template <bool kStream, class S, class P = compute_t<S>>
+void apply_channel(const S* xc, const View3& xv, const S* dyc, const View3& dyv, S* dxc,
+                   const View3& dxv, std::int64_t a0, std::int64_t a1, const ApplyParams<P>& k) {
+    using V = typename NativeVec<S>::type;
+    const V hv = splat<V>(k.hi), lv = splat<V>(k.lo), sv = splat<V>(k.s);
+    const V pv = splat<V>(k.p), qv = splat<V>(k.q), rv = splat<V>(k.r);
+    const std::int64_t B = xv.B;
+    const bool contiguous = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
+    for (std::int64_t a = a0; a < a1; ++a) {
+        const S* xr = xc + a * xv.sA;
+        const S* dr = dyc + a * dyv.sA;
+        S* out = dxc + a * dxv.sA;
+        if (contiguous) {
+            write_run<kStream>(
+                out, B,
+                [&](std::int64_t i) {
+                    return apply_vec(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
+                },
+                [&](std::int64_t i) {
+                    return apply_one(to_compute(xr[i]), to_compute(dr[i]), k.hi, k.lo, k.s, k.p,
+                                     k.q, k.r);
+                });
+        } else {
+            for (std::int64_t i = 0; i < B; ++i)
+                out[i * dxv.sB] =
+                    to_storage<S>(apply_one(to_compute(xr[i * xv.sB]), to_compute(dr[i * dyv.sB]),
+                                            k.hi, k.lo, k.s, k.p, k.q, k.r));
+        }
+    }
+}
+
+// The shape of one call, shared by its loops.
+struct TrainShape {
+    std::int64_t N, C, G, per, rows;  // rows: A*B values per channel and sample
+    double count;                      // per * rows: values per (sample, group)
+};
+
+// One (sample, group)'s parameters from its channels' sums (sum_d, sum_dy,
+// sum_dy_d at index n*C + c): writes sum_dy_xc and the apply parameters of
+// its channels (prm[n*C + c]).
+template <class P>
+void block_params(const TrainShape& sh, std::int64_t n, std::int64_t g, const double* sum_d,
+                  const double* sum_dy, const double* sum_dy_d, const double* mean,
+                  const double* rstd, const double* weight, double* sum_dy_xc,
+                  ApplyParams<P>* prm) {
+    const std::int64_t k0 = n * sh.C + g * sh.per;
+    const double rs = rstd[n * sh.G + g];
+    const double* w = weight != nullptr ? weight + g * sh.per : nullptr;
+    const auto gp = formulas::group_norm_backward_params(
+        sum_d + k0, sum_dy + k0, sum_dy_d + k0, w, static_cast<long long>(sh.per), sh.count,
+        mean[n * sh.G + g], rs, sum_dy_xc + k0);
+    P hi, lo;
+    formulas::split_center(gp.center, hi, lo);
+    for (std::int64_t j = 0; j < sh.per; ++j) {
+        ApplyParams<P>& k = prm[k0 + j];
+        k.hi = hi;
+        k.lo = lo;
+        k.s = static_cast<P>(gp.s);
+        k.p = static_cast<P>(w != nullptr ? rs * w[j] : rs);
+        k.q = static_cast<P>(gp.q);
+        k.r = static_cast<P>(gp.r);
+    }
+}
+
+// Channels-first data (and any layout without unit-stride channels): each
+// channel's A x B values, rows of B.
+template <bool kStream, class S>
+void train_rows(const S* x, const BatchView3& xv, const S* dy, const BatchView3& dyv, S* dx,
+                const BatchView3& dxv, const TrainShape& sh, const double* mean,
+                const double* rstd, const double* weight, double* sum_dy, double* sum_dy_xc,
+                int nt) {
+    using P = compute_t<S>;
+    const std::int64_t NC = sh.N * sh.C;
+    Scratch<double> sums_buf(2 * static_cast<std::size_t>(NC));
+    double* sum_d = sums_buf.get();
+    double* sum_dy_d = sum_d + NC;
+    Scratch<ApplyParams<P>, 16> prm_buf(static_cast<std::size_t>(NC));
+    ApplyParams<P>* prm = prm_buf.get();
+    const auto x_ch = [&](std::int64_t k) { return x + (k / sh.C) * xv.sN + (k % sh.C) * xv.v.sC; };
+    const auto dy_ch = [&](std::int64_t k) {
+        return dy + (k / sh.C) * dyv.sN + (k % sh.C) * dyv.v.sC;
+    };
+    const auto dx_ch = [&](std::int64_t k) {
+        return dx + (k / sh.C) * dxv.sN + (k % sh.C) * dxv.v.sC;
+    };
+    const auto reduce = [&](std::int64_t k) {
+        const ChannelSums s = channel_sums(x_ch(k), xv.v, dy_ch(k), dyv.v,
+                                           mean[(k / sh.C) * sh.G + (k % sh.C) / sh.per]);
+        sum_d[k] = s.d;
+        sum_dy[k] = s.dy;
+        sum_dy_d[k] = s.dy_d;
+    };
+    const std::int64_t blocks = sh.N * sh.G;
+    const std::int64_t block_bytes =
+        2 * sh.per * sh.rows * static_cast<std::int64_t>(sizeof(S));
+    if (blocks >= kFusedBlocksPerThread * static_cast<std::int64_t>(nt) &&
+        block_bytes <= kFusedBlockBytes) {
+        // One (sample, group) per work item: reduced from memory, then
+        // applied from cache.
+        parallel_for(nt, blocks, 1, [&](std::int64_t blk) {
+            const std::int64_t n = blk / sh.G, g = blk % sh.G;
+            const std::int64_t k0 = n * sh.C + g * sh.per;
+            for (std::int64_t j = 0; j < sh.per; ++j) reduce(k0 + j);
+            block_params(sh, n, g, sum_d, sum_dy, sum_dy_d, mean, rstd, weight, sum_dy_xc, prm);
+            for (std::int64_t j = 0; j < sh.per; ++j)
+                apply_channel<kStream>(x_ch(k0 + j), xv.v, dy_ch(k0 + j), dyv.v, dx_ch(k0 + j),
+                                       dxv.v, 0, xv.v.A, prm[k0 + j]);
+        });
+        return;
+    }
+    // Few or large blocks: the sums of every channel in parallel, the
+    // parameters, then the apply in parallel (the same bits).
+    parallel_for(nt, NC, 1, reduce);
+    for (std::int64_t blk = 0; blk < blocks; ++blk)
+        block_params(sh, blk / sh.G, blk % sh.G, sum_d, sum_dy, sum_dy_d, mean, rstd, weight,
+                     sum_dy_xc, prm);
+    const std::int64_t A = xv.v.A;
+    // Rows of B values: (sample, channel, a); spans of one row when B is long.
+    parallel_rows(nt, NC * A, xv.v.B, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
+        const std::int64_t k = row / A, a = row % A;
+        View3 xs = xv.v, dys = dyv.v, dxs = dxv.v;
+        xs.B = dys.B = dxs.B = len;
+        apply_channel<kStream>(x_ch(k) + j0 * xv.v.sB, xs, dy_ch(k) + j0 * dyv.v.sB, dys,
+                               dx_ch(k) + j0 * dxv.v.sB, dxs, a, a + 1, prm[k]);
+    });
+}
+
+// Channels-last data (unit-stride channels): rows of C values; per sample,
+// the sums of each channel in order over the rows, tiles of channels.
+template <class S>
+void reduce_sample_tile(const S* xs, const View3& xv, const S* dys, const View3& dyv,
+                        const double* center, std::int64_t c0, std::int64_t tw, double* sum_d,
+                        double* sum_dy, double* sum_dy_d) {
+    double acc[3 * kTrainTileChannels];
+    double* __restrict pd = acc;
+    double* __restrict pg = acc + kTrainTileChannels;
+    double* __restrict pgd = acc + 2 * kTrainTileChannels;
+    for (std::int64_t c = 0; c < tw; ++c) pd[c] = pg[c] = pgd[c] = 0.0;
+    const double* __restrict ctr = center + c0;
+    const std::int64_t rows = xv.A * xv.B;
+    const auto row_of = [&](const S* base, const View3& v, std::int64_t r) {
+        const std::int64_t a = v.B == 1 ? r : r / v.B, b = v.B == 1 ? 0 : r % v.B;
+        return base + a * v.sA + b * v.sB + c0;
+    };
+    std::int64_t r = 0;
+    // Two rows per pass over the accumulators, each channel's additions in
+    // row order.
+    for (; r + 1 < rows; r += 2) {
+        const S* __restrict x0 = row_of(xs, xv, r);
+        const S* __restrict x1 = row_of(xs, xv, r + 1);
+        const S* __restrict g0 = row_of(dys, dyv, r);
+        const S* __restrict g1 = row_of(dys, dyv, r + 1);
+        for (std::int64_t c = 0; c < tw; ++c) {
+            const double d0 = as_f64(x0[c]) - ctr[c];
+            const double d1 = as_f64(x1[c]) - ctr[c];
+            const double gv0 = as_f64(g0[c]);
+            const double gv1 = as_f64(g1[c]);
+            pd[c] = (pd[c] + d0) + d1;
+            pg[c] = (pg[c] + gv0) + gv1;
+            pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
+        }
+    }
+    if (r < rows) {
+        const S* __restrict x0 = row_of(xs, xv, r);
+        const S* __restrict g0 = row_of(dys, dyv, r);
+        for (std::int64_t c = 0; c < tw; ++c) {
+            const double d0 = as_f64(x0[c]) - ctr[c];
+            const double gv0 = as_f64(g0[c]);
+            pd[c] += d0;
+            pg[c] += gv0;
+            pgd[c] += gv0 * d0;
+        }
+    }
+    for (std::int64_t c = 0; c < tw; ++c) {
+        sum_d[c0 + c] = pd[c];
+        sum_dy[c0 + c] = pg[c];
+        sum_dy_d[c0 + c] = pgd[c];
+    }
+}
+
+// dx of rows [r0, r1) of one channels-last sample, channels [c0, c0 + len);
+// prm: the sample's parameters laid out as six arrays of C.
+template <bool kStream, class S, class P = compute_t<S>>
+void apply_sample_rows(const S* xs, const View3& xv, const S* dys, const View3& dyv, S* dxs,
+                       const View3& dxv, std::int64_t r0, std::int64_t r1, std::int64_t c0,
+                       std::int64_t len, const P* prm) {
+    using V = typename NativeVec<S>::type;
+    const std::int64_t C = xv.C;
+    const P *h = prm + c0, *l = prm + C + c0, *ss = prm + 2 * C + c0, *pp = prm + 3 * C + c0,
+            *qq = prm + 4 * C + c0, *rp = prm + 5 * C + c0;
+    for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t a = xv.B == 1 ? r : r / xv.B, b = xv.B == 1 ? 0 : r % xv.B;
+        const S* xr = xs + a * xv.sA + b * xv.sB + c0;
+        const S* dr = dys + a * dyv.sA + b * dyv.sB + c0;
+        S* out = dxs + a * dxv.sA + b * dxv.sB + c0;
+        write_run<kStream>(
+            out, len,
+            [&](std::int64_t i) {
+                return apply_vec(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
+                                 load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
+                                 load_vec<V>(qq + i), load_vec<V>(rp + i));
+            },
+            [&](std::int64_t i) {
+                return apply_one(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i], pp[i],
+                                 qq[i], rp[i]);
+            });
+    }
+}
+
+// A sample's per-channel parameters as six arrays of C (hi, lo, s, p, q, r).
+template <class P>
+void transpose_params(const ApplyParams<P>* prm, std::int64_t C, P* out) {
+    for (std::int64_t c = 0; c < C; ++c) {
+        out[c] = prm[c].hi;
+        out[C + c] = prm[c].lo;
+        out[2 * C + c] = prm[c].s;
+        out[3 * C + c] = prm[c].p;
+        out[4 * C + c] = prm[c].q;
+        out[5 * C + c] = prm[c].r;
+    }
+}
+
+template <bool kStream, class S>
+void train_channels_last(const S* x, const BatchView3& xv, const S* dy, const BatchView3& dyv,
+                         S* dx, const BatchView3& dxv, const TrainShape& sh, const double* mean,
+                         const double* rstd, const double* weight, double* sum_dy,
+                         double* sum_dy_xc, int nt) {
+    using P = compute_t<S>;
+    const std::int64_t C = sh.C, NC = sh.N * C;
+    Scratch<double> sums_buf(3 * static_cast<std::size_t>(NC));
+    double* sum_d = sums_buf.get();
+    double* sum_dy_d = sum_d + NC;
+    double* center = sum_d + 2 * NC;  // the stored group mean of each (sample, channel)
+    for (std::int64_t k = 0; k < NC; ++k) center[k] = mean[(k / C) * sh.G + (k % C) / sh.per];
+    Scratch<ApplyParams<P>, 16> prm_buf(static_cast<std::size_t>(NC));
+    ApplyParams<P>* prm = prm_buf.get();
+    Scratch<P> flat_buf(6 * static_cast<std::size_t>(NC));
+    P* flat = flat_buf.get();
+    const std::int64_t tile = min_i64(C, kTrainTileChannels);
+    const std::int64_t tiles = (C + tile - 1) / tile;
+    const auto reduce_tile = [&](std::int64_t n, std::int64_t t) {
+        const std::int64_t c0 = t * tile, o = n * C;
+        reduce_sample_tile(x + n * xv.sN, xv.v, dy + n * dyv.sN, dyv.v, center + o, c0,
+                           min_i64(tile, C - c0), sum_d + o, sum_dy + o, sum_dy_d + o);
+    };
+    const auto params = [&](std::int64_t n) {
+        for (std::int64_t g = 0; g < sh.G; ++g)
+            block_params(sh, n, g, sum_d, sum_dy, sum_dy_d, mean, rstd, weight, sum_dy_xc, prm);
+        transpose_params(prm + n * C, C, flat + 6 * n * C);
+    };
+    if (sh.N >= kFusedBlocksPerThread * static_cast<std::int64_t>(nt)) {
+        // One sample per work item: reduced from memory, applied from cache.
+        parallel_for(nt, sh.N, 1, [&](std::int64_t n) {
+            for (std::int64_t t = 0; t < tiles; ++t) reduce_tile(n, t);
+            params(n);
+            apply_sample_rows<kStream>(x + n * xv.sN, xv.v, dy + n * dyv.sN, dyv.v,
+                                       dx + n * dxv.sN, dxv.v, 0, sh.rows, 0, C, flat + 6 * n * C);
+        });
+        return;
+    }
+    // Few samples: channel tiles of every sample in parallel (each channel
+    // still summed in row order: the same bits), then the apply in parallel.
+    parallel_for(nt, sh.N * tiles, 1, [&](std::int64_t it) { reduce_tile(it / tiles, it % tiles); });
+    for (std::int64_t n = 0; n < sh.N; ++n) params(n);
+    parallel_rows(nt, sh.N * sh.rows, C, [&](std::int64_t row, std::int64_t j0, std::int64_t len) {
+        const std::int64_t n = row / sh.rows, r = row % sh.rows;
+        apply_sample_rows<kStream>(x + n * xv.sN, xv.v, dy + n * dyv.sN, dyv.v, dx + n * dxv.sN,
+                                   dxv.v, r, r + 1, j0, len, flat + 6 * n * C);
+    });
+}
+
+template <class S>
+void group_norm_backward_train(const S* x, const BatchView3& xv, const S* dy,
+                               const BatchView3& dyv, S* dx, const BatchView3& dxv,
+                               std::int64_t groups, const double* mean, const double* rstd,
+                               const double* weight, double* sum_dy, double* sum_dy_xc,
+                               int nthreads) {
+    const std::int64_t N = xv.N, C = xv.v.C;
+    if (N == 0 || C == 0 || groups <= 0) return;
+    TrainShape sh;
+    sh.N = N;
+    sh.C = C;
+    sh.G = groups;
+    sh.per = C / groups;
+    sh.rows = xv.v.A * xv.v.B;
+    sh.count = static_cast<double>(sh.per * sh.rows);
+    const std::int64_t total = N * C * sh.rows;
+    const int nt = (total <= kParallelMinElements || nthreads < 1) ? 1 : nthreads;
+    const bool stream = total * static_cast<std::int64_t>(sizeof(S)) >= kStreamMinBytes;
+    const bool rows_first = xv.v.sB == 1 && dyv.v.sB == 1 && dxv.v.sB == 1 &&
+                            xv.v.B >= kMinRowLength;
+    const bool channels_last = xv.v.sC == 1 && dyv.v.sC == 1 && dxv.v.sC == 1 && C > 1;
+    if (channels_last && !rows_first && sh.rows > 0) {
+        if (stream)
+            train_channels_last<true>(x, xv, dy, dyv, dx, dxv, sh, mean, rstd, weight, sum_dy,
+                                      sum_dy_xc, nt);
+        else
+            train_channels_last<false>(x, xv, dy, dyv, dx, dxv, sh, mean, rstd, weight, sum_dy,
+                                       sum_dy_xc, nt);
+    } else if (stream) {
+        train_rows<true>(x, xv, dy, dyv, dx, dxv, sh, mean, rstd, weight, sum_dy, sum_dy_xc, nt);
+    } else {
+        train_rows<false>(x, xv, dy, dyv, dx, dxv, sh, mean, rstd, weight, sum_dy, sum_dy_xc, nt);
+    }
+}
+
 }  // namespace
 
 template <class T>
 GroupNormKernels<T> group_norm_kernels() {
     return {&group_norm_moments<T>, &group_norm_backward_reduce<T>,
-            &group_norm_backward_apply<T>};
+            &group_norm_backward_apply<T>, &group_norm_backward_train<T>};
 }
 
 template GroupNormKernels<float> group_norm_kernels<float>();

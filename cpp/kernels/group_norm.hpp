@@ -56,11 +56,29 @@ using group_norm_backward_apply_fn = void (*)(const T* x, const BatchView3& xv, 
                                               const compute_t<T>* p, const compute_t<T>* q,
                                               const compute_t<T>* r, int nthreads);
 
+// Training backward in one call, for every layout: per (sample, group)
+// the per-channel sums of d = x - mean[n*G + g], dy and dy*d (each channel's
+// values summed in one fixed order, whatever the threads), then
+// formulas::group_norm_backward_params, then dx = dy*p + ((((x - hi) - lo)*s)*q
+// + r)*s with the parameters rounded to compute_t<T> (hi + lo the exact
+// mean). mean and rstd (N*G, double) are the forward's; weight (C, double)
+// may be null. Writes sum_dy[n*C + c] and sum_dy_xc[n*C + c] (dweight,
+// dbias). Channels-first blocks are reduced and applied by one thread while
+// they are in cache; channels-last samples likewise, one per thread. The
+// results are bit-identical for every nthreads.
+template <class T>
+using group_norm_backward_train_fn = void (*)(const T* x, const BatchView3& xv, const T* dy,
+                                              const BatchView3& dyv, T* dx, const BatchView3& dxv,
+                                              std::int64_t groups, const double* mean,
+                                              const double* rstd, const double* weight,
+                                              double* sum_dy, double* sum_dy_xc, int nthreads);
+
 template <class T>
 struct GroupNormKernels {
     group_norm_moments_fn<T> moments;
     group_norm_backward_reduce_fn<T> backward_reduce;
     group_norm_backward_apply_fn<T> backward_apply;
+    group_norm_backward_train_fn<T> backward_train;
 };
 
 #if defined(BNFAST_ISA)

@@ -8,7 +8,6 @@ with running statistics is batch norm's eval path.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional, Union, overload
 
 import numpy as np
@@ -18,7 +17,7 @@ from . import _layout, _runtime
 from ._batch_norm import backward as batch_norm_backward_as
 from ._batch_norm import batch_norm, check_running_pair, update_running_pair
 from ._dispatch import dask_ops, is_dask
-from ._layout import as_float64, as_param
+from ._layout import as_float64
 from ._validate import (
     F64Array,
     FloatArray,
@@ -497,38 +496,19 @@ def _group_backward(
     if xa.size == 0:
         return empty_grads(xa, (c,), w)
     dtype = compute_dtype(xa.dtype)  # of the kernel parameters and the gradients
-    per = c // g_count
-    spatial = tuple(i for i in range(1, xa.ndim) if i != axis and xa.shape[i] != 1)
-    count = per * math.prod(xa.shape[i] for i in spatial)
-    impl = _runtime.impl()
     dx = np.empty_like(xa, order="K")
-    merged, xv, dyv, dxv, finish = _layout.sample_channel_views(xa, dya, dx, axis, spatial)
-    # Per (sample, channel) sums, centred on the stored group mean: one call,
-    # rows of (sample, channel) pairs (channels first) or a batch of samples.
-    center = np.repeat(mu, per, axis=1)  # (N, C)
-    reduce = impl.batch_norm_backward_reduce if merged else impl.group_norm_backward_reduce
-    s_d, s_dy, s_dyd = (a.reshape(n, c) for a in reduce(xv, dyv, center.ravel()))
-    gamma = np.ones(c) if w is None else w
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        # The stored mean was rounded to x's dtype: move to the exact one.
-        delta = s_d.reshape(n, g_count, per).sum(axis=2) / count  # (N, G)
-        delta_c = np.repeat(delta, per, axis=1)
-        t = s_dyd - delta_c * s_dy  # sum dy * (x - exact mean), per (n, c)
-        rs_c = np.repeat(rs, per, axis=1)
-        sum_g = (gamma * s_dy).reshape(n, g_count, per).sum(axis=2)
-        sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
-        mean_g = np.repeat(sum_g / count, per, axis=1)
-        mean_gx = np.repeat(sum_gx / count, per, axis=1)
-        # dx = dy * p + ((xc * rstd) * q + r) * rstd: rstd applied twice,
-        # never squared (rstd**2 leaves float32's range for data near 1e21).
-        p = rs_c * gamma
-        q = -mean_gx
-        r = -mean_g
-        hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
-        params = [as_param(a, dtype) for a in (rs_c, p, q, r)]
-        apply = impl.batch_norm_backward_apply if merged else impl.group_norm_backward_apply
-        apply(xv, dyv, dxv, hi_all, lo_all, *params)
+    xv, dyv, dxv, finish = _layout.sample_grad_views(xa, dya, dx, axis)
+    # One kernel call: per (sample, group) the sums about the stored mean,
+    # the parameters (formulas.group_norm_backward_params) and dx.
+    with np.errstate(invalid="ignore", over="ignore"):
+        s_dy, t = (
+            a.reshape(n, c)
+            for a in _runtime.impl().group_norm_backward_train(
+                xv, dyv, dxv, g_count, as_float64(mu).ravel(), as_float64(rs).ravel(), w
+            )
+        )
         finish()
+        rs_c = np.repeat(np.asarray(rs, dtype=np.float64), c // g_count, axis=1)
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
     return dx, dweight, s_dy.sum(axis=0).astype(dtype)
 

@@ -341,26 +341,16 @@ def _affine_float64(
             )
 
 
-# -- group norm's backward: rows of (sample, channel) pairs --------------------
+# -- group norm's backward: (N, A, C, B) views of x, dy and dx ------------------
 
 
-def sample_channel_views(
-    x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int, spatial: tuple[int, ...]
-) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
-    """``(merged, xv, dyv, dxv, finish)``: views of x, dy and dx for the
-    per-(sample, channel) backward kernels.
-
-    merged: (1, N*C, S) views with one row per (sample, channel), when batch
-    and channel axes collapse in all three (channels first), for the
-    batch-norm backward kernels. Otherwise (N, A, C, B) views for the
-    group-norm kernels (channels last: the channels stay unit-stride), the
-    groups chosen by x. Inputs that cannot be viewed so are copied; an
-    output that cannot be viewed goes through a temporary written back by
-    the returned ``finish()``."""
-    merged: Groups = ((), (0, axis), spatial)
-    xv, dyv, dxv = (fold(a, merged) for a in (x, dy, dx))
-    if xv is not None and dyv is not None and dxv is not None:
-        return True, xv, dyv, dxv, lambda: None
+def sample_grad_views(
+    x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
+    """``(xv, dyv, dxv, finish)``: (N, A, C, B) views of x, dy and dx for the
+    group-norm backward kernel, the groups chosen by x. Inputs that cannot
+    be viewed so are copied; an output that cannot be viewed goes through a
+    temporary written back by the returned ``finish()``."""
     x4, groups = sample_views(x, axis)
     dy4 = view_or_copy(dy, groups)
     dx4 = fold(dx, groups)
@@ -370,4 +360,4 @@ def sample_channel_views(
         if dx4 is None:
             copy_from_groups(work, dx, groups)
 
-    return False, x4, dy4, work, finish
+    return x4, dy4, work, finish

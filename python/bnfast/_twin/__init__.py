@@ -21,6 +21,7 @@ from .formulas import eval_fold, invstd, running_update, split_center
 from .group_norm import (
     group_norm_backward_apply,
     group_norm_backward_reduce,
+    group_norm_backward_train,
     group_norm_moments,
 )
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -36,6 +37,7 @@ __all__ = [
     "eval_fold",
     "group_norm_backward_apply",
     "group_norm_backward_reduce",
+    "group_norm_backward_train",
     "group_norm_moments",
     "invstd",
     "layer_norm_backward",

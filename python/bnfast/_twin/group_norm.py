@@ -5,10 +5,12 @@ view with the channels on C."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .batch_norm import batch_norm_backward_apply
-from .formulas import F64, FloatArray
+from .formulas import F64, FloatArray, compute_dtype, group_norm_backward_params, split_center
 from .moments import moments
 
 
@@ -68,3 +70,49 @@ def group_norm_backward_apply(
     for i in range(x.shape[0]):
         k = slice(i * c, (i + 1) * c)
         batch_norm_backward_apply(x[i], dy[i], dx[i], hi[k], lo[k], s[k], p[k], q[k], r[k])
+
+
+def group_norm_backward_train(
+    x: FloatArray,
+    dy: FloatArray,
+    dx: FloatArray,
+    groups: int,
+    mean: F64,
+    rstd: F64,
+    weight: Optional[F64],
+) -> tuple[F64, F64]:
+    """Training backward of group norm: writes dx, returns per-(sample,
+    channel) ``(sum_dy, sum_dy_xc)`` in float64, length N*C, ``sum_dy_xc =
+    sum(dy * (x - exact group mean))``.
+
+    ``mean`` and ``rstd`` are the forward's (float64, length N*groups; the
+    mean rounded to x's dtype). Per (sample, group): the per-channel sums of
+    :func:`group_norm_backward_reduce` about the stored mean, the parameters
+    of :func:`~bnfast._twin.formulas.group_norm_backward_params`, all rounded
+    to x's compute dtype (``hi + lo`` the exact mean), then
+    :func:`group_norm_backward_apply`."""
+    _check4(x)
+    n, a, c, b = x.shape
+    if groups < 1 or c % groups:
+        raise ValueError("group_norm_backward_train: groups must divide the channels (axis 2)")
+    per = c // groups
+    mu = np.asarray(mean, dtype=np.float64).reshape(n, groups)
+    rs = np.asarray(rstd, dtype=np.float64).reshape(n, groups)
+    sum_d, sum_dy, sum_dy_d = group_norm_backward_reduce(x, dy, np.repeat(mu, per, axis=1).ravel())
+    w = None if weight is None else np.asarray(weight, dtype=np.float64).reshape(groups, per)
+    t, center, s, q, r = group_norm_backward_params(
+        *(v.reshape(n, groups, per) for v in (sum_d, sum_dy, sum_dy_d)),
+        w,
+        float(per * a * b),
+        mu,
+        rs,
+    )
+    dtype = compute_dtype(x.dtype)
+    hi, lo = split_center(np.repeat(center, per, axis=1).ravel(), dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = rs[:, :, None] * (np.ones((groups, per)) if w is None else w)
+        params = [np.repeat(v, per, axis=1).ravel().astype(dtype) for v in (s, q, r)]
+        group_norm_backward_apply(
+            x, dy, dx, hi, lo, params[0], p.ravel().astype(dtype), params[1], params[2]
+        )
+    return sum_dy, t.reshape(-1)
