@@ -100,8 +100,11 @@ def group_norm_backward_train(
     rs = np.asarray(rstd, dtype=np.float64).reshape(n, groups)
     sum_d, sum_dy, sum_dy_d = group_norm_backward_reduce(x, dy, np.repeat(mu, per, axis=1).ravel())
     w = None if weight is None else np.asarray(weight, dtype=np.float64).reshape(groups, per)
+    shape3 = (n, groups, per)
     t, center, s, q, r = group_norm_backward_params(
-        *(v.reshape(n, groups, per) for v in (sum_d, sum_dy, sum_dy_d)),
+        sum_d.reshape(shape3),
+        sum_dy.reshape(shape3),
+        sum_dy_d.reshape(shape3),
         w,
         float(per * a * b),
         mu,
