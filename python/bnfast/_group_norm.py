@@ -384,6 +384,7 @@ def group_norm_backward(
     weight: None = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, None, FloatArray]: ...
 @overload
 def group_norm_backward(
@@ -395,6 +396,7 @@ def group_norm_backward(
     weight: ArrayLike,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def group_norm_backward(
@@ -406,6 +408,7 @@ def group_norm_backward(
     weight: Optional[ArrayLike] = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> Grads: ...
 
 
@@ -418,6 +421,7 @@ def group_norm_backward(
     weight: Optional[ArrayLike] = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> Grads:
     """Compute the gradients of :func:`bnfast.group_norm` (x, weight, bias).
 
@@ -439,11 +443,13 @@ def group_norm_backward(
         The forward's weight, shape (C,).
     axis : int, optional
         The channel axis, as in the forward.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx; may be ``dy`` itself.
 
     Returns
     -------
     dx : ndarray
-        Same shape and dtype as x.
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         Shape (C,), x's dtype (float32 for half-precision x); None when
         ``weight`` is None.
@@ -469,8 +475,10 @@ def group_norm_backward(
     (np.True_, None, array([2., 2.]))
     """
     if is_dask(dy, x):
-        return dask_ops().group_norm_backward(dy, x, mean, rstd, num_groups, weight, axis=axis)
-    return _group_backward(dy, x, mean, rstd, num_groups, weight, axis, "group_norm_backward")
+        return dask_ops().group_norm_backward(
+            dy, x, mean, rstd, num_groups, weight, axis=axis, out=out
+        )
+    return _group_backward(dy, x, mean, rstd, num_groups, weight, axis, out, "group_norm_backward")
 
 
 def _group_backward(
@@ -481,6 +489,7 @@ def _group_backward(
     num_groups: object,
     weight: Optional[ArrayLike],
     axis: int,
+    out: Optional[FloatArray],
     func: str,
 ) -> Grads:
     """:func:`group_norm_backward`, with ``func`` (the function the user
@@ -493,10 +502,11 @@ def _group_backward(
     mu = saved_stat(mean, "mean", (n, g_count), func)
     rs = saved_stat(rstd, "rstd", (n, g_count), func)
     w = grad_weight(weight, (c,), func)
+    dx = output_for(xa, out, func)
     if xa.size == 0:
-        return empty_grads(xa, (c,), w)
+        _, dweight, dbias = empty_grads(xa, (c,), w)
+        return dx, dweight, dbias
     dtype = compute_dtype(xa.dtype)  # of the kernel parameters and the gradients
-    dx = np.empty_like(xa, order="K")
     xv, dyv, dxv, finish = _layout.sample_grad_views(xa, dya, dx, axis)
     # One kernel call: per (sample, group) the sums about the stored mean,
     # the parameters (formulas.group_norm_backward_params) and dx.
@@ -523,6 +533,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, None, FloatArray]: ...
 @overload
 def instance_norm_backward(
@@ -534,6 +545,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def instance_norm_backward(
@@ -545,6 +557,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> Grads: ...
 
 
@@ -557,6 +570,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> Grads:
     """Compute the gradients of :func:`bnfast.instance_norm` (x, weight, bias).
 
@@ -579,11 +593,13 @@ def instance_norm_backward(
         The channel axis, as in the forward.
     use_input_stats : bool, optional
         Whether the forward normalized with the instance statistics.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx; may be ``dy`` itself.
 
     Returns
     -------
     dx : ndarray
-        Same shape and dtype as x.
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         Shape (C,), x's dtype (float32 for half-precision x); None when
         ``weight`` is None.
@@ -610,19 +626,21 @@ def instance_norm_backward(
     """
     if is_dask(dy, x):
         return dask_ops().instance_norm_backward(
-            dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats
+            dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats, out=out
         )
     func = "instance_norm_backward"
     dya, xa = check_grad_pair(dy, x, func)
     check_batched(xa, func)
     if not as_flag(use_input_stats, "use_input_stats"):
         axis = check_axis(axis, xa.ndim)  # (batch norm's eval gradient: any axis)
-        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, None, func, "rstd")
+        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, out, func, "rstd")
     axis = channel_axis(axis, xa.ndim, func)
     c = xa.shape[axis]
     if c == 0:  # no channels: one group per channel means no groups at all
         n = xa.shape[0]
         saved_stat(mean, "mean", (n, 0), func)
         saved_stat(rstd, "rstd", (n, 0), func)
-        return empty_grads(xa, (0,), grad_weight(weight, (0,), func))
-    return _group_backward(dya, xa, mean, rstd, c, weight, axis, func)
+        dx = output_for(xa, out, func)
+        _, dweight, dbias = empty_grads(xa, (0,), grad_weight(weight, (0,), func))
+        return dx, dweight, dbias
+    return _group_backward(dya, xa, mean, rstd, c, weight, axis, out, func)

@@ -349,11 +349,13 @@ def sample_grad_views(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
     """``(xv, dyv, dxv, finish)``: (N, A, C, B) views of x, dy and dx for the
     group-norm backward kernel, the groups chosen by x. Inputs that cannot
-    be viewed so are copied; an output that cannot be viewed goes through a
-    temporary written back by the returned ``finish()``."""
+    be viewed so are copied; an output that cannot be viewed, or that
+    overlaps x, or dy other than as dy itself, goes through a temporary
+    written back by the returned ``finish()``."""
     x4, groups = sample_views(x, axis)
     dy4 = view_or_copy(dy, groups)
-    dx4 = fold(dx, groups)
+    private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
+    dx4 = None if private else fold(dx, groups)
     work = np.empty(x4.shape, dtype=dx.dtype) if dx4 is None else dx4
 
     def finish() -> None:
