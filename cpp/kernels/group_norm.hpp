@@ -73,12 +73,34 @@ using group_norm_backward_train_fn = void (*)(const T* x, const BatchView3& xv, 
                                               const double* rstd, const double* weight,
                                               double* sum_dy, double* sum_dy_xc, int nthreads);
 
+// Forward in one call, for every layout: per (sample, group) the mean and
+// M2 (moments_impl's arithmetic: a channels-first group of contiguous
+// channels as one row, as the moments kernel over (N*G, per*A*B) rows;
+// otherwise per-channel moments merged as group_norm_moments), then
+// rstd = formulas::invstd(m2, count, eps) (0 where m2 == 0 == eps with
+// zero_var_rstd), and y = ((x - hi) - lo) * scale[c] + shift[c] with
+// scale = rstd * weight[c], shift = bias[c], hi + lo = mean, all rounded to
+// compute_t<T> (weight/bias: double, C, may be null). A group whose scale
+// (any finite one) is not 0 or a normal number of compute_t<T> is not
+// written: done[n*G + g] = 0 there (1 elsewhere), for the caller to map it
+// in float64. Writes mean[n*G + g], m2[n*G + g]. Each group (channels
+// first) or sample (channels last) is reduced and written by one thread
+// while it is in cache when there are enough of them; the results are
+// bit-identical for every nthreads. y may be x itself.
+template <class T>
+using group_norm_forward_fn = void (*)(const T* x, const BatchView3& xv, T* y,
+                                       const BatchView3& yv, std::int64_t groups,
+                                       const double* weight, const double* bias, double eps,
+                                       bool zero_var_rstd, double* mean, double* m2,
+                                       unsigned char* done, int nthreads);
+
 template <class T>
 struct GroupNormKernels {
     group_norm_moments_fn<T> moments;
     group_norm_backward_reduce_fn<T> backward_reduce;
     group_norm_backward_apply_fn<T> backward_apply;
     group_norm_backward_train_fn<T> backward_train;
+    group_norm_forward_fn<T> forward;
 };
 
 #if defined(BNFAST_ISA)

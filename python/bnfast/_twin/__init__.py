@@ -22,6 +22,7 @@ from .group_norm import (
     group_norm_backward_apply,
     group_norm_backward_reduce,
     group_norm_backward_train,
+    group_norm_forward,
     group_norm_moments,
 )
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -38,6 +39,7 @@ __all__ = [
     "group_norm_backward_apply",
     "group_norm_backward_reduce",
     "group_norm_backward_train",
+    "group_norm_forward",
     "group_norm_moments",
     "invstd",
     "layer_norm_backward",
