@@ -1,18 +1,17 @@
-// The group-norm family (group and instance norm): the kernels for layouts
-// where the batch and channel axes do not collapse into one strided
-// dimension (channels last, e.g. NHWC with axis=-1). Channels-first data
-// needs none of its own: it runs on the moments kernel over (1, N*G, C/G*S)
-// and the batch-norm backward kernels over (1, N*C, S).
+// The group-norm family (group and instance norm). group_norm_forward and
+// group_norm_backward_train do a whole pass in one call for every layout
+// (the library's path); group_norm_moments and the backward reduce/apply
+// pair are the batched forms of the moments kernel and of the batch-norm
+// backward reduce/apply for channels-last data (kept as kernels: tests and
+// the benchmarks compare the fused passes with them).
 //
 // Each kernel takes a batch of N samples, sample n at x + n*sN, each an
 // (A, C, B) view (channels on C, the spatial axes on A and B), and does
 // for all samples in one call what one call of an existing kernel does for
 // one sample, so there is no per-sample loop in Python.
 //
-// Threads: samples in parallel (one thread each) when there are enough
-// of them or each is small; otherwise samples in order, each with all the
-// threads. The per-sample kernels give the same bits for every thread
-// count, so the choice never changes a result.
+// Threads: see each kernel. The per-sample kernels give the same bits for
+// every thread count, so the choice never changes a result.
 #pragma once
 #include <cstdint>
 
