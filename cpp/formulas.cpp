@@ -54,6 +54,30 @@ BackwardParams batch_norm_backward_params(double sum_d, double sum_dy, double su
     return out;
 }
 
+GroupBackwardParams group_norm_backward_params(const double* sum_d, const double* sum_dy,
+                                               const double* sum_dy_d, const double* weight,
+                                               long long per, double count, double mean,
+                                               double rstd, double* sum_dy_xc) {
+    double sd = 0.0;
+    for (long long j = 0; j < per; ++j) sd += sum_d[j];
+    const double delta = sd / count;  // the stored mean's rounding
+    double sg = 0.0, sgx = 0.0;
+    for (long long j = 0; j < per; ++j) {
+        const double t = sum_dy_d[j] - delta * sum_dy[j];
+        sum_dy_xc[j] = t;
+        const double w = weight != nullptr ? weight[j] : 1.0;
+        sg += w * sum_dy[j];
+        sgx += w * t;
+    }
+    GroupBackwardParams out;
+    out.center = mean + delta;
+    out.s = rstd;
+    // rstd applied once here and twice in dx, never squared (issue 13).
+    out.q = -((rstd * sgx) / count);
+    out.r = -(sg / count);
+    return out;
+}
+
 double row_rstd_raw(double mean, double m2, double count, double eps, bool rms) {
     const double var = m2 / count;
     return rms ? 1.0 / std::sqrt(var + mean * mean + eps) : 1.0 / std::sqrt(var + eps);

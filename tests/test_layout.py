@@ -128,19 +128,13 @@ class _CountingImpl:
 
 
 @pytest.mark.parametrize("n", [1, 7, 64])
-def test_channels_last_statistics_are_one_kernel_call(backend, n):
-    """No per-sample loop: one call of the group-norm statistics kernel for
-    any batch size (channels last; one sample collapses with the groups and
-    takes the moments kernel), one moments call (channels first)."""
+def test_group_forward_is_one_kernel_call(backend, n):
+    """No per-sample loop: one call of the fused group-norm kernel for any
+    batch size, channels last or first (and the invstd of the returned
+    statistics)."""
     x = np.random.default_rng(0).standard_normal((n, 4, 5, 6))
-    for arr, axis, kernel in (
-        (
-            np.ascontiguousarray(np.moveaxis(x, 1, -1)),
-            3,
-            "group_norm_moments" if n > 1 else "moments",
-        ),
-        (x, 1, "moments"),
-    ):
+    for arr, axis in ((np.ascontiguousarray(np.moveaxis(x, 1, -1)), 3), (x, 1)):
         counting = _CountingImpl(runtime.impl())
-        mean, m2 = views.group_moments(counting, arr, axis, 2)
-        assert counting.calls == [kernel] and mean.shape == (n, 2)
+        y = np.empty_like(arr)
+        _, mean, _, _, _ = views.group_forward(counting, arr, y, 2, None, None, 1e-5, axis, False)
+        assert counting.calls == ["group_norm_forward", "invstd"] and mean.shape == (n, 2)

@@ -118,6 +118,134 @@ void run_case(const bnfast::FamilyKernels<T>& k, std::int64_t A, std::int64_t C,
           A, C, B, worst);
 }
 
+// Group norm forward and training backward (group_norm_forward,
+// group_norm_backward_train) on N samples of (A, C, B), channels first
+// (N, 1, C, A*B) or last (N, A*B, C, 1), against long-double references,
+// and bit-identical for every thread count. Tolerances as run_case: the
+// statistics in double (1e-12 of the data's scale), outputs rounded to T.
+template <class T>
+void run_group_case(const bnfast::FamilyKernels<T>& k, std::int64_t N, std::int64_t S,
+                    std::int64_t C, std::int64_t G, bool channels_last, std::mt19937_64& rng) {
+    using bnfast::BatchView3;
+    const double y_tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+    const double dx_tol = std::is_same_v<T, float> ? 1e-4 : 1e-10;
+    std::normal_distribution<double> normal(3.0, 2.0);
+    const std::size_t total = static_cast<std::size_t>(N * S * C);
+    std::vector<T> x(total), dy(total);
+    for (auto& v : x) v = static_cast<T>(normal(rng));
+    for (auto& v : dy) v = static_cast<T>(normal(rng) - 3.0);
+    const BatchView3 v = channels_last ? BatchView3{N, S * C, View3{S, C, 1, C, 1, 0}}
+                                       : BatchView3{N, C * S, View3{1, C, S, 0, S, 1}};
+    const auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
+        return static_cast<std::size_t>(n * v.sN + c * v.v.sC +
+                                        (channels_last ? s * v.v.sA : s * v.v.sB));
+    };
+    const std::int64_t per = C / G;
+    const long double count = static_cast<long double>(per * S);
+    std::vector<long double> rmean(N * G), rvar(N * G);
+    for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t g = 0; g < G; ++g) {
+            long double s1 = 0, s2 = 0;
+            for (std::int64_t c = g * per; c < (g + 1) * per; ++c)
+                for (std::int64_t i = 0; i < S; ++i) s1 += x[at(n, c, i)];
+            const long double m = s1 / count;
+            for (std::int64_t c = g * per; c < (g + 1) * per; ++c)
+                for (std::int64_t i = 0; i < S; ++i) {
+                    const long double d = x[at(n, c, i)] - m;
+                    s2 += d * d;
+                }
+            rmean[n * G + g] = m;
+            rvar[n * G + g] = s2 / count;
+        }
+    std::vector<double> weight(C), bias(C);
+    for (std::int64_t c = 0; c < C; ++c) {
+        weight[c] = 0.5 + 0.1 * c;
+        bias[c] = -1.0 + 0.05 * c;
+    }
+    const double eps = 1e-5;
+    std::vector<T> y1(total), yt(total);
+    std::vector<double> mean1(N * G), m21(N * G), meant(N * G), m2t(N * G);
+    std::vector<unsigned char> done(N * G), donet(N * G);
+    k.group_norm.forward(x.data(), v, y1.data(), v, G, weight.data(), bias.data(), eps, false,
+                         mean1.data(), m21.data(), done.data(), 1);
+    double worst_stat = 0, worst_y = 0;
+    for (std::int64_t j = 0; j < N * G; ++j) {
+        const double em = std::fabs(static_cast<double>(mean1[j] - rmean[j]));
+        const double ev = std::fabs(static_cast<double>(m21[j] / count - rvar[j]));
+        worst_stat = em > worst_stat ? em : worst_stat;
+        worst_stat = ev > worst_stat ? ev : worst_stat;
+        check(done[j] == 1, "group_norm forward done", N, C, S, 0.0);
+    }
+    check(worst_stat <= 1e-12 * 5.0 * 20.0, "group_norm forward statistics", N, C, S, worst_stat);
+    for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t c = 0; c < C; ++c)
+            for (std::int64_t i = 0; i < S; ++i) {
+                const std::int64_t j = n * G + c / per;
+                const long double rs = 1.0L / std::sqrt(rvar[j] + eps);
+                const long double ref = (x[at(n, c, i)] - rmean[j]) * rs * weight[c] + bias[c];
+                const double err = std::fabs(static_cast<double>(y1[at(n, c, i)] - ref)) /
+                                   (1.0 + std::fabs(static_cast<double>(ref)));
+                worst_y = err > worst_y ? err : worst_y;
+            }
+    check(worst_y <= y_tol, "group_norm forward output", N, C, S, worst_y);
+    // Backward from the forward's statistics (the mean rounded to T, as
+    // stored) against dx = rs*w*(dy - mean(dy*w)/w... ) in long double.
+    std::vector<double> smean(N * G), rstd(N * G);
+    for (std::int64_t j = 0; j < N * G; ++j) {
+        smean[j] = static_cast<double>(static_cast<T>(mean1[j]));
+        rstd[j] = 1.0 / std::sqrt(m21[j] / static_cast<double>(count) + eps);
+    }
+    std::vector<T> dx1(total), dxt(total);
+    std::vector<double> sdy1(N * C), sxc1(N * C), sdyt(N * C), sxct(N * C);
+    k.group_norm.backward_train(x.data(), v, dy.data(), v, dx1.data(), v, G, smean.data(),
+                                rstd.data(), weight.data(), sdy1.data(), sxc1.data(), 1);
+    double worst_dx = 0, scale = 0;
+    std::vector<long double> ref_dx(total);
+    for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t g = 0; g < G; ++g) {
+            const std::int64_t j = n * G + g;
+            long double mg = 0, mgx = 0;
+            for (std::int64_t c = g * per; c < (g + 1) * per; ++c)
+                for (std::int64_t i = 0; i < S; ++i) {
+                    const long double gw = dy[at(n, c, i)] * static_cast<long double>(weight[c]);
+                    mg += gw;
+                    mgx += gw * (x[at(n, c, i)] - rmean[j]) * rstd[j];
+                }
+            mg /= count;
+            mgx /= count;
+            for (std::int64_t c = g * per; c < (g + 1) * per; ++c)
+                for (std::int64_t i = 0; i < S; ++i) {
+                    const long double xh = (x[at(n, c, i)] - rmean[j]) * rstd[j];
+                    const long double r =
+                        rstd[j] * (dy[at(n, c, i)] * static_cast<long double>(weight[c]) - mg -
+                                   xh * mgx);
+                    ref_dx[at(n, c, i)] = r;
+                    const double a = std::fabs(static_cast<double>(r));
+                    scale = a > scale ? a : scale;
+                }
+        }
+    for (std::size_t i = 0; i < total; ++i) {
+        const double err = std::fabs(static_cast<double>(dx1[i] - ref_dx[i]));
+        worst_dx = err > worst_dx ? err : worst_dx;
+    }
+    check(worst_dx <= dx_tol * (1.0 + scale), "group_norm backward dx", N, C, S, worst_dx);
+    for (int threads : {2, 3, 4}) {
+        k.group_norm.forward(x.data(), v, yt.data(), v, G, weight.data(), bias.data(), eps, false,
+                             meant.data(), m2t.data(), donet.data(), threads);
+        k.group_norm.backward_train(x.data(), v, dy.data(), v, dxt.data(), v, G, smean.data(),
+                                    rstd.data(), weight.data(), sdyt.data(), sxct.data(),
+                                    threads);
+        check(std::memcmp(yt.data(), y1.data(), total * sizeof(T)) == 0 &&
+                  std::memcmp(meant.data(), mean1.data(), meant.size() * sizeof(double)) == 0 &&
+                  std::memcmp(m2t.data(), m21.data(), m2t.size() * sizeof(double)) == 0,
+              "group_norm forward thread-count determinism", N, C, S, 0.0);
+        check(std::memcmp(dxt.data(), dx1.data(), total * sizeof(T)) == 0 &&
+                  std::memcmp(sdyt.data(), sdy1.data(), sdyt.size() * sizeof(double)) == 0 &&
+                  std::memcmp(sxct.data(), sxc1.data(), sxct.size() * sizeof(double)) == 0,
+              "group_norm backward thread-count determinism", N, C, S, 0.0);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -132,6 +260,19 @@ int main() {
         for (bool channels_last : {false, true}) {
             run_case(table.of<double>(), s[0], s[1], s[2], channels_last, rng);
             run_case(table.of<float>(), s[0], s[1], s[2], channels_last, rng);
+            cases += 2;
+        }
+    }
+    // Group norm: (N, S, C, G) around the vector widths, the fused and the
+    // two-phase work splits (few samples or groups for 4 threads) and a
+    // size above the single-thread threshold (32768 elements).
+    const std::int64_t group_shapes[][4] = {{2, 5, 4, 2},   {3, 17, 6, 3}, {2, 33, 8, 8},
+                                            {1, 9, 16, 1},  {5, 40, 12, 4}, {3, 700, 24, 6},
+                                            {9, 400, 10, 5}};
+    for (const auto& s : group_shapes) {
+        for (bool channels_last : {false, true}) {
+            run_group_case(table.of<double>(), s[0], s[1], s[2], s[3], channels_last, rng);
+            run_group_case(table.of<float>(), s[0], s[1], s[2], s[3], channels_last, rng);
             cases += 2;
         }
     }

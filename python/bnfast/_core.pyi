@@ -108,6 +108,24 @@ def layer_norm_fast(
 # group_norm (batched (N, A, C, B) views: channels-last group and instance norm)
 def group_norm_moments(x: _Float, groups: int) -> tuple[_F64, _F64]: ...
 def group_norm_backward_reduce(x: _Float, dy: _Float, center: _F64) -> tuple[_F64, _F64, _F64]: ...
+def group_norm_forward(
+    x: _Float,
+    y: _Float,
+    groups: int,
+    weight: _F64 | None,
+    bias: _F64 | None,
+    eps: float,
+    zero_var_rstd: bool,
+) -> tuple[_F64, _F64, NDArray[np.bool_]]: ...
+def group_norm_backward_train(
+    x: _Float,
+    dy: _Float,
+    dx: _Float,
+    groups: int,
+    mean: _F64,
+    rstd: _F64,
+    weight: _F64 | None,
+) -> tuple[_F64, _F64]: ...
 def group_norm_backward_apply(
     x: _Float,
     dy: _Float,

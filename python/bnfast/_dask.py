@@ -1222,7 +1222,9 @@ def group_norm_backward(
     weight: Any = None,
     *,
     axis: int = 1,
+    out: Any = None,
 ) -> tuple[Any, ...]:
+    _no_out(out, "group_norm_backward")
     xd = x if isinstance(x, da.Array) else dy
     axis, whole = _sample_whole_axes(xd, "group_norm_backward", axis)
     c = xd.shape[axis]
@@ -1258,7 +1260,9 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Any = None,
 ) -> tuple[Any, ...]:
+    _no_out(out, "instance_norm_backward")
     xd = x if isinstance(x, da.Array) else dy
     axis, whole = _sample_whole_axes(xd, "instance_norm_backward", axis)
     c = xd.shape[axis]

@@ -8,7 +8,6 @@ with running statistics is batch norm's eval path.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional, Union, overload
 
 import numpy as np
@@ -18,7 +17,7 @@ from . import _layout, _runtime
 from ._batch_norm import backward as batch_norm_backward_as
 from ._batch_norm import batch_norm, check_running_pair, update_running_pair
 from ._dispatch import dask_ops, is_dask
-from ._layout import as_float64, as_param
+from ._layout import as_float64
 from ._validate import (
     F64Array,
     FloatArray,
@@ -385,6 +384,7 @@ def group_norm_backward(
     weight: None = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, None, FloatArray]: ...
 @overload
 def group_norm_backward(
@@ -396,6 +396,7 @@ def group_norm_backward(
     weight: ArrayLike,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def group_norm_backward(
@@ -407,6 +408,7 @@ def group_norm_backward(
     weight: Optional[ArrayLike] = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> Grads: ...
 
 
@@ -419,6 +421,7 @@ def group_norm_backward(
     weight: Optional[ArrayLike] = None,
     *,
     axis: int = 1,
+    out: Optional[FloatArray] = None,
 ) -> Grads:
     """Compute the gradients of :func:`bnfast.group_norm` (x, weight, bias).
 
@@ -440,11 +443,13 @@ def group_norm_backward(
         The forward's weight, shape (C,).
     axis : int, optional
         The channel axis, as in the forward.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx; may be ``dy`` itself.
 
     Returns
     -------
     dx : ndarray
-        Same shape and dtype as x.
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         Shape (C,), x's dtype (float32 for half-precision x); None when
         ``weight`` is None.
@@ -470,8 +475,10 @@ def group_norm_backward(
     (np.True_, None, array([2., 2.]))
     """
     if is_dask(dy, x):
-        return dask_ops().group_norm_backward(dy, x, mean, rstd, num_groups, weight, axis=axis)
-    return _group_backward(dy, x, mean, rstd, num_groups, weight, axis, "group_norm_backward")
+        return dask_ops().group_norm_backward(
+            dy, x, mean, rstd, num_groups, weight, axis=axis, out=out
+        )
+    return _group_backward(dy, x, mean, rstd, num_groups, weight, axis, out, "group_norm_backward")
 
 
 def _group_backward(
@@ -482,6 +489,7 @@ def _group_backward(
     num_groups: object,
     weight: Optional[ArrayLike],
     axis: int,
+    out: Optional[FloatArray],
     func: str,
 ) -> Grads:
     """:func:`group_norm_backward`, with ``func`` (the function the user
@@ -494,41 +502,23 @@ def _group_backward(
     mu = saved_stat(mean, "mean", (n, g_count), func)
     rs = saved_stat(rstd, "rstd", (n, g_count), func)
     w = grad_weight(weight, (c,), func)
+    dx = output_for(xa, out, func)
     if xa.size == 0:
-        return empty_grads(xa, (c,), w)
+        _, dweight, dbias = empty_grads(xa, (c,), w)
+        return dx, dweight, dbias
     dtype = compute_dtype(xa.dtype)  # of the kernel parameters and the gradients
-    per = c // g_count
-    spatial = tuple(i for i in range(1, xa.ndim) if i != axis and xa.shape[i] != 1)
-    count = per * math.prod(xa.shape[i] for i in spatial)
-    impl = _runtime.impl()
-    dx = np.empty_like(xa, order="K")
-    merged, xv, dyv, dxv, finish = _layout.sample_channel_views(xa, dya, dx, axis, spatial)
-    # Per (sample, channel) sums, centred on the stored group mean: one call,
-    # rows of (sample, channel) pairs (channels first) or a batch of samples.
-    center = np.repeat(mu, per, axis=1)  # (N, C)
-    reduce = impl.batch_norm_backward_reduce if merged else impl.group_norm_backward_reduce
-    s_d, s_dy, s_dyd = (a.reshape(n, c) for a in reduce(xv, dyv, center.ravel()))
-    gamma = np.ones(c) if w is None else w
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        # The stored mean was rounded to x's dtype: move to the exact one.
-        delta = s_d.reshape(n, g_count, per).sum(axis=2) / count  # (N, G)
-        delta_c = np.repeat(delta, per, axis=1)
-        t = s_dyd - delta_c * s_dy  # sum dy * (x - exact mean), per (n, c)
-        rs_c = np.repeat(rs, per, axis=1)
-        sum_g = (gamma * s_dy).reshape(n, g_count, per).sum(axis=2)
-        sum_gx = rs * (gamma * t).reshape(n, g_count, per).sum(axis=2)
-        mean_g = np.repeat(sum_g / count, per, axis=1)
-        mean_gx = np.repeat(sum_gx / count, per, axis=1)
-        # dx = dy * p + ((xc * rstd) * q + r) * rstd: rstd applied twice,
-        # never squared (rstd**2 leaves float32's range for data near 1e21).
-        p = rs_c * gamma
-        q = -mean_gx
-        r = -mean_g
-        hi_all, lo_all = impl.split_center((center + delta_c).ravel(), dtype)
-        params = [as_param(a, dtype) for a in (rs_c, p, q, r)]
-        apply = impl.batch_norm_backward_apply if merged else impl.group_norm_backward_apply
-        apply(xv, dyv, dxv, hi_all, lo_all, *params)
+    xv, dyv, dxv, finish = _layout.sample_grad_views(xa, dya, dx, axis)
+    # One kernel call: per (sample, group) the sums about the stored mean,
+    # the parameters (formulas.group_norm_backward_params) and dx.
+    with np.errstate(invalid="ignore", over="ignore"):
+        s_dy, t = (
+            a.reshape(n, c)
+            for a in _runtime.impl().group_norm_backward_train(
+                xv, dyv, dxv, g_count, as_float64(mu).ravel(), as_float64(rs).ravel(), w
+            )
+        )
         finish()
+        rs_c = np.repeat(np.asarray(rs, dtype=np.float64), c // g_count, axis=1)
         dweight = None if w is None else (t * rs_c).sum(axis=0).astype(dtype)
     return dx, dweight, s_dy.sum(axis=0).astype(dtype)
 
@@ -543,6 +533,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, None, FloatArray]: ...
 @overload
 def instance_norm_backward(
@@ -554,6 +545,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
 def instance_norm_backward(
@@ -565,6 +557,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> Grads: ...
 
 
@@ -577,6 +570,7 @@ def instance_norm_backward(
     *,
     axis: int = 1,
     use_input_stats: bool = True,
+    out: Optional[FloatArray] = None,
 ) -> Grads:
     """Compute the gradients of :func:`bnfast.instance_norm` (x, weight, bias).
 
@@ -599,11 +593,13 @@ def instance_norm_backward(
         The channel axis, as in the forward.
     use_input_stats : bool, optional
         Whether the forward normalized with the instance statistics.
+    out : ndarray, optional
+        Array of x's shape and dtype for dx; may be ``dy`` itself.
 
     Returns
     -------
     dx : ndarray
-        Same shape and dtype as x.
+        Same shape and dtype as x (``out`` if given).
     dweight : ndarray or None
         Shape (C,), x's dtype (float32 for half-precision x); None when
         ``weight`` is None.
@@ -630,19 +626,21 @@ def instance_norm_backward(
     """
     if is_dask(dy, x):
         return dask_ops().instance_norm_backward(
-            dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats
+            dy, x, mean, rstd, weight, axis=axis, use_input_stats=use_input_stats, out=out
         )
     func = "instance_norm_backward"
     dya, xa = check_grad_pair(dy, x, func)
     check_batched(xa, func)
     if not as_flag(use_input_stats, "use_input_stats"):
         axis = check_axis(axis, xa.ndim)  # (batch norm's eval gradient: any axis)
-        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, None, func, "rstd")
+        return batch_norm_backward_as(dya, xa, mean, rstd, weight, axis, False, out, func, "rstd")
     axis = channel_axis(axis, xa.ndim, func)
     c = xa.shape[axis]
     if c == 0:  # no channels: one group per channel means no groups at all
         n = xa.shape[0]
         saved_stat(mean, "mean", (n, 0), func)
         saved_stat(rstd, "rstd", (n, 0), func)
-        return empty_grads(xa, (0,), grad_weight(weight, (0,), func))
-    return _group_backward(dya, xa, mean, rstd, c, weight, axis, func)
+        dx = output_for(xa, out, func)
+        _, dweight, dbias = empty_grads(xa, (0,), grad_weight(weight, (0,), func))
+        return dx, dweight, dbias
+    return _group_backward(dya, xa, mean, rstd, c, weight, axis, out, func)

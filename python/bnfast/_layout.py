@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from numpy.typing import ArrayLike, NDArray
 
-from ._validate import compute_dtype, normal_in
+from ._validate import compute_dtype
 
 F64Array = NDArray[np.float64]
 
@@ -230,44 +230,6 @@ def sample_views(x: np.ndarray, axis: int) -> tuple[np.ndarray, Groups4]:
     return copy_to_groups(x, groups), groups
 
 
-def group_moments(
-    impl: ModuleType, x: np.ndarray, axis: int, groups_count: int
-) -> tuple[F64Array, F64Array]:
-    """Per-(n, g) mean and M2 (float64, shape (N, G)) over the spatial axes and
-    the channels of each group."""
-    n, c = x.shape[0], x.shape[axis]
-    split = x.shape[:axis] + (groups_count, c // groups_count) + x.shape[axis + 1 :]
-    xs = x.reshape(split)  # splitting an axis never copies
-    kept = (0, axis)
-    plan = plan_groups(xs, kept)
-    x3 = fold(xs, plan) if plan is not None else None
-    if x3 is not None:  # channels first: one row per (sample, group)
-        mean, m2 = impl.moments(x3)
-        return mean.reshape(n, groups_count), m2.reshape(n, groups_count)
-    # Batch and group axes do not collapse (channels last): every sample in
-    # one call, per-channel moments merged per group in the kernel.
-    x4, _ = sample_views(x, axis)
-    mean, m2 = impl.group_norm_moments(x4, groups_count)
-    return mean, m2
-
-
-def affine_per_sample_channel(
-    impl: ModuleType,
-    x: np.ndarray,
-    y: np.ndarray,
-    axis: int,
-    hi: np.ndarray,
-    lo: np.ndarray,
-    scale: np.ndarray,
-    shift: np.ndarray,
-) -> None:
-    """y[n, c, ...] = ((x - hi[n, c]) - lo[n, c]) * scale[n, c] + shift[n, c]."""
-    spatial = tuple(i for i in range(1, x.ndim) if i != axis and x.shape[i] != 1)
-    groups = ((0,), (axis,), spatial)
-    c = x.shape[axis]
-    apply_elementwise(impl.affine, x, y, groups, hi, lo, scale, shift, c)
-
-
 def spatial_size(x: np.ndarray, axis: int) -> int:
     return math.prod(n for i, n in enumerate(x.shape) if i not in (0, axis))
 
@@ -297,77 +259,67 @@ def group_forward(
     if x.size == 0:  # as PyTorch: an empty result (statistics undefined: NaN)
         undefined = np.full((n, num_groups), np.nan, dtype=dtype)
         return y, undefined, undefined.copy(), None, None
-    mean, m2 = group_moments(impl, x, axis, num_groups)
+    x4, groups4 = sample_views(x, axis)
+    if y is not x and np.may_share_memory(x4, y):
+        x4 = x4.copy()  # y overlaps x without being it: read a private copy
+    y4 = fold(y, groups4)
+    y_work = np.empty(x4.shape, dtype=y.dtype) if y4 is None else y4
+    # One kernel call: per (sample, group) the moments, rstd and the map
+    # (fused while a group or sample is in cache).
+    mean, m2, done = impl.group_norm_forward(x4, y_work, num_groups, w, b, eps, zero_var_rstd)
     rstd = impl.invstd(m2.ravel(), count, eps).reshape(m2.shape)
     if zero_var_rstd and eps == 0:
         rstd[m2 == 0] = 0.0
-    per_group = c // num_groups
-    mean_nc = np.repeat(mean, per_group, axis=1)  # (N, C)
-    scale_nc = np.repeat(rstd, per_group, axis=1)
-    if w is not None:
-        scale_nc = scale_nc * w
-    shift_nc = np.broadcast_to(np.zeros(c) if b is None else b, (n, c))
-    if not normal_in(scale_nc[np.isfinite(scale_nc)], dtype):
-        # rstd beyond dtype's normal range (eps=0 and subnormal float32
-        # data): the affine map in float64, one sample at a time.
-        _affine_float64(x, y, axis, mean_nc, scale_nc, shift_nc)
-        with np.errstate(over="ignore"):  # (rstd itself may be beyond dtype)
-            return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
-    hi, lo = impl.split_center(mean_nc.ravel(), dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        affine_per_sample_channel(
-            impl, x, y, axis, hi, lo, as_param(scale_nc, dtype), as_param(shift_nc, dtype)
-        )
+    if not done.all():
+        # A scale beyond dtype's normal range (eps=0 and subnormal float32
+        # data): those groups mapped in float64, from x4 (unwritten there).
+        _affine_float64(x4, y_work, done, mean, rstd, w, b)
+    if y4 is None:
+        copy_from_groups(y_work, y, groups4)
+    with np.errstate(over="ignore"):  # (rstd itself may be beyond dtype)
         return y, mean.astype(dtype), rstd.astype(dtype), mean, m2
 
 
 def _affine_float64(
-    x: np.ndarray,
-    y: np.ndarray,
-    axis: int,
-    center: F64Array,
-    scale: np.ndarray,
-    shift: np.ndarray,
+    x4: np.ndarray,
+    y4: np.ndarray,
+    done: np.ndarray,
+    mean: F64Array,
+    rstd: F64Array,
+    w: Optional[F64Array],
+    b: Optional[F64Array],
 ) -> None:
-    """y[n, c, ...] = (x[n, c, ...] - center[n, c]) * scale[n, c] + shift[n, c]
-    in float64, rounded once to y's dtype, one sample at a time."""
-    bshape = [1] * (x.ndim - 1)
-    bshape[axis - 1] = x.shape[axis]
+    """y = (x - mean) * (rstd * w) + b in float64, rounded once to y's dtype,
+    for the (sample, group) blocks of the (N, A, C, B) views not ``done``."""
+    per = x4.shape[2] // done.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
-        for i in range(x.shape[0]):
-            xi = x[i].astype(np.float64)
-            y[i] = (xi - center[i].reshape(bshape)) * scale[i].reshape(bshape) + shift[i].reshape(
-                bshape
-            )
+        for i, g in zip(*np.nonzero(~done)):
+            ch = slice(g * per, (g + 1) * per)
+            scale = rstd[i, g] * (np.ones(per) if w is None else w[ch])
+            shift = np.zeros(per) if b is None else b[ch]
+            xi = x4[i, :, ch, :].astype(np.float64)
+            y4[i, :, ch, :] = (xi - mean[i, g]) * scale[:, None] + shift[:, None]
 
 
-# -- group norm's backward: rows of (sample, channel) pairs --------------------
+# -- group norm's backward: (N, A, C, B) views of x, dy and dx ------------------
 
 
-def sample_channel_views(
-    x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int, spatial: tuple[int, ...]
-) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
-    """``(merged, xv, dyv, dxv, finish)``: views of x, dy and dx for the
-    per-(sample, channel) backward kernels.
-
-    merged: (1, N*C, S) views with one row per (sample, channel), when batch
-    and channel axes collapse in all three (channels first), for the
-    batch-norm backward kernels. Otherwise (N, A, C, B) views for the
-    group-norm kernels (channels last: the channels stay unit-stride), the
-    groups chosen by x. Inputs that cannot be viewed so are copied; an
-    output that cannot be viewed goes through a temporary written back by
-    the returned ``finish()``."""
-    merged: Groups = ((), (0, axis), spatial)
-    xv, dyv, dxv = (fold(a, merged) for a in (x, dy, dx))
-    if xv is not None and dyv is not None and dxv is not None:
-        return True, xv, dyv, dxv, lambda: None
+def sample_grad_views(
+    x: np.ndarray, dy: np.ndarray, dx: np.ndarray, axis: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
+    """``(xv, dyv, dxv, finish)``: (N, A, C, B) views of x, dy and dx for the
+    group-norm backward kernel, the groups chosen by x. Inputs that cannot
+    be viewed so are copied; an output that cannot be viewed, or that
+    overlaps x, or dy other than as dy itself, goes through a temporary
+    written back by the returned ``finish()``."""
     x4, groups = sample_views(x, axis)
     dy4 = view_or_copy(dy, groups)
-    dx4 = fold(dx, groups)
+    private = np.may_share_memory(dx, x) or (dx is not dy and np.may_share_memory(dx, dy))
+    dx4 = None if private else fold(dx, groups)
     work = np.empty(x4.shape, dtype=dx.dtype) if dx4 is None else dx4
 
     def finish() -> None:
         if dx4 is None:
             copy_from_groups(work, dx, groups)
 
-    return False, x4, dy4, work, finish
+    return x4, dy4, work, finish

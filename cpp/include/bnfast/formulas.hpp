@@ -59,6 +59,24 @@ struct BackwardParams {
 BackwardParams batch_norm_backward_params(double sum_d, double sum_dy, double sum_dy_d, double n,
                                           double mean, double invstd, double weight);
 
+// Group-norm training backward, per (sample, group) of `per` channels and
+// count values in all, from each channel's sums about the stored group mean
+// (sum_d, sum_dy, sum_dy_d, in channel order): delta = sum(sum_d) / count
+// moves the centre to the exact mean, sum_dy_xc[j] = sum_dy_d[j] - delta *
+// sum_dy[j] (written, for dweight), and dx = dy * p[j] + (((x - center) * s)
+// * q + r) * s with s = rstd, p[j] = rstd * weight[j] (the caller's),
+// q = -(rstd * sum(w * sum_dy_xc)) / count, r = -sum(w * sum_dy) / count.
+// Every sum runs over the channels in order from 0.0; weight may be null
+// (all ones: the same bits).
+struct GroupBackwardParams {
+    double center;  // the exact group mean, to split with split_center
+    double s, q, r;
+};
+GroupBackwardParams group_norm_backward_params(const double* sum_d, const double* sum_dy,
+                                               const double* sum_dy_d, const double* weight,
+                                               long long per, double count, double mean,
+                                               double rstd, double* sum_dy_xc);
+
 // rstd of one row of count values with moments (mean, m2): layer norm
 // 1 / sqrt(m2 / count + eps), RMS norm 1 / sqrt(m2 / count + mean * mean + eps).
 // Without the inf-row rule; use row_rstd below.

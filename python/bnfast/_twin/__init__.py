@@ -21,6 +21,8 @@ from .formulas import eval_fold, invstd, running_update, split_center
 from .group_norm import (
     group_norm_backward_apply,
     group_norm_backward_reduce,
+    group_norm_backward_train,
+    group_norm_forward,
     group_norm_moments,
 )
 from .layer_norm import layer_norm_backward, layer_norm_forward
@@ -36,6 +38,8 @@ __all__ = [
     "eval_fold",
     "group_norm_backward_apply",
     "group_norm_backward_reduce",
+    "group_norm_backward_train",
+    "group_norm_forward",
     "group_norm_moments",
     "invstd",
     "layer_norm_backward",

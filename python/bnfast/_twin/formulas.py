@@ -135,6 +135,46 @@ def batch_norm_backward_params(
     return sum_dy_xc, center, inv, p, q, r
 
 
+def group_norm_backward_params(
+    sum_d: F64,
+    sum_dy: F64,
+    sum_dy_d: F64,
+    weight: Optional[F64],
+    count: float,
+    mean: F64,
+    rstd: F64,
+) -> tuple[F64, F64, F64, F64, F64]:
+    """``(sum_dy_xc, center, s, q, r)`` of group norm's training backward,
+    per (sample, group).
+
+    The sums (shape (N, G, per)) are each channel's about the stored group
+    ``mean`` (N, G); ``weight`` is (G, per) or None (all ones). ``delta =
+    sum(sum_d) / count`` moves the centre to the exact mean (``center = mean
+    + delta``), ``sum_dy_xc = sum_dy_d - delta * sum_dy`` per channel, and
+    ``dx = dy * p + (((x - center) * s) * q + r) * s`` with ``s = rstd``,
+    ``p = rstd * weight`` (the caller's), ``q = -((rstd * sum(w *
+    sum_dy_xc)) / count)``, ``r = -(sum(w * sum_dy) / count)``. Every sum
+    runs over the channels in order from 0.0, as the C++ loop.
+    """
+    per = sum_d.shape[2]
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        sd = np.zeros(mean.shape)
+        for j in range(per):
+            sd = sd + sum_d[:, :, j]
+        delta = sd / count
+        t = sum_dy_d - delta[:, :, None] * sum_dy
+        sg = np.zeros(mean.shape)
+        sgx = np.zeros(mean.shape)
+        for j in range(per):
+            w = 1.0 if weight is None else weight[:, j]
+            sg = sg + w * sum_dy[:, :, j]
+            sgx = sgx + w * t[:, :, j]
+        center = mean + delta
+        q = -((rstd * sgx) / count)
+        r = -(sg / count)
+    return t, center, _f64(rstd), q, r
+
+
 def row_rstd(mean: F64, m2: F64, count: float, eps: float, rms: bool) -> F64:
     """Per-row ``1 / sqrt(m2 / count + eps)`` (layer norm) or ``1 / sqrt(m2 /
     count + mean * mean + eps)`` (RMS norm: the mean of the squares)."""

@@ -345,13 +345,15 @@ def build(spec: CaseSpec, rng: np.random.Generator, case_id: str = "") -> Case:
         if op == "group_norm backward":
             num_groups = spec.groups
             assert num_groups is not None
-            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
-            return lambda: bnfast.group_norm_backward(dy, x, mean, rstd, num_groups, w, axis=axis)
+            dy, mean, rstd, dx = a["dy"], a["mean"], a["rstd"], a["dx"]
+            return lambda: bnfast.group_norm_backward(
+                dy, x, mean, rstd, num_groups, w, axis=axis, out=dx
+            )
         if op == "instance_norm":
             return lambda: bnfast.instance_norm(x, w, b, axis=axis, out=y)
         if op == "instance_norm backward":
-            dy, mean, rstd = a["dy"], a["mean"], a["rstd"]
-            return lambda: bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
+            dy, mean, rstd, dx = a["dy"], a["mean"], a["rstd"], a["dx"]
+            return lambda: bnfast.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, out=dx)
         if op == "Standardizer fit":
             return lambda: bnfast.Standardizer().fit(x)
         if op == "Standardizer transform":
