@@ -442,3 +442,73 @@ def test_mean_of_integer_data(backend, path, dtype, values):
     else:
         x = np.arange(1, 70_001).astype(dtype)
     _assert_mean_within_8_ulps(x.astype(np.float64) if path == "rows-strided" else x, path)
+
+
+# --------------------------------------------------------------------------
+# the channel path's one-pass chunks and their fallback
+# --------------------------------------------------------------------------
+# With unit channel stride, every chunk after a tile's first is summed in one
+# pass around the tile's running mean and kept only where its cancellation
+# bound holds (n * dbar^2 <= M2); elsewhere the chunk is redone in two passes.
+# Data whose level jumps between chunks fails the bound: the results must
+# keep the two-pass accuracy through jumps, a staircase and a channel turning
+# constant, at every chunk and tile shape. (M2 alone would not show a kept
+# one pass: around the running mean its cancellation, ~u * n * dbar^2, is u
+# times the jump's own share of M2. The mean shows it: see the next test.)
+def _jumps(kind, dtype, rng, rows=6000, columns=34):
+    step = np.arange(rows)[:, None]
+    if kind == "jump-once":  # N(0, 1), then 1e8 + N(0, 1) from 5/12 of the rows on
+        offset = np.where(step >= rows * 5 // 12, 1e8 if dtype == np.float64 else 1e4, 0.0)
+    elif kind == "staircase":  # a new level every 100 rows (every chunk jumps)
+        offset = (step // 100) * (1e7 if dtype == np.float64 else 1e3)
+    else:  # "constant-later": random first rows, then one constant value
+        x = rng.standard_normal((rows, columns))
+        x[rows // 4 :] = 3.0
+        return np.ascontiguousarray(x.astype(dtype))
+    x = offset + rng.standard_normal((rows, columns))
+    return np.ascontiguousarray(x.astype(dtype))
+
+
+@pytest.mark.parametrize("kind", ["jump-once", "staircase", "constant-later"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("columns", [34, 1100])
+def test_channel_one_pass_falls_back_where_it_cancels(native_backend, kind, dtype, columns):
+    rows = 6000 if columns == 34 else 700
+    x = _jumps(kind, dtype, np.random.default_rng(41), rows, columns)
+    if kind == "staircase" and columns == 1100:  # 7 rows per level: chunks of 29 rows
+        level = (np.arange(rows)[:, None] // 7) * (1e7 if dtype == np.float64 else 1e3)
+        x = np.ascontiguousarray((x + level).astype(dtype))
+    mo = bnfast.moments(x, axis=0)
+    ref = x.astype(np.longdouble)
+    ref_mean = ref.mean(axis=0)
+    ref_m2 = ((ref - ref_mean) ** 2).sum(axis=0)
+    # The two-pass accuracy (test_kernel_path_offset_float64_is_exact): the
+    # mean to a few ulps of float64, M2 to 1e-11.
+    np.testing.assert_allclose(mo.mean, ref_mean.astype(np.float64), rtol=4 * 2**-52)
+    np.testing.assert_allclose(mo.m2, ref_m2.astype(np.float64), rtol=1e-11)
+    with bnfast.threads(3):
+        again = bnfast.moments(x, axis=0)
+    assert _bytes(mo.mean, mo.m2) == _bytes(again.mean, again.m2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("columns", [34, 600])
+def test_channel_one_pass_falls_back_on_alternating_levels(native_backend, dtype, columns):
+    """Levels +-L alternating chunk by chunk (aligned to the kernel's chunks:
+    32768 values of a tile of up to 512 channels), N(0, 1) noise: the mean is
+    ~1e-2. A one pass around the running mean (~ +-L away) rounds every
+    deviation at ulp(L); the fallback's chunk means round them at ulp(1)."""
+    chunk_rows = 32768 // min(columns, 512)
+    chunks = 6
+    rng = np.random.default_rng(43)
+    level = 1e8 if dtype == np.float64 else 1e6
+    signs = np.where(np.arange(chunks * chunk_rows) // chunk_rows % 2 == 0, 1.0, -1.0)
+    x = (signs[:, None] * level + rng.standard_normal((chunks * chunk_rows, columns))).astype(dtype)
+    mo = bnfast.moments(x, axis=0)
+    ref = x.astype(np.longdouble)
+    ref_mean = ref.mean(axis=0)
+    # Error bound of the two-pass: ~u * std * sqrt(n) / n ~ 1e-18; the one
+    # pass kept everywhere was off by 1e-12 (float32) to 1e-10 (float64).
+    np.testing.assert_allclose(mo.mean, ref_mean.astype(np.float64), rtol=0, atol=1e-15)
+    ref_m2 = ((ref - ref_mean) ** 2).sum(axis=0)
+    np.testing.assert_allclose(mo.m2, ref_m2.astype(np.float64), rtol=1e-11)

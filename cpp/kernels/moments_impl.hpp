@@ -13,6 +13,10 @@
 // merged with Chan's formula. This is a blocked two-pass algorithm: it never
 // forms E[x^2] - E[x]^2, so offset data keeps its variance. A chunk whose
 // min equals its max is constant: mean = that value, M2 = 0 exactly.
+// On the channel path with unit channel stride, chunks after a tile's first
+// are first tried in one pass: pass 2 alone, shifted by the tile's running
+// mean, kept when its cancellation bound holds (kOnePassFactor), else redone
+// as above. Both results depend only on the data and the shape.
 //
 // Determinism: the work is cut into chunks and groups by the shape alone;
 // each group is reduced sequentially by whichever thread takes it, and
@@ -56,6 +60,13 @@ constexpr int kRegBlock2 = kVecBytes == 64 ? 4 : 2;
 // float32 channels), all in the same L1 sets, and the prefetcher does not
 // follow 64 streams. Each channel's additions keep their order either way.
 constexpr std::int64_t kRowBlock = 8;
+// The channel path's one-pass chunks (see tile_moments) are kept when
+// kOnePassFactor * n * dbar^2 <= M2, dbar the mean deviation from the shift:
+// then the sum of squares is at most (1 + 1/kOnePassFactor) M2, so its
+// rounding moves M2 by no more than that factor times the two-pass
+// rounding, and sum |d| <= sqrt(n * sum d^2) stays within the same factor's
+// square root of the two-pass bound on the deviations' rounding (the mean).
+constexpr double kOnePassFactor = 1.0;
 // Rows along B shorter than this go to the channel path: per-channel
 // overhead would dominate a row path over many tiny rows.
 constexpr std::int64_t kMinRowLength = 16;
@@ -673,6 +684,141 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         double* __restrict shift = s.shift;
         double* __restrict sd = s.sum_d;
         double* __restrict sdd = s.sum_dd;
+        double* __restrict sdc = s.sum_dc;
+        auto pass2 = [&]() {
+            // Pass 2: deviations from the shift (the chunk is cached), summed
+            // as Pass2Acc does per value of the row path, here per channel over
+            // blocks of kP2Vec rows: a tree of the block's deviations, added by
+            // TwoSum into (sd, sdc); squares by FMA. The same operations per
+            // channel in the register blocks and the scalar loop.
+            for (std::int64_t c = 0; c < tw; ++c) sd[c] = sdd[c] = sdc[c] = 0.0;
+            PrefetchWalk pf;
+            if (kUnitC && r1 < r_end)
+                pf.start_tile(x, v, static_cast<std::int64_t>(sizeof(T)), c0, tw, r1,
+                              min_i64(r1 + chunk_rows, r_end));
+            for (std::int64_t rb = r0; rb < r1; rb += rblock) {
+                const std::int64_t re = min_i64(rb + rblock, r1);
+                std::int64_t cb2 = 0;
+                if constexpr (kUnitC) {  // register blocks, see kRegBlock
+                    constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
+                    for (; cb2 + W <= tw; cb2 += W) {
+                        f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            sh[k] = load_vec<f64v>(shift + cb2 + k * L);
+                            a_s[k] = load_vec<f64v>(sd + cb2 + k * L);
+                            a_c[k] = load_vec<f64v>(sdc + cb2 + k * L);
+                            a_q[k] = load_vec<f64v>(sdd + cb2 + k * L);
+                        }
+                        std::int64_t r = rb;
+                        for (; r + kP2Rows <= re; r += kP2Rows) {
+                            const T* p[kP2Rows];
+                            for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 + cb2;
+                            for (int k = 0; k < kRegBlock2; ++k) {
+                                f64v d[kP2Rows];
+                                for (int j = 0; j < kP2Rows; ++j) d[j] = load_as_f64(p[j] + k * L) - sh[k];
+                                two_sum_into(a_s[k], a_c[k], tree8(d));
+                                a_q[k] = fma_v(d[0], d[0], a_q[k]);
+                                f64v odd = d[1] * d[1];
+                                for (int j = 2; j < kP2Rows; j += 2) {
+                                    a_q[k] = fma_v(d[j], d[j], a_q[k]);
+                                    odd = fma_v(d[j + 1], d[j + 1], odd);
+                                }
+                                a_q[k] += odd;
+                            }
+                        }
+                        for (; r < re; ++r) {
+                            const T* p = row_ptr(x, v, r) + c0 + cb2;
+                            for (int k = 0; k < kRegBlock2; ++k) {
+                                const f64v d = load_as_f64(p + k * L) - sh[k];
+                                two_sum_into(a_s[k], a_c[k], d);
+                                a_q[k] = fma_v(d, d, a_q[k]);
+                            }
+                        }
+                        for (int k = 0; k < kRegBlock2; ++k) {
+                            store_vec(sd + cb2 + k * L, a_s[k]);
+                            store_vec(sdc + cb2 + k * L, a_c[k]);
+                            store_vec(sdd + cb2 + k * L, a_q[k]);
+                        }
+                    }
+                }
+                if (cb2 < tw) {
+                    std::int64_t r = rb;
+                    for (; r + kP2Rows <= re; r += kP2Rows) {
+                        const T* p[kP2Rows];
+                        for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 * sc;
+                        for (std::int64_t c = cb2; c < tw; ++c) {
+                            double d[kP2Rows];
+                            for (int j = 0; j < kP2Rows; ++j) d[j] = as_f64(p[j][c * sc]) - shift[c];
+                            two_sum_into(sd[c], sdc[c], tree8(d));
+                            double q = fma_s(d[0], d[0], sdd[c]);
+                            double odd = d[1] * d[1];
+                            for (int j = 2; j < kP2Rows; j += 2) {
+                                q = fma_s(d[j], d[j], q);
+                                odd = fma_s(d[j + 1], d[j + 1], odd);
+                            }
+                            sdd[c] = q + odd;
+                        }
+                    }
+                    for (; r < re; ++r) {
+                        const T* row = row_ptr(x, v, r) + c0 * sc;
+                        for (std::int64_t c = cb2; c < tw; ++c) {
+                            const double d = as_f64(row[c * sc]) - shift[c];
+                            two_sum_into(sd[c], sdc[c], d);
+                            sdd[c] = fma_s(d, d, sdd[c]);
+                        }
+                    }
+                }
+                pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)));
+            }
+            for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
+        };
+        // One pass (unit channel stride, after the tile's first chunk): the
+        // deviations from the running mean of the tile, summed as pass 2
+        // does. Kept where the cancellation bound says the result is as good
+        // as the two-pass one (see kOnePassFactor); otherwise the chunk is
+        // redone with pass 1 and pass 2 (it is in cache).
+        if (kUnitC && acc_n > 0) {
+            bool shifts_finite = true;
+            for (std::int64_t c = 0; c < tw; ++c) {
+                const double m = s.mean[c];
+                shifts_finite &= m - m == 0.0;
+                shift[c] = ref[c] + m;
+            }
+            if (shifts_finite) {
+                pass2();
+                bool accept = true;
+                for (std::int64_t c = 0; c < tw; ++c) {
+                    const double ss = sd[c] * sd[c] / dn;
+                    // false for NaN; sdd finite means every d and d * d was.
+                    accept &= (sdd[c] - sdd[c] == 0.0) & (kOnePassFactor * ss <= sdd[c] - ss);
+                }
+                if (accept) {
+                    double* __restrict mean = s.mean;
+                    double* __restrict m2 = s.m2;
+                    double* __restrict sum_hi = s.sum_hi;
+                    double* __restrict sum_lo = s.sum_lo;
+                    const double na = static_cast<double>(acc_n);
+                    const double b_frac = dn / static_cast<double>(acc_n + n);
+                    for (std::int64_t c = 0; c < tw; ++c) {
+                        const double mean_b = (shift[c] - ref[c]) + sd[c] / dn;
+                        const double m2_b = sdd[c] - sd[c] * sd[c] / dn;  // >= 0: accepted
+                        // The chunk's sum n * shift + sd: TwoProduct, TwoSum.
+                        double p_hi, p_lo;
+                        constant_sum(dn, shift[c], p_hi, p_lo);
+                        const double h = p_hi + sd[c];
+                        const double bb = h - p_hi;
+                        const double e = (p_hi - (h - bb)) + (sd[c] - bb);
+                        dd_add(sum_hi[c], sum_lo[c], h, e + p_lo);
+                        // Chan merge of finite moments, as below.
+                        const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
+                        mean[c] = mean[c] + delta * b_frac;
+                        m2[c] = m2[c] + (m2_b + delta * delta * na * b_frac);
+                    }
+                    acc_n += n;
+                    continue;
+                }
+            }
+        }
         for (std::int64_t c = 0; c < tw; ++c) {
             sum[c] = 0.0;
             lo[c] = kInf;
@@ -740,92 +886,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             }
         }
         for (std::int64_t c = 0; c < tw; ++c) shift[c] = sum[c] / dn;
-        // Pass 2: deviations from the shift (the chunk is cached), summed
-        // as Pass2Acc does per value of the row path, here per channel over
-        // blocks of kP2Vec rows: a tree of the block's deviations, added by
-        // TwoSum into (sd, sdc); squares by FMA. The same operations per
-        // channel in the register blocks and the scalar loop.
-        double* __restrict sdc = s.sum_dc;
-        for (std::int64_t c = 0; c < tw; ++c) sdc[c] = 0.0;
-        PrefetchWalk pf;
-        if (kUnitC && r1 < r_end)
-            pf.start_tile(x, v, static_cast<std::int64_t>(sizeof(T)), c0, tw, r1,
-                          min_i64(r1 + chunk_rows, r_end));
-        for (std::int64_t rb = r0; rb < r1; rb += rblock) {
-            const std::int64_t re = min_i64(rb + rblock, r1);
-            std::int64_t cb2 = 0;
-            if constexpr (kUnitC) {  // register blocks, see kRegBlock
-                constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
-                for (; cb2 + W <= tw; cb2 += W) {
-                    f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
-                    for (int k = 0; k < kRegBlock2; ++k) {
-                        sh[k] = load_vec<f64v>(shift + cb2 + k * L);
-                        a_s[k] = load_vec<f64v>(sd + cb2 + k * L);
-                        a_c[k] = load_vec<f64v>(sdc + cb2 + k * L);
-                        a_q[k] = load_vec<f64v>(sdd + cb2 + k * L);
-                    }
-                    std::int64_t r = rb;
-                    for (; r + kP2Rows <= re; r += kP2Rows) {
-                        const T* p[kP2Rows];
-                        for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 + cb2;
-                        for (int k = 0; k < kRegBlock2; ++k) {
-                            f64v d[kP2Rows];
-                            for (int j = 0; j < kP2Rows; ++j) d[j] = load_as_f64(p[j] + k * L) - sh[k];
-                            two_sum_into(a_s[k], a_c[k], tree8(d));
-                            a_q[k] = fma_v(d[0], d[0], a_q[k]);
-                            f64v odd = d[1] * d[1];
-                            for (int j = 2; j < kP2Rows; j += 2) {
-                                a_q[k] = fma_v(d[j], d[j], a_q[k]);
-                                odd = fma_v(d[j + 1], d[j + 1], odd);
-                            }
-                            a_q[k] += odd;
-                        }
-                    }
-                    for (; r < re; ++r) {
-                        const T* p = row_ptr(x, v, r) + c0 + cb2;
-                        for (int k = 0; k < kRegBlock2; ++k) {
-                            const f64v d = load_as_f64(p + k * L) - sh[k];
-                            two_sum_into(a_s[k], a_c[k], d);
-                            a_q[k] = fma_v(d, d, a_q[k]);
-                        }
-                    }
-                    for (int k = 0; k < kRegBlock2; ++k) {
-                        store_vec(sd + cb2 + k * L, a_s[k]);
-                        store_vec(sdc + cb2 + k * L, a_c[k]);
-                        store_vec(sdd + cb2 + k * L, a_q[k]);
-                    }
-                }
-            }
-            if (cb2 < tw) {
-                std::int64_t r = rb;
-                for (; r + kP2Rows <= re; r += kP2Rows) {
-                    const T* p[kP2Rows];
-                    for (int j = 0; j < kP2Rows; ++j) p[j] = row_ptr(x, v, r + j) + c0 * sc;
-                    for (std::int64_t c = cb2; c < tw; ++c) {
-                        double d[kP2Rows];
-                        for (int j = 0; j < kP2Rows; ++j) d[j] = as_f64(p[j][c * sc]) - shift[c];
-                        two_sum_into(sd[c], sdc[c], tree8(d));
-                        double q = fma_s(d[0], d[0], sdd[c]);
-                        double odd = d[1] * d[1];
-                        for (int j = 2; j < kP2Rows; j += 2) {
-                            q = fma_s(d[j], d[j], q);
-                            odd = fma_s(d[j + 1], d[j + 1], odd);
-                        }
-                        sdd[c] = q + odd;
-                    }
-                }
-                for (; r < re; ++r) {
-                    const T* row = row_ptr(x, v, r) + c0 * sc;
-                    for (std::int64_t c = cb2; c < tw; ++c) {
-                        const double d = as_f64(row[c * sc]) - shift[c];
-                        two_sum_into(sd[c], sdc[c], d);
-                        sdd[c] = fma_s(d, d, sdd[c]);
-                    }
-                }
-            }
-            pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)));
-        }
-        for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
+        pass2();
         // Chunk moments (same special cases as chunk_from_pass1/2, as selects)
         // merged into the tile's running moments.
         double* __restrict mean = s.mean;
