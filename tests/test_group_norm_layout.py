@@ -88,91 +88,61 @@ def _views4(kind, dtype, rng):
 KINDS = ["nhwc", "nhwc_wide", "nchw_sliced", "strided_channels", "one_channel_per_row"]
 
 
+def _forward_stats(impl, x4, groups):
+    """The (mean, m2) the forward kernel computes (y written to a scratch)."""
+    y = np.empty(x4.shape, x4.dtype)
+    mean, m2, _ = impl.group_norm_forward(x4, y, groups, None, None, 1e-5, False)
+    return mean, m2
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES + [np.float16])
-def test_group_norm_moments_kernel_matches_twin(native_backend, kind, dtype):
+def test_group_norm_forward_statistics_match_twin(native_backend, kind, dtype):
     rng = np.random.default_rng(5)
     x4 = _views4(kind, dtype, rng)
     c = x4.shape[2]
     for groups in sorted({1, 2, c // 2 if c % (c // 2 or 1) == 0 else 1, c}):
         if groups == 0 or c % groups:
             continue
-        mean, m2 = _impl().group_norm_moments(x4, groups)
-        ref_mean, ref_m2 = twin.group_norm_moments(x4, groups)
+        mean, m2 = _forward_stats(_impl(), x4, groups)
+        ref_mean, ref_m2 = _forward_stats(twin, x4, groups)
         assert mean.shape == (x4.shape[0], groups) and mean.dtype == np.float64
         np.testing.assert_allclose(mean, ref_mean, rtol=1e-14, atol=1e-14 * mag(x4))
         np.testing.assert_allclose(m2, ref_m2, rtol=1e-11)
 
 
-def test_group_norm_moments_keeps_offset_and_constant_groups(native_backend):
+def test_group_norm_forward_keeps_offset_and_constant_groups(native_backend):
     """Means relative to each group's first channel: offset data keeps its
     variance; a constant group has its value as mean and M2 exactly 0."""
     rng = np.random.default_rng(9)
     x = 1e8 + rng.standard_normal((2, 50, 8))  # (N, S, C), float64
     x[1, :, 4:] = 3.25  # group 1 of sample 1 constant
     x4 = x.reshape(2, 50, 8, 1)
-    mean, m2 = _impl().group_norm_moments(x4, 2)
-    ref_mean, ref_m2 = twin.group_norm_moments(x4, 2)
+    mean, m2 = _forward_stats(_impl(), x4, 2)
+    ref_mean, ref_m2 = _forward_stats(twin, x4, 2)
     np.testing.assert_allclose(m2, ref_m2, rtol=1e-9)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-15)
     assert mean[1, 1] == 3.25 and m2[1, 1] == 0.0
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_group_norm_backward_reduce_kernel_matches_twin(native_backend, kind, dtype):
-    rng = np.random.default_rng(12)
-    x4 = _views4(kind, dtype, rng)
-    dy4 = _views4(kind, dtype, rng)
-    center = rng.standard_normal(x4.shape[0] * x4.shape[2])
-    got = _impl().group_norm_backward_reduce(x4, dy4, center)
-    ref = twin.group_norm_backward_reduce(x4, dy4, center)
-    for g, r in zip(got, ref):
-        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-9)
-
-
-@pytest.mark.parametrize("kind", KINDS + ["streamed"])
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_group_norm_backward_apply_kernel_matches_twin(native_backend, kind, dtype):
-    rng = np.random.default_rng(4)
-    if kind == "streamed":  # >= 8 MiB of output: streaming stores
-        x4 = make_data(rng, (4, 8192 // np.dtype(dtype).itemsize * 4, 64, 1), dtype)
-        dy4 = make_data(rng, x4.shape, dtype)
-    else:
-        x4 = _views4(kind, dtype, rng)
-        dy4 = _views4(kind, dtype, rng)
-    k = x4.shape[0] * x4.shape[2]
-    hi = (3.0 + rng.standard_normal(k)).astype(dtype)
-    lo = (rng.standard_normal(k) * 1e-7).astype(dtype)
-    s = (0.5 + rng.random(k)).astype(dtype)
-    p, q, r = (rng.standard_normal(k).astype(dtype) for _ in range(3))
-    dx = np.full(x4.shape, np.nan, dtype)
-    dx_ref = np.full(x4.shape, np.nan, dtype)
-    _impl().group_norm_backward_apply(x4, dy4, dx, hi, lo, s, p, q, r)
-    twin.group_norm_backward_apply(x4, dy4, dx_ref, hi, lo, s, p, q, r)
-    # The same operations in the same order (no FMA contraction in either):
-    # equal, as batch_norm_backward_apply and its twin.
-    np.testing.assert_array_equal(dx, dx_ref)
-
-
 @pytest.mark.skipif(core is None, reason="the native module bnfast._core is not built")
 def test_group_norm_kernels_check_their_arguments():
     x4 = np.zeros((2, 3, 4, 1), np.float32)
+    y4 = np.zeros_like(x4)
     with pytest.raises(ValueError, match="4-D"):
-        core.group_norm_moments(x4[0], 2)
+        core.group_norm_forward(x4[0], y4[0], 2, None, None, 1e-5, False)
     with pytest.raises(ValueError, match="divide"):
-        core.group_norm_moments(x4, 3)
+        core.group_norm_forward(x4, y4, 3, None, None, 1e-5, False)
     with pytest.raises(ValueError, match="x's shape"):
-        core.group_norm_backward_reduce(x4, x4[:1], np.zeros(8))
-    with pytest.raises(ValueError, match="length"):
-        core.group_norm_backward_reduce(x4, x4, np.zeros(4))
-    p = np.zeros(8, np.float32)
+        core.group_norm_backward_train(x4, x4[:1], y4, 2, np.zeros(4), np.ones(4), None)
     with pytest.raises(ValueError, match="read-only"):
         ro = np.zeros_like(x4)
         ro.flags.writeable = False
-        core.group_norm_backward_apply(x4, x4, ro, p, p, p, p, p, p)
+        core.group_norm_forward(x4, ro, 2, None, None, 1e-5, False)
     with pytest.raises(TypeError):
-        core.group_norm_backward_apply(x4, x4, x4.astype(np.float64), p, p, p, p, p, p)
+        core.group_norm_backward_train(
+            x4, x4, x4.astype(np.float64), 2, np.zeros(4), np.ones(4), None
+        )
 
 
 # ==========================================================================

@@ -1,9 +1,5 @@
 // The group-norm family (group and instance norm). group_norm_forward and
-// group_norm_backward_train do a whole pass in one call for every layout
-// (the library's path); group_norm_moments and the backward reduce/apply
-// pair are the batched forms of the moments kernel and of the batch-norm
-// backward reduce/apply for channels-last data (kept as kernels: tests and
-// the benchmarks compare the fused passes with them).
+// group_norm_backward_train do a whole pass in one call for every layout.
 //
 // Each kernel takes a batch of N samples, sample n at x + n*sN, each an
 // (A, C, B) view (channels on C, the spatial axes on A and B), and does
@@ -26,35 +22,6 @@ struct BatchView3 {
     View3 v;
 };
 
-// Per-(sample, group) moments: the channels of group g are
-// [g*C/G, (g+1)*C/G). Per-(sample, channel) moments over A x B come from
-// the moments kernel (its unit-stride channel path for channels-last
-// data), then each group's C/G channel moments are merged by Chan's formula
-// in channel order, means relative to the group's first channel mean, with
-// the double-double sum of the channels' exact sums count*mean correcting
-// the merged mean (final_mean). Writes mean[n*G + g], m2[n*G + g].
-template <class T>
-using group_norm_moments_fn = void (*)(const T* x, const BatchView3& xv, std::int64_t groups,
-                                       double* mean, double* m2, int nthreads);
-
-// batch_norm_backward_reduce per sample: center, sum_d, sum_dy, sum_dy_d
-// indexed n*C + c.
-template <class T>
-using group_norm_backward_reduce_fn = void (*)(const T* x, const BatchView3& xv, const T* dy,
-                                               const BatchView3& dyv, const double* center,
-                                               double* sum_d, double* sum_dy, double* sum_dy_d,
-                                               int nthreads);
-
-// batch_norm_backward_apply per sample with per-(sample, channel)
-// parameters indexed n*C + c: dx = dy*p + ((((x - hi) - lo)*s)*q + r)*s.
-template <class T>
-using group_norm_backward_apply_fn = void (*)(const T* x, const BatchView3& xv, const T* dy,
-                                              const BatchView3& dyv, T* dx,
-                                              const BatchView3& dxv, const compute_t<T>* hi,
-                                              const compute_t<T>* lo, const compute_t<T>* s,
-                                              const compute_t<T>* p, const compute_t<T>* q,
-                                              const compute_t<T>* r, int nthreads);
-
 // Training backward in one call, for every layout: per (sample, group)
 // the per-channel sums of d = x - mean[n*G + g], dy and dy*d (each channel's
 // values summed in one fixed order, whatever the threads), then
@@ -75,7 +42,10 @@ using group_norm_backward_train_fn = void (*)(const T* x, const BatchView3& xv, 
 // Forward in one call, for every layout: per (sample, group) the mean and
 // M2 (moments_impl's arithmetic: a channels-first group of contiguous
 // channels as one row, as the moments kernel over (N*G, per*A*B) rows;
-// otherwise per-channel moments merged as group_norm_moments), then
+// otherwise per-channel moments merged per group by Chan's formula in
+// channel order, means relative to the group's first channel mean, the
+// merged mean corrected by the double-double sum of the channels' exact
+// sums count*mean), then
 // rstd = formulas::invstd(m2, count, eps) (0 where m2 == 0 == eps with
 // zero_var_rstd), and y = ((x - hi) - lo) * scale[c] + shift[c] with
 // scale = rstd * weight[c], shift = bias[c], hi + lo = mean, all rounded to
@@ -95,9 +65,6 @@ using group_norm_forward_fn = void (*)(const T* x, const BatchView3& xv, T* y,
 
 template <class T>
 struct GroupNormKernels {
-    group_norm_moments_fn<T> moments;
-    group_norm_backward_reduce_fn<T> backward_reduce;
-    group_norm_backward_apply_fn<T> backward_apply;
     group_norm_backward_train_fn<T> backward_train;
     group_norm_forward_fn<T> forward;
 };

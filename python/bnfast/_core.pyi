@@ -105,9 +105,7 @@ def layer_norm_fast(
     x: object, weight: object, bias: object, axis: object, eps: object, rms: bool, out: object, /
 ) -> _Float | None: ...
 
-# group_norm (batched (N, A, C, B) views: channels-last group and instance norm)
-def group_norm_moments(x: _Float, groups: int) -> tuple[_F64, _F64]: ...
-def group_norm_backward_reduce(x: _Float, dy: _Float, center: _F64) -> tuple[_F64, _F64, _F64]: ...
+# group_norm (batched (N, A, C, B) views: group and instance norm of a batch in one call)
 def group_norm_forward(
     x: _Float,
     y: _Float,
@@ -126,17 +124,6 @@ def group_norm_backward_train(
     rstd: _F64,
     weight: _F64 | None,
 ) -> tuple[_F64, _F64]: ...
-def group_norm_backward_apply(
-    x: _Float,
-    dy: _Float,
-    dx: _Float,
-    hi: _Float,
-    lo: _Float,
-    s: _Float,
-    p: _Float,
-    q: _Float,
-    r: _Float,
-) -> None: ...
 
 # formulas (per channel, float64)
 def invstd(m2: _F64, count: float, eps: float) -> _F64: ...

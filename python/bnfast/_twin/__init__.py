@@ -18,13 +18,7 @@ from .batch_norm import (
     batch_norm_train,
 )
 from .formulas import eval_fold, invstd, running_update, split_center
-from .group_norm import (
-    group_norm_backward_apply,
-    group_norm_backward_reduce,
-    group_norm_backward_train,
-    group_norm_forward,
-    group_norm_moments,
-)
+from .group_norm import group_norm_backward_train, group_norm_forward
 from .layer_norm import layer_norm_backward, layer_norm_forward
 from .memory_floor import memory_floor
 from .moments import moments
@@ -36,11 +30,8 @@ __all__ = [
     "batch_norm_backward_train",
     "batch_norm_train",
     "eval_fold",
-    "group_norm_backward_apply",
-    "group_norm_backward_reduce",
     "group_norm_backward_train",
     "group_norm_forward",
-    "group_norm_moments",
     "invstd",
     "layer_norm_backward",
     "layer_norm_forward",

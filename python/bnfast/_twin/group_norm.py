@@ -1,7 +1,6 @@
-"""The twins of the group-norm kernels: the batched statistics and backward
-passes for layouts whose batch and channel axes do not collapse (channels
-last). Each works on 4-D (N, A, C, B) views: N samples, each an (A, C, B)
-view with the channels on C."""
+"""The twins of the group-norm kernels: the forward and the training
+backward of a batch in one call. Each works on 4-D (N, A, C, B) views: N
+samples, each an (A, C, B) view with the channels on C."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ def _check4(x: FloatArray, name: str = "x") -> None:
         raise ValueError(f"{name} must be a 4-D (N, A, C, B) view")
 
 
-def group_norm_moments(x: FloatArray, groups: int) -> tuple[F64, F64]:
+def _group_moments(x: FloatArray, groups: int) -> tuple[F64, F64]:
     """Per-(sample, group) ``(mean, m2)`` in float64, shape (N, groups), of an
     (N, A, C, B) view: group g holds channels ``[g*C/groups, (g+1)*C/groups)``,
     reduced over A and B.
@@ -39,14 +38,14 @@ def group_norm_moments(x: FloatArray, groups: int) -> tuple[F64, F64]:
     _check4(x)
     n, a, c, b = x.shape
     if groups < 1 or c % groups:
-        raise ValueError("group_norm_moments: groups must divide the channels (axis 2)")
+        raise ValueError("group_norm_forward: groups must divide the channels (axis 2)")
     per = c // groups
     rows = np.transpose(x.reshape(n, a, groups, per, b), (0, 2, 1, 3, 4))
     mean, m2 = moments(rows.reshape(1, n * groups, a * per * b))
     return mean.reshape(n, groups), m2.reshape(n, groups)
 
 
-def group_norm_backward_reduce(x: FloatArray, dy: FloatArray, center: F64) -> tuple[F64, F64, F64]:
+def _channel_sums(x: FloatArray, dy: FloatArray, center: F64) -> tuple[F64, F64, F64]:
     """Per-(sample, channel) ``(sum(d), sum(dy), sum(dy * d))`` in float64,
     length N*C, ``d = x - center[n*C + c]``, over axes 1 and 3."""
     _check4(x)
@@ -60,7 +59,7 @@ def group_norm_backward_reduce(x: FloatArray, dy: FloatArray, center: F64) -> tu
     )
 
 
-def group_norm_backward_apply(
+def _apply_per_channel(
     x: FloatArray,
     dy: FloatArray,
     dx: FloatArray,
@@ -95,10 +94,10 @@ def group_norm_backward_train(
 
     ``mean`` and ``rstd`` are the forward's (float64, length N*groups; the
     mean rounded to x's dtype). Per (sample, group): the per-channel sums of
-    :func:`group_norm_backward_reduce` about the stored mean, the parameters
+    :func:`_channel_sums` about the stored mean, the parameters
     of :func:`~bnfast._twin.formulas.group_norm_backward_params`, all rounded
     to x's compute dtype (``hi + lo`` the exact mean), then
-    :func:`group_norm_backward_apply`."""
+    :func:`_apply_per_channel`."""
     _check4(x)
     n, a, c, b = x.shape
     if groups < 1 or c % groups:
@@ -106,7 +105,7 @@ def group_norm_backward_train(
     per = c // groups
     mu = np.asarray(mean, dtype=np.float64).reshape(n, groups)
     rs = np.asarray(rstd, dtype=np.float64).reshape(n, groups)
-    sum_d, sum_dy, sum_dy_d = group_norm_backward_reduce(x, dy, np.repeat(mu, per, axis=1).ravel())
+    sum_d, sum_dy, sum_dy_d = _channel_sums(x, dy, np.repeat(mu, per, axis=1).ravel())
     w = None if weight is None else np.asarray(weight, dtype=np.float64).reshape(groups, per)
     shape3 = (n, groups, per)
     t, center, s, q, r = group_norm_backward_params(
@@ -123,7 +122,7 @@ def group_norm_backward_train(
     with np.errstate(over="ignore", invalid="ignore"):
         p = rs[:, :, None] * (np.ones((groups, per)) if w is None else w)
         params = [np.repeat(v, per, axis=1).ravel().astype(dtype) for v in (s, q, r)]
-        group_norm_backward_apply(
+        _apply_per_channel(
             x, dy, dx, hi, lo, params[0], p.ravel().astype(dtype), params[1], params[2]
         )
     return sum_dy, t.reshape(-1)
@@ -160,7 +159,7 @@ def group_norm_forward(
 
     Per (sample, group): the moments (:func:`~bnfast._twin.moments.moments`
     of the group's run when its channels are one contiguous run of >= 16
-    values, else :func:`group_norm_moments`), ``rstd = invstd(m2, count,
+    values, else :func:`_group_moments`), ``rstd = invstd(m2, count,
     eps)`` (0 where ``m2 == 0 == eps`` with ``zero_var_rstd``), and
     :func:`~bnfast._twin.affine.affine` with ``hi + lo = mean``, ``scale =
     rstd * weight[c]``, ``shift = bias[c]`` rounded to x's compute dtype. A
@@ -178,7 +177,7 @@ def group_norm_forward(
         mean, m2 = moments(x.reshape(1, n * groups, per * b))
         mean, m2 = mean.reshape(n, groups), m2.reshape(n, groups)
     else:
-        mean, m2 = group_norm_moments(x, groups)
+        mean, m2 = _group_moments(x, groups)
     rstd = invstd(m2, per * a * b, eps)
     if zero_var_rstd and eps == 0:
         rstd[m2 == 0] = 0.0
