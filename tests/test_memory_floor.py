@@ -143,6 +143,26 @@ def test_every_case_has_a_floor():
             assert passes and all(r >= spec.nbytes and w >= 0 for r, w in passes), spec.name
 
 
+@pytest.mark.parametrize("op", ["group_norm", "instance_norm"])
+def test_group_floor_by_layout(op):
+    # 32 samples of 256 channels x 56 x 56 float32 (3.2 MB a sample), 32
+    # groups of 8 channels (100 KB): channels first a group is one block;
+    # channels last it spans its whole sample, so beyond the cache the
+    # statistics take a read of their own.
+    groups = 32 if op == "group_norm" else 256
+    nchw = cases.CaseSpec(op, (32, 256, 56, 56), "NCHW", "float32", groups)
+    nhwc = cases.CaseSpec(op, (32, 56, 56, 256), "NHWC", "float32", groups)
+    n = nchw.nbytes
+    assert nchw.floor_passes(cache_bytes=1 << 20) == ((n, n),)
+    assert nhwc.floor_passes(cache_bytes=1 << 20) == ((n, 0), (n, n))
+    assert nhwc.floor_passes(cache_bytes=4 << 20) == ((n, n),)
+    back = cases.CaseSpec(op + " backward", (32, 56, 56, 256), "NHWC", "float32", groups)
+    assert back.floor_passes(cache_bytes=4 << 20) == ((2 * n, 0), (2 * n, n))
+    assert back.floor_passes(cache_bytes=8 << 20) == ((2 * n, n),)
+    back_nchw = cases.CaseSpec(op + " backward", (32, 256, 56, 56), "NCHW", "float32", groups)
+    assert back_nchw.floor_passes(cache_bytes=1 << 20) == ((2 * n, n),)
+
+
 def test_busy_flag():
     row = harness.Row(
         "op", "1", "2-D", "float32", 1.1, 1.0, 1.25, 1.0, "read", 1.0, None, None, None

@@ -67,7 +67,12 @@ class CaseSpec:
         every row before any output: a read, then a read and write (NCHW
         is fused per channel: one read and write). Batch-norm backward reads
         x and dy; its sums must be complete before any dx, so two passes,
-        unless a channel's x and dy fit in ``cache_bytes`` (NCHW only)."""
+        unless a channel's x and dy fit in ``cache_bytes`` (NCHW only).
+        Group and instance norm likewise need a (sample, group) in cache: a
+        contiguous block channels first, but the whole sample channels last,
+        where every row (every cache line, for short groups) holds a piece of
+        every group, so a group's statistics are complete only after the
+        sample's last row."""
         n = self.nbytes
         op = self.base_op
         if op.startswith("mean_var") or op == "Standardizer fit":
@@ -81,13 +86,23 @@ class CaseSpec:
             return ((2 * n, 0), (2 * n, n))
         if op in ("layer_norm backward", "rms_norm backward"):
             return ((2 * n, n),)
+        if op in ("group_norm", "instance_norm"):
+            if self._group_span(n) <= cache_bytes:
+                return ((n, n),)
+            return ((n, 0), (n, n))
         if op in ("group_norm backward", "instance_norm backward"):
             # A (sample, group)'s x and dy in cache: reduced, then written.
-            assert self.groups is not None
-            if 2 * n // (self.shape[0] * self.groups) <= cache_bytes:
+            if 2 * self._group_span(n) <= cache_bytes:
                 return ((2 * n, n),)
             return ((2 * n, 0), (2 * n, n))
-        return ((n, n),)  # eval, layer/RMS/group/instance norm, Standardizer transform
+        return ((n, n),)  # eval, layer/RMS norm, Standardizer transform
+
+    def _group_span(self, n: int) -> int:
+        """Bytes of x a (sample, group) of group/instance norm spans: its own
+        block channels first, the whole sample channels last."""
+        assert self.groups is not None
+        per_sample = n // self.shape[0]
+        return per_sample // self.groups if self.layout == "NCHW" else per_sample
 
     @property
     def baselines(self) -> tuple[str, ...]:
