@@ -396,6 +396,16 @@ inline void pass1_segment(const T* p, std::int64_t n, std::int64_t stride, Acc& 
             acc.lo1 = vmin(v1, acc.lo1);
             acc.hi1 = vmax(v1, acc.hi1);
         }
+        // Single vectors before the scalar tail, as in pass 2: rows of 49
+        // float32 values (7x7 images) left 17 to the dependent double
+        // additions of the tail on AVX-512 (8x32x7x7 training, one thread,
+        // in cache: 16.3 -> 13.5 us).
+        for (; i + L <= n; i += L) {
+            const typename Acc::V v0 = Acc::load(p + i);
+            acc.sum0 += v0;
+            acc.lo = vmin(v0, acc.lo);
+            acc.hi = vmax(v0, acc.hi);
+        }
         for (; i < n; ++i) acc.add_scalar(as_f64(p[i]));
     } else {
         for (; i < n; ++i) acc.add_scalar(as_f64(p[i * stride]));
