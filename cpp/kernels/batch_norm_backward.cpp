@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "affine_runs.hpp"
+#include "backward_sums.hpp"
 #include "batch_norm.hpp"
 #include "bnfast/formulas.hpp"
 #include "moments_impl.hpp"
@@ -26,78 +27,6 @@
 
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
-
-struct Sums3 {
-    double d = 0.0, dy = 0.0, dy_d = 0.0;
-    void add(const Sums3& o) {
-        d += o.d;
-        dy += o.dy;
-        dy_d += o.dy_d;
-    }
-};
-
-// Sums over the flat range [begin, end) of one channel (rows along B).
-template <class T>
-Sums3 row_range_sums(const T* xc, const View3& xv, const T* dyc, const View3& dyv,
-                     double center, std::int64_t begin, std::int64_t end,
-                     bool prefetch_rows = false) {
-    f64v d0{}, dy0{}, dyd0{}, d1{}, dy1{}, dyd1{};
-    double d_t = 0.0, dy_t = 0.0, dyd_t = 0.0;
-    const f64v center_v = splat<f64v>(center);
-    const bool contiguous = xv.sB == 1 && dyv.sB == 1;
-    for_each_row_span(xv.B, begin, end, [&](std::int64_t a, std::int64_t b, std::int64_t len) {
-        const T* xp = xc + a * xv.sA + b * xv.sB;
-        const T* dp = dyc + a * dyv.sA + b * dyv.sB;
-        std::int64_t i = 0;
-        const T* pxp = nullptr;  // the next row of x and dy (prefetch_rows)
-        const T* pdp = nullptr;
-        if (prefetch_rows && a + 1 < xv.A) {
-            pxp = xp + xv.sA;
-            pdp = dp + dyv.sA;
-        }
-        if (contiguous) {
-            for (; i + 2 * kLanesF64 <= len; i += 2 * kLanesF64) {
-                // One line of each per 64 bytes of the row (the step is 32
-                // or 64 bytes of float32), into L2.
-                if (pxp != nullptr && ((i * static_cast<std::int64_t>(sizeof(T))) & 63) <
-                                          2 * kLanesF64 * static_cast<std::int64_t>(sizeof(T))) {
-                    __builtin_prefetch(pxp + i, 0, 2);
-                    __builtin_prefetch(pdp + i, 0, 2);
-                }
-                const f64v dA = load_as_f64(xp + i) - center_v;
-                const f64v dB = load_as_f64(xp + i + kLanesF64) - center_v;
-                const f64v gA = load_as_f64(dp + i);
-                const f64v gB = load_as_f64(dp + i + kLanesF64);
-                d0 += dA;
-                d1 += dB;
-                dy0 += gA;
-                dy1 += gB;
-                dyd0 += gA * dA;
-                dyd1 += gB * dB;
-            }
-            for (; i < len; ++i) {
-                const double d = as_f64(xp[i]) - center;
-                const double g = as_f64(dp[i]);
-                d_t += d;
-                dy_t += g;
-                dyd_t += g * d;
-            }
-        } else {
-            for (; i < len; ++i) {
-                const double d = as_f64(xp[i * xv.sB]) - center;
-                const double g = as_f64(dp[i * dyv.sB]);
-                d_t += d;
-                dy_t += g;
-                dyd_t += g * d;
-            }
-        }
-    });
-    Sums3 s;
-    s.d = sum_lanes(d0 + d1) + d_t;
-    s.dy = sum_lanes(dy0 + dy1) + dy_t;
-    s.dy_d = sum_lanes(dyd0 + dyd1) + dyd_t;
-    return s;
-}
 
 template <class T>
 void reduce_rows(const T* x, const View3& xv, const T* dy, const View3& dyv,
@@ -173,9 +102,6 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
         const auto x_row = [&](std::int64_t i) { return row_ptr(x, xv, i) + c0 * xv.sC; };
         const auto dy_row = [&](std::int64_t i) { return row_ptr(dy, dyv, i) + c0 * dyv.sC; };
         if (unit) {
-            // Two rows per pass over the accumulators: half the loads and
-            // stores of them (the loop was bound by those, not by memory),
-            // with each channel's additions in the same order as row by row.
             const std::int64_t row_bytes = tw * static_cast<std::int64_t>(sizeof(T));
             const std::int64_t ahead = max_i64(2, (kPrefetchBytes + row_bytes - 1) / row_bytes);
             const bool prefetch = row_bytes < kPrefetchMaxRowBytes;
@@ -190,41 +116,15 @@ void reduce_channels(const T* x, const View3& xv, const T* dy, const View3& dyv,
                         }
                     }
                 }
-                const T* __restrict x0 = x_row(r);
-                const T* __restrict x1 = x_row(r + 1);
-                const T* __restrict g0 = dy_row(r);
-                const T* __restrict g1 = dy_row(r + 1);
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d0 = as_f64(x0[c]) - ctr[c];
-                    const double d1 = as_f64(x1[c]) - ctr[c];
-                    const double gv0 = as_f64(g0[c]);
-                    const double gv1 = as_f64(g1[c]);
-                    pd[c] = (pd[c] + d0) + d1;
-                    pg[c] = (pg[c] + gv0) + gv1;
-                    pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
-                }
+                add_row_pair(x_row(r), x_row(r + 1), dy_row(r), dy_row(r + 1), ctr, tw, pd, pg,
+                             pgd);
             }
         }
         for (; r < r_end; ++r) {
-            const T* xr = x_row(r);
-            const T* dr = dy_row(r);
-            if (unit) {
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = as_f64(xr[c]) - ctr[c];
-                    const double gv = as_f64(dr[c]);
-                    pd[c] += d;
-                    pg[c] += gv;
-                    pgd[c] += gv * d;
-                }
-            } else {
-                for (std::int64_t c = 0; c < tw; ++c) {
-                    const double d = as_f64(xr[c * xv.sC]) - ctr[c];
-                    const double gv = as_f64(dr[c * dyv.sC]);
-                    pd[c] += d;
-                    pg[c] += gv;
-                    pgd[c] += gv * d;
-                }
-            }
+            if (unit)
+                add_row(x_row(r), 1, dy_row(r), 1, ctr, tw, pd, pg, pgd);
+            else
+                add_row(x_row(r), xv.sC, dy_row(r), dyv.sC, ctr, tw, pd, pg, pgd);
         }
         double* out = partial + 3 * (g * C) + c0;
         for (std::int64_t c = 0; c < tw; ++c) {
@@ -279,17 +179,6 @@ void batch_norm_backward_reduce(const T* x, const View3& xv0, const T* dy, const
 
 // ---------------------------------------------------------------------------
 
-template <class T>
-inline T apply_one(T x, T dy, T hi, T lo, T s, T p, T q, T r) {
-    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
-}
-
-// The same on vectors.
-template <class V>
-inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
-    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
-}
-
 // The apply over whole (N, C) / NHWC rows back to back (see periodic_run);
 // the six parameter arrays repeated to C + lanes entries by fill_periodic.
 // x, dy and out of the storage type S, parameters and arithmetic of its
@@ -302,13 +191,13 @@ inline void apply_run_periodic(const S* x, const S* dy, S* out, std::int64_t n, 
     periodic_run<kStream>(
         out, n, C,
         [&](std::int64_t i, std::int64_t ph) {
-            return apply_vec(load_cv(x + i), load_cv(dy + i), load_vec<V>(hi + ph),
-                             load_vec<V>(lo + ph), load_vec<V>(s + ph), load_vec<V>(p + ph),
-                             load_vec<V>(q + ph), load_vec<V>(r + ph));
+            return backward_dx(load_cv(x + i), load_cv(dy + i), load_vec<V>(hi + ph),
+                               load_vec<V>(lo + ph), load_vec<V>(s + ph), load_vec<V>(p + ph),
+                               load_vec<V>(q + ph), load_vec<V>(r + ph));
         },
         [&](std::int64_t i, std::int64_t ph) {
-            return apply_one(to_compute(x[i]), to_compute(dy[i]), hi[ph], lo[ph], s[ph], p[ph],
-                             q[ph], r[ph]);
+            return backward_dx(to_compute(x[i]), to_compute(dy[i]), hi[ph], lo[ph], s[ph], p[ph],
+                               q[ph], r[ph]);
         });
 }
 
@@ -322,10 +211,10 @@ inline void apply_row(const S* xr, const S* dr, S* out, std::int64_t B, T hi, T 
     write_run<kStream>(
         out, B,
         [&](std::int64_t i) {
-            return apply_vec(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
+            return backward_dx(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
         },
         [&](std::int64_t i) {
-            return apply_one(to_compute(xr[i]), to_compute(dr[i]), hi, lo, s, p, q, r);
+            return backward_dx(to_compute(xr[i]), to_compute(dr[i]), hi, lo, s, p, q, r);
         });
 }
 
@@ -360,13 +249,13 @@ void apply_impl(const S* x, const View3& xv, const S* dy, const View3& dyv, S* d
             write_run<kStream>(
                 out, len,
                 [&](std::int64_t i) {
-                    return apply_vec(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
-                                     load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
-                                     load_vec<V>(qq + i), load_vec<V>(rr + i));
+                    return backward_dx(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
+                                       load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
+                                       load_vec<V>(qq + i), load_vec<V>(rr + i));
                 },
                 [&](std::int64_t i) {
-                    return apply_one(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i],
-                                     pp[i], qq[i], rr[i]);
+                    return backward_dx(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i],
+                                       pp[i], qq[i], rr[i]);
                 });
         });
     } else {
@@ -374,9 +263,9 @@ void apply_impl(const S* x, const View3& xv, const S* dy, const View3& dyv, S* d
             const std::int64_t a = row / C, c = row % C;
             for (std::int64_t b = j0; b < j0 + len; ++b)
                 dx[a * dxv.sA + c * dxv.sC + b * dxv.sB] = to_storage<S>(
-                    apply_one(to_compute(x[a * xv.sA + c * xv.sC + b * xv.sB]),
-                              to_compute(dy[a * dyv.sA + c * dyv.sC + b * dyv.sB]), hi[c], lo[c],
-                              s[c], p[c], q[c], r[c]));
+                    backward_dx(to_compute(x[a * xv.sA + c * xv.sC + b * xv.sB]),
+                                to_compute(dy[a * dyv.sA + c * dyv.sC + b * dyv.sB]), hi[c], lo[c],
+                                s[c], p[c], q[c], r[c]));
         });
     }
 }

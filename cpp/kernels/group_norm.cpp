@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "affine_runs.hpp"
+#include "backward_sums.hpp"
 #include "batch_norm.hpp"
 #include "bnfast/formulas.hpp"
 #include "bnfast/welford.hpp"
@@ -95,14 +96,6 @@ inline void merge_channels(const double* mean, const double* m2, std::int64_t pe
 }
 
 // ---------------------------------------------------------------------------
-// Backward
-
-template <class V>
-inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
-    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;  // as batch_norm_backward_apply
-}
-
-// ---------------------------------------------------------------------------
 // Training backward in one call (group_norm_backward_train_fn)
 
 // Consecutive blocks per work item of the fused loops (runs of consecutive
@@ -112,67 +105,6 @@ inline V apply_vec(V x, V dy, V hi, V lo, V s, V p, V q, V r) {
 // follows these runs.)
 inline std::int64_t fused_grain(std::int64_t blocks, int nt) {
     return max_i64(1, min_i64(8, blocks / (8 * static_cast<std::int64_t>(nt))));
-}
-
-struct ChannelSums {
-    double d = 0.0, dy = 0.0, dy_d = 0.0;
-};
-
-// Sums of one channel (A rows of B values) about center, in one fixed
-// order: rows in order, each row's vectors into two chains per sum, the
-// tails into scalars, the lanes added last.
-template <class T>
-ChannelSums channel_sums(const T* xc, const View3& xv, const T* dyc, const View3& dyv,
-                         double center) {
-    f64v d0{}, d1{}, g0{}, g1{}, gd0{}, gd1{};
-    double d_t = 0.0, g_t = 0.0, gd_t = 0.0;
-    const f64v cv = splat<f64v>(center);
-    const bool contiguous = xv.sB == 1 && dyv.sB == 1;
-    const std::int64_t B = xv.B;
-    for (std::int64_t a = 0; a < xv.A; ++a) {
-        const T* xp = xc + a * xv.sA;
-        const T* dp = dyc + a * dyv.sA;
-        std::int64_t i = 0;
-        if (contiguous) {
-            for (; i + 2 * kLanesF64 <= B; i += 2 * kLanesF64) {
-                const f64v dA = load_as_f64(xp + i) - cv;
-                const f64v dB = load_as_f64(xp + i + kLanesF64) - cv;
-                const f64v gA = load_as_f64(dp + i);
-                const f64v gB = load_as_f64(dp + i + kLanesF64);
-                d0 += dA;
-                d1 += dB;
-                g0 += gA;
-                g1 += gB;
-                gd0 += gA * dA;
-                gd1 += gB * dB;
-            }
-            for (; i < B; ++i) {
-                const double d = as_f64(xp[i]) - center;
-                const double g = as_f64(dp[i]);
-                d_t += d;
-                g_t += g;
-                gd_t += g * d;
-            }
-        } else {
-            for (; i < B; ++i) {
-                const double d = as_f64(xp[i * xv.sB]) - center;
-                const double g = as_f64(dp[i * dyv.sB]);
-                d_t += d;
-                g_t += g;
-                gd_t += g * d;
-            }
-        }
-    }
-    ChannelSums s;
-    s.d = sum_lanes(d0 + d1) + d_t;
-    s.dy = sum_lanes(g0 + g1) + g_t;
-    s.dy_d = sum_lanes(gd0 + gd1) + gd_t;
-    return s;
-}
-
-template <class T>
-inline T apply_one(T x, T dy, T hi, T lo, T s, T p, T q, T r) {
-    return dy * p + ((((x - hi) - lo) * s) * q + r) * s;
 }
 
 // The apply's six parameters of one (sample, channel), of the compute type.
@@ -198,17 +130,18 @@ void apply_channel(const S* xc, const View3& xv, const S* dyc, const View3& dyv,
             write_run<kStream>(
                 out, B,
                 [&](std::int64_t i) {
-                    return apply_vec(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
+                    return backward_dx(load_cv(xr + i), load_cv(dr + i), hv, lv, sv, pv, qv, rv);
                 },
                 [&](std::int64_t i) {
-                    return apply_one(to_compute(xr[i]), to_compute(dr[i]), k.hi, k.lo, k.s, k.p,
-                                     k.q, k.r);
+                    return backward_dx(to_compute(xr[i]), to_compute(dr[i]), k.hi, k.lo, k.s, k.p,
+                                       k.q, k.r);
                 });
         } else {
             for (std::int64_t i = 0; i < B; ++i)
                 out[i * dxv.sB] =
-                    to_storage<S>(apply_one(to_compute(xr[i * xv.sB]), to_compute(dr[i * dyv.sB]),
-                                            k.hi, k.lo, k.s, k.p, k.q, k.r));
+                    to_storage<S>(backward_dx(to_compute(xr[i * xv.sB]),
+                                              to_compute(dr[i * dyv.sB]), k.hi, k.lo, k.s, k.p,
+                                              k.q, k.r));
         }
     }
 }
@@ -268,8 +201,9 @@ void train_rows(const S* x, const BatchView3& xv, const S* dy, const BatchView3&
         return dx + (k / sh.C) * dxv.sN + (k % sh.C) * dxv.v.sC;
     };
     const auto reduce = [&](std::int64_t k) {
-        const ChannelSums s = channel_sums(x_ch(k), xv.v, dy_ch(k), dyv.v,
-                                           mean[(k / sh.C) * sh.G + (k % sh.C) / sh.per]);
+        const Sums3 s = row_range_sums(x_ch(k), xv.v, dy_ch(k), dyv.v,
+                                       mean[(k / sh.C) * sh.G + (k % sh.C) / sh.per], 0,
+                                       sh.rows);
         sum_d[k] = s.d;
         sum_dy[k] = s.dy;
         sum_dy_d[k] = s.dy_d;
@@ -331,34 +265,10 @@ void reduce_sample_tile(const S* xs, const View3& xv, const S* dys, const View3&
         return base + a * v.sA + b * v.sB + c0;
     };
     std::int64_t r = 0;
-    // Two rows per pass over the accumulators, each channel's additions in
-    // row order.
-    for (; r + 1 < rows; r += 2) {
-        const S* __restrict x0 = row_of(xs, xv, r);
-        const S* __restrict x1 = row_of(xs, xv, r + 1);
-        const S* __restrict g0 = row_of(dys, dyv, r);
-        const S* __restrict g1 = row_of(dys, dyv, r + 1);
-        for (std::int64_t c = 0; c < tw; ++c) {
-            const double d0 = as_f64(x0[c]) - ctr[c];
-            const double d1 = as_f64(x1[c]) - ctr[c];
-            const double gv0 = as_f64(g0[c]);
-            const double gv1 = as_f64(g1[c]);
-            pd[c] = (pd[c] + d0) + d1;
-            pg[c] = (pg[c] + gv0) + gv1;
-            pgd[c] = (pgd[c] + gv0 * d0) + gv1 * d1;
-        }
-    }
-    if (r < rows) {
-        const S* __restrict x0 = row_of(xs, xv, r);
-        const S* __restrict g0 = row_of(dys, dyv, r);
-        for (std::int64_t c = 0; c < tw; ++c) {
-            const double d0 = as_f64(x0[c]) - ctr[c];
-            const double gv0 = as_f64(g0[c]);
-            pd[c] += d0;
-            pg[c] += gv0;
-            pgd[c] += gv0 * d0;
-        }
-    }
+    for (; r + 1 < rows; r += 2)
+        add_row_pair(row_of(xs, xv, r), row_of(xs, xv, r + 1), row_of(dys, dyv, r),
+                     row_of(dys, dyv, r + 1), ctr, tw, pd, pg, pgd);
+    if (r < rows) add_row(row_of(xs, xv, r), 1, row_of(dys, dyv, r), 1, ctr, tw, pd, pg, pgd);
     for (std::int64_t c = 0; c < tw; ++c) {
         sum_d[c0 + c] = pd[c];
         sum_dy[c0 + c] = pg[c];
@@ -384,13 +294,13 @@ void apply_sample_rows(const S* xs, const View3& xv, const S* dys, const View3& 
         write_run<kStream>(
             out, len,
             [&](std::int64_t i) {
-                return apply_vec(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
-                                 load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
-                                 load_vec<V>(qq + i), load_vec<V>(rp + i));
+                return backward_dx(load_cv(xr + i), load_cv(dr + i), load_vec<V>(h + i),
+                                   load_vec<V>(l + i), load_vec<V>(ss + i), load_vec<V>(pp + i),
+                                   load_vec<V>(qq + i), load_vec<V>(rp + i));
             },
             [&](std::int64_t i) {
-                return apply_one(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i], pp[i],
-                                 qq[i], rp[i]);
+                return backward_dx(to_compute(xr[i]), to_compute(dr[i]), h[i], l[i], ss[i], pp[i],
+                                   qq[i], rp[i]);
             });
     }
 }
