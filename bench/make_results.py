@@ -138,6 +138,11 @@ def mark(ok):
     return "" if ok else " ✗"
 
 
+def busy(r):
+    """The busy mark after a row whose spread says the machine was busy."""
+    return " (busy)" if r["bnfast_p90_ms"] > BUSY_SPREAD * r["bnfast_min_ms"] else ""
+
+
 def status(run, one):
     """The rows of the status table of one capability: each target with the
     rows it covers, ✗ after a ratio that misses it."""
@@ -151,7 +156,7 @@ def status(run, one):
             if covers(r) and ratio is not None:
                 cells.append(
                     f"{r['op']} {r['shape']} {r['layout']} {r['dtype']} "
-                    f"{fmt(ratio, True)}{mark(ratio <= limit)}"
+                    f"{fmt(ratio, True)}{mark(ratio <= limit)}{busy(r)}"
                 )
         if cells:
             print(f"| {label} | {cap} | {', '.join(cells)} |")
@@ -159,7 +164,7 @@ def status(run, one):
     for r in large:
         t = over(r["torch_ms"], r["bnfast_ms"])
         if r["op"] == "batch_norm train" and r["layout"] == "NCHW" and t is not None:
-            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 5)}")
+            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 5)}{busy(r)}")
     if cells:
         print(f"| training ≥ 5x PyTorch, large NCHW | {cap} | {', '.join(cells)} |")
     cells = []
@@ -171,14 +176,14 @@ def status(run, one):
             continue
         t = over(o.get("torch_ms"), o["bnfast_ms"])
         if t is not None:
-            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 3)}")
+            cells.append(f"{r['shape']} {fmt(t, True)}{mark(t >= 3)}{busy(o)}")
     if cells:
         print(f"| training ≥ 3x PyTorch in cache (NCHW), 1 thread | {cap} | {', '.join(cells)} |")
     cells = []
     for r in run["rows"]:
         if r["layout"] == "tiny":
             us = r["bnfast_ms"] * 1e3
-            cells.append(f"{r['op']} {r['shape']} {us:.1f} µs{mark(us <= 3)}")
+            cells.append(f"{r['op']} {r['shape']} {us:.1f} µs{mark(us <= 3)}{busy(r)}")
     if cells:
         print(f"| tiny calls ≤ 3 µs | {cap} | {', '.join(cells)} |")
 
@@ -209,7 +214,8 @@ def main(paths):
     print(
         "\n## Status against the targets of issue 12\n\n"
         f"Arrays of {LARGE >> 20}M values and more against the floor (time / floor at the "
-        "run's thread count; ✗ marks a miss), PyTorch ratios, tiny calls.\n"
+        "run's thread count; ✗ marks a miss, (busy) a row whose spread says the machine "
+        "was busy), PyTorch ratios, tiny calls.\n"
     )
     print("| target | capability | rows |\n|---|---|---|")
     for run, one in pairs:
