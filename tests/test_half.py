@@ -151,18 +151,24 @@ def _narrowing_cases(dt):
 
 @pytest.mark.parametrize("dt", HALF, ids=HALF_IDS)
 @pytest.mark.parametrize("n", [4095, 4099], ids=["periodic", "vector-runs"])
-def test_narrowing_rounds_to_nearest_even(backend, dt, n):
+@pytest.mark.parametrize("rows", [1, 1025], ids=["plain", "streamed"])
+def test_narrowing_rounds_to_nearest_even(backend, dt, n, rows):
     # y = 1 * s + (-0.0) with a per-element float32 s: exactly s (-0.0 keeps
-    # the sign of zeros), so y is the store of s rounded to dt (vector
-    # stores of whole lanes, scalar ones at the tails).
+    # the sign of zeros), so y is the store of s rounded to dt (pairs of
+    # vectors, single vectors and scalar tails). 1025 rows of s make an
+    # output over 8 MiB, written with streaming stores (full registers of
+    # two vectors from each row's first cache-line boundary on).
     s = _narrowing_cases(dt)
     s = s[: (len(s) // n) * n].reshape(-1, n)
+    if rows > 1:
+        s = s[:2]  # a few patterns suffice for the streamed stores' layout
     for row in s:
-        x3 = np.ones((1, n, 1), dt)
+        x3 = np.ones((rows, n, 1), dt)
+        assert rows == 1 or x3.nbytes >= 8 << 20
         y3 = np.empty_like(x3)
         runtime.impl().affine(x3, y3, None, None, row, np.full(n, -0.0, np.float32))
         with np.errstate(over="ignore", invalid="ignore"):
-            want = row.astype(dt).reshape(1, n, 1)  # NumPy / ml_dtypes: nearest even
+            want = np.broadcast_to(row.astype(dt).reshape(1, n, 1), x3.shape)  # nearest even
         got_bits, want_bits = y3.view(np.uint16), want.view(np.uint16)
         nan = np.isnan(want.astype(np.float32))
         np.testing.assert_array_equal(np.isnan(y3.astype(np.float32)), nan)

@@ -308,7 +308,11 @@ inline H bf16_narrow_lanes(const W& u) {
 inline f32v load_f32v(const float* p) { return load_vec<f32v>(p); }
 inline f32v load_f32v(const f16_t* p) {
 #if defined(BNFAST_ISA_AVX512)
-    const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    // The zero-masked form: GCC 12's plain one starts from an undefined
+    // vector, which -Werror=uninitialized rejects where it is inlined
+    // (bug 105593, as in the bfloat16 conversions).
+    const __m512 v =
+        _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return reinterpret_cast<const f32v&>(v);
 #elif defined(BNFAST_ISA_AVX2)
     const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -388,6 +392,36 @@ BNFAST_ALWAYS_INLINE bf16_pair bf16_narrow_pair(const f32v& a, const f32v& b) {
 BNFAST_ALWAYS_INLINE void store_f32v2(bf16_t* p, const f32v& a, const f32v& b) {
 #if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
     store_vec(p, bf16_narrow_pair(a, b));
+#else
+    store_f32v(p, a);
+    store_f32v(p + kLanesF32, b);
+#endif
+}
+
+// Two consecutive vectors rounded to float16 as one full register: a
+// single vector's halves fill half a register, and AVX2 streamed them 16
+// bytes at a time (most of the samples of float16 eval on Zen 4). The same
+// conversions as store_f32v, so the same bits.
+#if defined(BNFAST_ISA_AVX512)
+BNFAST_ALWAYS_INLINE __m512i f16_narrow_pair(const f32v& a, const f32v& b) {
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256i lo = _mm512_maskz_cvtps_ph(0xffff, reinterpret_cast<const __m512&>(a), kRound);
+    const __m256i hi = _mm512_maskz_cvtps_ph(0xffff, reinterpret_cast<const __m512&>(b), kRound);
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+}
+#elif defined(BNFAST_ISA_AVX2)
+BNFAST_ALWAYS_INLINE __m256i f16_narrow_pair(const f32v& a, const f32v& b) {
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT;
+    const __m128i lo = _mm256_cvtps_ph(reinterpret_cast<const __m256&>(a), kRound);
+    const __m128i hi = _mm256_cvtps_ph(reinterpret_cast<const __m256&>(b), kRound);
+    return _mm256_inserti128_si256(_mm256_zextsi128_si256(lo), hi, 1);
+}
+#endif
+BNFAST_ALWAYS_INLINE void store_f32v2(f16_t* p, const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_storeu_si512(p, f16_narrow_pair(a, b));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), f16_narrow_pair(a, b));
 #else
     store_f32v(p, a);
     store_f32v(p + kLanesF32, b);
@@ -533,14 +567,24 @@ inline void stream_half(S* p, const f32v& v) {
 }
 inline void stream_vec(f16_t* p, const f32v& v) { stream_half(p, v); }
 inline void stream_vec(bf16_t* p, const f32v& v) { stream_half(p, v); }
-// Two vectors of bfloat16 (store_f32v2), streamed as one full register at
-// p (aligned to it: write_run and periodic_run stream from a cache-line
-// boundary in steps of two vectors).
+// Two vectors of half precision (store_f32v2), streamed as one full
+// register at p (aligned to it: write_run and periodic_run stream from a
+// cache-line boundary in steps of two vectors).
 BNFAST_ALWAYS_INLINE void stream_vec2(bf16_t* p, const f32v& a, const f32v& b) {
 #if defined(BNFAST_ISA_AVX512)
     _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bf16_narrow_pair(a, b));
 #elif defined(BNFAST_ISA_AVX2)
     _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bf16_narrow_pair(a, b));
+#else
+    store_f32v2(p, a, b);
+#endif
+}
+
+BNFAST_ALWAYS_INLINE void stream_vec2(f16_t* p, const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX512)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), f16_narrow_pair(a, b));
+#elif defined(BNFAST_ISA_AVX2)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), f16_narrow_pair(a, b));
 #else
     store_f32v2(p, a, b);
 #endif
@@ -609,10 +653,11 @@ inline std::int64_t stream_head(const T* y, std::int64_t n) {
     return head < n ? head : n;
 }
 
-// bfloat16 runs are written two vectors at a time (store_f32v2: one
-// narrowing of both); the values are the same either way.
+// Half-precision runs are written two vectors at a time (store_f32v2: one
+// full register; for bfloat16 one narrowing of both); the values are the
+// same either way.
 template <class T>
-constexpr bool kPairStores = std::is_same_v<T, bf16_t>;
+constexpr bool kPairStores = std::is_same_v<T, bf16_t> || std::is_same_v<T, f16_t>;
 
 // Writes y[0..n): L values at a time from vec(i) (the vector of elements
 // i..i+L-1), single ones from one(i). With kStream, long runs are streamed
