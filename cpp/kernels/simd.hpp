@@ -389,14 +389,6 @@ BNFAST_ALWAYS_INLINE bf16_pair bf16_narrow_pair(const f32v& a, const f32v& b) {
 #endif
 }
 #endif
-BNFAST_ALWAYS_INLINE void store_f32v2(bf16_t* p, const f32v& a, const f32v& b) {
-#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
-    store_vec(p, bf16_narrow_pair(a, b));
-#else
-    store_f32v(p, a);
-    store_f32v(p + kLanesF32, b);
-#endif
-}
 
 // Two consecutive vectors rounded to float16 as one full register: a
 // single vector's halves fill half a register, and AVX2 streamed them 16
@@ -417,11 +409,20 @@ BNFAST_ALWAYS_INLINE __m256i f16_narrow_pair(const f32v& a, const f32v& b) {
     return _mm256_inserti128_si256(_mm256_zextsi128_si256(lo), hi, 1);
 }
 #endif
-BNFAST_ALWAYS_INLINE void store_f32v2(f16_t* p, const f32v& a, const f32v& b) {
-#if defined(BNFAST_ISA_AVX512)
-    _mm512_storeu_si512(p, f16_narrow_pair(a, b));
-#elif defined(BNFAST_ISA_AVX2)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), f16_narrow_pair(a, b));
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+// The pair narrowing of the storage type p points to.
+BNFAST_ALWAYS_INLINE auto narrow_pair(const bf16_t*, const f32v& a, const f32v& b) {
+    return bf16_narrow_pair(a, b);
+}
+BNFAST_ALWAYS_INLINE auto narrow_pair(const f16_t*, const f32v& a, const f32v& b) {
+    return f16_narrow_pair(a, b);
+}
+#endif
+// Two consecutive vectors rounded to half precision S, stored as one.
+template <class S>
+BNFAST_ALWAYS_INLINE void store_f32v2(S* p, const f32v& a, const f32v& b) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    store_vec(p, narrow_pair(p, a, b));
 #else
     store_f32v(p, a);
     store_f32v(p + kLanesF32, b);
@@ -570,21 +571,12 @@ inline void stream_vec(bf16_t* p, const f32v& v) { stream_half(p, v); }
 // Two vectors of half precision (store_f32v2), streamed as one full
 // register at p (aligned to it: write_run and periodic_run stream from a
 // cache-line boundary in steps of two vectors).
-BNFAST_ALWAYS_INLINE void stream_vec2(bf16_t* p, const f32v& a, const f32v& b) {
+template <class S>
+BNFAST_ALWAYS_INLINE void stream_vec2(S* p, const f32v& a, const f32v& b) {
 #if defined(BNFAST_ISA_AVX512)
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), bf16_narrow_pair(a, b));
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), narrow_pair(p, a, b));
 #elif defined(BNFAST_ISA_AVX2)
-    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bf16_narrow_pair(a, b));
-#else
-    store_f32v2(p, a, b);
-#endif
-}
-
-BNFAST_ALWAYS_INLINE void stream_vec2(f16_t* p, const f32v& a, const f32v& b) {
-#if defined(BNFAST_ISA_AVX512)
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), f16_narrow_pair(a, b));
-#elif defined(BNFAST_ISA_AVX2)
-    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), f16_narrow_pair(a, b));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), narrow_pair(p, a, b));
 #else
     store_f32v2(p, a, b);
 #endif
