@@ -512,3 +512,75 @@ def test_channel_one_pass_falls_back_on_alternating_levels(native_backend, dtype
     np.testing.assert_allclose(mo.mean, ref_mean.astype(np.float64), rtol=0, atol=1e-15)
     ref_m2 = ((ref - ref_mean) ** 2).sum(axis=0)
     np.testing.assert_allclose(mo.m2, ref_m2.astype(np.float64), rtol=1e-11)
+
+
+# --------------------------------------------------------------------------
+# the row path's one-pass chunks and their fallback
+# --------------------------------------------------------------------------
+# On the row path (reductions along contiguous or strided rows: axis=-1, the
+# (0, 2, 3) axes of NCHW) every chunk is first summed in one pass around the
+# mean of a few values sampled across it, and kept only where the
+# cancellation bound holds (n * dbar^2 <= M2); elsewhere it is redone in two
+# passes. The data below put levels, jumps, trends and constant runs inside
+# and across chunks, and spikes on a period that sampled values may all
+# fall on (the shift is then far from the chunk's mean).
+def _row_data(kind, dtype, rng, n):
+    i = np.arange(n)
+    level = 1e8 if dtype == np.float64 else 1e4
+    noise = rng.standard_normal(n)
+    if kind == "jump-inside":  # a new level partway through every 1000 values
+        x = np.where(i % 1000 >= 417, level, 0.0) + noise
+    elif kind == "alternating":  # +-level, switching every 4096 values
+        x = np.where(i // 4096 % 2 == 0, level, -level) + noise
+    elif kind == "offset":  # |mean| / std = 1e8 (float64), 1e4 (float32)
+        x = level + noise
+    elif kind == "trend":
+        x = i * (level / n) + noise
+    elif kind == "spikes":  # one spike per 256 values, as many as the noise
+        x = np.where(i % 256 == 128, level, 0.0) + noise
+    else:  # "constant-later": random, then one value far from the random part
+        x = noise.copy()
+        x[n // 3 :] = 0.1 * level + 0.1
+    return x.astype(dtype)
+
+
+ROW_PATHS = ["last-axis", "strided", "nchw"]
+
+
+def _row_layout(x, path):
+    """x (1-D of 4 * 50176 values) laid out on `path`, with the axes that
+    reduce it to 4 channels of the same values."""
+    per = x.size // 4
+    if path == "last-axis":
+        return x.reshape(4, per), 1
+    if path == "strided":
+        wide = np.empty((4, 2 * per), x.dtype)
+        wide[:, ::2] = x.reshape(4, per)
+        return wide[:, ::2], 1
+    # NCHW: channel c holds values c*per ... (c+1)*per - 1 as 2 images of 112x112
+    return np.ascontiguousarray(x.reshape(4, 2, 112, 112).transpose(1, 0, 2, 3)), (0, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "kind", ["offset", "jump-inside", "alternating", "trend", "spikes", "constant-later"]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", ROW_PATHS)
+def test_row_one_pass_keeps_two_pass_accuracy(native_backend, kind, dtype, path):
+    x = _row_data(kind, dtype, np.random.default_rng(47), 4 * 2 * 112 * 112)
+    arr, axis = _row_layout(x, path)
+    mo = bnfast.moments(arr, axis=axis)
+    ref = x.astype(np.longdouble).reshape(4, -1)
+    ref_mean = ref.mean(axis=1)
+    ref_m2 = ((ref - ref_mean[:, None]) ** 2).sum(axis=1)
+    # The two-pass accuracy: the mean to a few ulps of float64 (of the
+    # spread of the data: a mean near 0 beside values of 1e8 is rounded at
+    # their scale), M2 to 1e-13 (a kept one pass cancels at most
+    # n * dbar^2 <= M2, a factor 2; spikes met by every sample cancel ~256x).
+    scale = np.abs(ref).max(axis=1).astype(np.float64)
+    err = np.abs(np.asarray(mo.mean, np.float64) - ref_mean.astype(np.float64))
+    assert np.all(err <= 4 * 2**-52 * scale), err / (2**-52 * scale)
+    np.testing.assert_allclose(mo.m2, ref_m2.astype(np.float64), rtol=1e-13)
+    with bnfast.threads(3):
+        again = bnfast.moments(arr, axis=axis)
+    assert _bytes(mo.mean, mo.m2) == _bytes(again.mean, again.m2)

@@ -51,6 +51,16 @@ inline void constant_sum(double n, double v, double& hi, double& lo) {
     lo = std::fma(n, v, -hi);
 }
 
+// The sum n * shift + sum_d of a chunk summed in one pass as deviations
+// sum_d from a shift: TwoProduct of n * shift, then TwoSum with sum_d.
+inline void shifted_chunk_sum(double n, double shift, double sum_d, double& hi, double& lo) {
+    double p_hi, p_lo;
+    constant_sum(n, shift, p_hi, p_lo);
+    hi = p_hi + sum_d;
+    const double bb = hi - p_hi;
+    lo = ((p_hi - (hi - bb)) + (sum_d - bb)) + p_lo;
+}
+
 // The mean of m from its double-double sum: `approx` (Chan's mean, made
 // absolute by the caller) plus the rounded difference sum - n * approx over
 // n (exact in one fused multiply-add). A constant set keeps its exact mean
