@@ -48,6 +48,8 @@ constexpr std::int64_t kTileChannels = 512;             // channels per item, ch
 // per-channel merge of ~20 operations, so short chunks of wide tiles (16
 // rows of 512 channels at scale 2) spent more time merging than summing.
 constexpr std::int64_t kChannelChunkScale = 8;
+// Chunks per row group of the channel path, at least (see moments_channels).
+constexpr std::int64_t kMinGroupChunks = 16;
 // Channel path with unit channel stride: blocks of kRegBlock vectors of
 // channels are summed over a chunk's rows in registers, not in the scratch
 // arrays (one load and store of each accumulator per value otherwise). The
@@ -73,9 +75,11 @@ constexpr double kOnePassFactor = 1.0;
 // A one-pass chunk's sums of deviations d from its shift (n values, sum_d,
 // sum_dd) are kept when kOnePassFactor * n * dbar^2 <= M2 (above); false
 // for NaN, and for an infinite sum of squares.
-inline bool one_pass_holds(double n, double sum_d, double sum_dd) {
-    const double ss = sum_d * sum_d / n;
-    return (sum_dd - sum_dd == 0.0) & (kOnePassFactor * ss <= sum_dd - ss);
+// Lane-wise for vectors of doubles (V: a mask of the lanes that hold).
+template <class V>
+inline auto one_pass_holds(V n, V sum_d, V sum_dd) {
+    const V ss = sum_d * sum_d / n;
+    return (sum_dd - sum_dd == V{}) & (kOnePassFactor * ss <= sum_dd - ss);
 }
 // Row-path chunks of at least this many values are tried in one pass first
 // (see row_range_moments); shorter ones cost little either way.
@@ -207,6 +211,18 @@ inline double fma_s(double a, double b, double c) {
     return std::fma(a, b, c);  // one instruction with -mfma
 #else
     return a * b + c;
+#endif
+}
+
+// a * b - round(a * b), exactly (TwoProduct's low part, as constant_sum),
+// lane-wise: one FMA where the ISA has it, the libm fma per lane otherwise.
+inline f64v product_error(const f64v& a, const f64v& b) {
+#if defined(BNFAST_ISA_AVX512) || defined(BNFAST_ISA_AVX2)
+    return fma_v(a, b, -(a * b));
+#else
+    f64v r;
+    for (int i = 0; i < kLanesF64; ++i) r[i] = std::fma(a[i], b[i], -(a[i] * b[i]));
+    return r;
 #endif
 }
 
@@ -435,9 +451,9 @@ inline void pass2_segment(const T* p, std::int64_t n, std::int64_t stride,
     if (stride == 1) {
         const f64v shift_v = splat<f64v>(shift);
         // The accumulators in locals: as members of acc, GCC 12 kept q0..q3
-        // on the stack (a load, FMA and store per vector, each chain waiting
-        // on a store forward: layer norm's statistics ran at ~1.3 cycles per
-        // element). The operations and their order are unchanged.
+        // on the stack (a load, FMA and store per vector). Four chains hid
+        // that on Zen 4 (no time measured either way), but nothing needs
+        // the round trip. The operations and their order are unchanged.
         f64v s = acc.s, c = acc.c, q0 = acc.q0, q1 = acc.q1, q2 = acc.q2, q3 = acc.q3;
         for (; i + kP2Vec * L <= n; i += kP2Vec * L) {
             const f64v d0 = load_as_f64(p + i) - shift_v;
@@ -875,9 +891,19 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             }
             if (shifts_finite) {
                 pass2();
+                // sdd finite means every d and d * d was. In vectors, as
+                // the merge below: per channel and chunk they were ~40
+                // scalar operations and three divisions, as much time as
+                // the chunk's pass on wide tiles of short chunks.
+                constexpr std::int64_t L = kLanesF64;
+                const std::int64_t cv = tw - tw % L;
+                const f64v dn_v = splat<f64v>(dn);
+                auto holds = f64v{} == f64v{};
+                for (std::int64_t c = 0; c < cv; c += L)
+                    holds &= one_pass_holds(dn_v, load_vec<f64v>(sd + c), load_vec<f64v>(sdd + c));
                 bool accept = true;
-                // sdd finite means every d and d * d was.
-                for (std::int64_t c = 0; c < tw; ++c) accept &= one_pass_holds(dn, sd[c], sdd[c]);
+                for (int i = 0; i < L; ++i) accept &= holds[i] != 0;
+                for (std::int64_t c = cv; c < tw; ++c) accept &= one_pass_holds(dn, sd[c], sdd[c]);
                 if (accept) {
                     double* __restrict mean = s.mean;
                     double* __restrict m2 = s.m2;
@@ -885,16 +911,42 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                     double* __restrict sum_lo = s.sum_lo;
                     const double na = static_cast<double>(acc_n);
                     const double b_frac = dn / static_cast<double>(acc_n + n);
-                    for (std::int64_t c = 0; c < tw; ++c) {
-                        const double mean_b = (shift[c] - ref[c]) + sd[c] / dn;
-                        const double m2_b = sdd[c] - sd[c] * sd[c] / dn;  // >= 0: accepted
-                        double h, l;
-                        shifted_chunk_sum(dn, shift[c], sd[c], h, l);
-                        dd_add(sum_hi[c], sum_lo[c], h, l);
-                        // Chan merge of finite moments, as below.
-                        const double delta = mean_b == mean[c] ? 0.0 : mean_b - mean[c];
-                        mean[c] = mean[c] + delta * b_frac;
-                        m2[c] = m2[c] + (m2_b + delta * delta * na * b_frac);
+                    // One channel's merge, lane-wise for vectors (V); the
+                    // same operations for the scalar tail.
+                    const auto merge = [&](auto dn_, auto shift_, auto ref_, auto sd_, auto sdd_,
+                                           auto& mean_, auto& m2_, auto& sum_hi_, auto& sum_lo_,
+                                           auto na_, auto b_frac_, auto p_lo) {
+                        using V = decltype(dn_);
+                        const V mean_b = (shift_ - ref_) + sd_ / dn_;
+                        const V m2_b = sdd_ - sd_ * sd_ / dn_;  // >= 0: accepted
+                        V h, l;
+                        shifted_sum_from(dn_ * shift_, p_lo, sd_, h, l);
+                        dd_add(sum_hi_, sum_lo_, h, l);
+                        // Chan merge of finite moments, as below (a delta
+                        // of exactly 0 where the means are equal).
+                        const V delta = mean_b - mean_;
+                        const V d = mean_b == mean_ ? V{} : delta;
+                        mean_ = mean_ + d * b_frac_;
+                        m2_ = m2_ + (m2_b + d * d * na_ * b_frac_);
+                    };
+                    const f64v na_v = splat<f64v>(na), bf_v = splat<f64v>(b_frac);
+                    for (std::int64_t c = 0; c < cv; c += L) {
+                        const f64v sh = load_vec<f64v>(shift + c);
+                        f64v mv = load_vec<f64v>(mean + c), qv = load_vec<f64v>(m2 + c);
+                        f64v hv = load_vec<f64v>(sum_hi + c), lv = load_vec<f64v>(sum_lo + c);
+                        merge(dn_v, sh, load_vec<f64v>(ref + c), load_vec<f64v>(sd + c),
+                              load_vec<f64v>(sdd + c), mv, qv, hv, lv, na_v, bf_v,
+                              product_error(dn_v, sh));
+                        store_vec(mean + c, mv);
+                        store_vec(m2 + c, qv);
+                        store_vec(sum_hi + c, hv);
+                        store_vec(sum_lo + c, lv);
+                    }
+                    for (std::int64_t c = cv; c < tw; ++c) {
+                        double p_hi, p_lo;
+                        constant_sum(dn, shift[c], p_hi, p_lo);
+                        merge(dn, shift[c], ref[c], sd[c], sdd[c], mean[c], m2[c], sum_hi[c],
+                              sum_lo[c], na, b_frac, p_lo);
                     }
                     acc_n += n;
                     continue;
@@ -1018,9 +1070,15 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     // Rows per chunk: about kChannelChunkScale * kChunk elements of the tile,
     // at least one row.
     const std::int64_t chunk_rows = max_i64(1, (kChannelChunkScale * kChunk) / tile);
-    // Split rows into groups only where each group still holds whole chunks.
-    const std::int64_t groups =
-        max_i64(1, min_i64(group_count(rows * v.C), rows / chunk_rows));
+    // Split rows into groups only where each group still holds whole chunks,
+    // and where a group keeps kMinGroupChunks of them while there are at
+    // least 8 items: a group's first chunk takes two passes (no running
+    // mean yet), and each group adds a merge per channel. Wide data (4096
+    // channels: 8 tiles of 4 chunks per group) spent a quarter of its chunks
+    // in two passes. Shape-only, as everything that decides the arithmetic.
+    const std::int64_t groups = max_i64(
+        1, min_i64(min_i64(group_count(rows * v.C), rows / chunk_rows),
+                   max_i64(rows / (kMinGroupChunks * chunk_rows), (8 + tiles - 1) / tiles)));
     const std::int64_t items = tiles * groups;
     const int nt = (rows * v.C <= kParallelMinElements) ? 1 : nthreads;
 

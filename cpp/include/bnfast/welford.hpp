@@ -25,12 +25,14 @@ struct Moments1 {
 // (hi, lo) += (b_hi, b_lo): Knuth's TwoSum of the high parts (exact), the
 // low parts and the rounding error added, then renormalized so that hi is
 // the rounded sum. Non-finite values propagate through hi.
-inline void dd_add(double& hi, double& lo, double b_hi, double b_lo) {
-    const double s = hi + b_hi;
-    const double bb = s - hi;
-    const double err = (hi - (s - bb)) + (b_hi - bb);
-    const double l = (lo + b_lo) + err;
-    const double h = s + l;
+// Lane-wise for vectors of doubles (V).
+template <class V>
+inline void dd_add(V& hi, V& lo, V b_hi, V b_lo) {
+    const V s = hi + b_hi;
+    const V bb = s - hi;
+    const V err = (hi - (s - bb)) + (b_hi - bb);
+    const V l = (lo + b_lo) + err;
+    const V h = s + l;
     lo = l - (h - s);
     hi = h;
 }
@@ -52,13 +54,18 @@ inline void constant_sum(double n, double v, double& hi, double& lo) {
 }
 
 // The sum n * shift + sum_d of a chunk summed in one pass as deviations
-// sum_d from a shift: TwoProduct of n * shift, then TwoSum with sum_d.
+// sum_d from a shift, given n * shift = p_hi + p_lo (constant_sum): TwoSum
+// of p_hi and sum_d. Lane-wise for vectors of doubles (V).
+template <class V>
+inline void shifted_sum_from(V p_hi, V p_lo, V sum_d, V& hi, V& lo) {
+    hi = p_hi + sum_d;
+    const V bb = hi - p_hi;
+    lo = ((p_hi - (hi - bb)) + (sum_d - bb)) + p_lo;
+}
 inline void shifted_chunk_sum(double n, double shift, double sum_d, double& hi, double& lo) {
     double p_hi, p_lo;
     constant_sum(n, shift, p_hi, p_lo);
-    hi = p_hi + sum_d;
-    const double bb = hi - p_hi;
-    lo = ((p_hi - (hi - bb)) + (sum_d - bb)) + p_lo;
+    shifted_sum_from(p_hi, p_lo, sum_d, hi, lo);
 }
 
 // The mean of m from its double-double sum: `approx` (Chan's mean, made
