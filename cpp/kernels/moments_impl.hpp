@@ -139,13 +139,25 @@ inline bool chunk_from_pass1(std::int64_t n, double sum, double lo, double hi,
     return false;
 }
 
+// A chunk's mean (relative to ref) and M2 from its n values' sums of
+// deviations from shift (the corrected two-pass formulas; the one-pass
+// chunks use them too). Lane-wise for vectors of doubles (V).
+template <class V>
+inline V shifted_mean(V n, V shift, V ref, V sum_d) {
+    return (shift - ref) + sum_d / n;
+}
+template <class V>
+inline V shifted_m2(V n, V sum_d, V sum_dd) {
+    return sum_dd - sum_d * sum_d / n;
+}
+
 // sum1: pass 1's sum, shift = sum1 / n; the mean is relative to ref.
 inline void chunk_from_pass2(std::int64_t n, double sum1, double shift, double ref,
                              double sum_d, double sum_dd, Moments1& out) {
     const double dn = static_cast<double>(n);
     chunk_sum(dn, sum1, shift, sum_d, out.sum_hi, out.sum_lo);
-    out.mean = (shift - ref) + sum_d / dn;
-    double m2 = sum_dd - sum_d * sum_d / dn;
+    out.mean = shifted_mean(dn, shift, ref, sum_d);
+    double m2 = shifted_m2(dn, sum_d, sum_dd);
     if (m2 < 0.0) m2 = 0.0;  // rounding; keeps NaN
     out.m2 = m2;
 }
@@ -589,8 +601,8 @@ Moments1 row_range_moments(const T* xc, const View3& v, std::int64_t begin,
             if (one_pass_holds(dn, sd, sdd)) {
                 Moments1 chunk;
                 chunk.n = hi - lo;
-                chunk.mean = (shift - ref) + sd / dn;
-                chunk.m2 = sdd - sd * sd / dn;  // >= 0: it holds
+                chunk.mean = shifted_mean(dn, shift, ref, sd);
+                chunk.m2 = shifted_m2(dn, sd, sdd);  // >= 0: it holds
                 shifted_chunk_sum(dn, shift, sd, chunk.sum_hi, chunk.sum_lo);
                 chan_merge(acc, chunk);
                 continue;
@@ -917,8 +929,8 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                                            auto& mean_, auto& m2_, auto& sum_hi_, auto& sum_lo_,
                                            auto na_, auto b_frac_, auto p_lo) {
                         using V = decltype(dn_);
-                        const V mean_b = (shift_ - ref_) + sd_ / dn_;
-                        const V m2_b = sdd_ - sd_ * sd_ / dn_;  // >= 0: accepted
+                        const V mean_b = shifted_mean(dn_, shift_, ref_, sd_);
+                        const V m2_b = shifted_m2(dn_, sd_, sdd_);  // >= 0: accepted
                         V h, l;
                         shifted_sum_from(dn_ * shift_, p_lo, sd_, h, l);
                         dd_add(sum_hi_, sum_lo_, h, l);
@@ -1033,12 +1045,13 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         for (std::int64_t c = 0; c < tw; ++c) {
             const double total = sum[c];
             const bool finite = total - total == 0.0;  // false for NaN and inf
-            double m2_chunk = sdd[c] - sd[c] * sd[c] / dn;
+            double m2_chunk = shifted_m2(dn, sd[c], sdd[c]);
             m2_chunk = m2_chunk < 0.0 ? 0.0 : m2_chunk;
             const bool constant = finite && lo[c] == hi[c];
             // Means relative to ref (see reference_value for why).
             const double mean_b =
-                !finite ? total : (constant ? lo[c] - ref[c] : (shift[c] - ref[c]) + sd[c] / dn);
+                !finite ? total
+                        : (constant ? lo[c] - ref[c] : shifted_mean(dn, shift[c], ref[c], sd[c]));
             const double m2_b = !finite ? total - total : (constant ? 0.0 : m2_chunk);
             // The chunk's sum as chunk_from_pass1/2 give it (as selects),
             // added to the tile's.
