@@ -258,6 +258,34 @@ def test_backward_bits_do_not_depend_on_threads(native_backend, rms, shape):
     assert results[0] == results[1] == results[2]
 
 
+@pytest.mark.parametrize("rms", [False, True])
+def test_backward_bits_do_not_depend_on_out_alignment(native_backend, rms):
+    # dx of 8 MiB and more is streamed from its first vector boundary on, so
+    # which columns take vectors follows where `out` lies in memory; the
+    # gradients (dx and the column sums) must not. 520 columns: a pitch of
+    # a whole number of vectors, and a tail past the last vector.
+    rng = np.random.default_rng(17)
+    shape = (4100, 520)  # 8.1 MiB of float32
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape[1]).astype(np.float32)
+    if rms:
+        _, rstd = bnfast.rms_norm(x, w, return_stats=True)
+        run = lambda out: bnfast.rms_norm_backward(dy, x, rstd, w, out=out)  # noqa: E731
+    else:
+        _, mean, rstd = bnfast.layer_norm(x, w, return_stats=True)
+        run = lambda out: bnfast.layer_norm_backward(dy, x, mean, rstd, w, out=out)  # noqa: E731
+    buf = np.empty(x.size + 64, np.float32)
+    base = (-(buf.ctypes.data % 64) // 4) % 16  # the first 64-byte boundary
+    results = []
+    for offset in (0, 1, 7, 15):  # 0..15 elements past the boundary
+        out = buf[base + offset : base + offset + x.size].reshape(shape)
+        grads = run(out)
+        assert grads[0] is out
+        results.append(b"".join(a.tobytes() for a in grads if a is not None))
+    assert all(r == results[0] for r in results[1:])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_constant_rows_have_finite_gradients(backend, dtype):
     """var == 0 exactly, so rstd = 1/sqrt(eps) (finite): every gradient must be

@@ -368,12 +368,27 @@ inline void widen_halves(const f32v& v, f64v& lo, f64v& hi) {
 #endif
 }
 
+// a + b as a fused multiply-add by 1 (a * 1 is exact: the same rounding
+// as a + b). Zen's two FP-add pipes also run the conversions, its two FMA
+// pipes had only the products: the row sums' additions go to the latter.
+inline f64v add_on_fma_pipe(const f64v& a, const f64v& b) {
+#if defined(BNFAST_ISA_AVX512)
+    return bit_cast_<f64v>(_mm512_fmadd_pd(bit_cast_<__m512d>(a), _mm512_set1_pd(1.0),
+                                           bit_cast_<__m512d>(b)));
+#elif defined(BNFAST_ISA_AVX2)
+    return bit_cast_<f64v>(_mm256_fmadd_pd(bit_cast_<__m256d>(a), _mm256_set1_pd(1.0),
+                                           bit_cast_<__m256d>(b)));
+#else
+    return a + b;
+#endif
+}
+
 // The lanes of v added to acc in float64: its two halves widened (exact),
 // added, and added to acc (lane order fixed).
 inline void add_widened(const f32v& v, f64v& acc) {
     f64v lo, hi;
     widen_halves(v, lo, hi);
-    acc += lo + hi;
+    acc = add_on_fma_pipe(acc, add_on_fma_pipe(lo, hi));
 }
 
 // The float32 constants of one row's dx.
@@ -432,77 +447,115 @@ inline float dx_f32(float xj, float dyj, float wj, const RowGradF32& c, float& x
 
 // Rows [r_begin, r_end) of float32/half data, kSubRows at a time (kUnit:
 // unit-stride rows, in vectors; otherwise the same formulas one element at
-// a time): their sums, then dx and the column gradients column by column over
-// the group (the rows are in L1/L2 from the sums). kStream: dx rows are
-// vector-aligned and written with streaming stores (float32, large arrays).
+// a time): their sums, then dx and the column gradients over the group (the
+// rows are in L1/L2 from the sums). Columns [head, head + a multiple of L)
+// go in vectors, a tile of kColChunk columns at a time and row by row within
+// it, the tile's gradient terms added over the rows in float32 (acc_w,
+// acc_b, in L1) and then to pw/pb in float64; the other columns take the
+// same operations one at a time. No value depends on which columns take
+// vectors (head follows dx's alignment). kStream: dx rows from column head
+// on start on a vector boundary, and are written with streaming stores.
+//
+// Row by row, not the group's rows side by side: rows of a power-of-two
+// pitch (4096 columns, 1024) put every row's x, dy and dx at one L1 set and
+// one 4 KB offset, and each dx store held up the next row's loads (the
+// backward of 128x1024 took 4.1 ns per value, of 128x4000 0.85).
 template <bool kUnit, bool kRms, bool kStream, class T>
 void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dyv, T* dx,
                        const View3& dxv, const double* mean, const double* rstd, const float* w,
-                       std::int64_t r_begin, std::int64_t r_end, double* pw, double* pb) {
+                       std::int64_t head, std::int64_t r_begin, std::int64_t r_end, double* pw,
+                       double* pb) {
     constexpr std::int64_t L = kLanesF32;
     const std::int64_t D = xv.B;
-    const std::int64_t dv = kUnit ? D - D % L : 0;  // the vector part
+    const std::int64_t jv = kUnit ? min_i64(head, D) : D;  // the vector part [jv, je)
+    const std::int64_t je = kUnit ? jv + (D - jv) - (D - jv) % L : D;
     const std::int64_t ax = kUnit ? 1 : xv.sB, ag = kUnit ? 1 : dyv.sB, ao = kUnit ? 1 : dxv.sB;
+    // The next group's rows are prefetched into L2 while this group's dx is
+    // formed from cache: without it the reads of the sums and the writes of
+    // dx took turns, memory idle through each (layer norm backward of
+    // 16384x4096 took 3x its floor). One line of the next group's row k per
+    // 64 bytes of row k this loop consumes.
+    constexpr std::int64_t kStepBytes = L * static_cast<std::int64_t>(sizeof(T));
+    constexpr std::int64_t kStepsPerLine = kStepBytes >= kCacheLine ? 1 : kCacheLine / kStepBytes;
+    alignas(64) float acc_w[kColChunk];
+    alignas(64) float acc_b[kColChunk];
     RowGradF32 c[kSubRows];
-    f32v hi[kSubRows], lo[kSubRows], rs[kSubRows], mg[kSubRows], mgx[kSubRows];
     for (std::int64_t r0 = r_begin; r0 < r_end; r0 += kSubRows) {
         const std::int64_t nr = min_i64(kSubRows, r_end - r0);
         for (std::int64_t k = 0; k < nr; ++k) {
             const std::int64_t r = r0 + k;
             c[k] = backward_row_sums_f32<kUnit, kRms>(x + r * xv.sC, xv.sB, dy + r * dyv.sC,
                                                       dyv.sB, D, mean[r], rstd[r], w);
-            hi[k] = splat<f32v>(c[k].hi);
-            lo[k] = splat<f32v>(c[k].lo);
-            rs[k] = splat<f32v>(c[k].rs);
-            mg[k] = splat<f32v>(c[k].mean_g);
-            mgx[k] = splat<f32v>(c[k].mean_gx);
         }
-        const T* xr[kSubRows];
-        const T* gr[kSubRows];
-        T* outr[kSubRows];
-        for (std::int64_t k = 0; k < nr; ++k) {
-            xr[k] = x + (r0 + k) * xv.sC;
-            gr[k] = dy + (r0 + k) * dyv.sC;
-            outr[k] = dx + (r0 + k) * dxv.sC;
-        }
-        for (std::int64_t j = 0; j < dv; j += L) {
-            const f32v wv = load_vec<f32v>(w + j);
-            f32v a_w{}, a_b{};
-            for (std::int64_t k = 0; k < nr; ++k) {
-                const f32v xj = load_cv(xr[k] + j);
-                const f32v dyj = load_cv(gr[k] + j);
-                const f32v xhat = kRms ? xj * rs[k] : ((xj - hi[k]) - lo[k]) * rs[k];
-                const f32v g = dyj * wv;
-                const f32v out =
-                    kRms ? rs[k] * (g - xhat * mgx[k]) : rs[k] * ((g - mg[k]) - xhat * mgx[k]);
-                T* o = outr[k] + j;
-                if constexpr (kStream) {
-                    stream_vec(o, out);
-                } else {
-                    store_cv(o, out);
-                }
-                a_w += dyj * xhat;
-                a_b += dyj;
+        const std::int64_t next_nr = kUnit ? min_i64(kSubRows, r_end - r0 - nr) : 0;
+        for (std::int64_t jt = jv; jt < je; jt += kColChunk) {
+            const std::int64_t tn = min_i64(kColChunk, je - jt);
+            for (std::int64_t i = 0; i < tn; i += L) {
+                store_vec(acc_w + i, f32v{});
+                store_vec(acc_b + i, f32v{});
             }
-            f64v w_lo, w_hi, b_lo, b_hi;
-            widen_halves(a_w, w_lo, w_hi);
-            widen_halves(a_b, b_lo, b_hi);
-            store_vec(pw + j, load_vec<f64v>(pw + j) + w_lo);
-            store_vec(pw + j + kLanesF64, load_vec<f64v>(pw + j + kLanesF64) + w_hi);
-            store_vec(pb + j, load_vec<f64v>(pb + j) + b_lo);
-            store_vec(pb + j + kLanesF64, load_vec<f64v>(pb + j + kLanesF64) + b_hi);
+            for (std::int64_t k = 0; k < nr; ++k) {
+                const std::int64_t r = r0 + k;
+                const T* xr = x + r * xv.sC + jt;
+                const T* gr = dy + r * dyv.sC + jt;
+                T* outr = dx + r * dxv.sC + jt;
+                const float* wr = w + jt;
+                const char* pf_x = k < next_nr ? reinterpret_cast<const char*>(xr + nr * xv.sC)
+                                               : nullptr;
+                const char* pf_g = k < next_nr ? reinterpret_cast<const char*>(gr + nr * dyv.sC)
+                                               : nullptr;
+                const f32v hi = splat<f32v>(c[k].hi), lo = splat<f32v>(c[k].lo);
+                const f32v rs = splat<f32v>(c[k].rs), mg = splat<f32v>(c[k].mean_g);
+                const f32v mgx = splat<f32v>(c[k].mean_gx);
+                for (std::int64_t i = 0; i < tn; i += L) {
+                    if (pf_x != nullptr && (i / L) % kStepsPerLine == 0) {
+                        __builtin_prefetch(pf_x + i * static_cast<std::int64_t>(sizeof(T)), 0, 2);
+                        __builtin_prefetch(pf_g + i * static_cast<std::int64_t>(sizeof(T)), 0, 2);
+                    }
+                    const f32v xj = load_cv(xr + i);
+                    const f32v dyj = load_cv(gr + i);
+                    const f32v xhat = kRms ? xj * rs : ((xj - hi) - lo) * rs;
+                    const f32v g = dyj * load_vec<f32v>(wr + i);
+                    const f32v out = kRms ? rs * (g - xhat * mgx) : rs * ((g - mg) - xhat * mgx);
+                    if constexpr (kStream) {
+                        stream_vec(outr + i, out);
+                    } else {
+                        store_cv(outr + i, out);
+                    }
+                    store_vec(acc_w + i, load_vec<f32v>(acc_w + i) + dyj * xhat);
+                    store_vec(acc_b + i, load_vec<f32v>(acc_b + i) + dyj);
+                }
+            }
+            for (std::int64_t i = 0; i < tn; i += L) {
+                f64v w_lo, w_hi, b_lo, b_hi;
+                widen_halves(load_vec<f32v>(acc_w + i), w_lo, w_hi);
+                widen_halves(load_vec<f32v>(acc_b + i), b_lo, b_hi);
+                double* pwj = pw + jt + i;
+                double* pbj = pb + jt + i;
+                store_vec(pwj, load_vec<f64v>(pwj) + w_lo);
+                store_vec(pwj + kLanesF64, load_vec<f64v>(pwj + kLanesF64) + w_hi);
+                store_vec(pbj, load_vec<f64v>(pbj) + b_lo);
+                store_vec(pbj + kLanesF64, load_vec<f64v>(pbj + kLanesF64) + b_hi);
+            }
         }
-        for (std::int64_t k = 0; k < nr; ++k) {  // the columns past the last vector
-            const std::int64_t r = r0 + k;
-            for (std::int64_t j = dv; j < D; ++j) {
+        // The columns outside the vector part: the same operations, one
+        // column at a time.
+        const auto one_column = [&](std::int64_t j) {
+            float a_w = 0.0f, a_b = 0.0f;
+            for (std::int64_t k = 0; k < nr; ++k) {
+                const std::int64_t r = r0 + k;
                 const float dyj = to_compute(dy[r * dyv.sC + j * ag]);
                 float xhat;
                 dx[r * dxv.sC + j * ao] = to_storage<T>(
                     dx_f32<kRms>(to_compute(x[r * xv.sC + j * ax]), dyj, w[j], c[k], xhat));
-                pw[j] += static_cast<double>(dyj * xhat);
-                pb[j] += static_cast<double>(dyj);
+                a_w += dyj * xhat;
+                a_b += dyj;
             }
-        }
+            pw[j] += static_cast<double>(a_w);
+            pb[j] += static_cast<double>(a_b);
+        };
+        for (std::int64_t j = 0; j < jv; ++j) one_column(j);
+        for (std::int64_t j = je; j < D; ++j) one_column(j);
     }
 }
 
@@ -522,12 +575,19 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
         max_i64(1, min_i64(min_i64(R / kSubRows, 64), (std::int64_t(1) << 21) / D));
     const int nt = (R * D <= kParallelMinElements) ? 1 : nthreads;
     const bool unit = xv.sB == 1 && dyv.sB == 1 && dxv.sB == 1;
-    // Streaming stores for a large float32 dx whose rows all start on a
-    // vector boundary (the f32 rows path stores whole vectors from column 0).
+    // Streaming stores for a large float32 dx whose rows all lie alike
+    // against the vector boundaries (row pitch a multiple of the vector):
+    // the vectors then start at column `head`, the first boundary. (Row 0
+    // had to start on one, which NumPy's large arrays, 16-byte aligned, never
+    // did: dx then cost a read for ownership too.)
+    const auto dx_addr = reinterpret_cast<std::uintptr_t>(dx);
     const bool stream = std::is_same_v<T, float> && unit &&
                         R * D * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes &&
-                        reinterpret_cast<std::uintptr_t>(dx) % kVecBytes == 0 &&
+                        dx_addr % sizeof(T) == 0 &&
                         (dxv.sC * static_cast<std::int64_t>(sizeof(T))) % kVecBytes == 0;
+    const std::int64_t head =
+        stream ? static_cast<std::int64_t>((kVecBytes - dx_addr % kVecBytes) % kVecBytes / sizeof(T))
+               : 0;
     Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
     double* partial = partial_buf.get();
     parallel_for(nt, blocks, 1, [&](std::int64_t blk) {
@@ -537,22 +597,22 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
         const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
         if constexpr (kFloatGrad<T>) {
             if (stream && rms)
-                backward_rows_f32<true, true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<true, true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                     r1, pw, pb);
             else if (stream)
-                backward_rows_f32<true, false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<true, false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                      r1, pw, pb);
             else if (unit && rms)
-                backward_rows_f32<true, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<true, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                      r1, pw, pb);
             else if (unit)
-                backward_rows_f32<true, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<true, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                       r1, pw, pb);
             else if (rms)
-                backward_rows_f32<false, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<false, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                       r1, pw, pb);
             else
-                backward_rows_f32<false, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, r0,
+                backward_rows_f32<false, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
                                                        r1, pw, pb);
             if (stream) stream_fence();  // by the thread that streamed
             return;
