@@ -470,13 +470,6 @@ void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dy
     const std::int64_t jv = kUnit ? min_i64(head, D) : D;  // the vector part [jv, je)
     const std::int64_t je = kUnit ? jv + (D - jv) - (D - jv) % L : D;
     const std::int64_t ax = kUnit ? 1 : xv.sB, ag = kUnit ? 1 : dyv.sB, ao = kUnit ? 1 : dxv.sB;
-    // The next group's rows are prefetched into L2 while this group's dx is
-    // formed from cache: without it the reads of the sums and the writes of
-    // dx took turns, memory idle through each (layer norm backward of
-    // 16384x4096 took 3x its floor). One line of the next group's row k per
-    // 64 bytes of row k this loop consumes.
-    constexpr std::int64_t kStepBytes = L * static_cast<std::int64_t>(sizeof(T));
-    constexpr std::int64_t kStepsPerLine = kStepBytes >= kCacheLine ? 1 : kCacheLine / kStepBytes;
     alignas(64) float acc_w[kColChunk];
     alignas(64) float acc_b[kColChunk];
     RowGradF32 c[kSubRows];
@@ -487,7 +480,6 @@ void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dy
             c[k] = backward_row_sums_f32<kUnit, kRms>(x + r * xv.sC, xv.sB, dy + r * dyv.sC,
                                                       dyv.sB, D, mean[r], rstd[r], w);
         }
-        const std::int64_t next_nr = kUnit ? min_i64(kSubRows, r_end - r0 - nr) : 0;
         for (std::int64_t jt = jv; jt < je; jt += kColChunk) {
             const std::int64_t tn = min_i64(kColChunk, je - jt);
             for (std::int64_t i = 0; i < tn; i += L) {
@@ -500,18 +492,10 @@ void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dy
                 const T* gr = dy + r * dyv.sC + jt;
                 T* outr = dx + r * dxv.sC + jt;
                 const float* wr = w + jt;
-                const char* pf_x = k < next_nr ? reinterpret_cast<const char*>(xr + nr * xv.sC)
-                                               : nullptr;
-                const char* pf_g = k < next_nr ? reinterpret_cast<const char*>(gr + nr * dyv.sC)
-                                               : nullptr;
                 const f32v hi = splat<f32v>(c[k].hi), lo = splat<f32v>(c[k].lo);
                 const f32v rs = splat<f32v>(c[k].rs), mg = splat<f32v>(c[k].mean_g);
                 const f32v mgx = splat<f32v>(c[k].mean_gx);
                 for (std::int64_t i = 0; i < tn; i += L) {
-                    if (pf_x != nullptr && (i / L) % kStepsPerLine == 0) {
-                        __builtin_prefetch(pf_x + i * static_cast<std::int64_t>(sizeof(T)), 0, 2);
-                        __builtin_prefetch(pf_g + i * static_cast<std::int64_t>(sizeof(T)), 0, 2);
-                    }
                     const f32v xj = load_cv(xr + i);
                     const f32v dyj = load_cv(gr + i);
                     const f32v xhat = kRms ? xj * rs : ((xj - hi) - lo) * rs;
