@@ -33,6 +33,7 @@ except ImportError:
 
 CASES = (
     "layer_norm 16384x4096",
+    "layer_norm backward 16384x4096",
     "batch_norm train NCHW 64x64x56x56",
     "batch_norm eval NCHW 64x64x56x56",
     "mean_var 16384x4096 axis=0",
@@ -46,6 +47,11 @@ def make_case(case: str, dtype):
         if case.startswith("mean_var"):
             return lambda: bnfast.mean_var(x, axis=0)
         out = np.empty_like(x)
+        if "backward" in case:
+            dy = rng.standard_normal(x.shape, dtype=np.float32).astype(dtype)
+            w = np.ones(x.shape[-1], np.float32)
+            _, mean, rstd = bnfast.layer_norm(x, w, return_stats=True)
+            return lambda: bnfast.layer_norm_backward(dy, x, mean, rstd, w, out=out)
         return lambda: bnfast.layer_norm(x, out=out)
     x = (1.0 + rng.standard_normal((64, 64, 56, 56), dtype=np.float32)).astype(dtype)
     out = np.empty_like(x)

@@ -495,19 +495,29 @@ void backward_rows_f32(const T* x, const View3& xv, const T* dy, const View3& dy
                 const f32v hi = splat<f32v>(c[k].hi), lo = splat<f32v>(c[k].lo);
                 const f32v rs = splat<f32v>(c[k].rs), mg = splat<f32v>(c[k].mean_g);
                 const f32v mgx = splat<f32v>(c[k].mean_gx);
-                for (std::int64_t i = 0; i < tn; i += L) {
+                // dx of columns i..i+L-1, their terms added to the tile.
+                const auto dx_vec = [&](std::int64_t i) {
                     const f32v xj = load_cv(xr + i);
                     const f32v dyj = load_cv(gr + i);
                     const f32v xhat = kRms ? xj * rs : ((xj - hi) - lo) * rs;
                     const f32v g = dyj * load_vec<f32v>(wr + i);
-                    const f32v out = kRms ? rs * (g - xhat * mgx) : rs * ((g - mg) - xhat * mgx);
-                    if constexpr (kStream) {
-                        stream_vec(outr + i, out);
-                    } else {
-                        store_cv(outr + i, out);
-                    }
                     store_vec(acc_w + i, load_vec<f32v>(acc_w + i) + dyj * xhat);
                     store_vec(acc_b + i, load_vec<f32v>(acc_b + i) + dyj);
+                    return kRms ? rs * (g - xhat * mgx) : rs * ((g - mg) - xhat * mgx);
+                };
+                std::int64_t i = 0;
+                if constexpr (kPairStores<T>) {  // half dx: two vectors per narrowing
+                    for (; i + 2 * L <= tn; i += 2 * L) {
+                        const f32v a = dx_vec(i);
+                        store_f32v2(outr + i, a, dx_vec(i + L));
+                    }
+                }
+                for (; i < tn; i += L) {
+                    if constexpr (kStream) {
+                        stream_vec(outr + i, dx_vec(i));
+                    } else {
+                        store_cv(outr + i, dx_vec(i));
+                    }
                 }
             }
             for (std::int64_t i = 0; i < tn; i += L) {
