@@ -580,7 +580,8 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
                         dx_addr % sizeof(T) == 0 &&
                         (dxv.sC * static_cast<std::int64_t>(sizeof(T))) % kVecBytes == 0;
     const std::int64_t head =
-        stream ? static_cast<std::int64_t>((kVecBytes - dx_addr % kVecBytes) % kVecBytes / sizeof(T))
+        stream ? static_cast<std::int64_t>((kVecBytes - dx_addr % kVecBytes) % kVecBytes /
+                                           sizeof(T))
                : 0;
     Scratch<double> partial_buf(2 * static_cast<std::size_t>(blocks * D));
     double* partial = partial_buf.get();
@@ -591,23 +592,23 @@ void layer_norm_backward(const T* x, const View3& xv, const T* dy, const View3& 
         const std::int64_t r0 = part_begin(blk, R, blocks), r1 = part_begin(blk + 1, R, blocks);
         if constexpr (kFloatGrad<T>) {
             if (stream && rms)
-                backward_rows_f32<true, true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                    r1, pw, pb);
+                backward_rows_f32<true, true, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                    head, r0, r1, pw, pb);
             else if (stream)
-                backward_rows_f32<true, false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                     r1, pw, pb);
+                backward_rows_f32<true, false, true>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                     head, r0, r1, pw, pb);
             else if (unit && rms)
-                backward_rows_f32<true, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                     r1, pw, pb);
+                backward_rows_f32<true, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                     head, r0, r1, pw, pb);
             else if (unit)
-                backward_rows_f32<true, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                      r1, pw, pb);
+                backward_rows_f32<true, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                      head, r0, r1, pw, pb);
             else if (rms)
-                backward_rows_f32<false, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                      r1, pw, pb);
+                backward_rows_f32<false, true, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                      head, r0, r1, pw, pb);
             else
-                backward_rows_f32<false, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w, head, r0,
-                                                       r1, pw, pb);
+                backward_rows_f32<false, false, false>(x, xv, dy, dyv, dx, dxv, mean, rstd, w,
+                                                       head, r0, r1, pw, pb);
             if (stream) stream_fence();  // by the thread that streamed
             return;
         }
