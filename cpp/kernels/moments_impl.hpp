@@ -56,9 +56,14 @@ constexpr std::int64_t kMinGroupChunks = 16;
 // order of the additions per channel is the same, so are the results.
 constexpr int kRegBlock = 4;
 // Pass 2 keeps four vectors per block of channels (sum, compensation,
-// squares, shift): AVX-512 has the 32 registers for blocks of 4, AVX2 (16)
-// takes blocks of 2 (blocks of 1 ran 2.5x slower: too few chains).
-constexpr int kRegBlock2 = kVecBytes == 64 ? 4 : 2;
+// squares, shift). Blocks of 4 on AVX2 too, though its 16 registers cannot
+// hold them all (the shifts and compensations, touched once per 8 rows, go
+// to the stack): a block of 4 float32 vectors reads whole 64-byte lines, and
+// blocks of 2 read half a line per row, whose other half was evicted from
+// L1 before the next strip came for it where rows lie 4 KB apart (65536x1024
+// float32 on a Zen 3: 2.9x -> 2.2x the read floor). The baseline keeps 2
+// (blocks of 1 ran 2.5x slower: too few chains).
+constexpr int kRegBlock2 = kVecBytes >= 32 ? 4 : 2;
 // Both passes can walk a chunk of a tile in blocks of rows across the
 // whole tile (row_block()), at least kRowBlock rows: a register block walking
 // all rows of a chunk down a column strip reads 64 rows 4 KB apart (1024
@@ -816,6 +821,12 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
             for (std::int64_t rb = r0; rb < r1; rb += rblock) {
                 const std::int64_t re = min_i64(rb + rblock, r1);
                 std::int64_t cb2 = 0;
+                // Bytes of the next chunk prefetched so far in this block: a
+                // line per 64 bytes consumed, spread through the register
+                // strips' rows (in one burst after the block, the chunk's
+                // compute and the next chunk's fetch did not overlap), the
+                // rest after the block.
+                std::int64_t fetched = 0;
                 if constexpr (kUnitC) {  // register blocks, see kRegBlock
                     constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
                     for (; cb2 + W <= tw; cb2 += W) {
@@ -842,6 +853,8 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                                 }
                                 a_q[k] += odd;
                             }
+                            pf.step(kP2Rows * W * static_cast<std::int64_t>(sizeof(T)));
+                            fetched += kP2Rows * W * static_cast<std::int64_t>(sizeof(T));
                         }
                         for (; r < re; ++r) {
                             const T* p = row_ptr(x, v, r) + c0 + cb2;
@@ -885,7 +898,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                         }
                     }
                 }
-                pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)));
+                pf.step((re - rb) * tw * static_cast<std::int64_t>(sizeof(T)) - fetched);
             }
             for (std::int64_t c = 0; c < tw; ++c) sd[c] += sdc[c];
         };
