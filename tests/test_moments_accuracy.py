@@ -505,10 +505,13 @@ def test_channel_one_pass_falls_back_where_it_cancels(native_backend, kind, dtyp
 @pytest.mark.parametrize("columns", [34, 600])
 def test_channel_one_pass_falls_back_on_alternating_levels(native_backend, dtype, columns):
     """Levels +-L alternating chunk by chunk (aligned to the kernel's chunks:
-    32768 values of a tile of up to 512 channels), N(0, 1) noise: the mean is
-    ~1e-2. A one pass around the running mean (~ +-L away) rounds every
-    deviation at ulp(L); the fallback's chunk means round them at ulp(1)."""
-    chunk_rows = 32768 // min(columns, 512)
+    32768 values of a tile of up to 512 channels, 16384 of float64), N(0, 1)
+    noise: the mean is ~1e-2. A one pass around the running mean (~ +-L away)
+    rounds every deviation at ulp(L); the fallback's chunk means round them
+    at ulp(1). (A chunk holding both levels rounds its far rows at ulp(L) in
+    two passes too: hence the alignment.)"""
+    chunk_values = 16384 if dtype == np.float64 else 32768
+    chunk_rows = chunk_values // min(columns, 512)
     chunks = 6
     rng = np.random.default_rng(43)
     level = 1e8 if dtype == np.float64 else 1e6

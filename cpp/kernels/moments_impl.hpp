@@ -44,7 +44,9 @@ constexpr std::int64_t kGroupTarget = std::int64_t(1) << 18;  // elements per wo
 constexpr std::int64_t kMaxGroups = 64;                 // work items per channel, at most
 constexpr std::int64_t kTileChannels = 512;             // channels per item, channel path
 // Channel path chunk: kChannelChunkScale * kChunk values of a tile (128 KB
-// of float32: L2-resident between the two passes). Each chunk ends with a
+// of float32: L2-resident between the two passes; half as many values of
+// float64, since a chunk and the next one, prefetched during its pass,
+// filled the whole 512 KB L2 of a Zen 3 in float64). Each chunk ends with a
 // per-channel merge of ~20 operations, so short chunks of wide tiles (16
 // rows of 512 channels at scale 2) spent more time merging than summing.
 constexpr std::int64_t kChannelChunkScale = 8;
@@ -908,8 +910,19 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
         // as the two-pass one (see kOnePassFactor); otherwise the chunk is
         // redone with pass 1 and pass 2 (it is in cache).
         if (kUnitC && acc_n > 0) {
+            // In vectors: a scalar loop with its finiteness test took 3% of
+            // the pass on tiles of 512 channels.
+            constexpr std::int64_t L = kLanesF64;
+            const std::int64_t cv = tw - tw % L;
+            auto finite_v = f64v{} == f64v{};
+            for (std::int64_t c = 0; c < cv; c += L) {
+                const f64v m = load_vec<f64v>(s.mean + c);
+                finite_v &= (m - m) == f64v{};
+                store_vec(shift + c, load_vec<f64v>(ref + c) + m);
+            }
             bool shifts_finite = true;
-            for (std::int64_t c = 0; c < tw; ++c) {
+            for (int i = 0; i < L; ++i) shifts_finite &= finite_v[i] != 0;
+            for (std::int64_t c = cv; c < tw; ++c) {
                 const double m = s.mean[c];
                 shifts_finite &= m - m == 0.0;
                 shift[c] = ref[c] + m;
@@ -920,8 +933,6 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 // the merge below: per channel and chunk they were ~40
                 // scalar operations and three divisions, as much time as
                 // the chunk's pass on wide tiles of short chunks.
-                constexpr std::int64_t L = kLanesF64;
-                const std::int64_t cv = tw - tw % L;
                 const f64v dn_v = splat<f64v>(dn);
                 auto holds = f64v{} == f64v{};
                 for (std::int64_t c = 0; c < cv; c += L)
@@ -1093,9 +1104,11 @@ void moments_channels(const T* x, const View3& v, double* mean, double* m2,
     const std::int64_t rows = v.A * v.B;
     const std::int64_t tile = min_i64(v.C, kTileChannels);
     const std::int64_t tiles = (v.C + tile - 1) / tile;
-    // Rows per chunk: about kChannelChunkScale * kChunk elements of the tile,
-    // at least one row.
-    const std::int64_t chunk_rows = max_i64(1, (kChannelChunkScale * kChunk) / tile);
+    // Rows per chunk: about kChannelChunkScale * kChunk elements of the tile
+    // (half as many of float64: see kChannelChunkScale), at least one row.
+    const std::int64_t chunk_values =
+        kChannelChunkScale * kChunk / (sizeof(T) > sizeof(float) ? 2 : 1);
+    const std::int64_t chunk_rows = max_i64(1, chunk_values / tile);
     // Split rows into groups only where each group still holds whole chunks,
     // and where a group keeps kMinGroupChunks of them while there are at
     // least 8 items: a group's first chunk takes two passes (no running
