@@ -5,7 +5,8 @@
 // moments_kernel: per-C count/mean/M2 over the A x B slab of an (A, C, B) view.
 //
 // Accuracy: each slab is cut into chunks (kChunk elements on the rows path,
-// kChannelChunkScale * kChunk per tile on the channel path; cache resident).
+// kChannelChunkScale * kChunk per tile on the channel path, half that of
+// float64; cache resident).
 // Pass 1 sums a chunk and tracks min/max (in double; in float32 for float32
 // data, see Pass1AccF32), then pass 2 sums its deviations from that chunk
 // mean and their squares in double with the usual correction term,
@@ -831,6 +832,7 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                 std::int64_t fetched = 0;
                 if constexpr (kUnitC) {  // register blocks, see kRegBlock
                     constexpr std::int64_t L = kLanesF64, W = kRegBlock2 * kLanesF64;
+                    constexpr std::int64_t kStepBytes = kP2Rows * W * std::int64_t(sizeof(T));
                     for (; cb2 + W <= tw; cb2 += W) {
                         f64v sh[kRegBlock2], a_s[kRegBlock2], a_c[kRegBlock2], a_q[kRegBlock2];
                         for (int k = 0; k < kRegBlock2; ++k) {
@@ -855,8 +857,8 @@ void tile_moments(const T* x, const View3& v, std::int64_t c0, std::int64_t tw,
                                 }
                                 a_q[k] += odd;
                             }
-                            pf.step(kP2Rows * W * static_cast<std::int64_t>(sizeof(T)));
-                            fetched += kP2Rows * W * static_cast<std::int64_t>(sizeof(T));
+                            pf.step(kStepBytes);
+                            fetched += kStepBytes;
                         }
                         for (; r < re; ++r) {
                             const T* p = row_ptr(x, v, r) + c0 + cb2;
