@@ -3,6 +3,15 @@
 // that does not save ZMM state must not run AVX-512 code).
 #include "bnfast/cpu_features.hpp"
 
+#include <atomic>
+
+#if defined(__linux__)
+#include <unistd.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <sys/types.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #if defined(__GNUC__) || defined(__clang__)
 #include <cpuid.h>
@@ -50,5 +59,36 @@ CpuFeatures detect_cpu_features() {
 #else
 CpuFeatures detect_cpu_features() { return CpuFeatures{}; }
 #endif
+
+namespace {
+
+std::int64_t read_l2_cache_bytes() {
+#if defined(__linux__) && defined(_SC_LEVEL2_CACHE_SIZE)
+    const long n = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc: from CPUID or sysfs
+    return n > 0 ? static_cast<std::int64_t>(n) : 0;
+#elif defined(__APPLE__)
+    std::int64_t n = 0;
+    std::size_t len = sizeof(n);
+    if (sysctlbyname("hw.l2cachesize", &n, &len, nullptr, 0) != 0 || len != sizeof(n)) return 0;
+    return n > 0 ? n : 0;
+#else
+    return 0;
+#endif
+}
+
+std::atomic<std::int64_t> g_l2_override{-1};
+
+}  // namespace
+
+std::int64_t l2_cache_bytes() {
+    const std::int64_t set = g_l2_override.load(std::memory_order_relaxed);
+    if (set >= 0) return set;
+    static const std::int64_t bytes = read_l2_cache_bytes();  // thread-safe initialization
+    return bytes;
+}
+
+void set_l2_cache_bytes(std::int64_t n) {
+    g_l2_override.store(n < 0 ? -1 : n, std::memory_order_relaxed);
+}
 
 }  // namespace bnfast

@@ -106,14 +106,30 @@ def test_moments_kernel_matches_twin(native_backend, kind, dtype):
     ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_train_statistics_equal_moments(backend, shape, dtype):
+@pytest.mark.parametrize("l2", [1, 1 << 40], ids=["l2-tiny", "l2-huge"])
+def test_batch_norm_train_statistics_equal_moments(backend, shape, dtype, l2):
     # The training kernel must reproduce the moments kernel's statistics bit
     # for bit (same chunks, groups and merge order), and the output of the
-    # unfused moments + affine path, whichever loop the thread count picks:
-    # fused per channel where C >= 4 * threads, channels over 1 MiB with a
-    # group per thread shared by the threads (the last three shapes at 2
-    # threads; groups cut rows in the middle, and (2, 9, 300_001) gives 3
-    # groups to 2 threads), moments + affine otherwise.
+    # unfused moments + affine path, whichever loop the thread count and the
+    # L2 size pick: fused per channel where C >= 4 * threads; channels over
+    # 1 MiB shared by the threads, a group per thread, where a thread's
+    # share fits the L2 (the last three shapes at 2 threads under
+    # l2-huge; groups cut rows in the middle, and (2, 9, 300_001) gives 3
+    # groups to 2 threads), whole channels per thread where it does not
+    # (l2-tiny); moments + affine otherwise. The L2 size is set, so both
+    # loops run on any machine.
+    if backend != "numpy":
+        core = runtime.core()
+        core.set_l2_cache_bytes(l2)
+        try:
+            _check_train_statistics(shape, dtype)
+        finally:
+            core.set_l2_cache_bytes(-1)
+    elif l2 == 1:  # the twin has one loop
+        _check_train_statistics(shape, dtype)
+
+
+def _check_train_statistics(shape, dtype):
     impl = _impl()
     rng = np.random.default_rng(6)
     x3 = (3.0 + rng.standard_normal(shape)).astype(dtype)

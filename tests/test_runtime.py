@@ -599,3 +599,25 @@ def test_python_settings_decide_as_core_does(ops):
         core.set_hard_thread_limit(saved[3])
         core.set_num_threads(saved[0])
         core.set_thread_num_threads(saved[1])
+
+
+@pytest.mark.skipif(not NATIVE_CHOICES, reason="the native module bnfast._core is not built")
+def test_l2_cache_bytes_reads_the_os_and_can_be_set_for_tests():
+    core = runtime.core() if runtime.native_active() else None
+    if core is None:
+        pytest.skip("the numpy backend is active")
+    os_answer = core.l2_cache_bytes()
+    assert os_answer >= 0
+    getconf = shutil.which("getconf")
+    if sys.platform.startswith("linux") and getconf:  # glibc's sysconf, as the kernels read it
+        out = subprocess.run(
+            [getconf, "LEVEL2_CACHE_SIZE"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if out.isdigit():
+            assert os_answer == int(out)
+    try:
+        core.set_l2_cache_bytes(12345)
+        assert core.l2_cache_bytes() == 12345
+    finally:
+        core.set_l2_cache_bytes(-1)
+    assert core.l2_cache_bytes() == os_answer

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "bnfast/cpu_features.hpp"
 #include "common.hpp"
 
 namespace bnfast::bindings {
@@ -82,6 +83,10 @@ void register_runtime(py::module_& m) {
           "Calls on more input bytes than this check for Ctrl-C between work items.");
     m.def("set_interrupt_bytes", &set_interrupt_bytes, py::arg("n"),
           "Set the interruptible-call threshold in bytes (n >= 0; default 1 GiB).");
+    m.def("l2_cache_bytes", &l2_cache_bytes,
+          "One core's L2 cache in bytes as the kernels use it (0: unknown).");
+    m.def("set_l2_cache_bytes", &set_l2_cache_bytes, py::arg("n"),
+          "Set the L2 size the kernels assume (tests); n < 0 restores the OS's answer.");
     m.attr("compiler") = BNFAST_COMPILER_INFO;
 }
 

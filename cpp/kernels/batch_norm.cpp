@@ -14,15 +14,35 @@
 
 #include "affine.hpp"
 #include "affine_runs.hpp"
+#include "bnfast/cpu_features.hpp"
 #include "bnfast/formulas.hpp"
 #include "moments_impl.hpp"
 
 namespace bnfast::kernels::BNFAST_ISA {
 namespace {
 
-// Channel slabs above this are shared by the threads (fused_rows_shared):
-// about half of a core's L2 on current x86 server cores (1-2 MB).
+// Channel slabs above this are too large for one thread to reduce and
+// normalize within its L2: about half of a core's L2 on current x86 server
+// cores (1-2 MB).
 constexpr std::int64_t kSharedSlabBytes = std::int64_t(1) << 20;
+
+// Whether the threads share each channel slab (fused_rows_shared) rather
+// than take whole channels (fused_rows): for slabs above kSharedSlabBytes
+// whose share per thread fits in a core's L2, where it is normalized right
+// after it is reduced. Where a share does not fit (a 3.2 MB slab of
+// 64x64x112x112 float32 is 1.6 MB per thread against 512 KB of L2 on a
+// Zen 3, 1 MB on a Zen 4), the second read comes from L3 either way, and
+// whole channels per thread spare the two barriers per channel, which also
+// kept the threads reading together and then writing together (Zen 3, two
+// threads: 1.6-2.1x -> 1.4-1.7x the read + write floor). Larger slabs than
+// kMaxFusedSlabBytes are shared anyway: a whole one would delay an
+// interrupt check too long, and no cache holds it. An unknown L2 (0)
+// shares every slab above kSharedSlabBytes.
+inline bool share_slabs(std::int64_t slab_bytes, int nt) {
+    if (slab_bytes <= kSharedSlabBytes) return false;
+    const std::int64_t l2 = l2_cache_bytes();
+    return l2 <= 0 || slab_bytes > kMaxFusedSlabBytes || slab_bytes <= l2 * nt;
+}
 
 // The channel's T parameters of y = ((x - hi) - lo) * scale + shift.
 template <class T>
@@ -111,10 +131,10 @@ void batch_norm_train(const T* x, const View3& xv, T* y, const View3& yv, const 
         const std::int64_t total = xv.A * xv.B * xv.C;
         const int nt = (total <= kParallelMinElements) ? 1 : nthreads;
         const std::int64_t slab_bytes = xv.A * xv.B * static_cast<std::int64_t>(sizeof(T));
-        // Large slabs are shared on one thread too: the same passes over the
-        // data as fused_rows (one channel after another), in blocks of a
-        // group, so an interruptible call checks for Ctrl-C between them.
-        if (slab_bytes > kSharedSlabBytes &&
+        // Slabs to share are shared on one thread too: the same passes over
+        // the data as fused_rows (one channel after another), in blocks of
+        // a group, so an interruptible call checks for Ctrl-C between them.
+        if (share_slabs(slab_bytes, nt) &&
             group_count(xv.A * xv.B) >= static_cast<std::int64_t>(nt)) {
             if (total * static_cast<std::int64_t>(sizeof(T)) >= kStreamMinBytes)
                 fused_rows_shared<true>(x, xv, y, yv, weight, bias, eps, mean, m2, nt);
