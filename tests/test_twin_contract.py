@@ -38,6 +38,8 @@ NATIVE_ONLY = {
     "set_hard_thread_limit",
     "get_interrupt_bytes",
     "set_interrupt_bytes",
+    "l2_cache_bytes",
+    "set_l2_cache_bytes",
     "batch_norm_fast",
     "batch_norm_backward_fast",
     "layer_norm_fast",
