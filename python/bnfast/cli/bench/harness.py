@@ -42,14 +42,12 @@ BUSY_SPREAD = 1.3
 
 
 def cache_bytes() -> int:
-    """One core's L2 cache (Linux sysfs), 512 KiB where unknown: the slab
-    size below which an op's statistics and output pass share the bytes."""
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip()
-        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-        return int(text.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        return 512 << 10
+    """One core's L2 cache as the kernels see it (``_core.l2_cache_bytes``),
+    512 KiB where the OS does not say: the slab size below which an op's
+    statistics and output pass share the bytes."""
+    from ..._runtime import _core
+
+    return (_core.l2_cache_bytes() if _core is not None else 0) or 512 << 10
 
 
 def floor_label(passes: tuple[tuple[int, int], ...], nbytes: int) -> str:
